@@ -1,0 +1,320 @@
+//! The one error envelope every endpoint answers with:
+//! `{ "error": "<human message>", "code": "<CODE>", ...extra }`.
+
+use std::fmt;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{Map, Value};
+
+/// Every code the API can answer with, and its HTTP status. The table is the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    InvalidInput,
+    InsufficientCredits,
+    PaymentRequired,
+    PaymentInvalid,
+    PaymentAlreadyUsed,
+    PerTxLimitExceeded,
+    DailyLimitExceeded,
+    WeeklyLimitExceeded,
+    MonthlyLimitExceeded,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 18] = [
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::Conflict,
+        ErrorCode::InvalidInput,
+        ErrorCode::InsufficientCredits,
+        ErrorCode::PaymentRequired,
+        ErrorCode::PaymentInvalid,
+        ErrorCode::PaymentAlreadyUsed,
+        ErrorCode::PerTxLimitExceeded,
+        ErrorCode::DailyLimitExceeded,
+        ErrorCode::WeeklyLimitExceeded,
+        ErrorCode::MonthlyLimitExceeded,
+        ErrorCode::RateLimited,
+        ErrorCode::UpstreamError,
+        ErrorCode::UpstreamTimeout,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::InvalidInput => "INVALID_INPUT",
+            ErrorCode::InsufficientCredits => "INSUFFICIENT_CREDITS",
+            ErrorCode::PaymentRequired => "PAYMENT_REQUIRED",
+            ErrorCode::PaymentInvalid => "PAYMENT_INVALID",
+            ErrorCode::PaymentAlreadyUsed => "PAYMENT_ALREADY_USED",
+            ErrorCode::PerTxLimitExceeded => "PER_TX_LIMIT_EXCEEDED",
+            ErrorCode::DailyLimitExceeded => "DAILY_LIMIT_EXCEEDED",
+            ErrorCode::WeeklyLimitExceeded => "WEEKLY_LIMIT_EXCEEDED",
+            ErrorCode::MonthlyLimitExceeded => "MONTHLY_LIMIT_EXCEEDED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::UpstreamError => "UPSTREAM_ERROR",
+            ErrorCode::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    pub const fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden
+            | ErrorCode::PerTxLimitExceeded
+            | ErrorCode::DailyLimitExceeded
+            | ErrorCode::WeeklyLimitExceeded
+            | ErrorCode::MonthlyLimitExceeded => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
+            ErrorCode::InsufficientCredits
+            | ErrorCode::PaymentRequired
+            | ErrorCode::PaymentInvalid
+            | ErrorCode::PaymentAlreadyUsed => StatusCode::PAYMENT_REQUIRED,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
+            ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error on its way to the client. The message is shown to the client verbatim, so it
+/// must never carry a secret; internal detail goes in `source`, which is only logged.
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    extra: Map<String, Value>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    source: Option<Source>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            extra: Map::new(),
+            headers: Vec::new(),
+            source: None,
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidInput, message)
+    }
+
+    /// Invalid input attributed to one request field, named in the `field` member.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidInput, message).with("field", field)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+
+    /// A failure the client cannot fix. The source is logged with its chain; the body says
+    /// nothing internal.
+    pub fn internal(source: impl Into<Source>) -> Self {
+        let mut e = Self::new(ErrorCode::Internal, "Internal server error");
+        e.source = Some(source.into());
+        e
+    }
+
+    /// Attaches the underlying cause (logged, never sent).
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<Source>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Adds a member to the JSON body beside `error` and `code`.
+    #[must_use]
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    #[must_use]
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("error".into(), Value::String(self.message.clone()));
+        body.insert("code".into(), Value::String(self.code.as_str().into()));
+        for (k, v) in &self.extra {
+            body.insert(k.clone(), v.clone());
+        }
+        Value::Object(body)
+    }
+
+    fn log(&self) {
+        match (self.code, &self.source) {
+            (ErrorCode::Internal, Some(source)) => {
+                tracing::error!(code = %self.code, error = %ErrorChain(source.as_ref()), "request failed");
+            }
+            (ErrorCode::Unavailable | ErrorCode::UpstreamError | ErrorCode::UpstreamTimeout, Some(source)) => {
+                tracing::warn!(code = %self.code, message = %self.message, error = %ErrorChain(source.as_ref()), "request failed");
+            }
+            _ => tracing::debug!(code = %self.code, message = %self.message, "request rejected"),
+        }
+    }
+}
+
+/// Renders an error with all its causes: `outer: middle: root`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiError")
+            .field("code", &self.code)
+            .field("message", &self.message)
+            .field("extra", &self.extra)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.log();
+        let mut res = HttpResponse::build(self.status_code());
+        for (name, value) in &self.headers {
+            res.insert_header((name.clone(), value.clone()));
+        }
+        res.json(self.body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_matches_the_design() {
+        let expected = [
+            ("UNAUTHORIZED", 401),
+            ("FORBIDDEN", 403),
+            ("NOT_FOUND", 404),
+            ("CONFLICT", 409),
+            ("INVALID_INPUT", 400),
+            ("INSUFFICIENT_CREDITS", 402),
+            ("PAYMENT_REQUIRED", 402),
+            ("PAYMENT_INVALID", 402),
+            ("PAYMENT_ALREADY_USED", 402),
+            ("PER_TX_LIMIT_EXCEEDED", 403),
+            ("DAILY_LIMIT_EXCEEDED", 403),
+            ("WEEKLY_LIMIT_EXCEEDED", 403),
+            ("MONTHLY_LIMIT_EXCEEDED", 403),
+            ("RATE_LIMITED", 429),
+            ("UPSTREAM_ERROR", 502),
+            ("UPSTREAM_TIMEOUT", 504),
+            ("UNAVAILABLE", 503),
+            ("INTERNAL", 500),
+        ];
+        let got: Vec<_> = ErrorCode::ALL
+            .iter()
+            .map(|c| (c.as_str(), c.status().as_u16()))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn internal_errors_hide_their_source() {
+        let e = ApiError::internal(std::io::Error::other("disk on fire at /secret/path"));
+        let body = e.body().to_string();
+        assert!(!body.contains("disk"));
+        assert_eq!(e.body()["code"], "INTERNAL");
+    }
+
+    #[test]
+    fn extra_members_ride_along() {
+        let e = ApiError::forbidden("nope").with("resetAt", 5);
+        assert_eq!(e.body(), serde_json::json!({"error": "nope", "code": "FORBIDDEN", "resetAt": 5}));
+    }
+}

@@ -1,0 +1,18 @@
+//! Storage: one diesel codebase over SQLite (embedded default) and PostgreSQL (production),
+//! an r2d2 pool, embedded migrations, and the row types of every table.
+
+pub mod conn;
+pub mod models;
+pub mod pool;
+pub mod repo;
+pub mod schema;
+
+pub use conn::AnyConnection;
+pub use pool::{Backend, DbPool, PoolOptions, StoreError};
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+/// True when a statement failed on a unique constraint (the caller's conflict, not a fault).
+pub fn is_unique_violation(e: &DieselError) -> bool {
+    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+}

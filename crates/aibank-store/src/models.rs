@@ -1,0 +1,147 @@
+//! Rows as stored. API DTOs live with their handlers and are built from these.
+
+use diesel::prelude::*;
+
+use crate::schema::{accounts, agents, api_keys, journal_entries, master_keys, platforms, usage_events};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = platforms)]
+pub struct Platform {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// A platform's master key. `secret_hash` is an argon2id PHC string; `Debug` never shows it.
+#[derive(Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = master_keys)]
+pub struct MasterKey {
+    pub id: String,
+    pub platform_id: String,
+    pub name: String,
+    pub owner_email: Option<String>,
+    pub secret_hash: String,
+    pub last4: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKey")
+            .field("id", &self.id)
+            .field("platform_id", &self.platform_id)
+            .field("name", &self.name)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = agents)]
+pub struct Agent {
+    pub id: String,
+    pub platform_id: Option<String>,
+    pub kind: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub active: bool,
+    pub per_tx_limit_micros: i64,
+    pub daily_limit_micros: i64,
+    pub weekly_limit_micros: i64,
+    pub monthly_limit_micros: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Changes to an agent; `None` leaves a column alone.
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = agents)]
+pub struct AgentChanges {
+    pub name: Option<String>,
+    pub active: Option<bool>,
+    pub per_tx_limit_micros: Option<i64>,
+    pub daily_limit_micros: Option<i64>,
+    pub weekly_limit_micros: Option<i64>,
+    pub monthly_limit_micros: Option<i64>,
+    pub updated_at: Option<i64>,
+}
+
+pub const AGENT_KIND_AGENT: &str = "agent";
+pub const AGENT_KIND_GATEWAY: &str = "gateway";
+pub const KEY_STATUS_ACTIVE: &str = "active";
+pub const KEY_STATUS_REVOKED: &str = "revoked";
+
+#[derive(Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = api_keys)]
+pub struct ApiKey {
+    pub id: String,
+    pub agent_id: String,
+    pub kind: String,
+    pub secret_hash: String,
+    pub last4: String,
+    pub status: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("agent_id", &self.agent_id)
+            .field("kind", &self.kind)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = accounts)]
+pub struct Account {
+    pub id: String,
+    pub balance_micros: i64,
+    pub total_spent_micros: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = journal_entries)]
+pub struct JournalEntry {
+    pub id: i64,
+    pub account_id: String,
+    pub delta_micros: i64,
+    pub balance_after_micros: i64,
+    pub kind: String,
+    pub reference: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = journal_entries)]
+pub struct NewJournalEntry<'a> {
+    pub account_id: &'a str,
+    pub delta_micros: i64,
+    pub balance_after_micros: i64,
+    pub kind: &'a str,
+    pub reference: Option<&'a str>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = usage_events)]
+pub struct UsageEvent {
+    pub id: String,
+    pub agent_id: String,
+    pub api_key_id: Option<String>,
+    pub provider: String,
+    pub model: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micros: i64,
+    pub request_id: Option<String>,
+    pub created_at: i64,
+}

@@ -1,0 +1,321 @@
+//! The connection pool. Diesel is blocking, so every use goes through [`DbPool::run`], which
+//! moves it to tokio's blocking threads and keeps it off the actix workers.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aibank_core::ApiError;
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::R2D2Connection;
+use diesel::sqlite::SqliteConnection;
+use diesel::{Connection, ConnectionError};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::AnyConnection;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+/// Serialises migrations when several instances start against one PostgreSQL at once.
+const MIGRATION_LOCK_ID: i64 = 0x0a1b_a4c0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "unsupported database URL scheme `{0}`: use sqlite://PATH (embedded) or postgres://USER@HOST/DB"
+    )]
+    UnsupportedScheme(String),
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    #[error("cannot connect to the database")]
+    Connect(#[source] ConnectionError),
+    #[error("no database connection available")]
+    Pool(#[from] r2d2::Error),
+    #[error("database query failed")]
+    Query(#[from] diesel::result::Error),
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    #[error("blocking database task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Pool(_) | StoreError::Connect(_) => {
+                ApiError::unavailable("The database is unavailable; retry shortly").with_source(e)
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// Where the pool connects; parsed once so a typo never becomes a new SQLite file.
+#[derive(Debug, Clone)]
+enum Target {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_size: u32,
+    pub connection_timeout: Duration,
+    /// Create the SQLite file's directory when missing (the embedded default does;
+    /// an explicitly configured path must already exist).
+    pub create_parent_dir: bool,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            max_size: 10,
+            connection_timeout: Duration::from_secs(5),
+            create_parent_dir: false,
+        }
+    }
+}
+
+fn parse_target(url: &str, create_parent_dir: bool) -> Result<Target, StoreError> {
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return Err(StoreError::InvalidUrl(
+            "missing a scheme; expected sqlite://PATH or postgres://…".into(),
+        ));
+    };
+    match scheme {
+        "postgres" | "postgresql" => Ok(Target::Postgres(url.to_owned())),
+        "sqlite" => {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() {
+                return Err(StoreError::InvalidUrl("sqlite:// needs a file path".into()));
+            }
+            if path == ":memory:" || path.contains('?') {
+                return Err(StoreError::InvalidUrl(
+                    "sqlite:// takes a plain file path (no :memory:, no query parameters)".into(),
+                ));
+            }
+            let path = PathBuf::from(path);
+            ensure_parent(&path, create_parent_dir)?;
+            Ok(Target::Sqlite(path))
+        }
+        other => Err(StoreError::UnsupportedScheme(other.chars().take(32).collect())),
+    }
+}
+
+fn ensure_parent(path: &Path, create: bool) -> Result<(), StoreError> {
+    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    if create {
+        return std::fs::create_dir_all(parent).map_err(|e| {
+            StoreError::InvalidUrl(format!("cannot create directory {}: {e}", parent.display()))
+        });
+    }
+    Err(StoreError::InvalidUrl(format!(
+        "directory {} does not exist (create it first; aibank will not guess)",
+        parent.display()
+    )))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Connect(#[from] ConnectionError),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+/// r2d2 manager that opens the configured backend explicitly and applies per-connection
+/// settings.
+#[derive(Debug)]
+pub struct Manager {
+    target: Target,
+}
+
+impl Manager {
+    fn open(&self) -> Result<AnyConnection, ManagerError> {
+        match &self.target {
+            Target::Postgres(url) => Ok(AnyConnection::Postgresql(PgConnection::establish(url)?)),
+            Target::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+                // busy_timeout first, so switching to WAL waits for other openers.
+                conn.batch_execute(
+                    "PRAGMA busy_timeout = 10000;
+                     PRAGMA journal_mode = WAL;
+                     PRAGMA synchronous = FULL;
+                     PRAGMA foreign_keys = ON;",
+                )?;
+                Ok(AnyConnection::Sqlite(conn))
+            }
+        }
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = AnyConnection;
+    type Error = ManagerError;
+
+    fn connect(&self) -> Result<AnyConnection, ManagerError> {
+        self.open()
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), ManagerError> {
+        conn.ping().map_err(ManagerError::Query)
+    }
+
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+pub type PooledConnection = r2d2::PooledConnection<Manager>;
+
+#[derive(Clone)]
+pub struct DbPool {
+    pool: r2d2::Pool<Manager>,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for DbPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbPool").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl DbPool {
+    /// Opens a pool (blocking). Fails fast when the database cannot be reached.
+    pub fn connect(url: &str, opts: &PoolOptions) -> Result<Self, StoreError> {
+        let target = parse_target(url, opts.create_parent_dir)?;
+        let backend = match target {
+            Target::Sqlite(_) => Backend::Sqlite,
+            Target::Postgres(_) => Backend::Postgres,
+        };
+        let manager = Manager { target };
+        // Prove the target works before building the pool, with the real error in hand.
+        manager.open().map_err(|e| match e {
+            ManagerError::Connect(c) => StoreError::Connect(c),
+            ManagerError::Query(q) => StoreError::Query(q),
+        })?;
+        let pool = r2d2::Pool::builder()
+            .max_size(opts.max_size)
+            .min_idle(Some(1))
+            .connection_timeout(opts.connection_timeout)
+            .error_handler(Box::new(LogErrors))
+            .build(manager)?;
+        Ok(DbPool { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A connection for blocking code that is already off the async runtime.
+    pub fn get(&self) -> Result<PooledConnection, StoreError> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Runs `f` with a pooled connection on a blocking thread.
+    pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(StoreError::from)?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(StoreError::from)?
+    }
+
+    /// Applies pending migrations (blocking); returns the versions applied.
+    pub fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.get()?;
+        match &mut *conn {
+            AnyConnection::Sqlite(c) => apply(c, SQLITE_MIGRATIONS),
+            AnyConnection::Postgresql(c) => {
+                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))?;
+                let res = apply(c, POSTGRES_MIGRATIONS);
+                c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))?;
+                res
+            }
+        }
+    }
+}
+
+fn apply<C>(conn: &mut C, migrations: EmbeddedMigrations) -> Result<Vec<String>, StoreError>
+where
+    C: MigrationHarness<C::Backend> + Connection,
+{
+    conn.run_pending_migrations(migrations)
+        .map(|v| v.iter().map(ToString::to_string).collect())
+        .map_err(|e| StoreError::Migration(e.to_string()))
+}
+
+#[derive(Debug)]
+struct LogErrors;
+
+impl r2d2::HandleError<ManagerError> for LogErrors {
+    fn handle_error(&self, error: ManagerError) {
+        tracing::warn!(error = %error, "database connection error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_schemes_are_refused() {
+        for url in ["postgress://x", "mysql://x", "sqlit://./a.db", "./data/aibank.db"] {
+            let err = parse_target(url, false).unwrap_err();
+            assert!(
+                matches!(err, StoreError::UnsupportedScheme(_) | StoreError::InvalidUrl(_)),
+                "{url}: {err}"
+            );
+        }
+        assert!(parse_target("sqlite://:memory:", false).is_err());
+        assert!(parse_target("sqlite:///definitely/not/here/a.db", false).is_err());
+        assert!(matches!(parse_target("postgres://u@h/db", false), Ok(Target::Postgres(_))));
+    }
+
+    #[test]
+    fn unsupported_scheme_message_does_not_echo_the_url() {
+        let err = parse_target("postgress://user:hunter2@host/db", false).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn sqlite_pool_migrates() {
+        let dir = std::env::temp_dir().join(format!("aibank-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let pool = DbPool::connect(&url, &PoolOptions::default()).unwrap();
+        assert_eq!(pool.backend(), Backend::Sqlite);
+        let applied = pool.migrate().unwrap();
+        assert_eq!(applied.len(), 1);
+        assert!(pool.migrate().unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,109 @@
+//! Table definitions, kept by hand in step with `migrations/{sqlite,postgres}`.
+//! Times are epoch milliseconds (BIGINT), money is micro-USD (BIGINT): identical on both
+//! backends.
+
+diesel::table! {
+    platforms (id) {
+        id -> Text,
+        name -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    master_keys (id) {
+        id -> Text,
+        platform_id -> Text,
+        name -> Text,
+        owner_email -> Nullable<Text>,
+        secret_hash -> Text,
+        last4 -> Text,
+        created_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    agents (id) {
+        id -> Text,
+        platform_id -> Nullable<Text>,
+        kind -> Text,
+        name -> Text,
+        email -> Nullable<Text>,
+        active -> Bool,
+        per_tx_limit_micros -> BigInt,
+        daily_limit_micros -> BigInt,
+        weekly_limit_micros -> BigInt,
+        monthly_limit_micros -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        agent_id -> Text,
+        kind -> Text,
+        secret_hash -> Text,
+        last4 -> Text,
+        status -> Text,
+        created_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    accounts (id) {
+        id -> Text,
+        balance_micros -> BigInt,
+        total_spent_micros -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    journal_entries (id) {
+        id -> BigInt,
+        account_id -> Text,
+        delta_micros -> BigInt,
+        balance_after_micros -> BigInt,
+        kind -> Text,
+        reference -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_events (id) {
+        id -> Text,
+        agent_id -> Text,
+        api_key_id -> Nullable<Text>,
+        provider -> Text,
+        model -> Text,
+        input_tokens -> BigInt,
+        output_tokens -> BigInt,
+        cost_micros -> BigInt,
+        request_id -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::joinable!(master_keys -> platforms (platform_id));
+diesel::joinable!(agents -> platforms (platform_id));
+diesel::joinable!(api_keys -> agents (agent_id));
+diesel::joinable!(journal_entries -> accounts (account_id));
+diesel::joinable!(usage_events -> agents (agent_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    platforms,
+    master_keys,
+    agents,
+    api_keys,
+    accounts,
+    journal_entries,
+    usage_events,
+);
