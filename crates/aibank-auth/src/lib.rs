@@ -1,1 +1,10 @@
+//! Credentials: key generation and argon2id hashing, a verified-key cache so argon2 is paid
+//! once per key rather than per request, and actix extractors that resolve the caller.
 
+pub mod cache;
+pub mod extract;
+pub mod keys;
+
+pub use cache::VerifiedCache;
+pub use extract::{AgentKeyAuth, ApiKeyAuth, AuthState, MasterKeyAuth};
+pub use keys::{GeneratedKey, KeyKind};
