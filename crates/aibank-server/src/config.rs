@@ -1,0 +1,385 @@
+//! Configuration: environment first (12-factor), then an optional TOML file named by
+//! `AIBANK_CONFIG` whose keys are the variable names without the `AIBANK_` prefix, in lower
+//! case (`listen`, `database_url`, …). The environment wins over the file. Everything is
+//! typed and validated at start-up; unknown file keys are errors, unknown `AIBANK_*`
+//! variables are reported as warnings (they are usually typos).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aibank_core::{SecretString, Usd};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/aibank.db";
+
+/// (file key, environment variable). Provider credentials keep the names users know.
+const SETTINGS: &[(&str, &str)] = &[
+    ("listen", "AIBANK_LISTEN"),
+    ("database_url", "AIBANK_DATABASE_URL"),
+    ("database_pool_size", "AIBANK_DATABASE_POOL_SIZE"),
+    ("secret_key", "AIBANK_SECRET_KEY"),
+    ("bootstrap_master_key", "AIBANK_BOOTSTRAP_MASTER_KEY"),
+    ("public_url", "AIBANK_PUBLIC_URL"),
+    ("signup_credits_usd", "AIBANK_SIGNUP_CREDITS_USD"),
+    ("max_json_bytes", "AIBANK_MAX_JSON_BYTES"),
+    ("auth_cache_ttl_secs", "AIBANK_AUTH_CACHE_TTL_SECS"),
+    ("workers", "AIBANK_WORKERS"),
+    ("log_format", "AIBANK_LOG_FORMAT"),
+    ("anthropic_api_key", "ANTHROPIC_API_KEY"),
+    ("anthropic_base_url", "ANTHROPIC_BASE_URL"),
+    ("openai_api_key", "OPENAI_API_KEY"),
+    ("openai_base_url", "OPENAI_BASE_URL"),
+    ("rpc_url_ethereum", "AIBANK_RPC_URL_ETHEREUM"),
+    ("rpc_url_base", "AIBANK_RPC_URL_BASE"),
+    ("rpc_url_base_sepolia", "AIBANK_RPC_URL_BASE_SEPOLIA"),
+    ("x402_pay_to", "AIBANK_X402_PAY_TO"),
+];
+
+/// Variables with the prefix that are not settings but are expected around.
+const KNOWN_NON_SETTINGS: &[&str] = &["AIBANK_CONFIG", "AIBANK_LOG"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Toml { path: String, message: String },
+    #[error("unknown key `{key}` in config file {path}; known keys: {known}")]
+    UnknownKey {
+        path: String,
+        key: String,
+        known: String,
+    },
+    #[error("invalid {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub api_key: Option<SecretString>,
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// May hold a password, hence secret.
+    pub database_url: SecretString,
+    pub database_pool_size: u32,
+    /// 32-byte key (hex or base64) for encrypting secrets at rest.
+    pub secret_key: Option<SecretString>,
+    pub bootstrap_master_key: Option<SecretString>,
+    pub public_url: Option<String>,
+    pub signup_credits: Usd,
+    pub max_json_bytes: usize,
+    pub auth_cache_ttl: Duration,
+    pub workers: Option<usize>,
+    pub log_format: LogFormat,
+    pub anthropic: ProviderSettings,
+    pub openai: ProviderSettings,
+    pub rpc_url_ethereum: Option<SecretString>,
+    pub rpc_url_base: Option<SecretString>,
+    pub rpc_url_base_sepolia: Option<SecretString>,
+    pub x402_pay_to: Option<String>,
+    /// Problems worth a log line once logging is up (unknown variables).
+    pub warnings: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let empty: [(String, String); 0] = [];
+        // The defaults are valid by construction.
+        Config::from_sources(None, empty).unwrap_or_else(|e| unreachable!("default config: {e}"))
+    }
+}
+
+impl Config {
+    /// Reads the process environment and the file named by `AIBANK_CONFIG`, if any.
+    pub fn load() -> Result<Config, ConfigError> {
+        let file = match std::env::var("AIBANK_CONFIG") {
+            Ok(path) if !path.is_empty() => Some(read_file(&path)?),
+            _ => None,
+        };
+        Config::from_sources(file, std::env::vars())
+    }
+
+    /// Builds a config from file values and environment pairs.
+    pub fn from_sources(
+        file: Option<BTreeMap<String, String>>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
+        if let Some(file) = file {
+            for (k, v) in file {
+                if let Some((key, _)) = SETTINGS.iter().find(|(key, _)| *key == k) {
+                    values.insert(key, v);
+                }
+            }
+        }
+        let mut warnings = Vec::new();
+        for (name, value) in env {
+            if let Some((key, _)) = SETTINGS.iter().find(|(_, var)| *var == name) {
+                values.insert(key, value);
+            } else if name.starts_with("AIBANK_")
+                && !name.starts_with("AIBANK_TEST_")
+                && !KNOWN_NON_SETTINGS.contains(&name.as_str())
+            {
+                warnings.push(format!("ignoring unknown environment variable {name}"));
+            }
+        }
+        let get = |k: &str| values.get(k).map(String::as_str).filter(|v| !v.trim().is_empty());
+        let secret = |k: &str| get(k).map(|v| SecretString::new(v.trim()));
+
+        let listen = parse_listen(get("listen").unwrap_or(DEFAULT_LISTEN))?;
+        let database_url = SecretString::new(get("database_url").unwrap_or(DEFAULT_DATABASE_URL));
+        let database_pool_size =
+            parse_num("AIBANK_DATABASE_POOL_SIZE", get("database_pool_size"), 10, 1, 1000)?;
+        let secret_key = secret("secret_key");
+        if let Some(k) = &secret_key {
+            validate_secret_key(k.expose())?;
+        }
+        let bootstrap_master_key = secret("bootstrap_master_key");
+        let signup_credits = match get("signup_credits_usd") {
+            None => Usd::from_micros(10_000_000),
+            Some(v) => parse_usd("AIBANK_SIGNUP_CREDITS_USD", v)?,
+        };
+        let max_json_bytes =
+            parse_num("AIBANK_MAX_JSON_BYTES", get("max_json_bytes"), 64 * 1024, 1024, 64 << 20)?;
+        let auth_cache_ttl = Duration::from_secs(parse_num(
+            "AIBANK_AUTH_CACHE_TTL_SECS",
+            get("auth_cache_ttl_secs"),
+            60,
+            0,
+            86_400,
+        )?);
+        let workers = match get("workers") {
+            None => None,
+            Some(v) => Some(parse_num("AIBANK_WORKERS", Some(v), 0, 1, 1024)?),
+        };
+        let log_format = match get("log_format").unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "AIBANK_LOG_FORMAT",
+                    message: format!("`{other}` is not one of text, json"),
+                })
+            }
+        };
+        let anthropic = ProviderSettings {
+            api_key: secret("anthropic_api_key"),
+            base_url: parse_url(
+                "ANTHROPIC_BASE_URL",
+                get("anthropic_base_url").unwrap_or("https://api.anthropic.com"),
+            )?,
+        };
+        let openai = ProviderSettings {
+            api_key: secret("openai_api_key"),
+            base_url: parse_url(
+                "OPENAI_BASE_URL",
+                get("openai_base_url").unwrap_or("https://api.openai.com"),
+            )?,
+        };
+        let public_url = get("public_url")
+            .map(|u| parse_url("AIBANK_PUBLIC_URL", u))
+            .transpose()?;
+        Ok(Config {
+            listen,
+            database_url,
+            database_pool_size,
+            secret_key,
+            bootstrap_master_key,
+            public_url,
+            signup_credits,
+            max_json_bytes,
+            auth_cache_ttl,
+            workers,
+            log_format,
+            anthropic,
+            openai,
+            rpc_url_ethereum: secret("rpc_url_ethereum"),
+            rpc_url_base: secret("rpc_url_base"),
+            rpc_url_base_sepolia: secret("rpc_url_base_sepolia"),
+            x402_pay_to: get("x402_pay_to").map(str::to_owned),
+            warnings,
+        })
+    }
+
+    /// True when the database is the embedded default, whose directory may be created.
+    pub fn uses_default_database(&self) -> bool {
+        self.database_url.expose() == DEFAULT_DATABASE_URL
+    }
+}
+
+fn read_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_toml(path, &text)
+}
+
+fn parse_toml(path: &str, text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
+        path: path.to_owned(),
+        message: e.message().to_owned(),
+    })?;
+    let mut out = BTreeMap::new();
+    for (k, v) in table {
+        if !SETTINGS.iter().any(|(key, _)| *key == k) {
+            return Err(ConfigError::UnknownKey {
+                path: path.to_owned(),
+                key: k,
+                known: SETTINGS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
+            });
+        }
+        let s = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(_) => {
+                return Err(ConfigError::Toml {
+                    path: path.to_owned(),
+                    message: format!("`{k}`: write decimal amounts as strings, e.g. \"10.5\""),
+                })
+            }
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(ConfigError::Toml {
+                    path: path.to_owned(),
+                    message: format!("`{k}` must be a string or a number"),
+                })
+            }
+        };
+        out.insert(k, s);
+    }
+    Ok(out)
+}
+
+fn parse_listen(v: &str) -> Result<SocketAddr, ConfigError> {
+    v.trim().parse().map_err(|_| ConfigError::Invalid {
+        name: "AIBANK_LISTEN",
+        message: format!("`{v}` is not an address like 127.0.0.1:4000"),
+    })
+}
+
+fn parse_num<T>(name: &'static str, v: Option<&str>, default: T, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(v) = v else { return Ok(default) };
+    match v.trim().parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(ConfigError::Invalid {
+            name,
+            message: format!("`{v}` is not a whole number from {min} to {max}"),
+        }),
+    }
+}
+
+fn parse_usd(name: &'static str, v: &str) -> Result<Usd, ConfigError> {
+    let d: rust_decimal::Decimal = v.trim().parse().map_err(|_| ConfigError::Invalid {
+        name,
+        message: format!("`{v}` is not a decimal amount"),
+    })?;
+    match Usd::from_decimal(d) {
+        Ok(u) if !u.is_negative() => Ok(u),
+        _ => Err(ConfigError::Invalid {
+            name,
+            message: "must be a non-negative amount with at most 6 decimal places".into(),
+        }),
+    }
+}
+
+fn parse_url(name: &'static str, v: &str) -> Result<String, ConfigError> {
+    let v = v.trim().trim_end_matches('/');
+    if (v.starts_with("http://") || v.starts_with("https://")) && v.len() > "https://".len() {
+        Ok(v.to_owned())
+    } else {
+        Err(ConfigError::Invalid {
+            name,
+            message: "must be an http:// or https:// URL".into(),
+        })
+    }
+}
+
+fn validate_secret_key(v: &str) -> Result<(), ConfigError> {
+    let hex_ok = v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit());
+    let b64_ok = v.len() == 44
+        && v.ends_with('=')
+        && v[..43].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if hex_ok || b64_ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            name: "AIBANK_SECRET_KEY",
+            message: "must be 32 bytes as 64 hex characters or 44 base64 characters".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:4000");
+        assert!(c.uses_default_database());
+        assert_eq!(c.signup_credits.to_string(), "10.0");
+        assert_eq!(c.anthropic.base_url, "https://api.anthropic.com");
+    }
+
+    #[test]
+    fn env_beats_file_and_values_are_validated() {
+        let mut file = BTreeMap::new();
+        file.insert("listen".to_owned(), "0.0.0.0:1".to_owned());
+        file.insert("signup_credits_usd".to_owned(), "2.5".to_owned());
+        let c = Config::from_sources(Some(file), env(&[("AIBANK_LISTEN", "127.0.0.1:9")])).unwrap();
+        assert_eq!(c.listen.port(), 9);
+        assert_eq!(c.signup_credits.micros(), 2_500_000);
+        for (k, v) in [
+            ("AIBANK_LISTEN", "nope"),
+            ("AIBANK_DATABASE_POOL_SIZE", "0"),
+            ("AIBANK_SIGNUP_CREDITS_USD", "-1"),
+            ("AIBANK_SECRET_KEY", "short"),
+            ("AIBANK_LOG_FORMAT", "xml"),
+            ("OPENAI_BASE_URL", "ftp://x"),
+        ] {
+            assert!(Config::from_sources(None, env(&[(k, v)])).is_err(), "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors_and_unknown_env_a_warning() {
+        let err = parse_toml("a.toml", "listen = \"127.0.0.1:1\"\ndatabse_url = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("databse_url"), "{err}");
+        let c = Config::from_sources(None, env(&[("AIBANK_DATABSE_URL", "x")])).unwrap();
+        assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let c = Config::from_sources(
+            None,
+            env(&[("ANTHROPIC_API_KEY", "sk-ant-hidden"), ("AIBANK_DATABASE_URL", "postgres://u:pw-hidden@h/db")]),
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("sk-ant-hidden") && !dbg.contains("pw-hidden"));
+    }
+}

@@ -1,0 +1,56 @@
+//! What a key holder can read about itself.
+
+use actix_web::web;
+use aibank_auth::{AgentKeyAuth, ApiKeyAuth};
+use aibank_core::{ApiError, Page, PageQuery, Query, Usd};
+use aibank_store::repo::{self, cursor_of};
+use aibank_store::StoreError;
+use serde::Serialize;
+
+use crate::dto::{AgentView, UsageItem};
+use crate::service::AppState;
+
+#[derive(Debug, Serialize)]
+pub struct Balance {
+    credits_usd: Usd,
+    total_spent: Usd,
+}
+
+/// `GET /v1/balance` (agent and gateway keys).
+#[tracing::instrument(skip_all, fields(agent_id = %auth.agent.id))]
+pub async fn balance(state: web::Data<AppState>, auth: ApiKeyAuth) -> Result<web::Json<Balance>, ApiError> {
+    let id = auth.agent.id;
+    let account = state.pool.run(move |c| aibank_ledger::balance(c, &id)).await?;
+    Ok(web::Json(Balance {
+        credits_usd: Usd::from_micros(account.balance_micros),
+        total_spent: Usd::from_micros(account.total_spent_micros),
+    }))
+}
+
+/// `GET /v1/usage` (agent and gateway keys): metered calls, newest first.
+#[tracing::instrument(skip_all, fields(agent_id = %auth.agent.id))]
+pub async fn usage(
+    state: web::Data<AppState>,
+    auth: ApiKeyAuth,
+    page: Query<PageQuery>,
+) -> Result<web::Json<Page<UsageItem>>, ApiError> {
+    let (limit, cursor) = (page.limit()?, page.cursor()?);
+    let id = auth.agent.id;
+    let rows = state
+        .pool
+        .run(move |c| {
+            repo::usage::list_for_agent(c, &id, cursor.as_ref(), i64::from(limit) + 1)
+                .map_err(StoreError::from)
+        })
+        .await?;
+    Ok(web::Json(Page::from_rows(rows, limit, |r| cursor_of(r.created_at, &r.id), UsageItem::from)))
+}
+
+/// `GET /v1/agents/me` (agent keys only).
+#[tracing::instrument(skip_all, fields(agent_id = %auth.0.agent.id))]
+pub async fn me(state: web::Data<AppState>, auth: AgentKeyAuth) -> Result<web::Json<AgentView>, ApiError> {
+    let agent = auth.0.agent;
+    let id = agent.id.clone();
+    let account = state.pool.run(move |c| aibank_ledger::balance(c, &id)).await?;
+    Ok(web::Json(AgentView::new(agent, &account)))
+}

@@ -1,0 +1,17 @@
+//! HTTP handlers, one module per resource.
+
+pub mod account;
+pub mod agents;
+pub mod master_keys;
+pub mod meta;
+pub mod platform_agents;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, CustomizeResponder, Responder};
+
+/// A `201 Created` JSON response.
+pub type Created<T> = CustomizeResponder<web::Json<T>>;
+
+pub fn created<T: serde::Serialize>(body: T) -> Created<T> {
+    web::Json(body).customize().with_status(StatusCode::CREATED)
+}

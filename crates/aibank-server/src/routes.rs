@@ -1,0 +1,83 @@
+//! The route table. Routes are registered only from here, so the table is exactly what the
+//! server serves; a test checks it against `openapi/openapi.yaml` both ways.
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, Route};
+
+use crate::handlers::{account, agents, master_keys, meta, platform_agents};
+use aibank_core::ApiError;
+
+pub struct RouteDef {
+    pub method: Method,
+    pub path: &'static str,
+    make: fn() -> Route,
+}
+
+fn def(method: Method, path: &'static str, make: fn() -> Route) -> RouteDef {
+    RouteDef { method, path, make }
+}
+
+pub fn table() -> Vec<RouteDef> {
+    vec![
+        def(Method::GET, "/v1/health", || web::get().to(meta::health)),
+        def(Method::GET, "/v1/providers", || web::get().to(meta::providers)),
+        def(Method::GET, "/openapi.json", || web::get().to(meta::openapi)),
+        def(Method::POST, "/v1/agents/register", || web::post().to(agents::register)),
+        def(Method::GET, "/v1/agents/me", || web::get().to(account::me)),
+        def(Method::POST, "/v1/keys", || web::post().to(agents::create_gateway_key)),
+        def(Method::GET, "/v1/balance", || web::get().to(account::balance)),
+        def(Method::GET, "/v1/usage", || web::get().to(account::usage)),
+        def(Method::POST, "/v1/platform/agents", || web::post().to(platform_agents::create)),
+        def(Method::GET, "/v1/platform/agents", || web::get().to(platform_agents::list)),
+        def(Method::GET, "/v1/platform/agents/{id}", || web::get().to(platform_agents::get)),
+        def(Method::PATCH, "/v1/platform/agents/{id}", || web::patch().to(platform_agents::update)),
+        def(Method::POST, "/v1/platform/agents/{id}/credits", || {
+            web::post().to(platform_agents::grant_credits)
+        }),
+        def(Method::POST, "/v1/platform/agents/{id}/rotate-key", || {
+            web::post().to(platform_agents::rotate_key)
+        }),
+        def(Method::POST, "/v1/platform/master-keys", || web::post().to(master_keys::create)),
+        def(Method::GET, "/v1/platform/master-keys", || web::get().to(master_keys::list)),
+        def(Method::DELETE, "/v1/platform/master-keys/{id}", || web::delete().to(master_keys::revoke)),
+    ]
+}
+
+/// Registers every route, one resource per path so a wrong method gets a clear answer.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let table = table();
+    let mut paths: Vec<&'static str> = Vec::new();
+    for d in &table {
+        if !paths.contains(&d.path) {
+            paths.push(d.path);
+        }
+    }
+    for path in paths {
+        let mut resource = web::resource(path);
+        let mut allowed = Vec::new();
+        for d in table.iter().filter(|d| d.path == path) {
+            resource = resource.route((d.make)());
+            allowed.push(d.method.as_str());
+        }
+        let allowed = allowed.join(", ");
+        resource = resource.default_service(web::to(move |req: HttpRequest| {
+            let allowed = allowed.clone();
+            async move { Err::<actix_web::HttpResponse, _>(method_not_allowed(&req, &allowed)) }
+        }));
+        cfg.service(resource);
+    }
+}
+
+fn method_not_allowed(req: &HttpRequest, allowed: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "{} is not supported on {}; allowed: {allowed}",
+        req.method(),
+        req.path()
+    ))
+    .with("allowed", allowed)
+}
+
+/// Any path outside the table.
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found(format!("No route for {} {}", req.method(), req.path())))
+}

@@ -1,0 +1,160 @@
+//! Building and starting the server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use aibank_auth::{AuthState, VerifiedCache};
+use aibank_core::extract::JsonLimit;
+use aibank_core::{ApiError, SharedClock};
+use aibank_store::{DbPool, PoolOptions, StoreError};
+use serde_json::Value;
+use tracing_actix_web::TracingLogger;
+
+use crate::bootstrap::{self, Outcome};
+use crate::config::Config;
+use crate::routes;
+use crate::service::AppState;
+
+/// The contract, embedded at build time and served as JSON.
+pub const OPENAPI_YAML: &str = include_str!("../../../openapi/openapi.yaml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("bootstrap master key: {0}")]
+    Bootstrap(String),
+    #[error("openapi/openapi.yaml is invalid: {0}")]
+    OpenApi(String),
+    #[error("start-up task failed: {0}")]
+    Task(String),
+}
+
+impl From<ApiError> for StartupError {
+    fn from(e: ApiError) -> Self {
+        StartupError::Task(e.to_string())
+    }
+}
+
+/// Parses the embedded OpenAPI document.
+pub fn openapi_document() -> Result<Value, StartupError> {
+    serde_yaml_ng::from_str(OPENAPI_YAML).map_err(|e| StartupError::OpenApi(e.to_string()))
+}
+
+/// Opens the pool and applies migrations (blocking).
+pub fn open_database(config: &Config) -> Result<DbPool, StartupError> {
+    let opts = PoolOptions {
+        max_size: config.database_pool_size,
+        create_parent_dir: config.uses_default_database(),
+        ..PoolOptions::default()
+    };
+    let pool = DbPool::connect(config.database_url.expose(), &opts)?;
+    let applied = pool.migrate()?;
+    tracing::info!(backend = pool.backend().as_str(), applied = applied.len(), "database ready");
+    Ok(pool)
+}
+
+/// A bound, not yet awaited server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    pool: DbPool,
+}
+
+impl Application {
+    /// Connects, migrates, bootstraps and binds. The server runs when [`run`] is awaited.
+    ///
+    /// [`run`]: Application::run
+    pub async fn build(config: Config, clock: SharedClock) -> Result<Self, StartupError> {
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
+        let openapi = Arc::new(openapi_document()?);
+        let cfg = config.clone();
+        let boot_clock = clock.clone();
+        let pool = tokio::task::spawn_blocking(move || -> Result<DbPool, StartupError> {
+            let pool = open_database(&cfg)?;
+            if let Some(key) = &cfg.bootstrap_master_key {
+                match bootstrap::ensure_master_key(&pool, key, boot_clock.now_ms())? {
+                    Outcome::Created { id } => tracing::info!(key_id = %id, "bootstrap master key created"),
+                    Outcome::Present { id } => tracing::info!(key_id = %id, "bootstrap master key present"),
+                    Outcome::Revoked { id } => tracing::warn!(
+                        key_id = %id,
+                        "bootstrap master key was revoked through the API and stays revoked"
+                    ),
+                }
+            }
+            Ok(pool)
+        })
+        .await
+        .map_err(|e| StartupError::Task(e.to_string()))??;
+
+        let listener = TcpListener::bind(config.listen).map_err(|source| StartupError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                addr: config.listen.to_string(),
+                source,
+            })?
+            .port();
+
+        let auth = web::Data::new(AuthState::new(
+            pool.clone(),
+            VerifiedCache::new(config.auth_cache_ttl, 100_000),
+            clock.clone(),
+        ));
+        let json_limit = JsonLimit(config.max_json_bytes);
+        let workers = config.workers;
+        let state = web::Data::new(AppState {
+            pool: pool.clone(),
+            config: Arc::new(config),
+            clock,
+            auth: auth.clone(),
+            openapi,
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .app_data(auth.clone())
+                .app_data(json_limit)
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        });
+        if let Some(n) = workers {
+            server = server.workers(n);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartupError::Bind {
+                addr: "listener".into(),
+                source,
+            })?
+            .run();
+        tracing::info!(port, "aibank listening");
+        Ok(Application { port, server, pool })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    /// Serves until the process is asked to stop (SIGINT/SIGTERM: graceful shutdown).
+    pub async fn run(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

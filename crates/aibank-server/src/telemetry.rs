@@ -1,0 +1,23 @@
+//! Logging. Everything goes to stderr (stdout is reserved for command output such as a new
+//! key); `AIBANK_LOG` or `RUST_LOG` sets the filter, `AIBANK_LOG_FORMAT=json` the format.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+pub fn init(format: LogFormat) {
+    let filter = std::env::var("AIBANK_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let res = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    // Already initialised (tests, embedding): keep the existing subscriber.
+    drop(res);
+}

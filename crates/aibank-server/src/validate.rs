@@ -1,0 +1,95 @@
+//! Input rules shared by handlers. Each failure names the request field.
+
+use aibank_core::{ApiError, Usd};
+
+pub const MAX_NAME_CHARS: usize = 100;
+pub const MAX_EMAIL_LEN: usize = 254;
+/// Upper bound for any single amount or limit: far above real use, far below overflow.
+pub const MAX_AMOUNT: Usd = Usd::from_micros(1_000_000_000 * 1_000_000);
+
+pub fn name(field: &str, v: &str) -> Result<String, ApiError> {
+    let v = v.trim();
+    let n = v.chars().count();
+    if n == 0 {
+        return Err(ApiError::invalid_field(field, format!("`{field}` must not be empty")));
+    }
+    if n > MAX_NAME_CHARS {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("`{field}` must be at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(field, format!("`{field}` must not contain control characters")));
+    }
+    Ok(v.to_owned())
+}
+
+/// A plausible address: one `@`, a dotted domain, no spaces. Deliverability is not checked.
+pub fn email(field: &str, v: &str) -> Result<String, ApiError> {
+    let v = v.trim();
+    let bad = || ApiError::invalid_field(field, format!("`{field}` must be a valid email address"));
+    if v.len() > MAX_EMAIL_LEN || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let (local, domain) = v.split_once('@').ok_or_else(bad)?;
+    if local.is_empty()
+        || domain.contains('@')
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+    {
+        return Err(bad());
+    }
+    Ok(v.to_owned())
+}
+
+pub fn email_opt(field: &str, v: Option<&str>) -> Result<Option<String>, ApiError> {
+    v.map(|v| email(field, v)).transpose()
+}
+
+/// A non-negative amount within bounds (balances, limits).
+pub fn amount(field: &str, v: Usd) -> Result<Usd, ApiError> {
+    if v.is_negative() {
+        return Err(ApiError::invalid_field(field, format!("`{field}` must not be negative")));
+    }
+    if v > MAX_AMOUNT {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("`{field}` must be at most {MAX_AMOUNT}"),
+        ));
+    }
+    Ok(v)
+}
+
+/// A strictly positive amount within bounds (grants, payments).
+pub fn positive_amount(field: &str, v: Usd) -> Result<Usd, ApiError> {
+    let v = amount(field, v)?;
+    if v.is_zero() {
+        return Err(ApiError::invalid_field(field, format!("`{field}` must be greater than zero")));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert!(email("email", "a@b.co").is_ok());
+        for bad in ["", "a", "a@b", "@b.co", "a@@b.co", "a b@c.de", "a@.co", "a@co."] {
+            assert!(email("email", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_and_amounts() {
+        assert_eq!(name("name", "  bot ").unwrap(), "bot");
+        assert!(name("name", "   ").is_err());
+        assert!(name("name", &"x".repeat(101)).is_err());
+        assert!(amount("x", Usd::from_micros(-1)).is_err());
+        assert!(positive_amount("x", Usd::ZERO).is_err());
+        assert!(amount("x", Usd::from_micros(MAX_AMOUNT.micros() + 1)).is_err());
+    }
+}
