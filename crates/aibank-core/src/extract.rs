@@ -80,6 +80,10 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     } else {
         body
     };
+    // serde would read a struct from an array positionally; every body here is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid_field("body", "Request body must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -203,6 +207,8 @@ mod tests {
         assert_eq!(field_of(r#"{"name": "a", "limitt": 1}"#), "limitt");
         assert_eq!(field_of(r#"{"name": "#), "body");
         assert_eq!(field_of(r#"{"name": "a"} trailing"#), "body");
+        assert_eq!(field_of(r#"["a", null]"#), "body");
+        assert_eq!(field_of("null"), "body");
         assert!(parse_json::<Body>(br#"{"name": "a", "limit": 1.25}"#).is_ok());
     }
 }

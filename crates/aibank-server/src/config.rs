@@ -37,7 +37,13 @@ const SETTINGS: &[(&str, &str)] = &[
 ];
 
 /// Variables with the prefix that are not settings but are expected around.
-const KNOWN_NON_SETTINGS: &[&str] = &["AIBANK_CONFIG", "AIBANK_LOG"];
+const KNOWN_NON_SETTINGS: &[&str] = &[
+    "AIBANK_CONFIG",
+    "AIBANK_LOG",
+    "AIBANK_PG_DIR",
+    "AIBANK_PG_PORT",
+    "AIBANK_SKIP_POSTGRES",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -1,1 +1,279 @@
+//! Test kit: the real server on a random port over real HTTP, with a fresh database per
+//! test — a temp SQLite file, or a new PostgreSQL database when `AIBANK_TEST_DATABASE_URL`
+//! names a PostgreSQL server (its URL is used as the admin connection).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use aibank_auth::{keys, GeneratedKey, KeyKind};
+use aibank_core::ids::random_lower;
+use aibank_core::{SharedClock, SystemClock};
+use aibank_server::config::Config;
+use aibank_server::{service, Application};
+use aibank_store::{Backend, DbPool, PoolOptions};
+use diesel::connection::SimpleConnection;
+use diesel::Connection;
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const TEST_DATABASE_ENV: &str = "AIBANK_TEST_DATABASE_URL";
+
+/// A database for one test. Dropping it removes a SQLite file; PostgreSQL test databases
+/// live in the throwaway cluster the test script starts and stops.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    _dir: Option<TempDir>,
+}
+
+impl TestDb {
+    pub fn fresh() -> TestDb {
+        match std::env::var(TEST_DATABASE_ENV) {
+            Ok(admin) if !admin.is_empty() => {
+                let name = format!("aibank_t_{}", random_lower(12));
+                let mut conn = diesel::pg::PgConnection::establish(&admin)
+                    .unwrap_or_else(|e| panic!("{TEST_DATABASE_ENV} is not reachable: {e}"));
+                conn.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+                let (base, _) = admin.rsplit_once('/').expect("admin URL has a database path");
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    backend: Backend::Postgres,
+                    _dir: None,
+                }
+            }
+            _ => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("aibank.db").display());
+                TestDb {
+                    url,
+                    backend: Backend::Sqlite,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+}
+
+/// Logs of every server in this test process, for asserting what is (not) logged.
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+}
+
+#[derive(Clone)]
+struct BufWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for BufWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures all logs at debug level into memory (once per test process).
+pub fn capture_logs() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let buf = log_buffer().clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_ansi(false)
+            .with_writer(move || BufWriter(buf.clone()))
+            .try_init();
+    });
+}
+
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+/// A fresh master key in the generated shape, for `AIBANK_BOOTSTRAP_MASTER_KEY`.
+pub fn random_master_key() -> String {
+    GeneratedKey::new(KeyKind::Master).full.expose().to_owned()
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub pool: DbPool,
+    /// The bootstrap master key: one platform of this app.
+    pub master_key: String,
+    pub db: Arc<TestDb>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+pub fn test_config(db: &TestDb, master_key: &str) -> Config {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.database_url = db.url.clone().into();
+    config.database_pool_size = 8;
+    config.workers = Some(2);
+    config.bootstrap_master_key = Some(master_key.to_owned().into());
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Config)) -> TestApp {
+    let db = tokio::task::spawn_blocking(TestDb::fresh).await.unwrap();
+    spawn_app_on(Arc::new(db), customize, Arc::new(SystemClock)).await
+}
+
+/// Starts a server on an existing database (a second instance, or a restart).
+pub async fn spawn_app_on(
+    db: Arc<TestDb>,
+    customize: impl FnOnce(&mut Config),
+    clock: SharedClock,
+) -> TestApp {
+    capture_logs();
+    let master_key = random_master_key();
+    let mut config = test_config(&db, &master_key);
+    customize(&mut config);
+    let master_key = config
+        .bootstrap_master_key
+        .as_ref()
+        .map_or_else(String::new, |k| k.expose().to_owned());
+    let app = Application::build(config, clock).await.expect("server starts");
+    let port = app.port();
+    let pool = app.pool().clone();
+    let server = tokio::spawn(app.run());
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        port,
+        client: reqwest::Client::new(),
+        pool,
+        master_key,
+        db,
+        server,
+    }
+}
+
+impl TestApp {
+    /// Sends a request; `body` is sent verbatim (as JSON content) when given.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            text,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.send("GET", path, None, headers).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Resp {
+        self.send("POST", path, Some(body.to_string()), headers).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Resp {
+        self.send("PATCH", path, Some(body.to_string()), headers).await
+    }
+
+    pub async fn delete(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.send("DELETE", path, None, headers).await
+    }
+
+    /// Registers a self-service agent; returns (agentId, apiKey).
+    pub async fn register(&self) -> (String, String) {
+        let r = self.post("/v1/agents/register", serde_json::json!({}), &[]).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        (
+            r.body["agentId"].as_str().unwrap().to_owned(),
+            r.body["apiKey"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A master key of a brand-new platform (as `aibank master-keys create` makes).
+    pub async fn new_platform_key(&self) -> String {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let key = GeneratedKey::new(KeyKind::Master);
+            let hash = keys::hash(&key.full).unwrap();
+            service::create_master_key_blocking(&pool, None, "other", None, &key, hash, 0).unwrap();
+            key.full.expose().to_owned()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Journal sum and balance of an account, read straight from the database.
+    pub async fn ledger_state(&self, account_id: &str) -> (i64, i64) {
+        let (pool, id) = (self.pool.clone(), account_id.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut c = pool.get().unwrap();
+            let sum = aibank_ledger_sum(&mut c, &id);
+            let bal = aibank_balance(&mut c, &id);
+            (sum, bal)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+fn aibank_ledger_sum(c: &mut aibank_store::AnyConnection, id: &str) -> i64 {
+    use aibank_store::schema::journal_entries::dsl as j;
+    use diesel::prelude::*;
+    let deltas: Vec<i64> = j::journal_entries
+        .filter(j::account_id.eq(id))
+        .select(j::delta_micros)
+        .load(c)
+        .unwrap();
+    deltas.iter().sum()
+}
+
+fn aibank_balance(c: &mut aibank_store::AnyConnection, id: &str) -> i64 {
+    use aibank_store::schema::accounts::dsl as a;
+    use diesel::prelude::*;
+    a::accounts.find(id).select(a::balance_micros).first(c).unwrap()
+}
+
+/// Pool options for tests that open a database directly.
+pub fn pool_options() -> PoolOptions {
+    PoolOptions {
+        max_size: 4,
+        ..PoolOptions::default()
+    }
+}
