@@ -73,7 +73,11 @@ impl VerifiedCache {
         }
         if entries.len() >= self.max_entries {
             // Still full of live entries: drop half; they re-verify on next use.
-            let drop: Vec<String> = entries.keys().take(self.max_entries / 2 + 1).cloned().collect();
+            let drop: Vec<String> = entries
+                .keys()
+                .take(self.max_entries / 2 + 1)
+                .cloned()
+                .collect();
             for k in drop {
                 entries.remove(&k);
             }
@@ -113,7 +117,10 @@ mod tests {
         c.insert("id1", "ak_key", "$hash1");
         assert!(c.check("id1", "ak_key", "$hash1"));
         assert!(!c.check("id1", "ak_other", "$hash1"));
-        assert!(!c.check("id1", "ak_key", "$hash2"), "a rotated hash must miss");
+        assert!(
+            !c.check("id1", "ak_key", "$hash2"),
+            "a rotated hash must miss"
+        );
         c.invalidate("id1");
         assert!(!c.check("id1", "ak_key", "$hash1"));
     }

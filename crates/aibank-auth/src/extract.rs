@@ -5,12 +5,12 @@
 
 use std::sync::{Arc, OnceLock};
 
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
 use aibank_core::{ApiError, SecretString, SharedClock};
 use aibank_store::models::{Agent, KEY_STATUS_ACTIVE};
 use aibank_store::repo::keys as key_repo;
 use aibank_store::{DbPool, StoreError};
-use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use tokio::sync::Semaphore;
 
@@ -31,7 +31,9 @@ pub struct AuthState {
 
 impl std::fmt::Debug for AuthState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthState").field("cache", &self.cache).finish_non_exhaustive()
+        f.debug_struct("AuthState")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
     }
 }
 
@@ -138,7 +140,9 @@ impl AuthState {
             self.burn(&parsed, presented).await;
             return Err(invalid());
         };
-        if key.kind != parsed.kind.db_kind() || !self.verify(&key.id, presented, &key.secret_hash).await? {
+        if key.kind != parsed.kind.db_kind()
+            || !self.verify(&key.id, presented, &key.secret_hash).await?
+        {
             return Err(invalid());
         }
         if key.status != KEY_STATUS_ACTIVE {
@@ -148,7 +152,10 @@ impl AuthState {
             return Err(ApiError::forbidden("Agent is deactivated"));
         }
         let now = self.clock.now_ms();
-        if key.last_used_at.is_none_or(|t| now - t >= key_repo::LAST_USED_RESOLUTION_MS) {
+        if key
+            .last_used_at
+            .is_none_or(|t| now - t >= key_repo::LAST_USED_RESOLUTION_MS)
+        {
             let (pool, id) = (self.pool.clone(), key.id.clone());
             tokio::spawn(async move {
                 let res = pool
@@ -166,7 +173,10 @@ impl AuthState {
         })
     }
 
-    pub async fn authenticate_master_key(&self, presented: &str) -> Result<MasterKeyAuth, ApiError> {
+    pub async fn authenticate_master_key(
+        &self,
+        presented: &str,
+    ) -> Result<MasterKeyAuth, ApiError> {
         let invalid = || {
             let msg = if presented.starts_with("ak_") || presented.starts_with("gw_") {
                 "Invalid master key: agent keys go in the X-API-Key header"
@@ -194,7 +204,10 @@ impl AuthState {
             return Err(ApiError::unauthorized("Master key has been revoked"));
         }
         let now = self.clock.now_ms();
-        if key.last_used_at.is_none_or(|t| now - t >= key_repo::LAST_USED_RESOLUTION_MS) {
+        if key
+            .last_used_at
+            .is_none_or(|t| now - t >= key_repo::LAST_USED_RESOLUTION_MS)
+        {
             let (pool, id) = (self.pool.clone(), key.id.clone());
             tokio::spawn(async move {
                 let res = pool
@@ -234,7 +247,8 @@ impl FromRequest for ApiKeyAuth {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let input = state(req).and_then(|s| Ok((s, header_value(req, API_KEY_HEADER, "X-API-Key")?)));
+        let input =
+            state(req).and_then(|s| Ok((s, header_value(req, API_KEY_HEADER, "X-API-Key")?)));
         Box::pin(async move {
             let (state, presented) = input?;
             state.authenticate_api_key(&presented).await

@@ -96,8 +96,11 @@ pub fn parse(presented: &str) -> Option<ParsedKey> {
     let kind = KeyKind::from_prefix(prefix)?;
     if let Some((id, secret)) = rest.split_once('_') {
         let id_ok = id.len() == ID_LEN
-            && id.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
-        let secret_ok = secret.len() == SECRET_LEN && secret.bytes().all(|b| b.is_ascii_alphanumeric());
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+        let secret_ok =
+            secret.len() == SECRET_LEN && secret.bytes().all(|b| b.is_ascii_alphanumeric());
         if id_ok && secret_ok {
             return Some(ParsedKey {
                 kind,
@@ -160,7 +163,14 @@ mod tests {
         assert!(k.full.expose().starts_with("ak_"));
         assert_eq!(k.full.expose().len(), 3 + ID_LEN + 1 + SECRET_LEN);
         let p = parse(k.full.expose()).unwrap();
-        assert_eq!(p, ParsedKey { kind: KeyKind::Agent, id: k.id.clone(), standard: true });
+        assert_eq!(
+            p,
+            ParsedKey {
+                kind: KeyKind::Agent,
+                id: k.id.clone(),
+                standard: true
+            }
+        );
         assert_eq!(last4(k.full.expose()), k.last4);
     }
 
@@ -171,12 +181,22 @@ mod tests {
         assert_eq!(a, b);
         assert!(!a.standard);
         assert_eq!(a.id.len(), ID_LEN);
-        assert_ne!(a.id, parse("mk_my-operator-chosen-bootstrap-key-124").unwrap().id);
+        assert_ne!(
+            a.id,
+            parse("mk_my-operator-chosen-bootstrap-key-124").unwrap().id
+        );
     }
 
     #[test]
     fn junk_is_not_a_key() {
-        for k in ["", "ak", "ak_", "zz_abc_def", "ak_with space", &"a".repeat(300)] {
+        for k in [
+            "",
+            "ak",
+            "ak_",
+            "zz_abc_def",
+            "ak_with space",
+            &"a".repeat(300),
+        ] {
             assert!(parse(k).is_none(), "{k}");
         }
     }
@@ -188,7 +208,10 @@ mod tests {
         assert!(h.starts_with("$argon2id$"));
         assert!(!h.contains(k.full.expose()));
         assert!(verify(k.full.expose(), &h));
-        assert!(!verify(GeneratedKey::new(KeyKind::Master).full.expose(), &h));
+        assert!(!verify(
+            GeneratedKey::new(KeyKind::Master).full.expose(),
+            &h
+        ));
         assert!(!verify(k.full.expose(), "not a phc string"));
     }
 }

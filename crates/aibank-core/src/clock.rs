@@ -72,7 +72,10 @@ mod tests {
     fn formats_and_parses() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_764_000_000_123), "2025-11-24T16:00:00.123Z");
-        assert_eq!(parse_rfc3339("2025-11-24T16:00:00.123Z"), Some(1_764_000_000_123));
+        assert_eq!(
+            parse_rfc3339("2025-11-24T16:00:00.123Z"),
+            Some(1_764_000_000_123)
+        );
     }
 
     #[test]

@@ -110,7 +110,10 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error on its way to the client. The message is shown to the client verbatim, so it
 /// must never carry a secret; internal detail goes in `source`, which is only logged.
-pub struct ApiError {
+pub struct ApiError(Box<Inner>);
+
+/// Boxed so `Result<T, ApiError>` stays one pointer wide on the happy path.
+struct Inner {
     code: ErrorCode,
     message: String,
     extra: Map<String, Value>,
@@ -120,13 +123,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
+        ApiError(Box::new(Inner {
             code,
             message: message.into(),
             extra: Map::new(),
             headers: Vec::new(),
             source: None,
-        }
+        }))
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
@@ -162,57 +165,62 @@ impl ApiError {
     /// nothing internal.
     pub fn internal(source: impl Into<Source>) -> Self {
         let mut e = Self::new(ErrorCode::Internal, "Internal server error");
-        e.source = Some(source.into());
+        e.0.source = Some(source.into());
         e
     }
 
     /// Attaches the underlying cause (logged, never sent).
     #[must_use]
     pub fn with_source(mut self, source: impl Into<Source>) -> Self {
-        self.source = Some(source.into());
+        self.0.source = Some(source.into());
         self
     }
 
     /// Adds a member to the JSON body beside `error` and `code`.
     #[must_use]
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.extra.insert(key.to_owned(), value.into());
+        self.0.extra.insert(key.to_owned(), value.into());
         self
     }
 
     #[must_use]
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.push((name, value));
+        self.0.headers.push((name, value));
         self
     }
 
     pub fn code(&self) -> ErrorCode {
-        self.code
+        self.0.code
     }
 
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     pub fn body(&self) -> Value {
         let mut body = Map::new();
-        body.insert("error".into(), Value::String(self.message.clone()));
-        body.insert("code".into(), Value::String(self.code.as_str().into()));
-        for (k, v) in &self.extra {
+        body.insert("error".into(), Value::String(self.0.message.clone()));
+        body.insert("code".into(), Value::String(self.0.code.as_str().into()));
+        for (k, v) in &self.0.extra {
             body.insert(k.clone(), v.clone());
         }
         Value::Object(body)
     }
 
     fn log(&self) {
-        match (self.code, &self.source) {
+        match (self.0.code, &self.0.source) {
             (ErrorCode::Internal, Some(source)) => {
-                tracing::error!(code = %self.code, error = %ErrorChain(source.as_ref()), "request failed");
+                tracing::error!(code = %self.0.code, error = %ErrorChain(source.as_ref()), "request failed");
             }
-            (ErrorCode::Unavailable | ErrorCode::UpstreamError | ErrorCode::UpstreamTimeout, Some(source)) => {
-                tracing::warn!(code = %self.code, message = %self.message, error = %ErrorChain(source.as_ref()), "request failed");
+            (
+                ErrorCode::Unavailable | ErrorCode::UpstreamError | ErrorCode::UpstreamTimeout,
+                Some(source),
+            ) => {
+                tracing::warn!(code = %self.0.code, message = %self.0.message, error = %ErrorChain(source.as_ref()), "request failed");
             }
-            _ => tracing::debug!(code = %self.code, message = %self.message, "request rejected"),
+            _ => {
+                tracing::debug!(code = %self.0.code, message = %self.0.message, "request rejected");
+            }
         }
     }
 }
@@ -235,22 +243,23 @@ impl fmt::Display for ErrorChain<'_> {
 impl fmt::Debug for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiError")
-            .field("code", &self.code)
-            .field("message", &self.message)
-            .field("extra", &self.extra)
+            .field("code", &self.0.code)
+            .field("message", &self.0.message)
+            .field("extra", &self.0.extra)
             .finish_non_exhaustive()
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
+        write!(f, "{}: {}", self.0.code, self.0.message)
     }
 }
 
 impl std::error::Error for ApiError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.0
+            .source
             .as_deref()
             .map(|s| s as &(dyn std::error::Error + 'static))
     }
@@ -258,13 +267,13 @@ impl std::error::Error for ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.code.status()
+        self.0.code.status()
     }
 
     fn error_response(&self) -> HttpResponse {
         self.log();
         let mut res = HttpResponse::build(self.status_code());
-        for (name, value) in &self.headers {
+        for (name, value) in &self.0.headers {
             res.insert_header((name.clone(), value.clone()));
         }
         res.json(self.body())
@@ -315,6 +324,9 @@ mod tests {
     #[test]
     fn extra_members_ride_along() {
         let e = ApiError::forbidden("nope").with("resetAt", 5);
-        assert_eq!(e.body(), serde_json::json!({"error": "nope", "code": "FORBIDDEN", "resetAt": 5}));
+        assert_eq!(
+            e.body(),
+            serde_json::json!({"error": "nope", "code": "FORBIDDEN", "resetAt": 5})
+        );
     }
 }

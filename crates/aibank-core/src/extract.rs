@@ -36,7 +36,10 @@ impl<T> Deref for Json<T> {
 }
 
 fn too_large(limit: usize) -> ApiError {
-    ApiError::invalid_field("body", format!("Request body is larger than the {limit}-byte limit"))
+    ApiError::invalid_field(
+        "body",
+        format!("Request body is larger than the {limit}-byte limit"),
+    )
 }
 
 impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
@@ -82,7 +85,10 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     };
     // serde would read a struct from an array positionally; every body here is an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::invalid_field("body", "Request body must be a JSON object"));
+        return Err(ApiError::invalid_field(
+            "body",
+            "Request body must be a JSON object",
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -159,7 +165,9 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(req.query_string().as_bytes()));
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(
+            req.query_string().as_bytes(),
+        ));
         let res = serde_path_to_error::deserialize(de)
             .map(Query)
             .map_err(|e| {
@@ -169,14 +177,17 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
                     (".", Some(name)) => {
                         ApiError::invalid_field(name, format!("Missing query parameter `{name}`"))
                     }
-                    (".", None) => ApiError::invalid_field("query", format!("Invalid query string: {text}")),
-                    (p, _) => ApiError::invalid_field(p, format!("Invalid query parameter `{p}`: {text}")),
+                    (".", None) => {
+                        ApiError::invalid_field("query", format!("Invalid query string: {text}"))
+                    }
+                    (p, _) => {
+                        ApiError::invalid_field(p, format!("Invalid query parameter `{p}`: {text}"))
+                    }
                 }
             });
         std::future::ready(res)
     }
 }
-
 
 #[cfg(test)]
 mod tests {

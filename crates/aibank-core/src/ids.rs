@@ -31,7 +31,9 @@ mod tests {
         let b = super::new_id("agt");
         assert_ne!(a, b);
         assert_eq!(a.len(), 20);
-        assert!(a[4..].bytes().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert!(a[4..]
+            .bytes()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
         assert_eq!(super::random_alnum(40).len(), 40);
     }
 }

@@ -138,21 +138,33 @@ mod tests {
     fn overflow_is_an_error() {
         let d = Decimal::from_str("99999999999999999").unwrap();
         assert_eq!(Usd::from_decimal(d), Err(MoneyError::OutOfRange));
-        assert!(Usd::from_micros(i64::MAX).checked_add(Usd::from_micros(1)).is_none());
+        assert!(Usd::from_micros(i64::MAX)
+            .checked_add(Usd::from_micros(1))
+            .is_none());
     }
 
     #[test]
     fn json_numbers_are_read_exactly() {
         let v: Usd = serde_json::from_str("0.30000000000000004").map_or(Usd::ZERO, |v| v);
-        assert_eq!(v, Usd::ZERO, "17 decimal places must be refused, not rounded");
+        assert_eq!(
+            v,
+            Usd::ZERO,
+            "17 decimal places must be refused, not rounded"
+        );
         let v: Usd = serde_json::from_str("1234567.123456").unwrap();
         assert_eq!(v.micros(), 1_234_567_123_456);
         let v: Usd = serde_json::from_str("\"2.5\"").unwrap();
         assert_eq!(v.micros(), 2_500_000);
         let v: Usd = serde_json::from_str("7").unwrap();
         assert_eq!(v.micros(), 7_000_000);
-        assert_eq!(serde_json::to_string(&Usd::from_micros(8_500_000)).unwrap(), "8.5");
-        assert_eq!(serde_json::to_string(&Usd::from_micros(10_000_000)).unwrap(), "10.0");
+        assert_eq!(
+            serde_json::to_string(&Usd::from_micros(8_500_000)).unwrap(),
+            "8.5"
+        );
+        assert_eq!(
+            serde_json::to_string(&Usd::from_micros(10_000_000)).unwrap(),
+            "10.0"
+        );
         assert!(serde_json::from_str::<Usd>("true").is_err());
     }
 }

@@ -56,8 +56,14 @@ impl From<LedgerError> for ApiError {
                 aibank_core::ErrorCode::InsufficientCredits,
                 "Insufficient credits",
             )
-            .with("credits_usd", serde_json::to_value(balance).unwrap_or_default())
-            .with("required_usd", serde_json::to_value(required).unwrap_or_default()),
+            .with(
+                "credits_usd",
+                serde_json::to_value(balance).unwrap_or_default(),
+            )
+            .with(
+                "required_usd",
+                serde_json::to_value(required).unwrap_or_default(),
+            ),
             LedgerError::AccountNotFound => ApiError::not_found("Account not found"),
             LedgerError::NonPositiveAmount => {
                 ApiError::invalid_field("amount_usd", "Amount must be greater than zero")

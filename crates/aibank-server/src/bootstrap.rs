@@ -12,14 +12,24 @@ use crate::startup::StartupError;
 /// What start-up found or did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Created { id: String },
-    Present { id: String },
+    Created {
+        id: String,
+    },
+    Present {
+        id: String,
+    },
     /// It exists but was revoked through the API; revocation is not undone by a restart.
-    Revoked { id: String },
+    Revoked {
+        id: String,
+    },
 }
 
 /// Ensures the key exists (blocking; called once at start-up).
-pub fn ensure_master_key(pool: &DbPool, key: &SecretString, now: i64) -> Result<Outcome, StartupError> {
+pub fn ensure_master_key(
+    pool: &DbPool,
+    key: &SecretString,
+    now: i64,
+) -> Result<Outcome, StartupError> {
     let bad = |m: &str| StartupError::Bootstrap(m.to_owned());
     let presented = key.expose();
     let parsed = keys::parse(presented)

@@ -120,6 +120,8 @@ impl Config {
     }
 
     /// Builds a config from file values and environment pairs.
+    // One flat pass over every setting reads better than splitting it up.
+    #[allow(clippy::too_many_lines)]
     pub fn from_sources(
         file: Option<BTreeMap<String, String>>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -143,13 +145,23 @@ impl Config {
                 warnings.push(format!("ignoring unknown environment variable {name}"));
             }
         }
-        let get = |k: &str| values.get(k).map(String::as_str).filter(|v| !v.trim().is_empty());
+        let get = |k: &str| {
+            values
+                .get(k)
+                .map(String::as_str)
+                .filter(|v| !v.trim().is_empty())
+        };
         let secret = |k: &str| get(k).map(|v| SecretString::new(v.trim()));
 
         let listen = parse_listen(get("listen").unwrap_or(DEFAULT_LISTEN))?;
         let database_url = SecretString::new(get("database_url").unwrap_or(DEFAULT_DATABASE_URL));
-        let database_pool_size =
-            parse_num("AIBANK_DATABASE_POOL_SIZE", get("database_pool_size"), 10, 1, 1000)?;
+        let database_pool_size = parse_num(
+            "AIBANK_DATABASE_POOL_SIZE",
+            get("database_pool_size"),
+            10,
+            1,
+            1000,
+        )?;
         let secret_key = secret("secret_key");
         if let Some(k) = &secret_key {
             validate_secret_key(k.expose())?;
@@ -159,8 +171,13 @@ impl Config {
             None => Usd::from_micros(10_000_000),
             Some(v) => parse_usd("AIBANK_SIGNUP_CREDITS_USD", v)?,
         };
-        let max_json_bytes =
-            parse_num("AIBANK_MAX_JSON_BYTES", get("max_json_bytes"), 64 * 1024, 1024, 64 << 20)?;
+        let max_json_bytes = parse_num(
+            "AIBANK_MAX_JSON_BYTES",
+            get("max_json_bytes"),
+            64 * 1024,
+            1024,
+            64 << 20,
+        )?;
         let auth_cache_ttl = Duration::from_secs(parse_num(
             "AIBANK_AUTH_CACHE_TTL_SECS",
             get("auth_cache_ttl_secs"),
@@ -236,17 +253,23 @@ fn read_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
 }
 
 fn parse_toml(path: &str, text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
-        path: path.to_owned(),
-        message: e.message().to_owned(),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Toml {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
     let mut out = BTreeMap::new();
     for (k, v) in table {
         if !SETTINGS.iter().any(|(key, _)| *key == k) {
             return Err(ConfigError::UnknownKey {
                 path: path.to_owned(),
                 key: k,
-                known: SETTINGS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "),
+                known: SETTINGS
+                    .iter()
+                    .map(|(k, _)| *k)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         let s = match v {
@@ -278,7 +301,13 @@ fn parse_listen(v: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-fn parse_num<T>(name: &'static str, v: Option<&str>, default: T, min: T, max: T) -> Result<T, ConfigError>
+fn parse_num<T>(
+    name: &'static str,
+    v: Option<&str>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
@@ -322,7 +351,9 @@ fn validate_secret_key(v: &str) -> Result<(), ConfigError> {
     let hex_ok = v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit());
     let b64_ok = v.len() == 44
         && v.ends_with('=')
-        && v[..43].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+        && v[..43]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
     if hex_ok || b64_ok {
         Ok(())
     } else {
@@ -338,7 +369,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -366,13 +400,17 @@ mod tests {
             ("AIBANK_LOG_FORMAT", "xml"),
             ("OPENAI_BASE_URL", "ftp://x"),
         ] {
-            assert!(Config::from_sources(None, env(&[(k, v)])).is_err(), "{k}={v}");
+            assert!(
+                Config::from_sources(None, env(&[(k, v)])).is_err(),
+                "{k}={v}"
+            );
         }
     }
 
     #[test]
     fn unknown_file_keys_are_errors_and_unknown_env_a_warning() {
-        let err = parse_toml("a.toml", "listen = \"127.0.0.1:1\"\ndatabse_url = \"x\"").unwrap_err();
+        let err =
+            parse_toml("a.toml", "listen = \"127.0.0.1:1\"\ndatabse_url = \"x\"").unwrap_err();
         assert!(err.to_string().contains("databse_url"), "{err}");
         let c = Config::from_sources(None, env(&[("AIBANK_DATABSE_URL", "x")])).unwrap();
         assert_eq!(c.warnings.len(), 1);
@@ -382,7 +420,10 @@ mod tests {
     fn secrets_do_not_show_in_debug() {
         let c = Config::from_sources(
             None,
-            env(&[("ANTHROPIC_API_KEY", "sk-ant-hidden"), ("AIBANK_DATABASE_URL", "postgres://u:pw-hidden@h/db")]),
+            env(&[
+                ("ANTHROPIC_API_KEY", "sk-ant-hidden"),
+                ("AIBANK_DATABASE_URL", "postgres://u:pw-hidden@h/db"),
+            ]),
         )
         .unwrap();
         let dbg = format!("{c:?}");

@@ -102,7 +102,11 @@ pub struct MasterKeyView {
 impl From<MasterKey> for MasterKeyView {
     fn from(k: MasterKey) -> Self {
         MasterKeyView {
-            status: if k.revoked_at.is_some() { "revoked" } else { "active" },
+            status: if k.revoked_at.is_some() {
+                "revoked"
+            } else {
+                "active"
+            },
             id: k.id,
             name: k.name,
             owner_email: k.owner_email,

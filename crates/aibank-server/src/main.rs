@@ -75,12 +75,15 @@ fn serve(config: Config) -> Result<(), String> {
 }
 
 fn migrate(config: &Config) -> Result<(), String> {
-    startup::open_database(config).map(|_| ()).map_err(|e| e.to_string())
+    startup::open_database(config)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn create_master_key(config: &Config, name: &str, email: Option<&str>) -> Result<(), String> {
     let name = aibank_server::validate::name("name", name).map_err(|e| e.message().to_owned())?;
-    let email = aibank_server::validate::email_opt("email", email).map_err(|e| e.message().to_owned())?;
+    let email =
+        aibank_server::validate::email_opt("email", email).map_err(|e| e.message().to_owned())?;
     let pool = startup::open_database(config).map_err(|e| e.to_string())?;
     let key = GeneratedKey::new(KeyKind::Master);
     let hash = keys::hash(&key.full).map_err(|e| e.to_string())?;
@@ -94,7 +97,10 @@ fn create_master_key(config: &Config, name: &str, email: Option<&str>) -> Result
         SystemClock.now_ms(),
     )
     .map_err(|e| e.to_string())?;
-    println!("Created master key {} for new platform {} ({name}).", row.id, row.platform_id);
+    println!(
+        "Created master key {} for new platform {} ({name}).",
+        row.id, row.platform_id
+    );
     println!("It is shown only now; store it safely. Use it as the X-Master-Key header:");
     println!("{}", key.full.expose());
     Ok(())

@@ -20,26 +20,50 @@ fn def(method: Method, path: &'static str, make: fn() -> Route) -> RouteDef {
 pub fn table() -> Vec<RouteDef> {
     vec![
         def(Method::GET, "/v1/health", || web::get().to(meta::health)),
-        def(Method::GET, "/v1/providers", || web::get().to(meta::providers)),
-        def(Method::GET, "/openapi.json", || web::get().to(meta::openapi)),
-        def(Method::POST, "/v1/agents/register", || web::post().to(agents::register)),
+        def(Method::GET, "/v1/providers", || {
+            web::get().to(meta::providers)
+        }),
+        def(Method::GET, "/openapi.json", || {
+            web::get().to(meta::openapi)
+        }),
+        def(Method::POST, "/v1/agents/register", || {
+            web::post().to(agents::register)
+        }),
         def(Method::GET, "/v1/agents/me", || web::get().to(account::me)),
-        def(Method::POST, "/v1/keys", || web::post().to(agents::create_gateway_key)),
-        def(Method::GET, "/v1/balance", || web::get().to(account::balance)),
+        def(Method::POST, "/v1/keys", || {
+            web::post().to(agents::create_gateway_key)
+        }),
+        def(Method::GET, "/v1/balance", || {
+            web::get().to(account::balance)
+        }),
         def(Method::GET, "/v1/usage", || web::get().to(account::usage)),
-        def(Method::POST, "/v1/platform/agents", || web::post().to(platform_agents::create)),
-        def(Method::GET, "/v1/platform/agents", || web::get().to(platform_agents::list)),
-        def(Method::GET, "/v1/platform/agents/{id}", || web::get().to(platform_agents::get)),
-        def(Method::PATCH, "/v1/platform/agents/{id}", || web::patch().to(platform_agents::update)),
+        def(Method::POST, "/v1/platform/agents", || {
+            web::post().to(platform_agents::create)
+        }),
+        def(Method::GET, "/v1/platform/agents", || {
+            web::get().to(platform_agents::list)
+        }),
+        def(Method::GET, "/v1/platform/agents/{id}", || {
+            web::get().to(platform_agents::get)
+        }),
+        def(Method::PATCH, "/v1/platform/agents/{id}", || {
+            web::patch().to(platform_agents::update)
+        }),
         def(Method::POST, "/v1/platform/agents/{id}/credits", || {
             web::post().to(platform_agents::grant_credits)
         }),
         def(Method::POST, "/v1/platform/agents/{id}/rotate-key", || {
             web::post().to(platform_agents::rotate_key)
         }),
-        def(Method::POST, "/v1/platform/master-keys", || web::post().to(master_keys::create)),
-        def(Method::GET, "/v1/platform/master-keys", || web::get().to(master_keys::list)),
-        def(Method::DELETE, "/v1/platform/master-keys/{id}", || web::delete().to(master_keys::revoke)),
+        def(Method::POST, "/v1/platform/master-keys", || {
+            web::post().to(master_keys::create)
+        }),
+        def(Method::GET, "/v1/platform/master-keys", || {
+            web::get().to(master_keys::list)
+        }),
+        def(Method::DELETE, "/v1/platform/master-keys/{id}", || {
+            web::delete().to(master_keys::revoke)
+        }),
     ]
 }
 
@@ -79,5 +103,9 @@ fn method_not_allowed(req: &HttpRequest, allowed: &str) -> ApiError {
 
 /// Any path outside the table.
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::not_found(format!("No route for {} {}", req.method(), req.path())))
+    Err(ApiError::not_found(format!(
+        "No route for {} {}",
+        req.method(),
+        req.path()
+    )))
 }

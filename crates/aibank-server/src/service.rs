@@ -38,7 +38,10 @@ pub struct NewAgentSpec {
 
 /// Creates an agent, its key and its account (with the opening credits journaled) in one
 /// transaction. Returns the agent and the key, whose full value must be shown exactly once.
-pub async fn create_agent(state: &AppState, spec: NewAgentSpec) -> Result<(Agent, GeneratedKey), ApiError> {
+pub async fn create_agent(
+    state: &AppState,
+    spec: NewAgentSpec,
+) -> Result<(Agent, GeneratedKey), ApiError> {
     let key = GeneratedKey::new(spec.key_kind);
     let secret_hash = state.auth.hash_key(&key.full).await?;
     let now = state.clock.now_ms();

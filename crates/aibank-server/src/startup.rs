@@ -57,7 +57,11 @@ pub fn open_database(config: &Config) -> Result<DbPool, StartupError> {
     };
     let pool = DbPool::connect(config.database_url.expose(), &opts)?;
     let applied = pool.migrate()?;
-    tracing::info!(backend = pool.backend().as_str(), applied = applied.len(), "database ready");
+    tracing::info!(
+        backend = pool.backend().as_str(),
+        applied = applied.len(),
+        "database ready"
+    );
     Ok(pool)
 }
 
@@ -83,8 +87,12 @@ impl Application {
             let pool = open_database(&cfg)?;
             if let Some(key) = &cfg.bootstrap_master_key {
                 match bootstrap::ensure_master_key(&pool, key, boot_clock.now_ms())? {
-                    Outcome::Created { id } => tracing::info!(key_id = %id, "bootstrap master key created"),
-                    Outcome::Present { id } => tracing::info!(key_id = %id, "bootstrap master key present"),
+                    Outcome::Created { id } => {
+                        tracing::info!(key_id = %id, "bootstrap master key created");
+                    }
+                    Outcome::Present { id } => {
+                        tracing::info!(key_id = %id, "bootstrap master key present");
+                    }
                     Outcome::Revoked { id } => tracing::warn!(
                         key_id = %id,
                         "bootstrap master key was revoked through the API and stays revoked"

@@ -11,7 +11,10 @@ pub fn name(field: &str, v: &str) -> Result<String, ApiError> {
     let v = v.trim();
     let n = v.chars().count();
     if n == 0 {
-        return Err(ApiError::invalid_field(field, format!("`{field}` must not be empty")));
+        return Err(ApiError::invalid_field(
+            field,
+            format!("`{field}` must not be empty"),
+        ));
     }
     if n > MAX_NAME_CHARS {
         return Err(ApiError::invalid_field(
@@ -20,7 +23,10 @@ pub fn name(field: &str, v: &str) -> Result<String, ApiError> {
         ));
     }
     if v.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field(field, format!("`{field}` must not contain control characters")));
+        return Err(ApiError::invalid_field(
+            field,
+            format!("`{field}` must not contain control characters"),
+        ));
     }
     Ok(v.to_owned())
 }
@@ -51,7 +57,10 @@ pub fn email_opt(field: &str, v: Option<&str>) -> Result<Option<String>, ApiErro
 /// A non-negative amount within bounds (balances, limits).
 pub fn amount(field: &str, v: Usd) -> Result<Usd, ApiError> {
     if v.is_negative() {
-        return Err(ApiError::invalid_field(field, format!("`{field}` must not be negative")));
+        return Err(ApiError::invalid_field(
+            field,
+            format!("`{field}` must not be negative"),
+        ));
     }
     if v > MAX_AMOUNT {
         return Err(ApiError::invalid_field(
@@ -66,7 +75,10 @@ pub fn amount(field: &str, v: Usd) -> Result<Usd, ApiError> {
 pub fn positive_amount(field: &str, v: Usd) -> Result<Usd, ApiError> {
     let v = amount(field, v)?;
     if v.is_zero() {
-        return Err(ApiError::invalid_field(field, format!("`{field}` must be greater than zero")));
+        return Err(ApiError::invalid_field(
+            field,
+            format!("`{field}` must be greater than zero"),
+        ));
     }
     Ok(v)
 }
@@ -78,7 +90,9 @@ mod tests {
     #[test]
     fn emails() {
         assert!(email("email", "a@b.co").is_ok());
-        for bad in ["", "a", "a@b", "@b.co", "a@@b.co", "a b@c.de", "a@.co", "a@co."] {
+        for bad in [
+            "", "a", "a@b", "@b.co", "a@@b.co", "a b@c.de", "a@.co", "a@co.",
+        ] {
             assert!(email("email", bad).is_err(), "{bad}");
         }
     }

@@ -1,6 +1,12 @@
 //! The HTTP API over real HTTP on a random port, against a fresh database per test:
 //! SQLite by default, PostgreSQL when `AIBANK_TEST_DATABASE_URL` is set.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// JSON money literals are written as clients write them; scenario tests run long.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::unreadable_literal,
+    clippy::too_many_lines
+)]
 
 use std::collections::HashSet;
 
@@ -18,7 +24,11 @@ fn master(key: &str) -> [(&str, &str); 1] {
 fn assert_error(r: &aibank_testkit::Resp, status: u16, code: &str) {
     assert_eq!(r.status, status, "{}", r.text);
     assert_eq!(r.body["code"], code, "{}", r.text);
-    assert!(r.body["error"].as_str().is_some_and(|m| !m.is_empty()), "{}", r.text);
+    assert!(
+        r.body["error"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        r.text
+    );
 }
 
 fn assert_invalid(r: &aibank_testkit::Resp, field: &str) {
@@ -50,42 +60,81 @@ async fn register_gives_a_key_ten_dollars_and_default_limits() {
     assert_eq!(bal.text, r#"{"credits_usd":10.0,"total_spent":0.0}"#);
 
     let (sum, balance) = app.ledger_state(b["agentId"].as_str().unwrap()).await;
-    assert_eq!((sum, balance), (10_000_000, 10_000_000), "the sign-up grant is journaled");
+    assert_eq!(
+        (sum, balance),
+        (10_000_000, 10_000_000),
+        "the sign-up grant is journaled"
+    );
 }
 
 #[tokio::test]
 async fn register_accepts_name_email_and_no_body_at_all() {
     let app = spawn_app().await;
     let r = app
-        .post("/v1/agents/register", json!({"name": "  scout ", "email": "ops@example.com"}), &[])
+        .post(
+            "/v1/agents/register",
+            json!({"name": "  scout ", "email": "ops@example.com"}),
+            &[],
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["name"], "scout");
     assert_eq!(r.body["email"], "ops@example.com");
 
     let r = app.send("POST", "/v1/agents/register", None, &[]).await;
-    assert_eq!(r.status, 201, "an empty body registers with defaults: {}", r.text);
+    assert_eq!(
+        r.status, 201,
+        "an empty body registers with defaults: {}",
+        r.text
+    );
 }
 
 #[tokio::test]
 async fn bad_input_is_400_naming_the_field_never_500() {
     let app = spawn_app().await;
     let cases: Vec<(&str, String, &str)> = vec![
-        ("/v1/agents/register", json!({"name": 5}).to_string(), "name"),
-        ("/v1/agents/register", json!({"name": ""}).to_string(), "name"),
-        ("/v1/agents/register", json!({"name": "x".repeat(101)}).to_string(), "name"),
-        ("/v1/agents/register", json!({"email": "not-an-email"}).to_string(), "email"),
-        ("/v1/agents/register", json!({"nmae": "typo"}).to_string(), "nmae"),
+        (
+            "/v1/agents/register",
+            json!({"name": 5}).to_string(),
+            "name",
+        ),
+        (
+            "/v1/agents/register",
+            json!({"name": ""}).to_string(),
+            "name",
+        ),
+        (
+            "/v1/agents/register",
+            json!({"name": "x".repeat(101)}).to_string(),
+            "name",
+        ),
+        (
+            "/v1/agents/register",
+            json!({"email": "not-an-email"}).to_string(),
+            "email",
+        ),
+        (
+            "/v1/agents/register",
+            json!({"nmae": "typo"}).to_string(),
+            "nmae",
+        ),
         ("/v1/agents/register", "{\"name\": ".to_owned(), "body"),
         ("/v1/agents/register", "[1, 2]".to_owned(), "body"),
         ("/v1/agents/register", "{} trailing".to_owned(), "body"),
         ("/v1/keys", json!({}).to_string(), "email"),
-        ("/v1/keys", json!({"email": ["a@b.co"]}).to_string(), "email"),
+        (
+            "/v1/keys",
+            json!({"email": ["a@b.co"]}).to_string(),
+            "email",
+        ),
     ];
     for (path, body, field) in cases {
         let r = app.send("POST", path, Some(body.clone()), &[]).await;
         assert_invalid(&r, field);
-        assert!(!r.body["error"].as_str().unwrap().is_empty(), "{path} {body}");
+        assert!(
+            !r.body["error"].as_str().unwrap().is_empty(),
+            "{path} {body}"
+        );
     }
 }
 
@@ -93,14 +142,25 @@ async fn bad_input_is_400_naming_the_field_never_500() {
 async fn oversize_bodies_are_refused() {
     let app = spawn_app().await;
     let big = json!({"name": "x".repeat(70 * 1024)}).to_string();
-    let r = app.send("POST", "/v1/agents/register", Some(big), &[]).await;
+    let r = app
+        .send("POST", "/v1/agents/register", Some(big), &[])
+        .await;
     assert_invalid(&r, "body");
-    assert!(r.body["error"].as_str().unwrap().contains("65536"), "{}", r.text);
+    assert!(
+        r.body["error"].as_str().unwrap().contains("65536"),
+        "{}",
+        r.text
+    );
 
     // The limit is configurable.
     let app = spawn_app_with(|c| c.max_json_bytes = 2048).await;
     let r = app
-        .send("POST", "/v1/agents/register", Some(json!({"name": "y".repeat(3000)}).to_string()), &[])
+        .send(
+            "POST",
+            "/v1/agents/register",
+            Some(json!({"name": "y".repeat(3000)}).to_string()),
+            &[],
+        )
         .await;
     assert_invalid(&r, "body");
 }
@@ -110,7 +170,10 @@ async fn two_hundred_parallel_registrations_all_succeed_with_distinct_keys() {
     let app = spawn_app().await;
     let tasks: Vec<_> = (0..200)
         .map(|_| {
-            let (client, url) = (app.client.clone(), format!("{}/v1/agents/register", app.base));
+            let (client, url) = (
+                app.client.clone(),
+                format!("{}/v1/agents/register", app.base),
+            );
             tokio::spawn(async move {
                 let r = client.post(url).json(&json!({})).send().await.unwrap();
                 let status = r.status().as_u16();
@@ -139,11 +202,16 @@ async fn two_hundred_parallel_registrations_all_succeed_with_distinct_keys() {
 #[tokio::test]
 async fn gateway_keys_have_credits_but_only_gateway_routes() {
     let app = spawn_app().await;
-    let r = app.post("/v1/keys", json!({"email": "dev@example.com"}), &[]).await;
+    let r = app
+        .post("/v1/keys", json!({"email": "dev@example.com"}), &[])
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let key = r.body["api_key"].as_str().unwrap();
     assert!(key.starts_with("gw_"));
-    assert_eq!(r.text, format!(r#"{{"api_key":"{key}","credits_usd":10.0}}"#));
+    assert_eq!(
+        r.text,
+        format!(r#"{{"api_key":"{key}","credits_usd":10.0}}"#)
+    );
 
     assert_eq!(app.get("/v1/balance", &api(key)).await.status, 200);
     assert_eq!(app.get("/v1/usage", &api(key)).await.status, 200);
@@ -164,31 +232,63 @@ async fn api_key_errors_name_what_is_wrong() {
     let app = spawn_app().await;
     let r = app.get("/v1/balance", &[]).await;
     assert_eq!(r.status, 401);
-    assert_eq!(r.text, r#"{"error":"Missing X-API-Key header","code":"UNAUTHORIZED"}"#);
+    assert_eq!(
+        r.text,
+        r#"{"error":"Missing X-API-Key header","code":"UNAUTHORIZED"}"#
+    );
 
     let (_, key) = app.register().await;
-    let wrong_secret = format!("{}{}", &key[..key.len() - 4], if key.ends_with("AAAA") { "BBBB" } else { "AAAA" });
-    for bad in ["garbage", "ak_", &wrong_secret, "gw_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+    let wrong_secret = format!(
+        "{}{}",
+        &key[..key.len() - 4],
+        if key.ends_with("AAAA") {
+            "BBBB"
+        } else {
+            "AAAA"
+        }
+    );
+    for bad in [
+        "garbage",
+        "ak_",
+        &wrong_secret,
+        "gw_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
         let r = app.get("/v1/balance", &api(bad)).await;
         assert_eq!(r.status, 401, "{bad}");
-        assert_eq!(r.text, r#"{"error":"Invalid API key","code":"UNAUTHORIZED"}"#, "{bad}");
+        assert_eq!(
+            r.text, r#"{"error":"Invalid API key","code":"UNAUTHORIZED"}"#,
+            "{bad}"
+        );
     }
     // The right secret under the wrong prefix is not the same key.
     let as_gw = key.replacen("ak_", "gw_", 1);
-    assert_error(&app.get("/v1/balance", &api(&as_gw)).await, 401, "UNAUTHORIZED");
+    assert_error(
+        &app.get("/v1/balance", &api(&as_gw)).await,
+        401,
+        "UNAUTHORIZED",
+    );
 
     let r = app.get("/v1/balance", &api(&app.master_key)).await;
     assert_error(&r, 401, "UNAUTHORIZED");
     assert!(r.text.contains("X-Master-Key"), "{}", r.text);
-    assert!(!r.text.contains(&app.master_key), "never echo a presented key");
+    assert!(
+        !r.text.contains(&app.master_key),
+        "never echo a presented key"
+    );
 
     let r = app.get("/v1/platform/agents", &[]).await;
-    assert_eq!(r.text, r#"{"error":"Missing X-Master-Key header","code":"UNAUTHORIZED"}"#);
+    assert_eq!(
+        r.text,
+        r#"{"error":"Missing X-Master-Key header","code":"UNAUTHORIZED"}"#
+    );
     let r = app.get("/v1/platform/agents", &master(&key)).await;
     assert_error(&r, 401, "UNAUTHORIZED");
     assert!(r.text.contains("X-API-Key"), "{}", r.text);
     let r = app.get("/v1/platform/agents", &master("mk_nope")).await;
-    assert_eq!(r.text, r#"{"error":"Invalid master key","code":"UNAUTHORIZED"}"#);
+    assert_eq!(
+        r.text,
+        r#"{"error":"Invalid master key","code":"UNAUTHORIZED"}"#
+    );
 }
 
 #[tokio::test]
@@ -199,7 +299,11 @@ async fn repeated_requests_use_the_verified_cache_and_still_check_the_secret() {
         assert_eq!(app.get("/v1/balance", &api(&key)).await.status, 200);
     }
     // A cached key id does not let a different secret in.
-    let forged = format!("{}{}", &key[..key.len() - 1], if key.ends_with('x') { 'y' } else { 'x' });
+    let forged = format!(
+        "{}{}",
+        &key[..key.len() - 1],
+        if key.ends_with('x') { 'y' } else { 'x' }
+    );
     assert_eq!(app.get("/v1/balance", &api(&forged)).await.status, 401);
 }
 
@@ -246,7 +350,9 @@ async fn usage_is_paginated_newest_first_and_private() {
     assert_eq!(data[0]["created_at"], "2025-11-24T16:00:00.002Z");
     assert_eq!(p1.body["has_more"], true);
     let cursor = p1.body["next_cursor"].as_str().unwrap();
-    let p2 = app.get(&format!("/v1/usage?limit=2&cursor={cursor}"), &api(&key)).await;
+    let p2 = app
+        .get(&format!("/v1/usage?limit=2&cursor={cursor}"), &api(&key))
+        .await;
     let data = p2.body["data"].as_array().unwrap();
     assert_eq!(data.len(), 1);
     assert_eq!(data[0]["id"], "use_0");
@@ -286,8 +392,14 @@ async fn providers_show_configuration_but_no_secret() {
     assert_eq!(r.status, 200);
     assert!(!r.text.contains("very-secret"), "{}", r.text);
     let p = r.body["providers"].as_array().unwrap();
-    assert_eq!(p[0], json!({"name": "anthropic", "kind": "anthropic", "base_url": "https://api.anthropic.com", "configured": true}));
-    assert_eq!(p[1], json!({"name": "openai", "kind": "openai", "base_url": "http://127.0.0.1:9", "configured": false}));
+    assert_eq!(
+        p[0],
+        json!({"name": "anthropic", "kind": "anthropic", "base_url": "https://api.anthropic.com", "configured": true})
+    );
+    assert_eq!(
+        p[1],
+        json!({"name": "openai", "kind": "openai", "base_url": "http://127.0.0.1:9", "configured": false})
+    );
 }
 
 #[tokio::test]
@@ -339,7 +451,13 @@ async fn platform_creates_agents_with_credits_and_limits() {
     assert_eq!(app.ledger_state(id).await, (2_500_000, 2_500_000));
 
     // Defaults: no credits, standard limits.
-    let r = app.post("/v1/platform/agents", json!({"name": "worker-2"}), &master(&mk)).await;
+    let r = app
+        .post(
+            "/v1/platform/agents",
+            json!({"name": "worker-2"}),
+            &master(&mk),
+        )
+        .await;
     assert_eq!(r.status, 201);
     assert_eq!(r.body["credits_usd"], json!(0.0));
     assert_eq!(r.body["spending_controls"]["per_tx_limit_usd"], json!(50.0));
@@ -347,12 +465,20 @@ async fn platform_creates_agents_with_credits_and_limits() {
     for (body, field) in [
         (json!({}), "name"),
         (json!({"name": "a", "credits_usd": -1}), "credits_usd"),
-        (json!({"name": "a", "credits_usd": 0.0000001}), "credits_usd"),
-        (json!({"name": "a", "daily_limit_usd": "lots"}), "daily_limit_usd"),
+        (
+            json!({"name": "a", "credits_usd": 0.0000001}),
+            "credits_usd",
+        ),
+        (
+            json!({"name": "a", "daily_limit_usd": "lots"}),
+            "daily_limit_usd",
+        ),
         (json!({"name": "a", "email": "nope"}), "email"),
         (json!({"name": "a", "credits": 5}), "credits"),
     ] {
-        let r = app.post("/v1/platform/agents", body.clone(), &master(&mk)).await;
+        let r = app
+            .post("/v1/platform/agents", body.clone(), &master(&mk))
+            .await;
         assert_invalid(&r, field);
     }
 }
@@ -363,7 +489,11 @@ async fn platform_lists_gets_and_updates_its_agents() {
     let mk = app.master_key.clone();
     let mut ids = Vec::new();
     for i in 0..3 {
-        ids.push(create_fleet_agent(&app, &mk, json!({"name": format!("a{i}")})).await.0);
+        ids.push(
+            create_fleet_agent(&app, &mk, json!({"name": format!("a{i}")}))
+                .await
+                .0,
+        );
     }
     // A self-registered agent is nobody's fleet.
     app.register().await;
@@ -373,7 +503,12 @@ async fn platform_lists_gets_and_updates_its_agents() {
     assert_eq!(p1.body["data"].as_array().unwrap().len(), 2);
     assert_eq!(p1.body["has_more"], true);
     let cursor = p1.body["next_cursor"].as_str().unwrap();
-    let p2 = app.get(&format!("/v1/platform/agents?limit=2&cursor={cursor}"), &master(&mk)).await;
+    let p2 = app
+        .get(
+            &format!("/v1/platform/agents?limit=2&cursor={cursor}"),
+            &master(&mk),
+        )
+        .await;
     assert_eq!(p2.body["data"].as_array().unwrap().len(), 1);
     let mut seen: Vec<String> = p1.body["data"]
         .as_array()
@@ -385,10 +520,15 @@ async fn platform_lists_gets_and_updates_its_agents() {
     seen.sort();
     ids.sort();
     assert_eq!(seen, ids);
-    assert!(!p1.text.contains("apiKey") && !p1.text.contains("ak_"), "lists never show keys");
+    assert!(
+        !p1.text.contains("apiKey") && !p1.text.contains("ak_"),
+        "lists never show keys"
+    );
 
     let id = &ids[0];
-    let g = app.get(&format!("/v1/platform/agents/{id}"), &master(&mk)).await;
+    let g = app
+        .get(&format!("/v1/platform/agents/{id}"), &master(&mk))
+        .await;
     assert_eq!(g.status, 200, "{}", g.text);
     assert_eq!(g.body["agentId"], id.as_str());
     assert_eq!(g.body["active"], true);
@@ -406,20 +546,50 @@ async fn platform_lists_gets_and_updates_its_agents() {
     assert_eq!(u.body["name"], "renamed");
     assert_eq!(u.body["spending_controls"]["daily_limit_usd"], json!(7.5));
     assert_eq!(u.body["spending_controls"]["per_tx_limit_usd"], json!(0.0));
-    assert_eq!(u.body["spending_controls"]["weekly_limit_usd"], json!(500.0));
+    assert_eq!(
+        u.body["spending_controls"]["weekly_limit_usd"],
+        json!(500.0)
+    );
 
-    assert_invalid(&app.patch(&format!("/v1/platform/agents/{id}"), json!({}), &master(&mk)).await, "body");
     assert_invalid(
-        &app.patch(&format!("/v1/platform/agents/{id}"), json!({"active": "yes"}), &master(&mk)).await,
+        &app.patch(
+            &format!("/v1/platform/agents/{id}"),
+            json!({}),
+            &master(&mk),
+        )
+        .await,
+        "body",
+    );
+    assert_invalid(
+        &app.patch(
+            &format!("/v1/platform/agents/{id}"),
+            json!({"active": "yes"}),
+            &master(&mk),
+        )
+        .await,
         "active",
     );
     assert_invalid(
-        &app.patch(&format!("/v1/platform/agents/{id}"), json!({"weekly_limit_usd": -3}), &master(&mk)).await,
+        &app.patch(
+            &format!("/v1/platform/agents/{id}"),
+            json!({"weekly_limit_usd": -3}),
+            &master(&mk),
+        )
+        .await,
         "weekly_limit_usd",
     );
-    assert_error(&app.get("/v1/platform/agents/agt_nope", &master(&mk)).await, 404, "NOT_FOUND");
     assert_error(
-        &app.patch("/v1/platform/agents/agt_nope", json!({"name": "x"}), &master(&mk)).await,
+        &app.get("/v1/platform/agents/agt_nope", &master(&mk)).await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &app.patch(
+            "/v1/platform/agents/agt_nope",
+            json!({"name": "x"}),
+            &master(&mk),
+        )
+        .await,
         404,
         "NOT_FOUND",
     );
@@ -430,12 +600,26 @@ async fn deactivated_agents_are_refused_until_reactivated() {
     let app = spawn_app().await;
     let mk = app.master_key.clone();
     let (id, key) = create_fleet_agent(&app, &mk, json!({"name": "sleepy"})).await;
-    let r = app.patch(&format!("/v1/platform/agents/{id}"), json!({"active": false}), &master(&mk)).await;
+    let r = app
+        .patch(
+            &format!("/v1/platform/agents/{id}"),
+            json!({"active": false}),
+            &master(&mk),
+        )
+        .await;
     assert_eq!(r.body["active"], false);
     let r = app.get("/v1/balance", &api(&key)).await;
     assert_eq!(r.status, 403);
-    assert_eq!(r.text, r#"{"error":"Agent is deactivated","code":"FORBIDDEN"}"#);
-    app.patch(&format!("/v1/platform/agents/{id}"), json!({"active": true}), &master(&mk)).await;
+    assert_eq!(
+        r.text,
+        r#"{"error":"Agent is deactivated","code":"FORBIDDEN"}"#
+    );
+    app.patch(
+        &format!("/v1/platform/agents/{id}"),
+        json!({"active": true}),
+        &master(&mk),
+    )
+    .await;
     assert_eq!(app.get("/v1/balance", &api(&key)).await.status, 200);
 }
 
@@ -445,12 +629,26 @@ async fn platform_grants_credits_exactly_and_journaled() {
     let mk = app.master_key.clone();
     let (id, key) = create_fleet_agent(&app, &mk, json!({"name": "w", "credits_usd": 1})).await;
     let path = format!("/v1/platform/agents/{id}/credits");
-    let r = app.post(&path, json!({"amount_usd": 0.1}), &master(&mk)).await;
+    let r = app
+        .post(&path, json!({"amount_usd": 0.1}), &master(&mk))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.text, format!(r#"{{"agentId":"{id}","granted_usd":0.1,"credits_usd":1.1}}"#));
-    let r = app.post(&path, json!({"amount_usd": 0.2}), &master(&mk)).await;
-    assert_eq!(r.body["credits_usd"], json!(1.3), "0.1 + 0.2 is exactly 0.3 here");
-    assert_eq!(app.get("/v1/balance", &api(&key)).await.body["credits_usd"], json!(1.3));
+    assert_eq!(
+        r.text,
+        format!(r#"{{"agentId":"{id}","granted_usd":0.1,"credits_usd":1.1}}"#)
+    );
+    let r = app
+        .post(&path, json!({"amount_usd": 0.2}), &master(&mk))
+        .await;
+    assert_eq!(
+        r.body["credits_usd"],
+        json!(1.3),
+        "0.1 + 0.2 is exactly 0.3 here"
+    );
+    assert_eq!(
+        app.get("/v1/balance", &api(&key)).await.body["credits_usd"],
+        json!(1.3)
+    );
     assert_eq!(app.ledger_state(&id).await, (1_300_000, 1_300_000));
 
     for (body, field) in [
@@ -463,11 +661,20 @@ async fn platform_grants_credits_exactly_and_journaled() {
         assert_invalid(&app.post(&path, body, &master(&mk)).await, field);
     }
     assert_error(
-        &app.post("/v1/platform/agents/agt_nope/credits", json!({"amount_usd": 1}), &master(&mk)).await,
+        &app.post(
+            "/v1/platform/agents/agt_nope/credits",
+            json!({"amount_usd": 1}),
+            &master(&mk),
+        )
+        .await,
         404,
         "NOT_FOUND",
     );
-    assert_eq!(app.ledger_state(&id).await, (1_300_000, 1_300_000), "failed grants move nothing");
+    assert_eq!(
+        app.ledger_state(&id).await,
+        (1_300_000, 1_300_000),
+        "failed grants move nothing"
+    );
 }
 
 #[tokio::test]
@@ -477,7 +684,13 @@ async fn rotating_a_key_kills_the_old_one_at_once() {
     let (id, old) = create_fleet_agent(&app, &mk, json!({"name": "r"})).await;
     // Warm the verified cache with the old key.
     assert_eq!(app.get("/v1/balance", &api(&old)).await.status, 200);
-    let r = app.post(&format!("/v1/platform/agents/{id}/rotate-key"), json!({}), &master(&mk)).await;
+    let r = app
+        .post(
+            &format!("/v1/platform/agents/{id}/rotate-key"),
+            json!({}),
+            &master(&mk),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["agentId"], id.as_str());
     let new = r.body["apiKey"].as_str().unwrap();
@@ -485,10 +698,18 @@ async fn rotating_a_key_kills_the_old_one_at_once() {
 
     let r = app.get("/v1/balance", &api(&old)).await;
     assert_eq!(r.status, 401);
-    assert_eq!(r.text, r#"{"error":"API key has been revoked","code":"UNAUTHORIZED"}"#);
+    assert_eq!(
+        r.text,
+        r#"{"error":"API key has been revoked","code":"UNAUTHORIZED"}"#
+    );
     assert_eq!(app.get("/v1/balance", &api(new)).await.status, 200);
     assert_error(
-        &app.post("/v1/platform/agents/agt_nope/rotate-key", json!({}), &master(&mk)).await,
+        &app.post(
+            "/v1/platform/agents/agt_nope/rotate-key",
+            json!({}),
+            &master(&mk),
+        )
+        .await,
         404,
         "NOT_FOUND",
     );
@@ -499,32 +720,63 @@ async fn platforms_cannot_see_or_touch_each_others_agents() {
     let app = spawn_app().await;
     let mk_a = app.master_key.clone();
     let mk_b = app.new_platform_key().await;
-    let (id, key) = create_fleet_agent(&app, &mk_a, json!({"name": "private", "credits_usd": 1})).await;
+    let (id, key) =
+        create_fleet_agent(&app, &mk_a, json!({"name": "private", "credits_usd": 1})).await;
     let (self_registered, _) = app.register().await;
 
     for target in [&id, &self_registered] {
         let b = master(&mk_b);
-        assert_error(&app.get(&format!("/v1/platform/agents/{target}"), &b).await, 404, "NOT_FOUND");
         assert_error(
-            &app.patch(&format!("/v1/platform/agents/{target}"), json!({"active": false}), &b).await,
+            &app.get(&format!("/v1/platform/agents/{target}"), &b).await,
             404,
             "NOT_FOUND",
         );
         assert_error(
-            &app.post(&format!("/v1/platform/agents/{target}/credits"), json!({"amount_usd": 5}), &b).await,
+            &app.patch(
+                &format!("/v1/platform/agents/{target}"),
+                json!({"active": false}),
+                &b,
+            )
+            .await,
             404,
             "NOT_FOUND",
         );
         assert_error(
-            &app.post(&format!("/v1/platform/agents/{target}/rotate-key"), json!({}), &b).await,
+            &app.post(
+                &format!("/v1/platform/agents/{target}/credits"),
+                json!({"amount_usd": 5}),
+                &b,
+            )
+            .await,
+            404,
+            "NOT_FOUND",
+        );
+        assert_error(
+            &app.post(
+                &format!("/v1/platform/agents/{target}/rotate-key"),
+                json!({}),
+                &b,
+            )
+            .await,
             404,
             "NOT_FOUND",
         );
     }
-    assert_eq!(app.get("/v1/platform/agents", &master(&mk_b)).await.body["data"], json!([]));
+    assert_eq!(
+        app.get("/v1/platform/agents", &master(&mk_b)).await.body["data"],
+        json!([])
+    );
     // Nothing moved, nothing broke.
-    assert_eq!(app.get("/v1/balance", &api(&key)).await.body["credits_usd"], json!(1.0));
-    assert_eq!(app.get(&format!("/v1/platform/agents/{id}"), &master(&mk_a)).await.body["active"], true);
+    assert_eq!(
+        app.get("/v1/balance", &api(&key)).await.body["credits_usd"],
+        json!(1.0)
+    );
+    assert_eq!(
+        app.get(&format!("/v1/platform/agents/{id}"), &master(&mk_a))
+            .await
+            .body["active"],
+        true
+    );
 }
 
 // ---------------------------------------------------------------- platform: master keys
@@ -534,7 +786,11 @@ async fn master_keys_are_created_listed_and_revoked() {
     let app = spawn_app().await;
     let mk = app.master_key.clone();
     let r = app
-        .post("/v1/platform/master-keys", json!({"name": "ci", "owner_email": "ci@example.com"}), &master(&mk))
+        .post(
+            "/v1/platform/master-keys",
+            json!({"name": "ci", "owner_email": "ci@example.com"}),
+            &master(&mk),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let second = r.body["key"].as_str().unwrap().to_owned();
@@ -546,14 +802,23 @@ async fn master_keys_are_created_listed_and_revoked() {
 
     // Same platform: the new key sees the same fleet.
     let (agent, _) = create_fleet_agent(&app, &mk, json!({"name": "shared"})).await;
-    assert_eq!(app.get(&format!("/v1/platform/agents/{agent}"), &master(&second)).await.status, 200);
+    assert_eq!(
+        app.get(&format!("/v1/platform/agents/{agent}"), &master(&second))
+            .await
+            .status,
+        200
+    );
 
     let list = app.get("/v1/platform/master-keys", &master(&mk)).await;
     assert_eq!(list.status, 200, "{}", list.text);
     let data = list.body["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
     let secret_part = second.rsplit('_').next().unwrap();
-    assert!(!list.text.contains(secret_part) && !list.text.contains(&mk), "{}", list.text);
+    assert!(
+        !list.text.contains(secret_part) && !list.text.contains(&mk),
+        "{}",
+        list.text
+    );
     assert!(!list.text.contains("secret_hash") && !list.text.contains("argon2"));
     let entry = data.iter().find(|k| k["id"] == second_id.as_str()).unwrap();
     assert_eq!(entry["status"], "active");
@@ -564,27 +829,69 @@ async fn master_keys_are_created_listed_and_revoked() {
         (json!({"owner_email": "a@b.co"}), "name"),
         (json!({"name": "x", "owner_email": "bad"}), "owner_email"),
     ] {
-        assert_invalid(&app.post("/v1/platform/master-keys", body, &master(&mk)).await, field);
+        assert_invalid(
+            &app.post("/v1/platform/master-keys", body, &master(&mk))
+                .await,
+            field,
+        );
     }
 
     // A key cannot revoke itself...
-    let r = app.delete(&format!("/v1/platform/master-keys/{second_id}"), &master(&second)).await;
+    let r = app
+        .delete(
+            &format!("/v1/platform/master-keys/{second_id}"),
+            &master(&second),
+        )
+        .await;
     assert_error(&r, 409, "CONFLICT");
     // ...but another key of the platform can, and then it stops working at once.
-    let r = app.delete(&format!("/v1/platform/master-keys/{second_id}"), &master(&mk)).await;
+    let r = app
+        .delete(
+            &format!("/v1/platform/master-keys/{second_id}"),
+            &master(&mk),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["status"], "revoked");
     let r = app.get("/v1/platform/agents", &master(&second)).await;
-    assert_eq!(r.text, r#"{"error":"Master key has been revoked","code":"UNAUTHORIZED"}"#);
-    assert_error(&app.delete(&format!("/v1/platform/master-keys/{second_id}"), &master(&mk)).await, 404, "NOT_FOUND");
+    assert_eq!(
+        r.text,
+        r#"{"error":"Master key has been revoked","code":"UNAUTHORIZED"}"#
+    );
+    assert_error(
+        &app.delete(
+            &format!("/v1/platform/master-keys/{second_id}"),
+            &master(&mk),
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    );
     let list = app.get("/v1/platform/master-keys", &master(&mk)).await;
-    let entry = list.body["data"].as_array().unwrap().iter().find(|k| k["id"] == second_id.as_str()).unwrap().clone();
+    let entry = list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == second_id.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(entry["status"], "revoked");
     assert!(entry["revoked_at"].is_string());
 
     // Another platform's keys are out of reach.
     let other = app.new_platform_key().await;
     let other_id = aibank_auth::keys::parse(&other).unwrap().id;
-    assert_error(&app.delete(&format!("/v1/platform/master-keys/{other_id}"), &master(&mk)).await, 404, "NOT_FOUND");
-    assert_eq!(app.get("/v1/platform/agents", &master(&other)).await.status, 200);
+    assert_error(
+        &app.delete(
+            &format!("/v1/platform/master-keys/{other_id}"),
+            &master(&mk),
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_eq!(
+        app.get("/v1/platform/agents", &master(&other)).await.status,
+        200
+    );
 }

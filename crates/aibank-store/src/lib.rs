@@ -14,5 +14,8 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 /// True when a statement failed on a unique constraint (the caller's conflict, not a fault).
 pub fn is_unique_violation(e: &DieselError) -> bool {
-    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
 }

@@ -2,7 +2,9 @@
 
 use diesel::prelude::*;
 
-use crate::schema::{accounts, agents, api_keys, journal_entries, master_keys, platforms, usage_events};
+use crate::schema::{
+    accounts, agents, api_keys, journal_entries, master_keys, platforms, usage_events,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = platforms)]

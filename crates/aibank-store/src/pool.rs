@@ -114,7 +114,9 @@ fn parse_target(url: &str, create_parent_dir: bool) -> Result<Target, StoreError
             ensure_parent(&path, create_parent_dir)?;
             Ok(Target::Sqlite(path))
         }
-        other => Err(StoreError::UnsupportedScheme(other.chars().take(32).collect())),
+        other => Err(StoreError::UnsupportedScheme(
+            other.chars().take(32).collect(),
+        )),
     }
 }
 
@@ -197,7 +199,9 @@ pub struct DbPool {
 
 impl std::fmt::Debug for DbPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DbPool").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("DbPool")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
@@ -288,16 +292,27 @@ mod tests {
 
     #[test]
     fn unknown_schemes_are_refused() {
-        for url in ["postgress://x", "mysql://x", "sqlit://./a.db", "./data/aibank.db"] {
+        for url in [
+            "postgress://x",
+            "mysql://x",
+            "sqlit://./a.db",
+            "./data/aibank.db",
+        ] {
             let err = parse_target(url, false).unwrap_err();
             assert!(
-                matches!(err, StoreError::UnsupportedScheme(_) | StoreError::InvalidUrl(_)),
+                matches!(
+                    err,
+                    StoreError::UnsupportedScheme(_) | StoreError::InvalidUrl(_)
+                ),
                 "{url}: {err}"
             );
         }
         assert!(parse_target("sqlite://:memory:", false).is_err());
         assert!(parse_target("sqlite:///definitely/not/here/a.db", false).is_err());
-        assert!(matches!(parse_target("postgres://u@h/db", false), Ok(Target::Postgres(_))));
+        assert!(matches!(
+            parse_target("postgres://u@h/db", false),
+            Ok(Target::Postgres(_))
+        ));
     }
 
     #[test]

@@ -13,9 +13,9 @@ macro_rules! after_cursor {
         let mut q = $query;
         if let Some(c) = $cursor {
             q = q.filter(
-                $table::created_at
-                    .lt(c.created_at)
-                    .or($table::created_at.eq(c.created_at).and($table::id.lt(c.id.clone()))),
+                $table::created_at.lt(c.created_at).or($table::created_at
+                    .eq(c.created_at)
+                    .and($table::id.lt(c.id.clone()))),
             );
         }
         q.order(($table::created_at.desc(), $table::id.desc()))

@@ -34,8 +34,11 @@ impl TestDb {
                 let name = format!("aibank_t_{}", random_lower(12));
                 let mut conn = diesel::pg::PgConnection::establish(&admin)
                     .unwrap_or_else(|e| panic!("{TEST_DATABASE_ENV} is not reachable: {e}"));
-                conn.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-                let (base, _) = admin.rsplit_once('/').expect("admin URL has a database path");
+                conn.batch_execute(&format!("CREATE DATABASE {name}"))
+                    .unwrap();
+                let (base, _) = admin
+                    .rsplit_once('/')
+                    .expect("admin URL has a database path");
                 TestDb {
                     url: format!("{base}/{name}"),
                     backend: Backend::Postgres,
@@ -123,13 +126,14 @@ pub struct Resp {
 }
 
 pub fn test_config(db: &TestDb, master_key: &str) -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.database_url = db.url.clone().into();
-    config.database_pool_size = 8;
-    config.workers = Some(2);
-    config.bootstrap_master_key = Some(master_key.to_owned().into());
-    config
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone().into(),
+        database_pool_size: 8,
+        workers: Some(2),
+        bootstrap_master_key: Some(master_key.to_owned().into()),
+        ..Config::default()
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -155,7 +159,9 @@ pub async fn spawn_app_on(
         .bootstrap_master_key
         .as_ref()
         .map_or_else(String::new, |k| k.expose().to_owned());
-    let app = Application::build(config, clock).await.expect("server starts");
+    let app = Application::build(config, clock)
+        .await
+        .expect("server starts");
     let port = app.port();
     let pool = app.pool().clone();
     let server = tokio::spawn(app.run());
@@ -205,11 +211,13 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Resp {
-        self.send("POST", path, Some(body.to_string()), headers).await
+        self.send("POST", path, Some(body.to_string()), headers)
+            .await
     }
 
     pub async fn patch(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Resp {
-        self.send("PATCH", path, Some(body.to_string()), headers).await
+        self.send("PATCH", path, Some(body.to_string()), headers)
+            .await
     }
 
     pub async fn delete(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
@@ -218,7 +226,9 @@ impl TestApp {
 
     /// Registers a self-service agent; returns (agentId, apiKey).
     pub async fn register(&self) -> (String, String) {
-        let r = self.post("/v1/agents/register", serde_json::json!({}), &[]).await;
+        let r = self
+            .post("/v1/agents/register", serde_json::json!({}), &[])
+            .await;
         assert_eq!(r.status, 201, "{}", r.text);
         (
             r.body["agentId"].as_str().unwrap().to_owned(),
@@ -267,7 +277,11 @@ fn aibank_ledger_sum(c: &mut aibank_store::AnyConnection, id: &str) -> i64 {
 fn aibank_balance(c: &mut aibank_store::AnyConnection, id: &str) -> i64 {
     use aibank_store::schema::accounts::dsl as a;
     use diesel::prelude::*;
-    a::accounts.find(id).select(a::balance_micros).first(c).unwrap()
+    a::accounts
+        .find(id)
+        .select(a::balance_micros)
+        .first(c)
+        .unwrap()
 }
 
 /// Pool options for tests that open a database directly.

@@ -18,9 +18,15 @@ pub struct Balance {
 
 /// `GET /v1/balance` (agent and gateway keys).
 #[tracing::instrument(skip_all, fields(agent_id = %auth.agent.id))]
-pub async fn balance(state: web::Data<AppState>, auth: ApiKeyAuth) -> Result<web::Json<Balance>, ApiError> {
+pub async fn balance(
+    state: web::Data<AppState>,
+    auth: ApiKeyAuth,
+) -> Result<web::Json<Balance>, ApiError> {
     let id = auth.agent.id;
-    let account = state.pool.run(move |c| aibank_ledger::balance(c, &id)).await?;
+    let account = state
+        .pool
+        .run(move |c| aibank_ledger::balance(c, &id))
+        .await?;
     Ok(web::Json(Balance {
         credits_usd: Usd::from_micros(account.balance_micros),
         total_spent: Usd::from_micros(account.total_spent_micros),
@@ -43,14 +49,25 @@ pub async fn usage(
                 .map_err(StoreError::from)
         })
         .await?;
-    Ok(web::Json(Page::from_rows(rows, limit, |r| cursor_of(r.created_at, &r.id), UsageItem::from)))
+    Ok(web::Json(Page::from_rows(
+        rows,
+        limit,
+        |r| cursor_of(r.created_at, &r.id),
+        UsageItem::from,
+    )))
 }
 
 /// `GET /v1/agents/me` (agent keys only).
 #[tracing::instrument(skip_all, fields(agent_id = %auth.0.agent.id))]
-pub async fn me(state: web::Data<AppState>, auth: AgentKeyAuth) -> Result<web::Json<AgentView>, ApiError> {
+pub async fn me(
+    state: web::Data<AppState>,
+    auth: AgentKeyAuth,
+) -> Result<web::Json<AgentView>, ApiError> {
     let agent = auth.0.agent;
     let id = agent.id.clone();
-    let account = state.pool.run(move |c| aibank_ledger::balance(c, &id)).await?;
+    let account = state
+        .pool
+        .run(move |c| aibank_ledger::balance(c, &id))
+        .await?;
     Ok(web::Json(AgentView::new(agent, &account)))
 }

@@ -92,7 +92,7 @@ pub async fn list(
 }
 
 #[derive(Debug, Serialize)]
-pub struct Revoked {
+pub struct RevokedKey {
     id: String,
     status: &'static str,
     revoked_at: String,
@@ -104,7 +104,7 @@ pub async fn revoke(
     state: web::Data<AppState>,
     auth: MasterKeyAuth,
     path: web::Path<String>,
-) -> Result<web::Json<Revoked>, ApiError> {
+) -> Result<web::Json<RevokedKey>, ApiError> {
     let id = path.into_inner();
     if id == auth.key_id {
         return Err(ApiError::conflict(
@@ -115,14 +115,19 @@ pub async fn revoke(
     let target = id.clone();
     let n = state
         .pool
-        .run(move |c| key_repo::revoke_master_key(c, &auth.platform_id, &target, now).map_err(StoreError::from))
+        .run(move |c| {
+            key_repo::revoke_master_key(c, &auth.platform_id, &target, now)
+                .map_err(StoreError::from)
+        })
         .await?;
     if n == 0 {
-        return Err(ApiError::not_found("Master key not found or already revoked"));
+        return Err(ApiError::not_found(
+            "Master key not found or already revoked",
+        ));
     }
     state.auth.cache.invalidate(&id);
     tracing::info!(key_id = %id, "master key revoked");
-    Ok(web::Json(Revoked {
+    Ok(web::Json(RevokedKey {
         id,
         status: "revoked",
         revoked_at: rfc3339(now),

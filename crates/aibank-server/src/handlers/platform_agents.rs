@@ -19,7 +19,11 @@ fn agent_not_found() -> ApiError {
     ApiError::not_found("Agent not found")
 }
 
-fn load_view(c: &mut AnyConnection, platform_id: &str, id: &str) -> Result<Option<AgentView>, LedgerError> {
+fn load_view(
+    c: &mut AnyConnection,
+    platform_id: &str,
+    id: &str,
+) -> Result<Option<AgentView>, LedgerError> {
     let Some(agent) = repo::agents::find_for_platform(c, platform_id, id)? else {
         return Ok(None);
     };
@@ -59,7 +63,11 @@ pub async fn create(
     let controls = SpendingControls {
         daily_limit_usd: limit("daily_limit_usd", b.daily_limit_usd, d.daily_limit_usd)?,
         weekly_limit_usd: limit("weekly_limit_usd", b.weekly_limit_usd, d.weekly_limit_usd)?,
-        monthly_limit_usd: limit("monthly_limit_usd", b.monthly_limit_usd, d.monthly_limit_usd)?,
+        monthly_limit_usd: limit(
+            "monthly_limit_usd",
+            b.monthly_limit_usd,
+            d.monthly_limit_usd,
+        )?,
         per_tx_limit_usd: limit("per_tx_limit_usd", b.per_tx_limit_usd, d.per_tx_limit_usd)?,
     };
     let (agent, key) = create_agent(
@@ -97,8 +105,12 @@ pub async fn list(
     let rows = state
         .pool
         .run(move |c| {
-            let agents =
-                repo::agents::list_for_platform(c, &auth.platform_id, cursor.as_ref(), i64::from(limit) + 1)?;
+            let agents = repo::agents::list_for_platform(
+                c,
+                &auth.platform_id,
+                cursor.as_ref(),
+                i64::from(limit) + 1,
+            )?;
             agents
                 .into_iter()
                 .map(|a| {
@@ -144,7 +156,8 @@ pub struct UpdateRequest {
 }
 
 fn micros(field: &str, v: Option<Usd>) -> Result<Option<i64>, ApiError> {
-    v.map(|v| validate::amount(field, v).map(Usd::micros)).transpose()
+    v.map(|v| validate::amount(field, v).map(Usd::micros))
+        .transpose()
 }
 
 /// `PATCH /v1/platform/agents/{id}`: name, active flag and spending limits.
@@ -157,7 +170,11 @@ pub async fn update(
 ) -> Result<web::Json<AgentView>, ApiError> {
     let b = body.into_inner();
     let changes = AgentChanges {
-        name: b.name.as_deref().map(|n| validate::name("name", n)).transpose()?,
+        name: b
+            .name
+            .as_deref()
+            .map(|n| validate::name("name", n))
+            .transpose()?,
         active: b.active,
         per_tx_limit_micros: micros("per_tx_limit_usd", b.per_tx_limit_usd)?,
         daily_limit_micros: micros("daily_limit_usd", b.daily_limit_usd)?,
@@ -172,7 +189,10 @@ pub async fn update(
         && changes.weekly_limit_micros.is_none()
         && changes.monthly_limit_micros.is_none()
     {
-        return Err(ApiError::invalid_field("body", "Nothing to update: send at least one field"));
+        return Err(ApiError::invalid_field(
+            "body",
+            "Nothing to update: send at least one field",
+        ));
     }
     let id = path.into_inner();
     let view = state
@@ -223,11 +243,18 @@ pub async fn grant_credits(
         .pool
         .run(move |c| {
             c.write_tx(|c| {
-                let Some(agent) = repo::agents::find_for_platform(c, &auth.platform_id, &id)? else {
+                let Some(agent) = repo::agents::find_for_platform(c, &auth.platform_id, &id)?
+                else {
                     return Ok(None);
                 };
-                let balance =
-                    aibank_ledger::credit(c, &agent.id, amount, EntryKind::Grant, Some(&reference), now)?;
+                let balance = aibank_ledger::credit(
+                    c,
+                    &agent.id,
+                    amount,
+                    EntryKind::Grant,
+                    Some(&reference),
+                    now,
+                )?;
                 Ok::<_, LedgerError>(Some((agent.id, balance)))
             })
         })
@@ -277,7 +304,8 @@ pub async fn rotate_key(
         .pool
         .run(move |c| {
             c.write_tx(|c| {
-                let found: Option<Agent> = repo::agents::find_for_platform(c, &auth.platform_id, &id)?;
+                let found: Option<Agent> =
+                    repo::agents::find_for_platform(c, &auth.platform_id, &id)?;
                 if found.is_none() {
                     return Ok(None);
                 }

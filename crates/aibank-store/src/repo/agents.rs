@@ -8,7 +8,9 @@ use crate::schema::agents;
 use crate::AnyConnection;
 
 pub fn insert(conn: &mut AnyConnection, agent: &Agent) -> QueryResult<()> {
-    diesel::insert_into(agents::table).values(agent).execute(conn)?;
+    diesel::insert_into(agents::table)
+        .values(agent)
+        .execute(conn)?;
     Ok(())
 }
 
@@ -49,5 +51,7 @@ pub fn list_for_platform(
 }
 
 pub fn update(conn: &mut AnyConnection, id: &str, changes: &AgentChanges) -> QueryResult<usize> {
-    diesel::update(agents::table.find(id)).set(changes).execute(conn)
+    diesel::update(agents::table.find(id))
+        .set(changes)
+        .execute(conn)
 }

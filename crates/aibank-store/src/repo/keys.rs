@@ -13,7 +13,9 @@ use crate::AnyConnection;
 pub const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 
 pub fn insert_api_key(conn: &mut AnyConnection, key: &ApiKey) -> QueryResult<()> {
-    diesel::insert_into(api_keys::table).values(key).execute(conn)?;
+    diesel::insert_into(api_keys::table)
+        .values(key)
+        .execute(conn)?;
     Ok(())
 }
 
@@ -54,12 +56,16 @@ pub fn touch_api_key(conn: &mut AnyConnection, id: &str, now: i64) -> QueryResul
 }
 
 pub fn insert_platform(conn: &mut AnyConnection, platform: &Platform) -> QueryResult<()> {
-    diesel::insert_into(platforms::table).values(platform).execute(conn)?;
+    diesel::insert_into(platforms::table)
+        .values(platform)
+        .execute(conn)?;
     Ok(())
 }
 
 pub fn insert_master_key(conn: &mut AnyConnection, key: &MasterKey) -> QueryResult<()> {
-    diesel::insert_into(master_keys::table).values(key).execute(conn)?;
+    diesel::insert_into(master_keys::table)
+        .values(key)
+        .execute(conn)?;
     Ok(())
 }
 
@@ -81,7 +87,9 @@ pub fn list_master_keys(
         .filter(master_keys::platform_id.eq(platform_id))
         .select(MasterKey::as_select())
         .into_boxed();
-    after_cursor!(q, master_keys, cursor).limit(limit).load(conn)
+    after_cursor!(q, master_keys, cursor)
+        .limit(limit)
+        .load(conn)
 }
 
 /// Revokes a platform's master key; 0 when it is not that platform's or already revoked.

@@ -8,7 +8,9 @@ use crate::schema::usage_events;
 use crate::AnyConnection;
 
 pub fn insert(conn: &mut AnyConnection, event: &UsageEvent) -> QueryResult<()> {
-    diesel::insert_into(usage_events::table).values(event).execute(conn)?;
+    diesel::insert_into(usage_events::table)
+        .values(event)
+        .execute(conn)?;
     Ok(())
 }
 
@@ -23,5 +25,7 @@ pub fn list_for_agent(
         .filter(usage_events::agent_id.eq(agent_id))
         .select(UsageEvent::as_select())
         .into_boxed();
-    after_cursor!(q, usage_events, cursor).limit(limit).load(conn)
+    after_cursor!(q, usage_events, cursor)
+        .limit(limit)
+        .load(conn)
 }
