@@ -10,7 +10,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use aibank_core::{ApiError, SecretString, SharedClock};
 use aibank_store::models::{Agent, KEY_STATUS_ACTIVE};
 use aibank_store::repo::keys as key_repo;
-use aibank_store::{DbPool, StoreError};
+use aibank_store::{AnyConnection, DbPool, StoreError};
 use futures_util::future::LocalBoxFuture;
 use tokio::sync::Semaphore;
 
@@ -117,6 +117,29 @@ impl AuthState {
         }
     }
 
+    /// Refreshes a key's last-used time in the background, at most once per
+    /// [`key_repo::LAST_USED_RESOLUTION_MS`], so authenticating is rarely a write.
+    fn record_use(
+        &self,
+        id: String,
+        last_used_at: Option<i64>,
+        touch: fn(&mut AnyConnection, &str, i64) -> diesel::QueryResult<usize>,
+    ) {
+        let now = self.clock.now_ms();
+        if last_used_at.is_some_and(|t| now - t < key_repo::LAST_USED_RESOLUTION_MS) {
+            return;
+        }
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let res = pool
+                .run(move |c| touch(c, &id, now).map_err(StoreError::from))
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "could not record key use");
+            }
+        });
+    }
+
     pub async fn authenticate_api_key(&self, presented: &str) -> Result<ApiKeyAuth, ApiError> {
         let invalid = || {
             let msg = if presented.starts_with("mk_") {
@@ -151,21 +174,7 @@ impl AuthState {
         if !agent.active {
             return Err(ApiError::forbidden("Agent is deactivated"));
         }
-        let now = self.clock.now_ms();
-        if key
-            .last_used_at
-            .is_none_or(|t| now - t >= key_repo::LAST_USED_RESOLUTION_MS)
-        {
-            let (pool, id) = (self.pool.clone(), key.id.clone());
-            tokio::spawn(async move {
-                let res = pool
-                    .run(move |c| key_repo::touch_api_key(c, &id, now).map_err(StoreError::from))
-                    .await;
-                if let Err(e) = res {
-                    tracing::warn!(error = %e, "could not record key use");
-                }
-            });
-        }
+        self.record_use(key.id.clone(), key.last_used_at, key_repo::touch_api_key);
         Ok(ApiKeyAuth {
             agent,
             key_id: key.id,
@@ -203,21 +212,7 @@ impl AuthState {
         if key.revoked_at.is_some() {
             return Err(ApiError::unauthorized("Master key has been revoked"));
         }
-        let now = self.clock.now_ms();
-        if key
-            .last_used_at
-            .is_none_or(|t| now - t >= key_repo::LAST_USED_RESOLUTION_MS)
-        {
-            let (pool, id) = (self.pool.clone(), key.id.clone());
-            tokio::spawn(async move {
-                let res = pool
-                    .run(move |c| key_repo::touch_master_key(c, &id, now).map_err(StoreError::from))
-                    .await;
-                if let Err(e) = res {
-                    tracing::warn!(error = %e, "could not record master key use");
-                }
-            });
-        }
+        self.record_use(key.id.clone(), key.last_used_at, key_repo::touch_master_key);
         Ok(MasterKeyAuth {
             key_id: key.id,
             platform_id: key.platform_id,

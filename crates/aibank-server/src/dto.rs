@@ -55,6 +55,20 @@ pub struct AgentCreated {
     pub spending_controls: SpendingControls,
 }
 
+impl AgentCreated {
+    /// `credits` is the opening balance (the account was just created with it).
+    pub fn new(agent: Agent, key: &aibank_auth::GeneratedKey, credits: Usd) -> Self {
+        AgentCreated {
+            spending_controls: SpendingControls::of(&agent),
+            agent_id: agent.id,
+            api_key: key.full.expose().to_owned(),
+            name: agent.name,
+            email: agent.email,
+            credits_usd: credits,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct AgentView {
     #[serde(rename = "agentId")]

@@ -59,17 +59,7 @@ pub async fn create_agent(
         created_at: now,
         updated_at: now,
     };
-    let row = ApiKey {
-        id: key.id.clone(),
-        agent_id: agent.id.clone(),
-        kind: key.kind.db_kind().to_owned(),
-        secret_hash,
-        last4: key.last4.clone(),
-        status: KEY_STATUS_ACTIVE.to_owned(),
-        created_at: now,
-        last_used_at: None,
-        revoked_at: None,
-    };
+    let row = api_key_row(&key, &agent.id, secret_hash, now);
     let (credits, grant_kind) = (spec.credits, spec.grant_kind);
     let agent = state
         .pool
@@ -83,6 +73,21 @@ pub async fn create_agent(
         })
         .await?;
     Ok((agent, key))
+}
+
+/// The stored form of a newly generated agent or gateway key.
+pub fn api_key_row(key: &GeneratedKey, agent_id: &str, secret_hash: String, now: i64) -> ApiKey {
+    ApiKey {
+        id: key.id.clone(),
+        agent_id: agent_id.to_owned(),
+        kind: key.kind.db_kind().to_owned(),
+        secret_hash,
+        last4: key.last4.clone(),
+        status: KEY_STATUS_ACTIVE.to_owned(),
+        created_at: now,
+        last_used_at: None,
+        revoked_at: None,
+    }
 }
 
 /// Creates a master key; with `platform_id` `None`, also a new platform named `name`.

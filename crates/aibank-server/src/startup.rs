@@ -4,18 +4,24 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
+use actix_web::dev::Service as _;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::HttpMessage as _;
 use actix_web::{web, App, HttpServer};
 use aibank_auth::{AuthState, VerifiedCache};
 use aibank_core::extract::JsonLimit;
 use aibank_core::{ApiError, SharedClock};
 use aibank_store::{DbPool, PoolOptions, StoreError};
 use serde_json::Value;
-use tracing_actix_web::TracingLogger;
+use tracing_actix_web::{RequestId, TracingLogger};
 
 use crate::bootstrap::{self, Outcome};
 use crate::config::Config;
 use crate::routes;
 use crate::service::AppState;
+
+/// Response header carrying the id under which the request was logged.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The contract, embedded at build time and served as JSON.
 pub const OPENAPI_YAML: &str = include_str!("../../../openapi/openapi.yaml");
@@ -132,6 +138,18 @@ impl Application {
         });
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap_fn(|req, srv| {
+                    // Echo the id TracingLogger put on this request's log lines.
+                    let id = req.extensions().get::<RequestId>().map(ToString::to_string);
+                    let fut = srv.call(req);
+                    async move {
+                        let mut res = fut.await?;
+                        if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+                            res.headers_mut().insert(REQUEST_ID_HEADER, v);
+                        }
+                        Ok(res)
+                    }
+                })
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(auth.clone())

@@ -382,6 +382,20 @@ async fn health_reports_the_backend() {
 }
 
 #[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let app = spawn_app().await;
+    let ok = app.get("/v1/health", &[]).await;
+    let err = app.get("/v1/balance", &[]).await;
+    let missing = app.get("/v1/nope", &[]).await;
+    let ids: Vec<String> = [&ok, &err, &missing]
+        .iter()
+        .map(|r| r.headers["x-request-id"].to_str().unwrap().to_owned())
+        .collect();
+    assert!(ids.iter().all(|id| id.len() >= 32), "{ids:?}");
+    assert_ne!(ids[0], ids[1]);
+}
+
+#[tokio::test]
 async fn providers_show_configuration_but_no_secret() {
     let app = spawn_app_with(|c| {
         c.anthropic.api_key = Some("sk-ant-very-secret-value".to_owned().into());

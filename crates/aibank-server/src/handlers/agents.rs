@@ -48,14 +48,7 @@ pub async fn register(
     )
     .await?;
     tracing::info!(agent_id = %agent.id, "agent registered");
-    Ok(created(AgentCreated {
-        agent_id: agent.id,
-        api_key: key.full.expose().to_owned(),
-        name: agent.name,
-        email: agent.email,
-        credits_usd: credits,
-        spending_controls: controls,
-    }))
+    Ok(created(AgentCreated::new(agent, &key, credits)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,14 +5,14 @@ use actix_web::web;
 use aibank_auth::{GeneratedKey, KeyKind, MasterKeyAuth};
 use aibank_core::{ApiError, Json, Page, PageQuery, Query, Usd};
 use aibank_ledger::{EntryKind, LedgerError};
-use aibank_store::models::{Agent, AgentChanges, ApiKey, KEY_STATUS_ACTIVE};
+use aibank_store::models::{Agent, AgentChanges};
 use aibank_store::repo::{self, cursor_of, keys as key_repo};
 use aibank_store::{AnyConnection, StoreError};
 use serde::{Deserialize, Serialize};
 
 use super::{created, Created};
 use crate::dto::{AgentCreated, AgentView, SpendingControls};
-use crate::service::{create_agent, AppState, NewAgentSpec};
+use crate::service::{api_key_row, create_agent, AppState, NewAgentSpec};
 use crate::validate;
 
 fn agent_not_found() -> ApiError {
@@ -84,14 +84,7 @@ pub async fn create(
     )
     .await?;
     tracing::info!(agent_id = %agent.id, "platform agent created");
-    Ok(created(AgentCreated {
-        agent_id: agent.id,
-        api_key: key.full.expose().to_owned(),
-        name: agent.name,
-        email: agent.email,
-        credits_usd: credits,
-        spending_controls: controls,
-    }))
+    Ok(created(AgentCreated::new(agent, &key, credits)))
 }
 
 /// `GET /v1/platform/agents`: this platform's agents, newest first.
@@ -289,17 +282,7 @@ pub async fn rotate_key(
     let key = GeneratedKey::new(KeyKind::Agent);
     let secret_hash = state.auth.hash_key(&key.full).await?;
     let now = state.clock.now_ms();
-    let row = ApiKey {
-        id: key.id.clone(),
-        agent_id: id.clone(),
-        kind: KeyKind::Agent.db_kind().to_owned(),
-        secret_hash,
-        last4: key.last4.clone(),
-        status: KEY_STATUS_ACTIVE.to_owned(),
-        created_at: now,
-        last_used_at: None,
-        revoked_at: None,
-    };
+    let row = api_key_row(&key, &id, secret_hash, now);
     let revoked = state
         .pool
         .run(move |c| {
