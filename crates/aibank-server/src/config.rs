@@ -18,6 +18,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("listen", "AIBANK_LISTEN"),
     ("database_url", "AIBANK_DATABASE_URL"),
     ("database_pool_size", "AIBANK_DATABASE_POOL_SIZE"),
+    ("database_timeout_secs", "AIBANK_DATABASE_TIMEOUT_SECS"),
     ("secret_key", "AIBANK_SECRET_KEY"),
     ("bootstrap_master_key", "AIBANK_BOOTSTRAP_MASTER_KEY"),
     ("public_url", "AIBANK_PUBLIC_URL"),
@@ -82,6 +83,8 @@ pub struct Config {
     /// May hold a password, hence secret.
     pub database_url: SecretString,
     pub database_pool_size: u32,
+    /// How long a request waits for a database connection before answering 503.
+    pub database_timeout: Duration,
     /// 32-byte key (hex or base64) for encrypting secrets at rest.
     pub secret_key: Option<SecretString>,
     pub bootstrap_master_key: Option<SecretString>,
@@ -162,6 +165,13 @@ impl Config {
             1,
             1000,
         )?;
+        let database_timeout = Duration::from_secs(parse_num(
+            "AIBANK_DATABASE_TIMEOUT_SECS",
+            get("database_timeout_secs"),
+            5,
+            1,
+            300,
+        )?);
         let secret_key = secret("secret_key");
         if let Some(k) = &secret_key {
             validate_secret_key(k.expose())?;
@@ -220,6 +230,7 @@ impl Config {
             listen,
             database_url,
             database_pool_size,
+            database_timeout,
             secret_key,
             bootstrap_master_key,
             public_url,

@@ -58,8 +58,8 @@ pub fn openapi_document() -> Result<Value, StartupError> {
 pub fn open_database(config: &Config) -> Result<DbPool, StartupError> {
     let opts = PoolOptions {
         max_size: config.database_pool_size,
+        connection_timeout: config.database_timeout,
         create_parent_dir: config.uses_default_database(),
-        ..PoolOptions::default()
     };
     let pool = DbPool::connect(config.database_url.expose(), &opts)?;
     let applied = pool.migrate()?;

@@ -381,6 +381,39 @@ async fn health_reports_the_backend() {
     assert_eq!(r.body["backend"], app.db.backend.as_str());
 }
 
+/// A database that goes away turns health (and every data endpoint) into 503, and the
+/// server recovers by itself when it comes back. Cutting connections from outside needs a
+/// database server, so this runs in the PostgreSQL pass.
+#[tokio::test]
+async fn health_is_503_while_the_database_is_gone_and_recovers() {
+    let app = spawn_app_with(|c| c.database_timeout = std::time::Duration::from_secs(1)).await;
+    if app.db.backend != aibank_store::Backend::Postgres {
+        eprintln!("skipped on SQLite: needs a database server to cut");
+        return;
+    }
+    let (_, key) = app.register().await;
+    let db = app.db.clone();
+    tokio::task::spawn_blocking(move || db.set_reachable(false))
+        .await
+        .unwrap();
+    let r = app.get("/v1/health", &[]).await;
+    assert_error(&r, 503, "UNAVAILABLE");
+    assert!(!r.text.contains("postgres://"), "{}", r.text);
+    assert_error(
+        &app.get("/v1/balance", &api(&key)).await,
+        503,
+        "UNAVAILABLE",
+    );
+
+    let db = app.db.clone();
+    tokio::task::spawn_blocking(move || db.set_reachable(true))
+        .await
+        .unwrap();
+    let r = app.get("/v1/health", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(app.get("/v1/balance", &api(&key)).await.status, 200);
+}
+
 #[tokio::test]
 async fn every_response_carries_a_request_id() {
     let app = spawn_app().await;

@@ -24,6 +24,8 @@ pub const TEST_DATABASE_ENV: &str = "AIBANK_TEST_DATABASE_URL";
 pub struct TestDb {
     pub url: String,
     pub backend: Backend,
+    /// PostgreSQL only: the admin URL and this database's name.
+    pub admin: Option<(String, String)>,
     _dir: Option<TempDir>,
 }
 
@@ -42,6 +44,7 @@ impl TestDb {
                 TestDb {
                     url: format!("{base}/{name}"),
                     backend: Backend::Postgres,
+                    admin: Some((admin.clone(), name)),
                     _dir: None,
                 }
             }
@@ -51,9 +54,29 @@ impl TestDb {
                 TestDb {
                     url,
                     backend: Backend::Sqlite,
+                    admin: None,
                     _dir: Some(dir),
                 }
             }
+        }
+    }
+}
+
+impl TestDb {
+    /// PostgreSQL only: cuts every connection to this database and refuses new ones
+    /// (`false`), or lets them in again (`true`).
+    pub fn set_reachable(&self, reachable: bool) {
+        let (admin, name) = self.admin.as_ref().expect("a PostgreSQL test database");
+        let mut conn = diesel::pg::PgConnection::establish(admin).unwrap();
+        conn.batch_execute(&format!(
+            "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {reachable}"
+        ))
+        .unwrap();
+        if !reachable {
+            conn.batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ))
+            .unwrap();
         }
     }
 }
