@@ -1,12 +1,28 @@
-//! The credit ledger: balances in integer micro-USD, every change a journal entry written in
-//! the same transaction, and debits that cannot overdraw on any backend because they are a
-//! single conditional UPDATE.
+//! The credit ledger.
+//!
+//! - Balances are integer micro-USD. `balance_micros` is what an account can still spend;
+//!   `held_micros` is what open holds have reserved.
+//! - Every balance change writes a journal row in the same transaction, so the journal of an
+//!   account always sums to its balance.
+//! - Every spend (charge or hold) first locks the account row, then checks the spending
+//!   limits, then debits with a conditional `UPDATE … WHERE balance_micros >= amount`: limit
+//!   checks and debits are atomic, and no interleaving can overdraw, on either backend.
+//! - Holds work like card authorisations: reserve the most a call can cost (journal `hold`,
+//!   −amount), then capture the real cost (journal `release` +amount, `capture` −cost) or
+//!   release it all. Unsettled holds expire and are released by the sweeper. A crash between
+//!   hold and capture leaves an open hold: the money is reserved, never lost or doubled.
 
-use aibank_core::{ApiError, Usd};
-use aibank_store::models::{Account, NewJournalEntry};
-use aibank_store::schema::{accounts, journal_entries};
-use aibank_store::{AnyConnection, StoreError};
-use diesel::prelude::*;
+mod accounts;
+pub mod holds;
+pub mod limits;
+pub mod sweeper;
+
+pub use accounts::{balance, credit, journal_sum, open_account};
+pub use holds::{capture, expire_due, place_hold, release, HoldReceipt, Settlement};
+pub use limits::{charge, LimitBreach, Scope, UsageMeta, Window};
+
+use aibank_core::{ApiError, ErrorCode, Usd};
+use aibank_store::StoreError;
 
 /// Why a journal entry was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,8 +31,18 @@ pub enum EntryKind {
     SignupGrant,
     /// Credits granted by a platform to one of its agents.
     Grant,
-    /// A metered charge.
+    /// A direct charge.
     Charge,
+    /// Money reserved by a hold.
+    Hold,
+    /// A hold's reservation returned (on capture, release or expiry).
+    Release,
+    /// The real cost taken when a hold is captured.
+    Capture,
+    /// Money given back after a charge.
+    Refund,
+    /// Credits bought with an on-chain payment.
+    TopUp,
 }
 
 impl EntryKind {
@@ -25,9 +51,17 @@ impl EntryKind {
             EntryKind::SignupGrant => "signup_grant",
             EntryKind::Grant => "grant",
             EntryKind::Charge => "charge",
+            EntryKind::Hold => "hold",
+            EntryKind::Release => "release",
+            EntryKind::Capture => "capture",
+            EntryKind::Refund => "refund",
+            EntryKind::TopUp => "x402_topup",
         }
     }
 }
+
+/// Journal kinds that are spending, counted by the spending windows.
+pub const SPEND_KINDS: [&str; 2] = ["charge", "capture"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -39,6 +73,14 @@ pub enum LedgerError {
     NonPositiveAmount,
     #[error("balance would overflow")]
     Overflow,
+    #[error("spending limit exceeded")]
+    LimitExceeded(LimitBreach),
+    #[error("hold not found")]
+    HoldNotFound,
+    #[error("hold is {status}, not open")]
+    HoldNotOpen { status: String },
+    #[error("capture of {requested} exceeds the hold of {held}")]
+    CaptureExceedsHold { held: Usd, requested: Usd },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -49,21 +91,19 @@ impl From<diesel::result::Error> for LedgerError {
     }
 }
 
+fn usd_json(u: Usd) -> serde_json::Value {
+    serde_json::to_value(u).unwrap_or_default()
+}
+
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
         match e {
-            LedgerError::InsufficientCredits { balance, required } => ApiError::new(
-                aibank_core::ErrorCode::InsufficientCredits,
-                "Insufficient credits",
-            )
-            .with(
-                "credits_usd",
-                serde_json::to_value(balance).unwrap_or_default(),
-            )
-            .with(
-                "required_usd",
-                serde_json::to_value(required).unwrap_or_default(),
-            ),
+            LedgerError::InsufficientCredits { balance, required } => {
+                ApiError::new(ErrorCode::InsufficientCredits, "Insufficient credits")
+                    .with("credits_usd", usd_json(balance))
+                    .with("required_usd", usd_json(required))
+            }
+            LedgerError::LimitExceeded(b) => b.into(),
             LedgerError::AccountNotFound => ApiError::not_found("Account not found"),
             LedgerError::NonPositiveAmount => {
                 ApiError::invalid_field("amount_usd", "Amount must be greater than zero")
@@ -71,150 +111,15 @@ impl From<LedgerError> for ApiError {
             LedgerError::Overflow => {
                 ApiError::invalid_field("amount_usd", "Amount would overflow the balance")
             }
+            LedgerError::HoldNotFound => ApiError::not_found("Hold not found"),
+            LedgerError::HoldNotOpen { status } => {
+                ApiError::conflict(format!("Hold is already {status}")).with("status", status)
+            }
+            LedgerError::CaptureExceedsHold { held, requested } => ApiError::invalid_field(
+                "amount_usd",
+                format!("Capture of {requested} exceeds the hold of {held}"),
+            ),
             LedgerError::Store(s) => s.into(),
         }
     }
-}
-
-/// Opens an account, crediting `initial` (journaled) when it is not zero. Runs inside the
-/// caller's transaction.
-pub fn open_account(
-    conn: &mut AnyConnection,
-    id: &str,
-    initial: Usd,
-    kind: EntryKind,
-    now: i64,
-) -> Result<(), LedgerError> {
-    if initial.is_negative() {
-        return Err(LedgerError::NonPositiveAmount);
-    }
-    diesel::insert_into(accounts::table)
-        .values(&Account {
-            id: id.to_owned(),
-            balance_micros: 0,
-            total_spent_micros: 0,
-            created_at: now,
-            updated_at: now,
-        })
-        .execute(conn)?;
-    if !initial.is_zero() {
-        credit(conn, id, initial, kind, None, now)?;
-    }
-    Ok(())
-}
-
-/// Adds credits; returns the new balance.
-pub fn credit(
-    conn: &mut AnyConnection,
-    account_id: &str,
-    amount: Usd,
-    kind: EntryKind,
-    reference: Option<&str>,
-    now: i64,
-) -> Result<Usd, LedgerError> {
-    if amount.micros() <= 0 {
-        return Err(LedgerError::NonPositiveAmount);
-    }
-    conn.write_tx(|conn| {
-        let current: Option<i64> = accounts::table
-            .find(account_id)
-            .select(accounts::balance_micros)
-            .first(conn)
-            .optional()?;
-        let current = current.ok_or(LedgerError::AccountNotFound)?;
-        if current.checked_add(amount.micros()).is_none() {
-            return Err(LedgerError::Overflow);
-        }
-        let updated = diesel::update(accounts::table.find(account_id))
-            .set((
-                accounts::balance_micros.eq(accounts::balance_micros + amount.micros()),
-                accounts::updated_at.eq(now),
-            ))
-            .execute(conn)?;
-        if updated == 0 {
-            return Err(LedgerError::AccountNotFound);
-        }
-        journal(conn, account_id, amount.micros(), kind, reference, now)
-    })
-}
-
-/// Takes credits if and only if the balance covers them; returns the new balance.
-/// The check and the write are one statement, so concurrent debits cannot overdraw.
-pub fn debit(
-    conn: &mut AnyConnection,
-    account_id: &str,
-    amount: Usd,
-    kind: EntryKind,
-    reference: Option<&str>,
-    now: i64,
-) -> Result<Usd, LedgerError> {
-    if amount.micros() <= 0 {
-        return Err(LedgerError::NonPositiveAmount);
-    }
-    conn.write_tx(|conn| {
-        let updated = diesel::update(
-            accounts::table
-                .find(account_id)
-                .filter(accounts::balance_micros.ge(amount.micros())),
-        )
-        .set((
-            accounts::balance_micros.eq(accounts::balance_micros - amount.micros()),
-            accounts::total_spent_micros.eq(accounts::total_spent_micros + amount.micros()),
-            accounts::updated_at.eq(now),
-        ))
-        .execute(conn)?;
-        if updated == 0 {
-            let balance = balance(conn, account_id)?;
-            return Err(LedgerError::InsufficientCredits {
-                balance: Usd::from_micros(balance.balance_micros),
-                required: amount,
-            });
-        }
-        journal(conn, account_id, -amount.micros(), kind, reference, now)
-    })
-}
-
-fn journal(
-    conn: &mut AnyConnection,
-    account_id: &str,
-    delta: i64,
-    kind: EntryKind,
-    reference: Option<&str>,
-    now: i64,
-) -> Result<Usd, LedgerError> {
-    // Read after our own UPDATE: this transaction holds the row (PostgreSQL) or the
-    // database (SQLite) write lock, so the value is the one we produced.
-    let after: i64 = accounts::table
-        .find(account_id)
-        .select(accounts::balance_micros)
-        .first(conn)?;
-    diesel::insert_into(journal_entries::table)
-        .values(&NewJournalEntry {
-            account_id,
-            delta_micros: delta,
-            balance_after_micros: after,
-            kind: kind.as_str(),
-            reference,
-            created_at: now,
-        })
-        .execute(conn)?;
-    Ok(Usd::from_micros(after))
-}
-
-pub fn balance(conn: &mut AnyConnection, account_id: &str) -> Result<Account, LedgerError> {
-    accounts::table
-        .find(account_id)
-        .select(Account::as_select())
-        .first(conn)
-        .optional()?
-        .ok_or(LedgerError::AccountNotFound)
-}
-
-/// The sum of an account's journal; equals its balance, always.
-pub fn journal_sum(conn: &mut AnyConnection, account_id: &str) -> Result<i64, LedgerError> {
-    let deltas: Vec<i64> = journal_entries::table
-        .filter(journal_entries::account_id.eq(account_id))
-        .select(journal_entries::delta_micros)
-        .load(conn)?;
-    Ok(deltas.iter().sum())
 }

@@ -1,13 +1,21 @@
 //! Ledger operations on a real database (SQLite, or PostgreSQL with
 //! `AIBANK_TEST_DATABASE_URL`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 use std::sync::Arc;
 
 use aibank_core::Usd;
-use aibank_ledger::{balance, credit, debit, journal_sum, open_account, EntryKind, LedgerError};
-use aibank_store::DbPool;
+use aibank_ledger::{
+    balance, capture, charge, credit, expire_due, journal_sum, open_account, place_hold, release,
+    EntryKind, LedgerError,
+};
+use aibank_store::models::HOLD_OPEN;
+use aibank_store::schema::{accounts, holds};
+use aibank_store::{AnyConnection, DbPool};
 use aibank_testkit::{pool_options, TestDb};
+use diesel::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 fn pool() -> (DbPool, TestDb) {
     let db = TestDb::fresh();
@@ -20,8 +28,34 @@ fn usd(micros: i64) -> Usd {
     Usd::from_micros(micros)
 }
 
+/// balance == Σ journal, held == Σ open holds, nothing negative — read under the account
+/// lock so the figures are one consistent state.
+fn assert_invariants(c: &mut AnyConnection, account: &str) {
+    c.write_tx(|c| {
+        diesel::update(accounts::table.find(account))
+            .set(accounts::updated_at.eq(accounts::updated_at))
+            .execute(c)?;
+        let a = balance(c, account).unwrap();
+        let sum = journal_sum(c, account).unwrap();
+        let open: Vec<i64> = holds::table
+            .filter(holds::account_id.eq(account))
+            .filter(holds::status.eq(HOLD_OPEN))
+            .select(holds::amount_micros)
+            .load(c)?;
+        assert_eq!(a.balance_micros, sum, "balance equals the journal sum");
+        assert_eq!(
+            a.held_micros,
+            open.iter().sum::<i64>(),
+            "held equals open holds"
+        );
+        assert!(a.balance_micros >= 0 && a.held_micros >= 0);
+        Ok::<_, diesel::result::Error>(())
+    })
+    .unwrap();
+}
+
 #[test]
-fn credits_and_debits_are_journaled_and_exact() {
+fn credits_and_charges_are_journaled_and_exact() {
     let (pool, _db) = pool();
     let mut c = pool.get().unwrap();
     open_account(&mut c, "acct_a", usd(1_000_000), EntryKind::SignupGrant, 1).unwrap();
@@ -37,30 +71,29 @@ fn credits_and_debits_are_journaled_and_exact() {
         .unwrap(),
         usd(1_100_000)
     );
-    assert_eq!(
-        debit(&mut c, "acct_a", usd(1_099_999), EntryKind::Charge, None, 3).unwrap(),
-        usd(1)
-    );
+    let (id, bal) = charge(&mut c, "acct_a", usd(1_099_999), None, 3).unwrap();
+    assert!(id.starts_with("chg_"));
+    assert_eq!(bal, usd(1));
     let acct = balance(&mut c, "acct_a").unwrap();
     assert_eq!(
         (acct.balance_micros, acct.total_spent_micros),
         (1, 1_099_999)
     );
-    assert_eq!(journal_sum(&mut c, "acct_a").unwrap(), 1);
+    assert_invariants(&mut c, "acct_a");
 }
 
 #[test]
-fn a_debit_beyond_the_balance_moves_nothing() {
+fn a_charge_beyond_the_balance_moves_nothing() {
     let (pool, _db) = pool();
     let mut c = pool.get().unwrap();
     open_account(&mut c, "acct_b", usd(500), EntryKind::SignupGrant, 1).unwrap();
-    let err = debit(&mut c, "acct_b", usd(501), EntryKind::Charge, None, 2).unwrap_err();
+    let err = charge(&mut c, "acct_b", usd(501), None, 2).unwrap_err();
     assert!(matches!(
         err,
         LedgerError::InsufficientCredits { balance, required } if balance == usd(500) && required == usd(501)
     ));
     assert_eq!(balance(&mut c, "acct_b").unwrap().balance_micros, 500);
-    assert_eq!(journal_sum(&mut c, "acct_b").unwrap(), 500);
+    assert_invariants(&mut c, "acct_b");
 }
 
 #[test]
@@ -73,7 +106,11 @@ fn bad_amounts_and_unknown_accounts_are_errors() {
         Err(LedgerError::NonPositiveAmount)
     ));
     assert!(matches!(
-        debit(&mut c, "acct_c", usd(-1), EntryKind::Charge, None, 2),
+        charge(&mut c, "acct_c", usd(-1), None, 2),
+        Err(LedgerError::NonPositiveAmount)
+    ));
+    assert!(matches!(
+        place_hold(&mut c, "acct_c", Usd::ZERO, 10, None, 2),
         Err(LedgerError::NonPositiveAmount)
     ));
     assert!(matches!(
@@ -81,23 +118,74 @@ fn bad_amounts_and_unknown_accounts_are_errors() {
         Err(LedgerError::AccountNotFound)
     ));
     assert!(matches!(
-        credit(&mut c, "acct_c", usd(i64::MAX), EntryKind::Grant, None, 2).and_then(|_| credit(
-            &mut c,
-            "acct_c",
-            usd(1),
-            EntryKind::Grant,
-            None,
-            2
-        )),
+        charge(&mut c, "nope", usd(1), None, 2),
+        Err(LedgerError::AccountNotFound)
+    ));
+    credit(&mut c, "acct_c", usd(i64::MAX), EntryKind::Grant, None, 2).unwrap();
+    assert!(matches!(
+        credit(&mut c, "acct_c", usd(1), EntryKind::Grant, None, 2),
         Err(LedgerError::Overflow)
     ));
-    assert_eq!(journal_sum(&mut c, "acct_c").unwrap(), i64::MAX);
+    assert_invariants(&mut c, "acct_c");
 }
 
-/// Many concurrent debits against one balance: exactly as many succeed as the balance
+#[test]
+fn holds_capture_release_and_expire_exactly_once() {
+    let (pool, _db) = pool();
+    let mut c = pool.get().unwrap();
+    open_account(&mut c, "acct_h", usd(1_000), EntryKind::SignupGrant, 0).unwrap();
+
+    let h1 = place_hold(&mut c, "acct_h", usd(600), 1_000, Some("call-1"), 10).unwrap();
+    assert_eq!((h1.balance, h1.expires_at), (usd(400), 1_010));
+    assert!(matches!(
+        place_hold(&mut c, "acct_h", usd(401), 1_000, None, 11),
+        Err(LedgerError::InsufficientCredits { .. })
+    ));
+    assert!(matches!(
+        capture(&mut c, &h1.id, usd(601), None, 12),
+        Err(LedgerError::CaptureExceedsHold { .. })
+    ));
+    let s = capture(&mut c, &h1.id, usd(250), None, 12).unwrap();
+    assert_eq!(
+        (s.charged, s.released, s.balance),
+        (usd(250), usd(350), usd(750))
+    );
+    assert!(matches!(
+        capture(&mut c, &h1.id, usd(1), None, 13),
+        Err(LedgerError::HoldNotOpen { .. })
+    ));
+    assert!(matches!(
+        release(&mut c, &h1.id, 13),
+        Err(LedgerError::HoldNotOpen { .. })
+    ));
+
+    let h2 = place_hold(&mut c, "acct_h", usd(100), 1_000, None, 20).unwrap();
+    assert_eq!(release(&mut c, &h2.id, 21).unwrap().balance, usd(750));
+
+    let h3 = place_hold(&mut c, "acct_h", usd(700), 1_000, None, 30).unwrap();
+    assert_eq!(expire_due(&mut c, 1_029, 100).unwrap(), 0, "not due yet");
+    assert_eq!(expire_due(&mut c, 1_030, 100).unwrap(), 1);
+    assert_eq!(expire_due(&mut c, 1_031, 100).unwrap(), 0, "expired once");
+    assert!(
+        matches!(capture(&mut c, &h3.id, usd(1), None, 1_032), Err(LedgerError::HoldNotOpen { status }) if status == "expired")
+    );
+    assert!(matches!(
+        release(&mut c, "hld_nope", 1),
+        Err(LedgerError::HoldNotFound)
+    ));
+
+    let a = balance(&mut c, "acct_h").unwrap();
+    assert_eq!(
+        (a.balance_micros, a.held_micros, a.total_spent_micros),
+        (750, 0, 250)
+    );
+    assert_invariants(&mut c, "acct_h");
+}
+
+/// Many concurrent charges against one balance: exactly as many succeed as the balance
 /// covers, and the balance never goes below zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_debits_never_overdraw() {
+async fn concurrent_charges_never_overdraw() {
     let (pool, _db) = tokio::task::spawn_blocking(pool).await.unwrap();
     let pool = Arc::new(pool);
     pool.run(|c| open_account(c, "acct_d", usd(10_000_000), EntryKind::SignupGrant, 1))
@@ -107,13 +195,11 @@ async fn concurrent_debits_never_overdraw() {
         .map(|_| {
             let pool = pool.clone();
             tokio::spawn(async move {
-                pool.run(
-                    |c| match debit(c, "acct_d", usd(200_000), EntryKind::Charge, None, 2) {
-                        Ok(_) => Ok(true),
-                        Err(LedgerError::InsufficientCredits { .. }) => Ok(false),
-                        Err(e) => Err(e),
-                    },
-                )
+                pool.run(|c| match charge(c, "acct_d", usd(200_000), None, 2) {
+                    Ok(_) => Ok(true),
+                    Err(LedgerError::InsufficientCredits { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                })
                 .await
             })
         })
@@ -125,9 +211,138 @@ async fn concurrent_debits_never_overdraw() {
         }
     }
     assert_eq!(ok, 50);
-    let (bal, sum) = pool
-        .run(|c| Ok::<_, LedgerError>((balance(c, "acct_d")?, journal_sum(c, "acct_d")?)))
-        .await
-        .unwrap();
-    assert_eq!((bal.balance_micros, sum), (0, 0));
+    let mut c = pool.get().unwrap();
+    assert_eq!(balance(&mut c, "acct_d").unwrap().balance_micros, 0);
+    assert_invariants(&mut c, "acct_d");
+}
+
+/// Workers place, capture and release holds and charge at random (fixed seeds) on a few
+/// shared accounts while a sweeper expires holds; after every step the touched account's
+/// invariants are checked under its lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn randomized_holds_captures_releases_and_sweeps_keep_the_invariants() {
+    const ACCOUNTS: [&str; 3] = ["acct_r0", "acct_r1", "acct_r2"];
+    const STEPS: usize = 120;
+    let (pool, _db) = tokio::task::spawn_blocking(pool).await.unwrap();
+    let pool = Arc::new(pool);
+    pool.run(|c| {
+        for a in ACCOUNTS {
+            open_account(c, a, usd(2_000_000), EntryKind::SignupGrant, 0)?;
+        }
+        Ok::<_, LedgerError>(())
+    })
+    .await
+    .unwrap();
+    let clock = Arc::new(std::sync::atomic::AtomicI64::new(1));
+
+    let workers: Vec<_> = (0..4u64)
+        .map(|seed| {
+            let (pool, clock) = (pool.clone(), clock.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut rng = StdRng::seed_from_u64(0xA1BA_4C00 + seed);
+                let mut c = pool.get().unwrap();
+                let mut mine: Vec<(String, i64)> = Vec::new();
+                for _ in 0..STEPS {
+                    let now = clock
+                        .fetch_add(rng.random_range(1..50), std::sync::atomic::Ordering::SeqCst);
+                    let account = ACCOUNTS[rng.random_range(0..ACCOUNTS.len())];
+                    let touched = match rng.random_range(0..10) {
+                        0..=3 => {
+                            let amount = rng.random_range(1..300_000);
+                            match place_hold(
+                                &mut c,
+                                account,
+                                usd(amount),
+                                rng.random_range(10..400),
+                                None,
+                                now,
+                            ) {
+                                Ok(h) => mine.push((h.id, amount)),
+                                Err(LedgerError::InsufficientCredits { .. }) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                            account.to_owned()
+                        }
+                        4..=6 if !mine.is_empty() => {
+                            let (id, amount) = mine.swap_remove(rng.random_range(0..mine.len()));
+                            match capture(&mut c, &id, usd(rng.random_range(0..=amount)), None, now)
+                            {
+                                Ok(_) | Err(LedgerError::HoldNotOpen { .. }) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                            hold_account(&mut c, &id)
+                        }
+                        7 if !mine.is_empty() => {
+                            let (id, _) = mine.swap_remove(rng.random_range(0..mine.len()));
+                            match release(&mut c, &id, now) {
+                                Ok(_) | Err(LedgerError::HoldNotOpen { .. }) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                            hold_account(&mut c, &id)
+                        }
+                        8 => {
+                            match charge(
+                                &mut c,
+                                account,
+                                usd(rng.random_range(1..50_000)),
+                                None,
+                                now,
+                            ) {
+                                Ok(_) | Err(LedgerError::InsufficientCredits { .. }) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                            account.to_owned()
+                        }
+                        _ => {
+                            credit(
+                                &mut c,
+                                account,
+                                usd(rng.random_range(1..100_000)),
+                                EntryKind::Grant,
+                                None,
+                                now,
+                            )
+                            .unwrap();
+                            account.to_owned()
+                        }
+                    };
+                    assert_invariants(&mut c, &touched);
+                }
+            })
+        })
+        .collect();
+    let sweeper = {
+        let (pool, clock) = (pool.clone(), clock.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut c = pool.get().unwrap();
+            for _ in 0..40 {
+                let now = clock.load(std::sync::atomic::Ordering::SeqCst);
+                expire_due(&mut c, now, 50).unwrap();
+                for a in ACCOUNTS {
+                    assert_invariants(&mut c, a);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
+    for w in workers {
+        w.await.unwrap();
+    }
+    sweeper.await.unwrap();
+
+    // Settle what is left; everything returns to the balances.
+    let mut c = pool.get().unwrap();
+    expire_due(&mut c, i64::MAX, 10_000).unwrap();
+    for a in ACCOUNTS {
+        assert_invariants(&mut c, a);
+        assert_eq!(balance(&mut c, a).unwrap().held_micros, 0);
+    }
+}
+
+fn hold_account(c: &mut AnyConnection, hold_id: &str) -> String {
+    holds::table
+        .find(hold_id)
+        .select(holds::account_id)
+        .first(c)
+        .unwrap()
 }

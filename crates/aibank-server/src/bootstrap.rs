@@ -50,6 +50,7 @@ pub fn ensure_master_key(
         id: aibank_core::ids::new_id("plt"),
         name: "bootstrap".into(),
         created_at: now,
+        daily_limit_micros: None,
     };
     let row = MasterKey {
         id: parsed.id.clone(),

@@ -26,6 +26,9 @@ const SETTINGS: &[(&str, &str)] = &[
     ("max_json_bytes", "AIBANK_MAX_JSON_BYTES"),
     ("auth_cache_ttl_secs", "AIBANK_AUTH_CACHE_TTL_SECS"),
     ("workers", "AIBANK_WORKERS"),
+    ("hold_ttl_secs", "AIBANK_HOLD_TTL_SECS"),
+    ("sweep_interval_secs", "AIBANK_SWEEP_INTERVAL_SECS"),
+    ("idempotency_ttl_hours", "AIBANK_IDEMPOTENCY_TTL_HOURS"),
     ("log_format", "AIBANK_LOG_FORMAT"),
     ("anthropic_api_key", "ANTHROPIC_API_KEY"),
     ("anthropic_base_url", "ANTHROPIC_BASE_URL"),
@@ -93,6 +96,12 @@ pub struct Config {
     pub max_json_bytes: usize,
     pub auth_cache_ttl: Duration,
     pub workers: Option<usize>,
+    /// How long an unsettled hold reserves credits before the sweeper releases it.
+    pub hold_ttl: Duration,
+    /// How often the sweeper looks for expired holds and old idempotency keys.
+    pub sweep_interval: Duration,
+    /// How long idempotency keys are remembered (at least 24 hours).
+    pub idempotency_ttl: Duration,
     pub log_format: LogFormat,
     pub anthropic: ProviderSettings,
     pub openai: ProviderSettings,
@@ -199,6 +208,29 @@ impl Config {
             None => None,
             Some(v) => Some(parse_num("AIBANK_WORKERS", Some(v), 0, 1, 1024)?),
         };
+        let hold_ttl = Duration::from_secs(parse_num(
+            "AIBANK_HOLD_TTL_SECS",
+            get("hold_ttl_secs"),
+            600,
+            1,
+            7 * 86_400,
+        )?);
+        let sweep_interval = Duration::from_secs(parse_num(
+            "AIBANK_SWEEP_INTERVAL_SECS",
+            get("sweep_interval_secs"),
+            30,
+            1,
+            3600,
+        )?);
+        let idempotency_ttl = Duration::from_secs(
+            3600 * parse_num(
+                "AIBANK_IDEMPOTENCY_TTL_HOURS",
+                get("idempotency_ttl_hours"),
+                24,
+                24,
+                24 * 365,
+            )?,
+        );
         let log_format = match get("log_format").unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -238,6 +270,9 @@ impl Config {
             max_json_bytes,
             auth_cache_ttl,
             workers,
+            hold_ttl,
+            sweep_interval,
+            idempotency_ttl,
             log_format,
             anthropic,
             openai,

@@ -142,6 +142,7 @@ pub struct UsageItem {
     pub output_tokens: i64,
     pub cost_usd: Usd,
     pub request_id: Option<String>,
+    pub description: Option<String>,
 }
 
 impl From<UsageEvent> for UsageItem {
@@ -155,6 +156,7 @@ impl From<UsageEvent> for UsageItem {
             output_tokens: u.output_tokens,
             cost_usd: Usd::from_micros(u.cost_micros),
             request_id: u.request_id,
+            description: u.description,
         }
     }
 }

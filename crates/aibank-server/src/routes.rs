@@ -4,7 +4,7 @@
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, Route};
 
-use crate::handlers::{account, agents, master_keys, meta, platform_agents};
+use crate::handlers::{account, agents, master_keys, meta, platform, platform_agents};
 use aibank_core::ApiError;
 
 pub struct RouteDef {
@@ -54,6 +54,16 @@ pub fn table() -> Vec<RouteDef> {
         }),
         def(Method::POST, "/v1/platform/agents/{id}/rotate-key", || {
             web::post().to(platform_agents::rotate_key)
+        }),
+        def(Method::POST, "/v1/platform/agents/{id}/charges", || {
+            web::post().to(platform_agents::charge)
+        }),
+        def(Method::GET, "/v1/platform/agents/{id}/usage", || {
+            web::get().to(platform_agents::usage)
+        }),
+        def(Method::GET, "/v1/platform", || web::get().to(platform::get)),
+        def(Method::PATCH, "/v1/platform", || {
+            web::patch().to(platform::update)
         }),
         def(Method::POST, "/v1/platform/master-keys", || {
             web::post().to(master_keys::create)

@@ -122,6 +122,7 @@ pub fn create_master_key_blocking(
                     id: row.platform_id.clone(),
                     name: name.to_owned(),
                     created_at: now,
+                    daily_limit_micros: None,
                 },
             )?;
         }

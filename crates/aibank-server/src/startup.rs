@@ -71,6 +71,34 @@ pub fn open_database(config: &Config) -> Result<DbPool, StartupError> {
     Ok(pool)
 }
 
+/// Releases expired holds and forgets old idempotency keys, every `sweep_interval`.
+fn spawn_sweeper(pool: DbPool, clock: SharedClock, config: &Config) {
+    let (every, keep) = (config.sweep_interval, config.idempotency_ttl);
+    let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match aibank_ledger::sweeper::sweep_once(&pool, &clock).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(released = n, "expired holds released"),
+                Err(e) => tracing::warn!(error = %e, "hold sweep failed"),
+            }
+            let cutoff = clock.now_ms().saturating_sub(keep_ms);
+            let res = pool
+                .run(move |c| {
+                    aibank_store::repo::idempotency::delete_older_than(c, cutoff)
+                        .map_err(StoreError::from)
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "idempotency key clean-up failed");
+            }
+        }
+    });
+}
+
 /// A bound, not yet awaited server.
 pub struct Application {
     port: u16,
@@ -122,6 +150,7 @@ impl Application {
             })?
             .port();
 
+        spawn_sweeper(pool.clone(), clock.clone(), &config);
         let auth = web::Data::new(AuthState::new(
             pool.clone(),
             VerifiedCache::new(config.auth_cache_ttl, 100_000),

@@ -332,6 +332,7 @@ async fn usage_is_paginated_newest_first_and_private() {
                     cost_micros: 1_500 * i,
                     request_id: Some(format!("req-{i}")),
                     created_at: 1_764_000_000_000 + i,
+                    description: None,
                 },
             )
             .unwrap();

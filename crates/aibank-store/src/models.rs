@@ -3,7 +3,8 @@
 use diesel::prelude::*;
 
 use crate::schema::{
-    accounts, agents, api_keys, journal_entries, master_keys, platforms, usage_events,
+    accounts, agents, api_keys, holds, idempotency_keys, journal_entries, master_keys, platforms,
+    usage_events,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -12,6 +13,8 @@ pub struct Platform {
     pub id: String,
     pub name: String,
     pub created_at: i64,
+    /// Fleet-wide daily spending limit; `None`: no limit.
+    pub daily_limit_micros: Option<i64>,
 }
 
 /// A platform's master key. `secret_hash` is an argon2id PHC string; `Debug` never shows it.
@@ -108,6 +111,7 @@ pub struct Account {
     pub total_spent_micros: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    pub held_micros: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -145,5 +149,36 @@ pub struct UsageEvent {
     pub output_tokens: i64,
     pub cost_micros: i64,
     pub request_id: Option<String>,
+    pub created_at: i64,
+    pub description: Option<String>,
+}
+
+pub const HOLD_OPEN: &str = "open";
+pub const HOLD_CAPTURED: &str = "captured";
+pub const HOLD_RELEASED: &str = "released";
+pub const HOLD_EXPIRED: &str = "expired";
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = holds)]
+pub struct Hold {
+    pub id: String,
+    pub account_id: String,
+    pub amount_micros: i64,
+    pub captured_micros: Option<i64>,
+    pub status: String,
+    pub reference: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub settled_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = idempotency_keys)]
+pub struct IdempotencyRecord {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: String,
+    pub status_code: i32,
+    pub response_body: String,
     pub created_at: i64,
 }

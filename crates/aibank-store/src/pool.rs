@@ -321,6 +321,23 @@ mod tests {
         assert!(!err.to_string().contains("hunter2"));
     }
 
+    fn migration_names(backend: &str) -> Vec<String> {
+        let dir = format!("{}/../../migrations/{backend}", env!("CARGO_MANIFEST_DIR"));
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let sqlite = migration_names("sqlite");
+        assert!(!sqlite.is_empty());
+        assert_eq!(sqlite, migration_names("postgres"));
+    }
+
     #[test]
     fn sqlite_pool_migrates() {
         let dir = std::env::temp_dir().join(format!("aibank-store-{}", std::process::id()));
@@ -329,7 +346,7 @@ mod tests {
         let pool = DbPool::connect(&url, &PoolOptions::default()).unwrap();
         assert_eq!(pool.backend(), Backend::Sqlite);
         let applied = pool.migrate().unwrap();
-        assert_eq!(applied.len(), 1);
+        assert_eq!(applied.len(), migration_names("sqlite").len());
         assert!(pool.migrate().unwrap().is_empty());
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -7,6 +7,7 @@ diesel::table! {
         id -> Text,
         name -> Text,
         created_at -> BigInt,
+        daily_limit_micros -> Nullable<BigInt>,
     }
 }
 
@@ -62,6 +63,7 @@ diesel::table! {
         total_spent_micros -> BigInt,
         created_at -> BigInt,
         updated_at -> BigInt,
+        held_micros -> BigInt,
     }
 }
 
@@ -89,6 +91,32 @@ diesel::table! {
         cost_micros -> BigInt,
         request_id -> Nullable<Text>,
         created_at -> BigInt,
+        description -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    holds (id) {
+        id -> Text,
+        account_id -> Text,
+        amount_micros -> BigInt,
+        captured_micros -> Nullable<BigInt>,
+        status -> Text,
+        reference -> Nullable<Text>,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        settled_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (scope, key) {
+        scope -> Text,
+        key -> Text,
+        request_hash -> Text,
+        status_code -> Integer,
+        response_body -> Text,
+        created_at -> BigInt,
     }
 }
 
@@ -97,6 +125,7 @@ diesel::joinable!(agents -> platforms (platform_id));
 diesel::joinable!(api_keys -> agents (agent_id));
 diesel::joinable!(journal_entries -> accounts (account_id));
 diesel::joinable!(usage_events -> agents (agent_id));
+diesel::joinable!(holds -> accounts (account_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     platforms,
@@ -106,4 +135,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     journal_entries,
     usage_events,
+    holds,
+    idempotency_keys,
 );

@@ -2,12 +2,11 @@
 
 use actix_web::web;
 use aibank_auth::{AgentKeyAuth, ApiKeyAuth};
-use aibank_core::{ApiError, Page, PageQuery, Query, Usd};
-use aibank_store::repo::{self, cursor_of};
-use aibank_store::StoreError;
+use aibank_core::{ApiError, Query, Usd};
 use serde::Serialize;
 
-use crate::dto::{AgentView, UsageItem};
+use super::usage::{self, UsagePage, UsageQuery};
+use crate::dto::AgentView;
 use crate::service::AppState;
 
 #[derive(Debug, Serialize)]
@@ -33,28 +32,16 @@ pub async fn balance(
     }))
 }
 
-/// `GET /v1/usage` (agent and gateway keys): metered calls, newest first.
+/// `GET /v1/usage` (agent and gateway keys): metered calls, newest first, with totals.
 #[tracing::instrument(skip_all, fields(agent_id = %auth.agent.id))]
 pub async fn usage(
     state: web::Data<AppState>,
     auth: ApiKeyAuth,
-    page: Query<PageQuery>,
-) -> Result<web::Json<Page<UsageItem>>, ApiError> {
-    let (limit, cursor) = (page.limit()?, page.cursor()?);
-    let id = auth.agent.id;
-    let rows = state
-        .pool
-        .run(move |c| {
-            repo::usage::list_for_agent(c, &id, cursor.as_ref(), i64::from(limit) + 1)
-                .map_err(StoreError::from)
-        })
-        .await?;
-    Ok(web::Json(Page::from_rows(
-        rows,
-        limit,
-        |r| cursor_of(r.created_at, &r.id),
-        UsageItem::from,
-    )))
+    query: Query<UsageQuery>,
+) -> Result<web::Json<UsagePage>, ApiError> {
+    Ok(web::Json(
+        usage::page(&state.pool, auth.agent.id, query.into_inner()).await?,
+    ))
 }
 
 /// `GET /v1/agents/me` (agent keys only).

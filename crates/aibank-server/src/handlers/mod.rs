@@ -4,7 +4,9 @@ pub mod account;
 pub mod agents;
 pub mod master_keys;
 pub mod meta;
+pub mod platform;
 pub mod platform_agents;
+pub mod usage;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, CustomizeResponder, Responder};

@@ -1,17 +1,22 @@
 //! Fleet management for platforms (`X-Master-Key`). A platform sees only its own agents:
 //! another platform's agent is indistinguishable from one that does not exist (404).
 
-use actix_web::web;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
 use aibank_auth::{GeneratedKey, KeyKind, MasterKeyAuth};
+use aibank_core::clock::rfc3339;
 use aibank_core::{ApiError, Json, Page, PageQuery, Query, Usd};
-use aibank_ledger::{EntryKind, LedgerError};
+use aibank_ledger::{EntryKind, LedgerError, UsageMeta};
 use aibank_store::models::{Agent, AgentChanges};
 use aibank_store::repo::{self, cursor_of, keys as key_repo};
 use aibank_store::{AnyConnection, StoreError};
 use serde::{Deserialize, Serialize};
+use tracing_actix_web::RequestId;
 
+use super::usage::{UsagePage, UsageQuery};
 use super::{created, Created};
 use crate::dto::{AgentCreated, AgentView, SpendingControls};
+use crate::idempotency::{amount_part, fingerprint, run_once, IdempotencyKey};
 use crate::service::{api_key_row, create_agent, AppState, NewAgentSpec};
 use crate::validate;
 
@@ -219,46 +224,147 @@ pub struct GrantResult {
     credits_usd: Usd,
 }
 
+/// Idempotency keys are per platform, across its endpoints (as Stripe's are per account).
+fn idempotency_scope(auth: &MasterKeyAuth) -> String {
+    format!("platform:{}", auth.platform_id)
+}
+
 /// `POST /v1/platform/agents/{id}/credits`: adds credits, journaled as a grant that names
-/// the master key that gave it.
+/// the master key that gave it. Honours `Idempotency-Key`.
 #[tracing::instrument(skip_all, fields(platform_id = %auth.platform_id))]
 pub async fn grant_credits(
     state: web::Data<AppState>,
     auth: MasterKeyAuth,
     path: web::Path<String>,
+    key: IdempotencyKey,
     body: Json<GrantRequest>,
-) -> Result<web::Json<GrantResult>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let amount = validate::positive_amount("amount_usd", body.amount_usd)?;
     let id = path.into_inner();
     let now = state.clock.now_ms();
     let reference = format!("master_key:{}", auth.key_id);
-    let result = state
+    let fp = fingerprint(&["grant", &id, &amount_part(amount)]);
+    let scope = idempotency_scope(&auth);
+    let res = run_once(&state, scope, key, fp, StatusCode::OK, move |c| {
+        let agent = repo::agents::find_for_platform(c, &auth.platform_id, &id)
+            .map_err(StoreError::from)?
+            .ok_or_else(agent_not_found)?;
+        let balance = aibank_ledger::credit(
+            c,
+            &agent.id,
+            amount,
+            EntryKind::Grant,
+            Some(&reference),
+            now,
+        )?;
+        tracing::info!(agent_id = %agent.id, amount = %amount, "credits granted");
+        Ok(GrantResult {
+            agent_id: agent.id,
+            granted_usd: amount,
+            credits_usd: balance,
+        })
+    })
+    .await?;
+    Ok(res)
+}
+
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChargeRequest {
+    amount_usd: Usd,
+    description: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChargeResult {
+    id: String,
+    #[serde(rename = "agentId")]
+    agent_id: String,
+    amount_usd: Usd,
+    credits_usd: Usd,
+    created_at: String,
+}
+
+/// `POST /v1/platform/agents/{id}/charges`: the platform charges one of its agents, within
+/// the agent's (and the fleet's) spending limits. Honours `Idempotency-Key`.
+#[tracing::instrument(skip_all, fields(platform_id = %auth.platform_id))]
+pub async fn charge(
+    state: web::Data<AppState>,
+    auth: MasterKeyAuth,
+    path: web::Path<String>,
+    key: IdempotencyKey,
+    request_id: RequestId,
+    body: Json<ChargeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let amount = validate::positive_amount("amount_usd", b.amount_usd)?;
+    let description = b
+        .description
+        .map(|d| {
+            if d.chars().count() > MAX_DESCRIPTION_CHARS {
+                Err(ApiError::invalid_field(
+                    "description",
+                    format!("`description` must be at most {MAX_DESCRIPTION_CHARS} characters"),
+                ))
+            } else {
+                Ok(d)
+            }
+        })
+        .transpose()?;
+    let id = path.into_inner();
+    let now = state.clock.now_ms();
+    let fp = fingerprint(&[
+        "charge",
+        &id,
+        &amount_part(amount),
+        description.as_deref().unwrap_or(""),
+    ]);
+    let scope = idempotency_scope(&auth);
+    let meta = UsageMeta {
+        provider: "platform".into(),
+        model: String::new(),
+        request_id: Some(request_id.to_string()),
+        description,
+        ..UsageMeta::default()
+    };
+    run_once(&state, scope, key, fp, StatusCode::CREATED, move |c| {
+        let agent = repo::agents::find_for_platform(c, &auth.platform_id, &id)
+            .map_err(StoreError::from)?
+            .ok_or_else(agent_not_found)?;
+        let (charge_id, balance) = aibank_ledger::charge(c, &agent.id, amount, Some(&meta), now)?;
+        tracing::info!(agent_id = %agent.id, charge_id = %charge_id, amount = %amount, "agent charged");
+        Ok(ChargeResult {
+            id: charge_id,
+            agent_id: agent.id,
+            amount_usd: amount,
+            credits_usd: balance,
+            created_at: rfc3339(now),
+        })
+    })
+    .await
+}
+
+/// `GET /v1/platform/agents/{id}/usage`: one of the platform's agents' metered charges.
+#[tracing::instrument(skip_all, fields(platform_id = %auth.platform_id))]
+pub async fn usage(
+    state: web::Data<AppState>,
+    auth: MasterKeyAuth,
+    path: web::Path<String>,
+    query: Query<UsageQuery>,
+) -> Result<web::Json<UsagePage>, ApiError> {
+    let id = path.into_inner();
+    let agent = state
         .pool
         .run(move |c| {
-            c.write_tx(|c| {
-                let Some(agent) = repo::agents::find_for_platform(c, &auth.platform_id, &id)?
-                else {
-                    return Ok(None);
-                };
-                let balance = aibank_ledger::credit(
-                    c,
-                    &agent.id,
-                    amount,
-                    EntryKind::Grant,
-                    Some(&reference),
-                    now,
-                )?;
-                Ok::<_, LedgerError>(Some((agent.id, balance)))
-            })
+            repo::agents::find_for_platform(c, &auth.platform_id, &id).map_err(StoreError::from)
         })
-        .await?;
-    let (agent_id, balance) = result.ok_or_else(agent_not_found)?;
-    tracing::info!(agent_id = %agent_id, amount = %amount, "credits granted");
-    Ok(web::Json(GrantResult {
-        agent_id,
-        granted_usd: amount,
-        credits_usd: balance,
-    }))
+        .await?
+        .ok_or_else(agent_not_found)?;
+    Ok(web::Json(
+        super::usage::page(&state.pool, agent.id, query.into_inner()).await?,
+    ))
 }
 
 #[derive(Debug, Serialize)]

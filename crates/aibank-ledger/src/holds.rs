@@ -1,0 +1,215 @@
+//! Holds: authorise the most a call can cost, then capture its real cost or release it.
+
+use aibank_core::ids::new_id;
+use aibank_core::Usd;
+use aibank_store::models::{Hold, HOLD_CAPTURED, HOLD_EXPIRED, HOLD_OPEN, HOLD_RELEASED};
+use aibank_store::schema::{accounts, holds};
+use aibank_store::AnyConnection;
+use diesel::prelude::*;
+
+use crate::accounts::{debit, journal, lock};
+use crate::limits::{authorize, record_usage, UsageMeta};
+use crate::{EntryKind, LedgerError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldReceipt {
+    pub id: String,
+    pub amount: Usd,
+    pub expires_at: i64,
+    /// Spendable balance after the reservation.
+    pub balance: Usd,
+}
+
+/// How a hold was settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub charged: Usd,
+    pub released: Usd,
+    pub balance: Usd,
+}
+
+/// Reserves `amount` (checked against the limits like a charge) for `ttl_ms`.
+pub fn place_hold(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    amount: Usd,
+    ttl_ms: i64,
+    reference: Option<&str>,
+    now: i64,
+) -> Result<HoldReceipt, LedgerError> {
+    conn.write_tx(|conn| {
+        authorize(conn, account_id, amount, now)?;
+        let id = new_id("hld");
+        let balance = debit(conn, account_id, amount, EntryKind::Hold, Some(&id), now)?;
+        let expires_at = now.saturating_add(ttl_ms);
+        diesel::insert_into(holds::table)
+            .values(&Hold {
+                id: id.clone(),
+                account_id: account_id.to_owned(),
+                amount_micros: amount.micros(),
+                captured_micros: None,
+                status: HOLD_OPEN.to_owned(),
+                reference: reference.map(str::to_owned),
+                created_at: now,
+                expires_at,
+                settled_at: None,
+            })
+            .execute(conn)?;
+        Ok(HoldReceipt {
+            id,
+            amount,
+            expires_at,
+            balance,
+        })
+    })
+}
+
+/// Moves an open hold to `status`; exactly one settlement wins a race (capture, release and
+/// the sweeper all go through here).
+fn settle(
+    conn: &mut AnyConnection,
+    hold_id: &str,
+    status: &str,
+    captured: Option<i64>,
+    expired_by: Option<i64>,
+    now: i64,
+) -> Result<Hold, LedgerError> {
+    let hold: Hold = holds::table
+        .find(hold_id)
+        .select(Hold::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or(LedgerError::HoldNotFound)?;
+    lock(conn, &hold.account_id)?;
+    let mut q = diesel::update(holds::table.find(hold_id))
+        .filter(holds::status.eq(HOLD_OPEN))
+        .into_boxed();
+    if let Some(t) = expired_by {
+        q = q.filter(holds::expires_at.le(t));
+    }
+    let n = q
+        .set((
+            holds::status.eq(status),
+            holds::captured_micros.eq(captured),
+            holds::settled_at.eq(now),
+        ))
+        .execute(conn)?;
+    if n == 0 {
+        let status = holds::table
+            .find(hold_id)
+            .select(holds::status)
+            .first::<String>(conn)?;
+        return Err(LedgerError::HoldNotOpen { status });
+    }
+    // Return the reservation to the balance.
+    diesel::update(accounts::table.find(&hold.account_id))
+        .set((
+            accounts::balance_micros.eq(accounts::balance_micros + hold.amount_micros),
+            accounts::held_micros.eq(accounts::held_micros - hold.amount_micros),
+            accounts::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    journal(
+        conn,
+        &hold.account_id,
+        hold.amount_micros,
+        EntryKind::Release,
+        Some(hold_id),
+        now,
+    )?;
+    Ok(hold)
+}
+
+/// Captures `amount` (at most the hold) and releases the rest, with the usage recorded.
+pub fn capture(
+    conn: &mut AnyConnection,
+    hold_id: &str,
+    amount: Usd,
+    usage: Option<&UsageMeta>,
+    now: i64,
+) -> Result<Settlement, LedgerError> {
+    if amount.is_negative() {
+        return Err(LedgerError::NonPositiveAmount);
+    }
+    conn.write_tx(|conn| {
+        let reserved: Option<i64> = holds::table
+            .find(hold_id)
+            .select(holds::amount_micros)
+            .first(conn)
+            .optional()?;
+        let reserved = reserved.ok_or(LedgerError::HoldNotFound)?;
+        if amount.micros() > reserved {
+            return Err(LedgerError::CaptureExceedsHold {
+                held: Usd::from_micros(reserved),
+                requested: amount,
+            });
+        }
+        let hold = settle(
+            conn,
+            hold_id,
+            HOLD_CAPTURED,
+            Some(amount.micros()),
+            None,
+            now,
+        )?;
+        // The reservation covered it, so this debit cannot fail for lack of credits.
+        let balance = if amount.is_zero() {
+            crate::balance(conn, &hold.account_id).map(|a| Usd::from_micros(a.balance_micros))?
+        } else {
+            debit(
+                conn,
+                &hold.account_id,
+                amount,
+                EntryKind::Capture,
+                Some(hold_id),
+                now,
+            )?
+        };
+        if let Some(meta) = usage {
+            record_usage(conn, hold_id, &hold.account_id, amount, meta, now)?;
+        }
+        Ok(Settlement {
+            charged: amount,
+            released: Usd::from_micros(reserved - amount.micros()),
+            balance,
+        })
+    })
+}
+
+/// Releases an open hold in full.
+pub fn release(
+    conn: &mut AnyConnection,
+    hold_id: &str,
+    now: i64,
+) -> Result<Settlement, LedgerError> {
+    conn.write_tx(|conn| {
+        let hold = settle(conn, hold_id, HOLD_RELEASED, None, None, now)?;
+        let balance = crate::balance(conn, &hold.account_id)?.balance_micros;
+        Ok(Settlement {
+            charged: Usd::ZERO,
+            released: Usd::from_micros(hold.amount_micros),
+            balance: Usd::from_micros(balance),
+        })
+    })
+}
+
+/// Releases up to `batch` open holds whose time is up; each in its own transaction, so a
+/// capture racing the sweeper either wins or finds the hold expired. Returns how many.
+pub fn expire_due(conn: &mut AnyConnection, now: i64, batch: i64) -> Result<usize, LedgerError> {
+    let due: Vec<String> = holds::table
+        .filter(holds::status.eq(HOLD_OPEN))
+        .filter(holds::expires_at.le(now))
+        .order(holds::expires_at.asc())
+        .limit(batch)
+        .select(holds::id)
+        .load(conn)?;
+    let mut expired = 0;
+    for id in due {
+        match conn.write_tx(|c| settle(c, &id, HOLD_EXPIRED, None, Some(now), now)) {
+            Ok(_) => expired += 1,
+            Err(LedgerError::HoldNotOpen { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(expired)
+}

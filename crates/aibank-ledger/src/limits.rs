@@ -1,0 +1,436 @@
+//! Spending controls and direct charges.
+//!
+//! Windows are rolling: daily = the last 24 hours, weekly = the last 7 days, monthly = the
+//! last 30 days, each ending at the moment of the spend. What counts in a window is what was
+//! charged or captured inside it, plus everything open holds currently reserve (a pending
+//! call counts until it settles). The per-transaction limit bounds a single charge or hold.
+//! A platform may also set a fleet limit: the same daily window over all of its agents.
+
+use aibank_core::clock::rfc3339;
+use aibank_core::ids::new_id;
+use aibank_core::{ApiError, ErrorCode, Usd};
+use aibank_store::models::UsageEvent;
+use aibank_store::schema::{accounts, agents, journal_entries, platforms};
+use aibank_store::AnyConnection;
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+
+use crate::accounts::{debit, lock};
+use crate::{usd_json, EntryKind, LedgerError, SPEND_KINDS};
+
+pub const DAY_MS: i64 = 86_400_000;
+pub const WEEK_MS: i64 = 7 * DAY_MS;
+pub const MONTH_MS: i64 = 30 * DAY_MS;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    PerTx,
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+impl Window {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::PerTx => "per_tx",
+            Window::Daily => "daily",
+            Window::Weekly => "weekly",
+            Window::Monthly => "monthly",
+        }
+    }
+
+    fn length_ms(self) -> i64 {
+        match self {
+            Window::PerTx => 0,
+            Window::Daily => DAY_MS,
+            Window::Weekly => WEEK_MS,
+            Window::Monthly => MONTH_MS,
+        }
+    }
+
+    fn code(self) -> ErrorCode {
+        match self {
+            Window::PerTx => ErrorCode::PerTxLimitExceeded,
+            Window::Daily => ErrorCode::DailyLimitExceeded,
+            Window::Weekly => ErrorCode::WeeklyLimitExceeded,
+            Window::Monthly => ErrorCode::MonthlyLimitExceeded,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Window::PerTx => "per-transaction",
+            Window::Daily => "the last 24 hours",
+            Window::Weekly => "the last 7 days",
+            Window::Monthly => "the last 30 days",
+        }
+    }
+}
+
+/// Whose limit was hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Agent,
+    /// The platform's fleet-wide daily limit.
+    Platform,
+}
+
+/// A refused spend: which limit, how much of it is used, and when enough frees up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitBreach {
+    pub window: Window,
+    pub scope: Scope,
+    pub limit: Usd,
+    pub used: Usd,
+    pub requested: Usd,
+    /// Epoch ms when enough of the window has rolled off for this spend to fit; `None` when
+    /// it never will by time alone (the spend is larger than the limit, or what blocks it
+    /// is pending holds).
+    pub reset_at: Option<i64>,
+}
+
+impl From<LimitBreach> for ApiError {
+    fn from(b: LimitBreach) -> Self {
+        let who = match b.scope {
+            Scope::Agent => "",
+            Scope::Platform => "Platform fleet ",
+        };
+        let message = if b.window == Window::PerTx {
+            format!(
+                "{who}Per-transaction limit exceeded: {} requested, limit {}",
+                b.requested, b.limit
+            )
+        } else {
+            let name = b.window.as_str();
+            let mut cap = name.to_owned();
+            if who.is_empty() {
+                cap[..1].make_ascii_uppercase();
+            }
+            format!(
+                "{who}{cap} spending limit exceeded: {} of {} used in {}, {} requested",
+                b.used,
+                b.limit,
+                b.window.describe(),
+                b.requested
+            )
+        };
+        let mut e = ApiError::new(b.window.code(), message)
+            .with("window", b.window.as_str())
+            .with(
+                "scope",
+                match b.scope {
+                    Scope::Agent => "agent",
+                    Scope::Platform => "platform",
+                },
+            )
+            .with("limit_usd", usd_json(b.limit))
+            .with("used_usd", usd_json(b.used))
+            .with("requested_usd", usd_json(b.requested));
+        if let Some(at) = b.reset_at {
+            e = e.with("resetAt", at).with("reset_at", rfc3339(at));
+        } else if b.window != Window::PerTx {
+            e = e.with("resetAt", serde_json::Value::Null);
+        }
+        e
+    }
+}
+
+/// The limits in force for an account, read inside the spend's transaction.
+#[derive(Debug, Default)]
+struct Policy {
+    per_tx: Option<i64>,
+    windows: Vec<(Window, i64)>,
+    fleet: Option<(String, i64)>,
+}
+
+fn load_policy(conn: &mut AnyConnection, account_id: &str) -> Result<Policy, LedgerError> {
+    let agent: Option<(Option<String>, i64, i64, i64, i64)> = agents::table
+        .find(account_id)
+        .select((
+            agents::platform_id,
+            agents::per_tx_limit_micros,
+            agents::daily_limit_micros,
+            agents::weekly_limit_micros,
+            agents::monthly_limit_micros,
+        ))
+        .first(conn)
+        .optional()?;
+    // Accounts that are not agents (x402 payers) have no spending controls.
+    let Some((platform_id, per_tx, daily, weekly, monthly)) = agent else {
+        return Ok(Policy::default());
+    };
+    let fleet = match platform_id {
+        Some(p) => platforms::table
+            .find(&p)
+            .select(platforms::daily_limit_micros)
+            .first::<Option<i64>>(conn)
+            .optional()?
+            .flatten()
+            .map(|limit| (p, limit)),
+        None => None,
+    };
+    Ok(Policy {
+        per_tx: Some(per_tx),
+        windows: vec![
+            (Window::Daily, daily),
+            (Window::Weekly, weekly),
+            (Window::Monthly, monthly),
+        ],
+        fleet,
+    })
+}
+
+/// Charged-or-captured totals of the accounts selected by `accounts_filter` since each
+/// start, newest window first: (daily, weekly, monthly).
+fn spent_since(
+    conn: &mut AnyConnection,
+    account_id: Option<&str>,
+    platform_id: Option<&str>,
+    now: i64,
+) -> Result<[i64; 3], LedgerError> {
+    let (day, week) = (now - DAY_MS, now - WEEK_MS);
+    // Bounds are our own integers, not input; CAST keeps SUM a BIGINT on PostgreSQL.
+    let select = sql::<(BigInt, BigInt, BigInt)>(&format!(
+        "CAST(COALESCE(SUM(CASE WHEN created_at > {day} THEN -delta_micros ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN created_at > {week} THEN -delta_micros ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(-delta_micros), 0) AS BIGINT)"
+    ));
+    let mut q = journal_entries::table
+        .filter(journal_entries::kind.eq_any(SPEND_KINDS))
+        .filter(journal_entries::created_at.gt(now - MONTH_MS))
+        .into_boxed();
+    if let Some(a) = account_id {
+        q = q.filter(journal_entries::account_id.eq(a.to_owned()));
+    }
+    if let Some(p) = platform_id {
+        q = q.filter(
+            journal_entries::account_id.eq_any(
+                agents::table
+                    .filter(agents::platform_id.eq(p.to_owned()))
+                    .select(agents::id),
+            ),
+        );
+    }
+    let (daily, weekly, monthly): (i64, i64, i64) = q.select(select).first(conn)?;
+    Ok([daily, weekly, monthly])
+}
+
+fn held_by(
+    conn: &mut AnyConnection,
+    account_id: Option<&str>,
+    platform_id: Option<&str>,
+) -> Result<i64, LedgerError> {
+    let mut q = accounts::table.select(accounts::held_micros).into_boxed();
+    if let Some(a) = account_id {
+        q = q.filter(accounts::id.eq(a.to_owned()));
+    }
+    if let Some(p) = platform_id {
+        q = q.filter(
+            accounts::id.eq_any(
+                agents::table
+                    .filter(agents::platform_id.eq(p.to_owned()))
+                    .select(agents::id),
+            ),
+        );
+    }
+    Ok(q.load::<i64>(conn)?.iter().sum())
+}
+
+/// When enough of the window's oldest spending rolls off for `need` to be freed.
+fn reset_time(
+    conn: &mut AnyConnection,
+    account_id: Option<&str>,
+    platform_id: Option<&str>,
+    window: Window,
+    need: i64,
+    now: i64,
+) -> Result<Option<i64>, LedgerError> {
+    let mut q = journal_entries::table
+        .filter(journal_entries::kind.eq_any(SPEND_KINDS))
+        .filter(journal_entries::created_at.gt(now - window.length_ms()))
+        .select((journal_entries::created_at, journal_entries::delta_micros))
+        .order((journal_entries::created_at.asc(), journal_entries::id.asc()))
+        .into_boxed();
+    if let Some(a) = account_id {
+        q = q.filter(journal_entries::account_id.eq(a.to_owned()));
+    }
+    if let Some(p) = platform_id {
+        q = q.filter(
+            journal_entries::account_id.eq_any(
+                agents::table
+                    .filter(agents::platform_id.eq(p.to_owned()))
+                    .select(agents::id),
+            ),
+        );
+    }
+    let mut freed = 0;
+    for (at, delta) in q.load::<(i64, i64)>(conn)? {
+        freed += -delta;
+        if freed >= need {
+            return Ok(Some(at + window.length_ms()));
+        }
+    }
+    Ok(None)
+}
+
+/// Checks every limit for a spend of `amount`. Call with the account (and, when a fleet
+/// limit applies, the platform) locked.
+fn check(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    policy: &Policy,
+    amount: i64,
+    now: i64,
+) -> Result<(), LedgerError> {
+    let breach = |window, scope, limit: i64, used: i64, reset_at| {
+        LedgerError::LimitExceeded(LimitBreach {
+            window,
+            scope,
+            limit: Usd::from_micros(limit),
+            used: Usd::from_micros(used),
+            requested: Usd::from_micros(amount),
+            reset_at,
+        })
+    };
+    if let Some(limit) = policy.per_tx {
+        if amount > limit {
+            return Err(breach(Window::PerTx, Scope::Agent, limit, 0, None));
+        }
+    }
+    if !policy.windows.is_empty() {
+        let spent = spent_since(conn, Some(account_id), None, now)?;
+        let held = held_by(conn, Some(account_id), None)?;
+        for (i, (window, limit)) in policy.windows.iter().enumerate() {
+            let used = spent[i] + held;
+            if used + amount > *limit {
+                let reset = if amount > *limit {
+                    None
+                } else {
+                    reset_time(
+                        conn,
+                        Some(account_id),
+                        None,
+                        *window,
+                        used + amount - limit,
+                        now,
+                    )?
+                };
+                return Err(breach(*window, Scope::Agent, *limit, used, reset));
+            }
+        }
+    }
+    if let Some((platform, limit)) = &policy.fleet {
+        let used =
+            spent_since(conn, None, Some(platform), now)?[0] + held_by(conn, None, Some(platform))?;
+        if used + amount > *limit {
+            let reset = if amount > *limit {
+                None
+            } else {
+                reset_time(
+                    conn,
+                    None,
+                    Some(platform),
+                    Window::Daily,
+                    used + amount - limit,
+                    now,
+                )?
+            };
+            return Err(breach(Window::Daily, Scope::Platform, *limit, used, reset));
+        }
+    }
+    Ok(())
+}
+
+/// Locks what a spend must serialise on (the platform first when a fleet limit applies,
+/// always in that order so concurrent spends cannot deadlock) and checks the limits.
+pub(crate) fn authorize(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    amount: Usd,
+    now: i64,
+) -> Result<(), LedgerError> {
+    if amount.micros() <= 0 {
+        return Err(LedgerError::NonPositiveAmount);
+    }
+    let policy = load_policy(conn, account_id)?;
+    if let Some((platform, _)) = &policy.fleet {
+        diesel::update(platforms::table.find(platform))
+            .set(platforms::id.eq(platforms::id))
+            .execute(conn)?;
+    }
+    lock(conn, account_id)?;
+    check(conn, account_id, &policy, amount.micros(), now)
+}
+
+/// What a metered call was, recorded with its charge in `usage_events`.
+#[derive(Debug, Clone, Default)]
+pub struct UsageMeta {
+    pub api_key_id: Option<String>,
+    pub provider: String,
+    pub model: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub request_id: Option<String>,
+    pub description: Option<String>,
+}
+
+pub(crate) fn record_usage(
+    conn: &mut AnyConnection,
+    id: &str,
+    agent_id: &str,
+    cost: Usd,
+    meta: &UsageMeta,
+    now: i64,
+) -> Result<(), LedgerError> {
+    aibank_store::repo::usage::insert(
+        conn,
+        &UsageEvent {
+            id: id.to_owned(),
+            agent_id: agent_id.to_owned(),
+            api_key_id: meta.api_key_id.clone(),
+            provider: meta.provider.clone(),
+            model: meta.model.clone(),
+            input_tokens: meta.input_tokens,
+            output_tokens: meta.output_tokens,
+            cost_micros: cost.micros(),
+            request_id: meta.request_id.clone(),
+            created_at: now,
+            description: meta.description.clone(),
+        },
+    )?;
+    Ok(())
+}
+
+/// A charge: checks the limits and takes `amount`, atomically; records the usage when
+/// given. Returns the charge id (`chg_…`, the journal reference) and the new balance.
+pub fn charge(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    amount: Usd,
+    usage: Option<&UsageMeta>,
+    now: i64,
+) -> Result<(String, Usd), LedgerError> {
+    conn.write_tx(|conn| {
+        authorize(conn, account_id, amount, now)?;
+        let id = new_id("chg");
+        let balance = debit(conn, account_id, amount, EntryKind::Charge, Some(&id), now)?;
+        if let Some(meta) = usage {
+            record_usage(conn, &id, account_id, amount, meta, now)?;
+        }
+        Ok((id, balance))
+    })
+}
+
+/// What a platform's agents spent in the last 24 hours plus what their open holds reserve:
+/// the figure its fleet daily limit is checked against.
+pub fn platform_usage(
+    conn: &mut AnyConnection,
+    platform_id: &str,
+    now: i64,
+) -> Result<Usd, LedgerError> {
+    let spent = spent_since(conn, None, Some(platform_id), now)?[0];
+    let held = held_by(conn, None, Some(platform_id))?;
+    Ok(Usd::from_micros(spent + held))
+}
