@@ -168,6 +168,15 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_on(Arc::new(db), customize, Arc::new(SystemClock)).await
 }
 
+/// A server on a fresh database whose clock is `clock`.
+pub async fn spawn_app_with_clock(
+    clock: SharedClock,
+    customize: impl FnOnce(&mut Config),
+) -> TestApp {
+    let db = tokio::task::spawn_blocking(TestDb::fresh).await.unwrap();
+    spawn_app_on(Arc::new(db), customize, clock).await
+}
+
 /// Starts a server on an existing database (a second instance, or a restart).
 pub async fn spawn_app_on(
     db: Arc<TestDb>,
