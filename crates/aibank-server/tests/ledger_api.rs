@@ -270,12 +270,12 @@ async fn the_fleet_daily_limit_spans_all_of_a_platforms_agents() {
     let clock = Arc::new(ManualClock::new(T0));
     let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
     let mk = app.master_key.clone();
-    let p = app.get("/v1/platform", &master(&mk)).await;
-    assert_eq!(p.status, 200, "{}", p.text);
+    let platform = app.get("/v1/platform", &master(&mk)).await;
+    assert_eq!(platform.status, 200, "{}", platform.text);
     assert_eq!(
         (
-            p.body["daily_limit_usd"].clone(),
-            p.body["spent_today_usd"].clone()
+            platform.body["daily_limit_usd"].clone(),
+            platform.body["spent_today_usd"].clone()
         ),
         (Value::Null, json!(0.0))
     );
