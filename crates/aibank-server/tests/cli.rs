@@ -8,14 +8,12 @@
     clippy::too_many_lines
 )]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aibank_core::SystemClock;
 use aibank_server::Application;
-use aibank_testkit::{spawn_app_on, spawn_app_with, test_config, TestDb};
+use aibank_testkit::{spawn_app_on, spawn_app_with, test_config, ServerProcess, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aibank");
 
@@ -148,29 +146,9 @@ fn bad_configuration_is_a_clear_startup_error() {
 #[test]
 fn serve_with_defaults_uses_embedded_sqlite_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = aibank(dir.path())
-        .arg("serve")
-        .env("AIBANK_LISTEN", "127.0.0.1:0")
-        .env("AIBANK_LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["fields"]["message"] == "aibank listening" {
-                    let _ = tx.send(v["fields"]["port"].as_u64().unwrap());
-                }
-            }
-        }
-    });
-    let port = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server reports its port");
+    let mut server = ServerProcess::start(BIN, dir.path(), &[]);
     assert!(dir.path().join("data/aibank.db").exists());
+    let port = server.port;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -196,31 +174,11 @@ fn serve_with_defaults_uses_embedded_sqlite_and_stops_on_sigterm() {
         assert_eq!(r.status().as_u16(), 201);
     });
 
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = wait_timeout(&mut child, Duration::from_secs(30));
+    let status = server.signal_and_wait("TERM");
     assert!(
         status.is_some_and(|s| s.success()),
         "graceful exit on SIGTERM: {status:?}"
     );
-}
-
-fn wait_timeout(
-    child: &mut std::process::Child,
-    limit: Duration,
-) -> Option<std::process::ExitStatus> {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if let Some(s) = child.try_wait().unwrap() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    None
 }
 
 #[tokio::test]

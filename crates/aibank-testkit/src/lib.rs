@@ -316,10 +316,123 @@ fn aibank_balance(c: &mut aibank_store::AnyConnection, id: &str) -> i64 {
         .unwrap()
 }
 
+/// Checks every account: balance equals its journal sum, held equals its open holds, and
+/// neither is negative. Returns how many accounts were checked.
+pub fn assert_books_balance(pool: &DbPool) -> usize {
+    use aibank_store::models::HOLD_OPEN;
+    use aibank_store::schema::{accounts, holds};
+    use diesel::prelude::*;
+    let mut c = pool.get().unwrap();
+    let all: Vec<(String, i64, i64)> = accounts::table
+        .select((
+            accounts::id,
+            accounts::balance_micros,
+            accounts::held_micros,
+        ))
+        .load(&mut c)
+        .unwrap();
+    for (id, balance, held) in &all {
+        let open: i64 = holds::table
+            .filter(holds::account_id.eq(id))
+            .filter(holds::status.eq(HOLD_OPEN))
+            .select(holds::amount_micros)
+            .load::<i64>(&mut c)
+            .unwrap()
+            .iter()
+            .sum();
+        assert_eq!(
+            *balance,
+            aibank_ledger_sum(&mut c, id),
+            "account {id}: balance equals its journal"
+        );
+        assert_eq!(*held, open, "account {id}: held equals its open holds");
+        assert!(*balance >= 0 && *held >= 0, "account {id} is negative");
+    }
+    all.len()
+}
+
 /// Pool options for tests that open a database directly.
 pub fn pool_options() -> PoolOptions {
     PoolOptions {
         max_size: 4,
         ..PoolOptions::default()
+    }
+}
+
+/// The real `aibank serve` binary in a child process, for tests that kill or restart it.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub base: String,
+}
+
+impl ServerProcess {
+    /// Starts `bin serve` in `cwd` with a clean environment plus `env`, on a random port
+    /// (reported through the JSON log), and waits until it listens.
+    pub fn start(bin: &str, cwd: &std::path::Path, env: &[(&str, &str)]) -> ServerProcess {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(bin);
+        cmd.current_dir(cwd)
+            .env_clear()
+            .arg("serve")
+            .env("AIBANK_LISTEN", "127.0.0.1:0")
+            .env("AIBANK_LOG_FORMAT", "json")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Ok(path) = std::env::var("PATH") {
+            cmd.env("PATH", path);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("aibank starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["fields"]["message"] == "aibank listening" {
+                        let _ = tx.send(v["fields"]["port"].as_u64().unwrap());
+                    }
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("server reports its port");
+        let port = u16::try_from(port).unwrap();
+        ServerProcess {
+            child,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") and waits up to 30 s for the exit.
+    pub fn signal_and_wait(&mut self, signal: &str) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(30) {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
