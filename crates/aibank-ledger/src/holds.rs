@@ -8,7 +8,7 @@ use aibank_store::AnyConnection;
 use diesel::prelude::*;
 
 use crate::accounts::{debit, journal, lock};
-use crate::limits::{authorize, record_usage, UsageMeta};
+use crate::limits::{authorize, record_usage_with_id, UsageMeta};
 use crate::{EntryKind, LedgerError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +166,7 @@ pub fn capture(
             )?
         };
         if let Some(meta) = usage {
-            record_usage(conn, hold_id, &hold.account_id, amount, meta, now)?;
+            record_usage_with_id(conn, hold_id, &hold.account_id, amount, meta, now)?;
         }
         Ok(Settlement {
             charged: amount,

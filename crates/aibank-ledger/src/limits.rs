@@ -376,7 +376,19 @@ pub struct UsageMeta {
     pub description: Option<String>,
 }
 
-pub(crate) fn record_usage(
+/// Records a metered call that moved no money through a charge (e.g. one made with the
+/// agent's own upstream key).
+pub fn record_usage(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    cost: Usd,
+    meta: &UsageMeta,
+    now: i64,
+) -> Result<(), LedgerError> {
+    record_usage_with_id(conn, &new_id("use"), agent_id, cost, meta, now)
+}
+
+pub(crate) fn record_usage_with_id(
     conn: &mut AnyConnection,
     id: &str,
     agent_id: &str,
@@ -417,7 +429,7 @@ pub fn charge(
         let id = new_id("chg");
         let balance = debit(conn, account_id, amount, EntryKind::Charge, Some(&id), now)?;
         if let Some(meta) = usage {
-            record_usage(conn, &id, account_id, amount, meta, now)?;
+            record_usage_with_id(conn, &id, account_id, amount, meta, now)?;
         }
         Ok((id, balance))
     })

@@ -38,6 +38,26 @@ const SETTINGS: &[(&str, &str)] = &[
     ("rpc_url_base", "AIBANK_RPC_URL_BASE"),
     ("rpc_url_base_sepolia", "AIBANK_RPC_URL_BASE_SEPOLIA"),
     ("x402_pay_to", "AIBANK_X402_PAY_TO"),
+    ("providers", "AIBANK_PROVIDERS"),
+    ("prices", "AIBANK_PRICES"),
+    ("gateway_max_body_bytes", "AIBANK_GATEWAY_MAX_BODY_BYTES"),
+    (
+        "gateway_default_max_output_tokens",
+        "AIBANK_GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS",
+    ),
+    (
+        "gateway_connect_timeout_secs",
+        "AIBANK_GATEWAY_CONNECT_TIMEOUT_SECS",
+    ),
+    (
+        "gateway_first_byte_timeout_secs",
+        "AIBANK_GATEWAY_FIRST_BYTE_TIMEOUT_SECS",
+    ),
+    (
+        "gateway_idle_timeout_secs",
+        "AIBANK_GATEWAY_IDLE_TIMEOUT_SECS",
+    ),
+    ("byok_charge", "AIBANK_BYOK_CHARGE"),
 ];
 
 /// Variables with the prefix that are not settings but are expected around.
@@ -109,6 +129,9 @@ pub struct Config {
     pub rpc_url_base: Option<SecretString>,
     pub rpc_url_base_sepolia: Option<SecretString>,
     pub x402_pay_to: Option<String>,
+    /// Upstream providers (built-ins plus `AIBANK_PROVIDERS`) with their prices.
+    pub providers: aibank_gateway::Registry,
+    pub gateway: aibank_gateway::GatewaySettings,
     /// Problems worth a log line once logging is up (unknown variables).
     pub warnings: Vec<String>,
 }
@@ -147,7 +170,9 @@ impl Config {
             }
         }
         let mut warnings = Vec::new();
+        let mut all_env: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in env {
+            all_env.insert(name.clone(), value.clone());
             if let Some((key, _)) = SETTINGS.iter().find(|(_, var)| *var == name) {
                 values.insert(key, value);
             } else if name.starts_with("AIBANK_")
@@ -255,6 +280,76 @@ impl Config {
                 get("openai_base_url").unwrap_or("https://api.openai.com"),
             )?,
         };
+        let custom: Vec<aibank_gateway::CustomProvider> = match get("providers") {
+            None => Vec::new(),
+            Some(v) => serde_json::from_str(v).map_err(|e| ConfigError::Invalid {
+                name: "AIBANK_PROVIDERS",
+                message: format!("must be a JSON array of providers: {e}"),
+            })?,
+        };
+        let overrides = match get("prices") {
+            None => BTreeMap::new(),
+            Some(v) => serde_json::from_str(v).map_err(|e| ConfigError::Invalid {
+                name: "AIBANK_PRICES",
+                message: format!("must be a JSON object of provider -> model -> price: {e}"),
+            })?,
+        };
+        let providers = aibank_gateway::Registry::build(
+            (anthropic.base_url.clone(), anthropic.api_key.clone()),
+            (openai.base_url.clone(), openai.api_key.clone()),
+            custom,
+            overrides,
+            |var| all_env.get(var).filter(|v| !v.is_empty()).cloned(),
+        )
+        .map_err(|message| ConfigError::Invalid {
+            name: "AIBANK_PROVIDERS",
+            message,
+        })?;
+        let secs = |name: &'static str, key: &str, default: u64| {
+            parse_num(name, get(key), default, 1, 86_400).map(Duration::from_secs)
+        };
+        let gateway = aibank_gateway::GatewaySettings {
+            max_body_bytes: parse_num(
+                "AIBANK_GATEWAY_MAX_BODY_BYTES",
+                get("gateway_max_body_bytes"),
+                10 << 20,
+                1024,
+                256 << 20,
+            )?,
+            default_max_output_tokens: parse_num(
+                "AIBANK_GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS",
+                get("gateway_default_max_output_tokens"),
+                4096,
+                1,
+                10_000_000,
+            )?,
+            hold_ttl,
+            connect_timeout: secs(
+                "AIBANK_GATEWAY_CONNECT_TIMEOUT_SECS",
+                "gateway_connect_timeout_secs",
+                10,
+            )?,
+            first_byte_timeout: secs(
+                "AIBANK_GATEWAY_FIRST_BYTE_TIMEOUT_SECS",
+                "gateway_first_byte_timeout_secs",
+                600,
+            )?,
+            idle_timeout: secs(
+                "AIBANK_GATEWAY_IDLE_TIMEOUT_SECS",
+                "gateway_idle_timeout_secs",
+                120,
+            )?,
+            charge_byok: match get("byok_charge").unwrap_or("false") {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        name: "AIBANK_BYOK_CHARGE",
+                        message: format!("`{other}` is not true or false"),
+                    })
+                }
+            },
+        };
         let public_url = get("public_url")
             .map(|u| parse_url("AIBANK_PUBLIC_URL", u))
             .transpose()?;
@@ -280,7 +375,23 @@ impl Config {
             rpc_url_base: secret("rpc_url_base"),
             rpc_url_base_sepolia: secret("rpc_url_base_sepolia"),
             x402_pay_to: get("x402_pay_to").map(str::to_owned),
+            providers,
+            gateway,
             warnings,
+        })
+    }
+
+    /// The directory of the SQLite database, when that is the backend.
+    pub fn sqlite_dir(&self) -> Option<std::path::PathBuf> {
+        let url = self.database_url.expose();
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let parent = std::path::Path::new(path).parent()?;
+        Some(if parent.as_os_str().is_empty() {
+            std::path::PathBuf::from(".")
+        } else {
+            parent.to_path_buf()
         })
     }
 

@@ -9,12 +9,32 @@ use aibank_core::ApiError;
 
 pub struct RouteDef {
     pub method: Method,
+    /// As the OpenAPI document writes it.
     pub path: &'static str,
+    /// As actix matches it (differs only for the gateway's catch-all tail).
+    pattern: &'static str,
     make: fn() -> Route,
 }
 
 fn def(method: Method, path: &'static str, make: fn() -> Route) -> RouteDef {
-    RouteDef { method, path, make }
+    RouteDef {
+        method,
+        path,
+        pattern: path,
+        make,
+    }
+}
+
+const GATEWAY_SPEC: &str = "/v1/gateway/{provider}/{path}";
+const GATEWAY_PATTERN: &str = "/v1/gateway/{provider}/{tail:.*}";
+
+fn gateway(method: Method, make: fn() -> Route) -> RouteDef {
+    RouteDef {
+        method,
+        path: GATEWAY_SPEC,
+        pattern: GATEWAY_PATTERN,
+        make,
+    }
 }
 
 pub fn table() -> Vec<RouteDef> {
@@ -71,6 +91,19 @@ pub fn table() -> Vec<RouteDef> {
         def(Method::GET, "/v1/platform/master-keys", || {
             web::get().to(master_keys::list)
         }),
+        gateway(Method::GET, || web::get().to(aibank_gateway::proxy::proxy)),
+        gateway(Method::POST, || {
+            web::post().to(aibank_gateway::proxy::proxy)
+        }),
+        def(Method::GET, "/v1/provider-keys/{provider}", || {
+            web::get().to(aibank_gateway::byok::get)
+        }),
+        def(Method::POST, "/v1/provider-keys/{provider}", || {
+            web::post().to(aibank_gateway::byok::put)
+        }),
+        def(Method::DELETE, "/v1/provider-keys/{provider}", || {
+            web::delete().to(aibank_gateway::byok::delete)
+        }),
         def(Method::DELETE, "/v1/platform/master-keys/{id}", || {
             web::delete().to(master_keys::revoke)
         }),
@@ -82,14 +115,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     let table = table();
     let mut paths: Vec<&'static str> = Vec::new();
     for d in &table {
-        if !paths.contains(&d.path) {
-            paths.push(d.path);
+        if !paths.contains(&d.pattern) {
+            paths.push(d.pattern);
         }
     }
     for path in paths {
         let mut resource = web::resource(path);
         let mut allowed = Vec::new();
-        for d in table.iter().filter(|d| d.path == path) {
+        for d in table.iter().filter(|d| d.pattern == path) {
             resource = resource.route((d.make)());
             allowed.push(d.method.as_str());
         }

@@ -21,6 +21,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub clock: SharedClock,
     pub auth: web::Data<AuthState>,
+    pub gateway: web::Data<aibank_gateway::Gateway>,
     pub openapi: Arc<Value>,
 }
 

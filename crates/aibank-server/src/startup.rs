@@ -15,6 +15,8 @@ use aibank_store::{DbPool, PoolOptions, StoreError};
 use serde_json::Value;
 use tracing_actix_web::{RequestId, TracingLogger};
 
+use aibank_gateway::{Gateway, SecretBox};
+
 use crate::bootstrap::{self, Outcome};
 use crate::config::Config;
 use crate::routes;
@@ -69,6 +71,29 @@ pub fn open_database(config: &Config) -> Result<DbPool, StartupError> {
         "database ready"
     );
     Ok(pool)
+}
+
+/// The key that seals secrets at rest: `AIBANK_SECRET_KEY`, or for SQLite a key file next
+/// to the database, created on first start. PostgreSQL deployments share one database
+/// across instances, so they must configure the key; without it, storing provider keys is
+/// unavailable.
+fn open_secret_box(config: &Config) -> Result<Option<Arc<SecretBox>>, StartupError> {
+    if let Some(k) = &config.secret_key {
+        let sb = SecretBox::from_key_text(k.expose())
+            .map_err(|e| StartupError::Task(format!("AIBANK_SECRET_KEY: {e}")))?;
+        return Ok(Some(Arc::new(sb)));
+    }
+    let Some(dir) = config.sqlite_dir() else {
+        tracing::warn!("AIBANK_SECRET_KEY is not set: agents cannot store their own provider keys");
+        return Ok(None);
+    };
+    let path = dir.join("secret.key");
+    let (sb, created) =
+        SecretBox::load_or_create(&path).map_err(|e| StartupError::Task(e.to_string()))?;
+    if created {
+        tracing::info!(path = %path.display(), "created a secret key for sealing stored secrets (mode 0600); back it up with the database");
+    }
+    Ok(Some(Arc::new(sb)))
 }
 
 /// Releases expired holds and forgets old idempotency keys, every `sweep_interval`.
@@ -151,6 +176,17 @@ impl Application {
             .port();
 
         spawn_sweeper(pool.clone(), clock.clone(), &config);
+        let secret_box = open_secret_box(&config)?;
+        let gateway = web::Data::new(
+            Gateway::new(
+                config.providers.clone(),
+                config.gateway.clone(),
+                secret_box,
+                pool.clone(),
+                clock.clone(),
+            )
+            .map_err(|e| StartupError::Task(format!("HTTP client: {e}")))?,
+        );
         let auth = web::Data::new(AuthState::new(
             pool.clone(),
             VerifiedCache::new(config.auth_cache_ttl, 100_000),
@@ -163,6 +199,7 @@ impl Application {
             config: Arc::new(config),
             clock,
             auth: auth.clone(),
+            gateway: gateway.clone(),
             openapi,
         });
         let mut server = HttpServer::new(move || {
@@ -182,6 +219,7 @@ impl Application {
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(auth.clone())
+                .app_data(gateway.clone())
                 .app_data(json_limit)
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))

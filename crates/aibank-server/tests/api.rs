@@ -430,10 +430,19 @@ async fn every_response_carries_a_request_id() {
 }
 
 #[tokio::test]
-async fn providers_show_configuration_but_no_secret() {
+async fn providers_show_configuration_and_prices_but_no_secret() {
     let app = spawn_app_with(|c| {
-        c.anthropic.api_key = Some("sk-ant-very-secret-value".to_owned().into());
-        c.openai.base_url = "http://127.0.0.1:9/".trim_end_matches('/').to_owned();
+        c.providers = aibank_gateway::Registry::build(
+            (
+                "https://api.anthropic.com".into(),
+                Some("sk-ant-very-secret-value".to_owned().into()),
+            ),
+            ("http://127.0.0.1:9".into(), None),
+            Vec::new(),
+            std::collections::BTreeMap::new(),
+            |_| None,
+        )
+        .unwrap();
     })
     .await;
     let r = app.get("/v1/providers", &[]).await;
@@ -441,12 +450,30 @@ async fn providers_show_configuration_but_no_secret() {
     assert!(!r.text.contains("very-secret"), "{}", r.text);
     let p = r.body["providers"].as_array().unwrap();
     assert_eq!(
-        p[0],
-        json!({"name": "anthropic", "kind": "anthropic", "base_url": "https://api.anthropic.com", "configured": true})
+        (
+            &p[0]["name"],
+            &p[0]["kind"],
+            &p[0]["base_url"],
+            &p[0]["configured"]
+        ),
+        (
+            &json!("anthropic"),
+            &json!("anthropic"),
+            &json!("https://api.anthropic.com"),
+            &json!(true)
+        )
     );
     assert_eq!(
-        p[1],
-        json!({"name": "openai", "kind": "openai", "base_url": "http://127.0.0.1:9", "configured": false})
+        p[0]["models"]["claude-sonnet-4-5"],
+        json!({"input": 3, "output": 15, "cache_write": 3.75, "cache_read": 0.3})
+    );
+    assert_eq!(
+        (&p[1]["name"], &p[1]["base_url"], &p[1]["configured"]),
+        (
+            &json!("openai"),
+            &json!("http://127.0.0.1:9"),
+            &json!(false)
+        )
     );
 }
 

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod idempotency;
 pub mod keys;
+pub mod provider_keys;
 pub mod usage;
 
 use aibank_core::page::Cursor;

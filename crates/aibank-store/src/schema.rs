@@ -120,6 +120,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    provider_keys (agent_id, provider) {
+        agent_id -> Text,
+        provider -> Text,
+        sealed -> Text,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(master_keys -> platforms (platform_id));
 diesel::joinable!(agents -> platforms (platform_id));
 diesel::joinable!(api_keys -> agents (agent_id));
@@ -137,4 +146,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     usage_events,
     holds,
     idempotency_keys,
+    provider_keys,
 );

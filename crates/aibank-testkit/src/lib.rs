@@ -17,6 +17,8 @@ use diesel::Connection;
 use serde_json::Value;
 use tempfile::TempDir;
 
+pub mod mock_upstream;
+
 pub const TEST_DATABASE_ENV: &str = "AIBANK_TEST_DATABASE_URL";
 
 /// A database for one test. Dropping it removes a SQLite file; PostgreSQL test databases

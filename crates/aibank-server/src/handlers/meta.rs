@@ -1,5 +1,7 @@
 //! Unauthenticated service endpoints.
 
+use std::collections::BTreeMap;
+
 use actix_web::{web, HttpResponse};
 use aibank_core::ApiError;
 use aibank_store::StoreError;
@@ -34,11 +36,15 @@ pub async fn health(state: web::Data<AppState>) -> Result<web::Json<Health>, Api
 
 #[derive(Debug, Serialize)]
 pub struct ProviderInfo {
-    name: &'static str,
+    name: String,
     kind: &'static str,
     base_url: String,
     /// A platform-wide upstream key is configured (the key itself is never shown).
     configured: bool,
+    /// USD per million tokens, by model (prefix match).
+    models: BTreeMap<String, aibank_gateway::Price>,
+    /// The price of models not listed, if any.
+    default_price: Option<aibank_gateway::Price>,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,25 +52,26 @@ pub struct Providers {
     providers: Vec<ProviderInfo>,
 }
 
-/// `GET /v1/providers`: the upstream providers this server knows.
+/// `GET /v1/providers`: the upstream providers, their models and prices.
 #[tracing::instrument(skip_all)]
 pub async fn providers(state: web::Data<AppState>) -> web::Json<Providers> {
-    let c = &state.config;
     web::Json(Providers {
-        providers: vec![
-            ProviderInfo {
-                name: "anthropic",
-                kind: "anthropic",
-                base_url: c.anthropic.base_url.clone(),
-                configured: c.anthropic.api_key.is_some(),
-            },
-            ProviderInfo {
-                name: "openai",
-                kind: "openai",
-                base_url: c.openai.base_url.clone(),
-                configured: c.openai.api_key.is_some(),
-            },
-        ],
+        providers: state
+            .config
+            .providers
+            .iter()
+            .map(|p| ProviderInfo {
+                name: p.name.clone(),
+                kind: match p.wire {
+                    aibank_gateway::Wire::Anthropic => "anthropic",
+                    aibank_gateway::Wire::OpenAi => "openai",
+                },
+                base_url: p.base_url.clone(),
+                configured: p.api_key.is_some(),
+                models: p.prices.models.clone(),
+                default_price: p.prices.default,
+            })
+            .collect(),
     })
 }
 

@@ -1,0 +1,224 @@
+//! Token prices, in USD per million tokens, and the cost of a call.
+//!
+//! Models are matched by the longest table key that is a prefix of the requested model, so
+//! `claude-sonnet-4-5` prices `claude-sonnet-4-5-20250929`. A provider may have a default
+//! price (`*`) for models not in its table; without one, an unknown model is refused before
+//! anything is forwarded.
+
+use std::collections::BTreeMap;
+
+use aibank_core::Usd;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Prices of one model, USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub input: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub output: Decimal,
+    /// Writing the prompt cache (Anthropic); defaults to the input price.
+    #[serde(
+        default,
+        with = "rust_decimal::serde::arbitrary_precision_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache_write: Option<Decimal>,
+    /// Reading the prompt cache; defaults to the input price.
+    #[serde(
+        default,
+        with = "rust_decimal::serde::arbitrary_precision_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache_read: Option<Decimal>,
+}
+
+/// Tokens of one call, normalised: `input` excludes cache reads and writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+    pub cache_write: u64,
+    pub cache_read: u64,
+}
+
+impl Tokens {
+    /// Every prompt token, cached or not.
+    pub fn prompt(&self) -> u64 {
+        self.input + self.cache_write + self.cache_read
+    }
+}
+
+const MILLION: i64 = 1_000_000;
+
+impl Price {
+    fn cache_write(&self) -> Decimal {
+        self.cache_write.unwrap_or(self.input)
+    }
+
+    fn cache_read(&self) -> Decimal {
+        self.cache_read.unwrap_or(self.input)
+    }
+
+    /// The cost of `tokens`, rounded up to the micro-dollar.
+    pub fn cost(&self, tokens: &Tokens) -> Usd {
+        let total = Decimal::from(tokens.input) * self.input
+            + Decimal::from(tokens.output) * self.output
+            + Decimal::from(tokens.cache_write) * self.cache_write()
+            + Decimal::from(tokens.cache_read) * self.cache_read();
+        Usd::from_decimal_ceil(total / Decimal::from(MILLION)).unwrap_or(Usd::from_micros(i64::MAX))
+    }
+
+    /// The most `prompt` input tokens and `output` output tokens can cost (input priced at
+    /// the dearest of the input rates, since the split into cached and not is unknown).
+    pub fn max_cost(&self, prompt: u64, output: u64) -> Usd {
+        let dearest = self.input.max(self.cache_write()).max(self.cache_read());
+        let total = Decimal::from(prompt) * dearest + Decimal::from(output) * self.output;
+        Usd::from_decimal_ceil(total / Decimal::from(MILLION)).unwrap_or(Usd::from_micros(i64::MAX))
+    }
+}
+
+/// A provider's price table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PriceTable {
+    pub models: BTreeMap<String, Price>,
+    pub default: Option<Price>,
+}
+
+impl PriceTable {
+    /// The price of `model`: the longest matching prefix, else the default.
+    pub fn lookup(&self, model: &str) -> Option<Price> {
+        self.models
+            .iter()
+            .filter(|(k, _)| model.starts_with(k.as_str()))
+            .max_by_key(|(k, _)| k.len())
+            .map(|(_, p)| *p)
+            .or(self.default)
+    }
+
+    /// Applies overrides (`"*"` sets the default).
+    pub fn merge(&mut self, overrides: BTreeMap<String, Price>) {
+        for (model, price) in overrides {
+            if model == "*" {
+                self.default = Some(price);
+            } else {
+                self.models.insert(model, price);
+            }
+        }
+    }
+}
+
+fn p(input: &str, output: &str, cache_write: Option<&str>, cache_read: &str) -> Price {
+    let d = |s: &str| s.parse::<Decimal>().unwrap_or_default();
+    Price {
+        input: d(input),
+        output: d(output),
+        cache_write: cache_write.map(d),
+        cache_read: Some(d(cache_read)),
+    }
+}
+
+/// Anthropic list prices (USD per million tokens) shipped as defaults.
+pub fn anthropic_defaults() -> PriceTable {
+    let mut models = BTreeMap::new();
+    for (m, price) in [
+        ("claude-opus-4-5", p("5", "25", Some("6.25"), "0.5")),
+        ("claude-opus-4-1", p("15", "75", Some("18.75"), "1.5")),
+        ("claude-opus-4", p("15", "75", Some("18.75"), "1.5")),
+        ("claude-sonnet-4-5", p("3", "15", Some("3.75"), "0.3")),
+        ("claude-sonnet-4", p("3", "15", Some("3.75"), "0.3")),
+        ("claude-3-7-sonnet", p("3", "15", Some("3.75"), "0.3")),
+        ("claude-haiku-4-5", p("1", "5", Some("1.25"), "0.1")),
+        ("claude-3-5-haiku", p("0.8", "4", Some("1"), "0.08")),
+        ("claude-3-haiku", p("0.25", "1.25", Some("0.3"), "0.03")),
+    ] {
+        models.insert(m.to_owned(), price);
+    }
+    PriceTable {
+        models,
+        default: None,
+    }
+}
+
+/// OpenAI list prices (USD per million tokens) shipped as defaults.
+pub fn openai_defaults() -> PriceTable {
+    let mut models = BTreeMap::new();
+    for (m, price) in [
+        ("gpt-5", p("1.25", "10", None, "0.125")),
+        ("gpt-5-mini", p("0.25", "2", None, "0.025")),
+        ("gpt-5-nano", p("0.05", "0.4", None, "0.005")),
+        ("gpt-4.1", p("2", "8", None, "0.5")),
+        ("gpt-4.1-mini", p("0.4", "1.6", None, "0.1")),
+        ("gpt-4.1-nano", p("0.1", "0.4", None, "0.025")),
+        ("gpt-4o", p("2.5", "10", None, "1.25")),
+        ("gpt-4o-mini", p("0.15", "0.6", None, "0.075")),
+        ("o3", p("2", "8", None, "0.5")),
+        ("o4-mini", p("1.1", "4.4", None, "0.275")),
+    ] {
+        models.insert(m.to_owned(), price);
+    }
+    PriceTable {
+        models,
+        default: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_wins() {
+        let t = openai_defaults();
+        assert_eq!(
+            t.lookup("gpt-4o-mini-2024-07-18").unwrap().input,
+            "0.15".parse().unwrap()
+        );
+        assert_eq!(
+            t.lookup("gpt-4o-2024-08-06").unwrap().input,
+            "2.5".parse().unwrap()
+        );
+        assert!(t.lookup("llama-3").is_none());
+        let a = anthropic_defaults();
+        assert_eq!(
+            a.lookup("claude-sonnet-4-5-20250929").unwrap().output,
+            Decimal::from(15)
+        );
+    }
+
+    #[test]
+    fn cost_is_exact_and_rounds_up() {
+        let price = p("3", "15", Some("3.75"), "0.3");
+        let tokens = Tokens {
+            input: 1000,
+            output: 500,
+            cache_write: 200,
+            cache_read: 100,
+        };
+        // 1000*3 + 500*15 + 200*3.75 + 100*0.3 = 3000 + 7500 + 750 + 30 = 11280 / 1e6 USD
+        assert_eq!(price.cost(&tokens), Usd::from_micros(11_280));
+        let one = Tokens {
+            input: 1,
+            ..Tokens::default()
+        };
+        assert_eq!(
+            p("0.15", "0.6", None, "0.075").cost(&one),
+            Usd::from_micros(1),
+            "0.15 micro-dollars rounds up"
+        );
+        assert_eq!(price.max_cost(1000, 500), Usd::from_micros(3_750 + 7_500));
+    }
+
+    #[test]
+    fn overrides_and_defaults() {
+        let mut t = PriceTable::default();
+        let mut o = BTreeMap::new();
+        o.insert("*".to_owned(), p("1", "2", None, "1"));
+        o.insert("special".to_owned(), p("9", "9", None, "9"));
+        t.merge(o);
+        assert_eq!(t.lookup("anything").unwrap().input, Decimal::from(1));
+        assert_eq!(t.lookup("special-v2").unwrap().input, Decimal::from(9));
+    }
+}

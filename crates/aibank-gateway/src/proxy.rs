@@ -1,0 +1,724 @@
+//! `ANY /v1/gateway/{provider}/{path…}`: authenticate, reserve the most the call can cost,
+//! forward, stream the answer through, and settle from the usage the upstream reported.
+//!
+//! Billing on every outcome:
+//! - upstream 4xx/5xx, connection failure, timeout before the answer: the hold is released,
+//!   nothing is charged;
+//! - a complete answer: the reported usage at the price table, captured from the hold;
+//! - a stream that is cut off, goes idle, or whose client disconnects: what the upstream had
+//!   reported by then, with gaps filled from what was seen (the request size at 3 bytes per
+//!   token for an unreported prompt, streamed text at 4 characters per token for unreported
+//!   output), never more than the hold;
+//! - a handler that is abandoned before the upstream answers (client gone): the hold is
+//!   released by a drop guard.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use aibank_auth::{ApiKeyAuth, AuthState};
+use aibank_core::{ApiError, ErrorCode, SharedClock, Usd};
+use aibank_ledger::{HoldReceipt, LedgerError, UsageMeta};
+use aibank_store::{DbPool, StoreError};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::Value;
+use tracing_actix_web::RequestId;
+
+use crate::meter::{tokens_from_json, SseMeter, Wire};
+use crate::prices::{Price, Tokens};
+use crate::providers::{Provider, Registry};
+use crate::secretbox::SecretBox;
+
+/// Default Anthropic API version when the client sends none.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Bytes of request per prompt token when estimating the most a prompt can cost.
+pub const BYTES_PER_PROMPT_TOKEN: u64 = 3;
+
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub max_body_bytes: usize,
+    /// Output tokens assumed for the hold when the request sets no maximum.
+    pub default_max_output_tokens: u64,
+    pub hold_ttl: Duration,
+    pub connect_timeout: Duration,
+    /// Longest wait for the upstream's response headers.
+    pub first_byte_timeout: Duration,
+    /// Longest silence inside a streamed response.
+    pub idle_timeout: Duration,
+    /// Whether calls made with an agent's own upstream key are charged credits.
+    pub charge_byok: bool,
+}
+
+pub struct Gateway {
+    pub registry: Registry,
+    pub settings: GatewaySettings,
+    pub secret_box: Option<Arc<SecretBox>>,
+    client: reqwest::Client,
+    pool: DbPool,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("providers", &self.registry.names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    pub fn new(
+        registry: Registry,
+        settings: GatewaySettings,
+        secret_box: Option<Arc<SecretBox>>,
+        pool: DbPool,
+        clock: SharedClock,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Gateway {
+            registry,
+            settings,
+            secret_box,
+            client,
+            pool,
+            clock,
+        })
+    }
+
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+/// What the gateway does with a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// A model call, billed from its usage.
+    Metered,
+    /// Free to forward (model lists, token counting).
+    Free,
+}
+
+fn endpoint(wire: Wire, method: &str, tail: &str) -> Option<Endpoint> {
+    let tail = tail.trim_end_matches('/');
+    match (wire, method) {
+        (Wire::Anthropic, "POST") if tail == "v1/messages" => Some(Endpoint::Metered),
+        (Wire::Anthropic, "POST") if tail == "v1/messages/count_tokens" => Some(Endpoint::Free),
+        (Wire::OpenAi, "POST") if tail == "v1/chat/completions" => Some(Endpoint::Metered),
+        (_, "GET") if tail == "v1/models" || tail.starts_with("v1/models/") => Some(Endpoint::Free),
+        _ => None,
+    }
+}
+
+/// The aibank key: `X-API-Key`, or `Authorization: Bearer` as the OpenAI SDK sends it.
+fn presented_key(req: &HttpRequest) -> Result<String, ApiError> {
+    if let Some(v) = req.headers().get("x-api-key") {
+        return v
+            .to_str()
+            .map(|s| s.trim().to_owned())
+            .map_err(|_| ApiError::unauthorized("Invalid X-API-Key header"));
+    }
+    if let Some(token) = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Ok(token.trim().to_owned());
+    }
+    Err(ApiError::unauthorized("Missing X-API-Key header"))
+}
+
+/// Request headers never forwarded: credentials of ours or the client's, hop-by-hop
+/// headers, and encodings (the gateway reads the response to meter it).
+fn forwardable(name: &str) -> bool {
+    !matches!(
+        name,
+        "host"
+            | "content-length"
+            | "x-api-key"
+            | "x-master-key"
+            | "authorization"
+            | "cookie"
+            | "connection"
+            | "keep-alive"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "accept-encoding"
+            | "x-forwarded-for"
+            | "x-real-ip"
+            | "forwarded"
+    ) && !name.starts_with("x-payment")
+        && !name.starts_with("x-aibank-")
+}
+
+/// Response headers not passed back.
+fn returnable(name: &str) -> bool {
+    !matches!(
+        name,
+        "content-length"
+            | "content-encoding"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "set-cookie"
+            | "x-request-id"
+    )
+}
+
+fn upstream_error(
+    message: &str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ApiError {
+    ApiError::new(ErrorCode::UpstreamError, message).with_source(e)
+}
+
+fn upstream_timeout(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::UpstreamTimeout, message)
+}
+
+/// What a metered call was, for settling it.
+struct Bill {
+    agent_id: String,
+    api_key_id: String,
+    provider: String,
+    model: String,
+    price: Price,
+    prompt_estimate: u64,
+    charged: bool,
+    request_id: String,
+}
+
+/// Releases a hold that was never settled, even if the handler is dropped.
+struct HoldGuard {
+    pool: DbPool,
+    clock: SharedClock,
+    hold: Option<HoldReceipt>,
+}
+
+impl HoldGuard {
+    fn take(&mut self) -> Option<HoldReceipt> {
+        self.hold.take()
+    }
+
+    async fn release(&mut self) {
+        if let Some(h) = self.hold.take() {
+            release_hold(self.pool.clone(), self.clock.now_ms(), h).await;
+        }
+    }
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        if let Some(h) = self.hold.take() {
+            let (pool, now) = (self.pool.clone(), self.clock.now_ms());
+            tokio::spawn(release_hold(pool, now, h));
+        }
+    }
+}
+
+async fn release_hold(pool: DbPool, now: i64, hold: HoldReceipt) {
+    let id = hold.id.clone();
+    match pool
+        .run(move |c| aibank_ledger::release(c, &hold.id, now))
+        .await
+    {
+        Ok(_) | Err(LedgerError::HoldNotOpen { .. }) => {}
+        Err(e) => {
+            tracing::warn!(hold_id = %id, error = %e, "could not release hold; the sweeper will");
+        }
+    }
+}
+
+/// Settles a finished call: captures its cost from the hold (or records free usage).
+/// Returns the cost charged and the balance after.
+/// `within_hold`: an incomplete stream is never billed beyond its reservation.
+async fn settle(
+    gw: &Gateway,
+    bill: &Bill,
+    hold: Option<HoldReceipt>,
+    tokens: Tokens,
+    within_hold: bool,
+) -> (Usd, Option<Usd>) {
+    let cost = if bill.charged {
+        bill.price.cost(&tokens)
+    } else {
+        Usd::ZERO
+    };
+    let meta = UsageMeta {
+        api_key_id: Some(bill.api_key_id.clone()),
+        provider: bill.provider.clone(),
+        model: bill.model.clone(),
+        input_tokens: i64::try_from(tokens.prompt()).unwrap_or(i64::MAX),
+        output_tokens: i64::try_from(tokens.output).unwrap_or(i64::MAX),
+        request_id: Some(bill.request_id.clone()),
+        description: (!bill.charged).then(|| "own upstream key".to_owned()),
+    };
+    let now = gw.now_ms();
+    let agent = bill.agent_id.clone();
+    // One transaction: the capture, any overage and the usage row commit together.
+    let res = gw
+        .pool
+        .run(move |c| {
+            c.write_tx(|c| -> Result<Usd, LedgerError> {
+                let collected = match hold {
+                    None => Usd::ZERO,
+                    Some(hold) => {
+                        let covered = if cost > hold.amount { hold.amount } else { cost };
+                        match aibank_ledger::capture(c, &hold.id, covered, None, now) {
+                            Ok(_) if cost > hold.amount && !within_hold => {
+                                let over = Usd::from_micros(cost.micros() - hold.amount.micros());
+                                match aibank_ledger::charge(c, &agent, over, None, now) {
+                                    Ok(_) => cost,
+                                    Err(e) => {
+                                        tracing::warn!(agent_id = %agent, overage = %over, error = %e, "usage beyond the hold was not collected");
+                                        covered
+                                    }
+                                }
+                            }
+                            Ok(_) => covered,
+                            // The hold expired under a very long call: charge directly.
+                            Err(LedgerError::HoldNotOpen { .. }) => {
+                                aibank_ledger::charge(c, &agent, cost, None, now)?;
+                                cost
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
+                aibank_ledger::record_usage(c, &agent, collected, &meta, now)?;
+                Ok(collected)
+            })
+        })
+        .await;
+    let charged = match res {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(agent_id = %bill.agent_id, error = %e, "settling a gateway call failed");
+            Usd::ZERO
+        }
+    };
+    let agent = bill.agent_id.clone();
+    let balance = gw
+        .pool
+        .run(move |c| aibank_ledger::balance(c, &agent))
+        .await
+        .ok()
+        .map(|a| Usd::from_micros(a.balance_micros));
+    (charged, balance)
+}
+
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::invalid_field("body", "Could not read the request body")
+                .with_source(e.to_string())
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::invalid_field(
+                "body",
+                format!("Request body is larger than the gateway's {limit}-byte limit"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The upstream key for this agent and provider: the agent's own, else the platform's.
+async fn upstream_key(
+    gw: &Gateway,
+    agent_id: &str,
+    provider: &Provider,
+) -> Result<(String, bool), ApiError> {
+    if let Some(sb) = gw.secret_box.clone() {
+        let (agent, name) = (agent_id.to_owned(), provider.name.clone());
+        let sealed = gw
+            .pool
+            .run(move |c| {
+                aibank_store::repo::provider_keys::find(c, &agent, &name).map_err(StoreError::from)
+            })
+            .await?;
+        if let Some(sealed) = sealed {
+            let plain = sb
+                .open(
+                    &sealed,
+                    crate::byok::aad(agent_id, &provider.name).as_bytes(),
+                )
+                .map_err(ApiError::internal)?;
+            let key = String::from_utf8(plain).map_err(ApiError::internal)?;
+            return Ok((key, true));
+        }
+    }
+    match &provider.api_key {
+        Some(k) => Ok((k.expose().to_owned(), false)),
+        None => Err(
+            ApiError::unavailable(format!("No {} API key configured", provider.name))
+                .with("needsKey", true),
+        ),
+    }
+}
+
+/// The most output a request may produce, from its own limit fields.
+fn max_output(wire: Wire, body: &Value, default: u64) -> u64 {
+    let fields: &[&str] = match wire {
+        Wire::Anthropic => &["max_tokens"],
+        Wire::OpenAi => &["max_completion_tokens", "max_tokens"],
+    };
+    fields
+        .iter()
+        .find_map(|f| body[*f].as_u64())
+        .unwrap_or(default)
+}
+
+/// Reads a metered request: its model and price, whether it streams, the most it can
+/// cost. May rewrite the body (OpenAI streams are asked for their usage).
+fn meter_request(
+    gw: &Gateway,
+    provider: &Provider,
+    body: &mut Bytes,
+    caller: &ApiKeyAuth,
+    request_id: &RequestId,
+) -> Result<(Bill, u64, bool), ApiError> {
+    let mut json: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid_field("body", format!("Request body is not valid JSON: {e}"))
+    })?;
+    let model = json["model"]
+        .as_str()
+        .ok_or_else(|| ApiError::invalid_field("model", "`model` is required"))?
+        .to_owned();
+    let price = provider.prices.lookup(&model).ok_or_else(|| {
+        ApiError::invalid_field(
+            "model",
+            format!(
+                "No price is configured for model `{model}` at provider `{}`",
+                provider.name
+            ),
+        )
+    })?;
+    let streamed = json["stream"].as_bool().unwrap_or(false);
+    if streamed
+        && provider.wire == Wire::OpenAi
+        && json["stream_options"]["include_usage"].as_bool() != Some(true)
+    {
+        // Ask for the final usage chunk, which is what the call is billed from.
+        json["stream_options"]["include_usage"] = Value::Bool(true);
+        *body = Bytes::from(serde_json::to_vec(&json).map_err(ApiError::internal)?);
+    }
+    let bill = Bill {
+        agent_id: caller.agent.id.clone(),
+        api_key_id: caller.key_id.clone(),
+        provider: provider.name.clone(),
+        model,
+        price,
+        prompt_estimate: (body.len() as u64).div_ceil(BYTES_PER_PROMPT_TOKEN),
+        charged: true,
+        request_id: request_id.to_string(),
+    };
+    let max_out = max_output(provider.wire, &json, gw.settings.default_max_output_tokens);
+    Ok((bill, max_out, streamed))
+}
+
+/// Reserves the most the call can cost.
+async fn reserve(gw: &Gateway, bill: &Bill, max_out: u64) -> Result<HoldReceipt, ApiError> {
+    let max = bill
+        .price
+        .max_cost(bill.prompt_estimate, max_out)
+        .max(Usd::from_micros(1));
+    let ttl = i64::try_from(gw.settings.hold_ttl.as_millis()).unwrap_or(i64::MAX);
+    let (agent, now, reference) = (bill.agent_id.clone(), gw.now_ms(), bill.request_id.clone());
+    Ok(gw
+        .pool
+        .run(move |c| aibank_ledger::place_hold(c, &agent, max, ttl, Some(&reference), now))
+        .await?)
+}
+
+/// The upstream request: same method, path, query and safe headers, the upstream's
+/// credential instead of ours.
+fn upstream_request(
+    gw: &Gateway,
+    req: &HttpRequest,
+    provider: &Provider,
+    tail: &str,
+    key: String,
+    body: Bytes,
+) -> Result<reqwest::RequestBuilder, ApiError> {
+    let query = req.query_string();
+    let url = if query.is_empty() {
+        format!("{}/{tail}", provider.base_url)
+    } else {
+        format!("{}/{tail}?{query}", provider.base_url)
+    };
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+        .map_err(ApiError::internal)?;
+    let mut out = gw.client.request(method, &url);
+    for (name, value) in req.headers() {
+        if forwardable(name.as_str()) {
+            out = out.header(name.as_str(), value.as_bytes());
+        }
+    }
+    out = match provider.wire {
+        Wire::Anthropic => {
+            let version = req
+                .headers()
+                .get("anthropic-version")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(ANTHROPIC_VERSION)
+                .to_owned();
+            out.header("x-api-key", key)
+                .header("anthropic-version", version)
+        }
+        Wire::OpenAi => out.bearer_auth(key),
+    };
+    if !body.is_empty() {
+        out = out.body(body);
+    }
+    Ok(out)
+}
+
+/// Sends, mapping a missing answer to 504 and a failed connection to 502.
+async fn send(gw: &Gateway, out: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
+    match tokio::time::timeout(gw.settings.first_byte_timeout, out.send()).await {
+        Err(_) => Err(upstream_timeout(
+            "The upstream provider did not answer in time",
+        )),
+        Ok(Err(e)) if e.is_timeout() => Err(upstream_timeout(
+            "The upstream provider did not answer in time",
+        )),
+        Ok(Err(e)) => Err(upstream_error("Could not reach the upstream provider", e)),
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
+/// Our response head: the upstream's status and headers, less hop-by-hop ones.
+fn response_head(upstream: &reqwest::Response) -> actix_web::HttpResponseBuilder {
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut res = HttpResponse::build(status);
+    for (name, value) in upstream.headers() {
+        if returnable(name.as_str()) {
+            res.append_header((name.as_str(), value.as_bytes()));
+        }
+    }
+    if let Some(v) = upstream.headers().get("x-request-id") {
+        res.insert_header(("x-upstream-request-id", v.as_bytes()));
+    }
+    res
+}
+
+/// The gateway route.
+#[tracing::instrument(skip_all, fields(provider = %req.match_info().get("provider").unwrap_or("")))]
+pub async fn proxy(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    auth: web::Data<AuthState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let provider_name = req
+        .match_info()
+        .get("provider")
+        .unwrap_or_default()
+        .to_owned();
+    let tail = req.match_info().get("tail").unwrap_or_default().to_owned();
+    let caller = auth.authenticate_api_key(&presented_key(&req)?).await?;
+    let Some(provider) = gw.registry.get(&provider_name).cloned() else {
+        return Err(
+            ApiError::not_found(format!("Unknown provider `{provider_name}`"))
+                .with("providers", gw.registry.names()),
+        );
+    };
+    let method = req.method().as_str().to_owned();
+    let Some(kind) = endpoint(provider.wire, &method, &tail) else {
+        return Err(ApiError::not_found(format!(
+            "{method} /{tail} is not available through the {provider_name} gateway"
+        )));
+    };
+    let mut body = read_body(payload, gw.settings.max_body_bytes).await?;
+    let metered = if kind == Endpoint::Metered {
+        Some(meter_request(
+            &gw,
+            &provider,
+            &mut body,
+            &caller,
+            &request_id,
+        )?)
+    } else {
+        None
+    };
+    let (key, own_key) = upstream_key(&gw, &caller.agent.id, &provider).await?;
+    let mut guard = HoldGuard {
+        pool: gw.pool.clone(),
+        clock: gw.clock.clone(),
+        hold: None,
+    };
+    let mut streamed = false;
+    let bill = match metered {
+        Some((mut bill, max_out, s)) => {
+            streamed = s;
+            bill.charged = !own_key || gw.settings.charge_byok;
+            if bill.charged {
+                guard.hold = Some(reserve(&gw, &bill, max_out).await?);
+            }
+            Some(bill)
+        }
+        None => None,
+    };
+
+    let out = upstream_request(&gw, &req, &provider, &tail, key, body)?;
+    let upstream = match send(&gw, out).await {
+        Ok(r) => r,
+        Err(e) => {
+            guard.release().await;
+            return Err(e);
+        }
+    };
+    respond(gw, provider.wire, bill, guard, upstream, streamed).await
+}
+
+/// Turns the upstream answer into ours and settles the bill.
+async fn respond(
+    gw: web::Data<Gateway>,
+    wire: Wire,
+    bill: Option<Bill>,
+    mut guard: HoldGuard,
+    upstream: reqwest::Response,
+    streamed: bool,
+) -> Result<HttpResponse, ApiError> {
+    let mut res = response_head(&upstream);
+    let is_sse = upstream
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+
+    // Failures are passed back as the provider wrote them; nothing is charged.
+    if !upstream.status().is_success() {
+        let body = read_upstream(upstream, gw.settings.idle_timeout).await;
+        guard.release().await;
+        res.insert_header(("x-aibank-cost-usd", "0.0"));
+        return Ok(res.body(body.unwrap_or_default()));
+    }
+    let Some(bill) = bill else {
+        let body = read_upstream(upstream, gw.settings.idle_timeout)
+            .await
+            .map_err(|e| upstream_error("The upstream response broke off", e))?;
+        return Ok(res.body(body));
+    };
+    if is_sse || streamed {
+        let hold = guard.take();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+        tokio::spawn(pump(gw.into_inner(), wire, bill, hold, upstream, tx));
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
+        });
+        return Ok(res.streaming(stream));
+    }
+    let body = match read_upstream(upstream, gw.settings.idle_timeout).await {
+        Ok(b) => b,
+        Err(e) => {
+            guard.release().await;
+            return Err(upstream_error("The upstream response broke off", e));
+        }
+    };
+    let tokens = tokens_from_json(wire, &body).unwrap_or(Tokens {
+        input: bill.prompt_estimate,
+        ..Tokens::default()
+    });
+    let (cost, balance) = settle(&gw, &bill, guard.take(), tokens, false).await;
+    res.insert_header(("x-aibank-cost-usd", cost.to_string()));
+    if let Some(b) = balance {
+        res.insert_header(("x-aibank-balance-usd", b.to_string()));
+    }
+    Ok(res.body(body))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("timed out")]
+    Timeout,
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
+async fn read_upstream(r: reqwest::Response, idle: Duration) -> Result<Bytes, ReadError> {
+    match tokio::time::timeout(idle, r.bytes()).await {
+        Err(_) => Err(ReadError::Timeout),
+        Ok(res) => Ok(res?),
+    }
+}
+
+/// How a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Complete,
+    ClientGone,
+    Idle,
+    Broken,
+}
+
+/// Moves a streamed answer to the client chunk by chunk, metering it, then settles and
+/// appends the cost as an SSE comment.
+async fn pump(
+    gw: Arc<Gateway>,
+    wire: Wire,
+    bill: Bill,
+    hold: Option<HoldReceipt>,
+    upstream: reqwest::Response,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let mut meter = SseMeter::new(wire);
+    let mut stream = upstream.bytes_stream();
+    let end = loop {
+        tokio::select! {
+            () = tx.closed() => break End::ClientGone,
+            next = tokio::time::timeout(gw.settings.idle_timeout, stream.next()) => match next {
+                Err(_) => break End::Idle,
+                Ok(None) => break End::Complete,
+                Ok(Some(Err(_))) => break End::Broken,
+                Ok(Some(Ok(chunk))) => {
+                    meter.feed(&chunk);
+                    if tx.send(chunk).await.is_err() {
+                        break End::ClientGone;
+                    }
+                }
+            }
+        }
+    };
+    drop(stream);
+    let tokens = meter.billable(bill.prompt_estimate);
+    let complete = meter.complete();
+    if end != End::Complete || !complete {
+        tracing::warn!(end = ?end, usage_reported = complete, "stream ended early; billing what was seen");
+    }
+    let (cost, balance) = settle(&gw, &bill, hold, tokens, !complete).await;
+    if end == End::ClientGone {
+        return;
+    }
+    if matches!(end, End::Idle | End::Broken) {
+        let err = match wire {
+            Wire::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"The upstream stream ended early\"}}\n\n",
+            Wire::OpenAi => "data: {\"error\":{\"message\":\"The upstream stream ended early\",\"type\":\"upstream_error\"}}\n\n",
+        };
+        let _ = tx.send(Bytes::from_static(err.as_bytes())).await;
+    }
+    let balance = balance.map_or_else(String::new, |b| format!(" balance_usd={b}"));
+    let trailer = format!(": aibank cost_usd={cost}{balance}\n\n");
+    let _ = tx.send(Bytes::from(trailer)).await;
+}

@@ -1,0 +1,631 @@
+//! A mock upstream LLM provider: a real HTTP server on `127.0.0.1` speaking the wire formats
+//! of the Anthropic Messages API (`POST /v1/messages`) and the OpenAI Chat Completions API
+//! (`POST /v1/chat/completions`), JSON and SSE, plus `GET /v1/models`.
+//!
+//! Each response is steered by request headers (a gateway forwards them untouched):
+//!
+//! - `x-mock-usage: IN,OUT[,CACHE_WRITE[,CACHE_READ]]` — token counts to report
+//!   (default `11,7,0,0`).
+//! - `x-mock-behavior:` `ok` (default), `error-400|401|429|500|529`, `stall` (60 s before
+//!   anything), `cut` (streams: first half of the events, then the connection is cut;
+//!   non-stream: the first 20 bytes of the JSON body, then cut), `stall-stream` (streams:
+//!   first half of the events, then silence with the connection held open).
+//! - `x-mock-chunk-delay-ms: N` — delay before each SSE event after the first (default 0).
+//! - `x-mock-chunks: N` — number of text deltas (default 3): "Hello", " from", " mock",
+//!   then " more" repeated.
+//!
+//! An unknown behaviour or a malformed control header is answered with a 400 in the
+//! provider's error shape (without `x-mock-error`), so a typo in a test fails loudly.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use futures_util::stream;
+use serde_json::{json, Value};
+
+/// One request the mock received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// The path, plus `?query` when there is one.
+    pub path: String,
+    /// Every header in arrival order; names are lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (matched case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON; panics when it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "recorded body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    requests: Mutex<Vec<RecordedRequest>>,
+    streams_started: AtomicUsize,
+    streams_completed: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+/// The running mock; the server stops when this is dropped.
+pub struct MockUpstream {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl MockUpstream {
+    /// Binds `127.0.0.1:0` and serves on the current Tokio runtime.
+    #[allow(clippy::unused_async)] // async so that it is only called inside a runtime.
+    pub async fn start() -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        let shared = Arc::new(Shared::default());
+        let data = web::Data::from(shared.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+                .default_service(web::to(handle))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("mock upstream listens")
+        .run();
+        let server = tokio::spawn(server);
+        MockUpstream {
+            base: format!("http://127.0.0.1:{port}"),
+            shared,
+            server,
+        }
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last()
+            .cloned()
+    }
+
+    /// How many SSE streams have handed their final event (`message_stop` / `[DONE]`) to
+    /// the response.
+    pub fn streams_completed(&self) -> usize {
+        self.shared.streams_completed.load(Ordering::SeqCst)
+    }
+
+    /// How many SSE streams have handed their first event to the response.
+    pub fn streams_started(&self) -> usize {
+        self.shared.streams_started.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    Anthropic,
+    OpenAi,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Behavior {
+    Ok,
+    Error(u16),
+    Stall,
+    Cut,
+    StallStream,
+}
+
+#[derive(Clone, Copy)]
+struct Usage {
+    input: u64,
+    output: u64,
+    cache_write: u64,
+    cache_read: u64,
+}
+
+struct Controls {
+    behavior: Behavior,
+    usage: Usage,
+    delay: Duration,
+    chunks: usize,
+}
+
+fn record(req: &HttpRequest, body: &Bytes, shared: &Shared) {
+    let path = match req.uri().query() {
+        Some(q) => format!("{}?{q}", req.path()),
+        None => req.path().to_owned(),
+    };
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    shared
+        .requests
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(RecordedRequest {
+            method: req.method().as_str().to_owned(),
+            path,
+            headers,
+            body: body.to_vec(),
+        });
+}
+
+async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    record(&req, &body, &shared);
+    let method = req.method().as_str();
+    let provider = match req.path() {
+        "/v1/messages" if method == "POST" => Provider::Anthropic,
+        "/v1/chat/completions" if method == "POST" => Provider::OpenAi,
+        "/v1/models" if method == "GET" => {
+            return HttpResponse::Ok()
+                .json(json!({"object":"list","data":[{"id":"mock-model","object":"model"}]}));
+        }
+        p => {
+            let anthropic = p.contains("messages")
+                || req.headers().contains_key("anthropic-version")
+                || req.headers().contains_key("x-api-key");
+            let provider = if anthropic {
+                Provider::Anthropic
+            } else {
+                Provider::OpenAi
+            };
+            let message = format!("mock upstream: no route for {method} {p}");
+            return error_response(provider, StatusCode::NOT_FOUND, &message, false);
+        }
+    };
+
+    let controls = match controls(&req) {
+        Ok(c) => c,
+        Err(message) => {
+            return error_response(provider, StatusCode::BAD_REQUEST, &message, false);
+        }
+    };
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return error_response(
+            provider,
+            StatusCode::BAD_REQUEST,
+            "mock upstream: the request body is not JSON",
+            false,
+        );
+    };
+
+    match controls.behavior {
+        Behavior::Error(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return error_response(provider, status, "mock error", true);
+        }
+        Behavior::Stall => tokio::time::sleep(Duration::from_secs(60)).await,
+        Behavior::Ok | Behavior::Cut | Behavior::StallStream => {}
+    }
+
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock-model")
+        .to_owned();
+    let streaming = request.get("stream").and_then(Value::as_bool) == Some(true);
+    let n = shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+    let texts = texts(controls.chunks);
+
+    if streaming {
+        let events = match provider {
+            Provider::Anthropic => anthropic_events(n, &model, controls.usage, &texts),
+            Provider::OpenAi => {
+                let include_usage = request
+                    .pointer("/stream_options/include_usage")
+                    .and_then(Value::as_bool)
+                    == Some(true);
+                openai_events(n, &model, controls.usage, &texts, include_usage)
+            }
+        };
+        sse_response(events, &controls, shared.into_inner())
+    } else {
+        let full = texts.concat();
+        let body = match provider {
+            Provider::Anthropic => anthropic_message(n, &model, controls.usage, &full),
+            Provider::OpenAi => openai_completion(n, &model, controls.usage, &full),
+        };
+        let bytes = Bytes::from(body.to_string());
+        if controls.behavior == Behavior::Cut {
+            truncated_json(bytes)
+        } else {
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(bytes)
+        }
+    }
+}
+
+fn controls(req: &HttpRequest) -> Result<Controls, String> {
+    let header = |name: &str| -> Result<Option<String>, String> {
+        req.headers()
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .map(|s| s.trim().to_owned())
+                    .map_err(|_| format!("mock upstream: {name} is not ASCII"))
+            })
+            .transpose()
+    };
+    let behavior = match header("x-mock-behavior")?.as_deref() {
+        None | Some("ok") => Behavior::Ok,
+        Some("error-400") => Behavior::Error(400),
+        Some("error-401") => Behavior::Error(401),
+        Some("error-429") => Behavior::Error(429),
+        Some("error-500") => Behavior::Error(500),
+        Some("error-529") => Behavior::Error(529),
+        Some("stall") => Behavior::Stall,
+        Some("cut") => Behavior::Cut,
+        Some("stall-stream") => Behavior::StallStream,
+        Some(other) => return Err(format!("mock upstream: unknown x-mock-behavior {other:?}")),
+    };
+    let usage = match header("x-mock-usage")? {
+        None => Usage {
+            input: 11,
+            output: 7,
+            cache_write: 0,
+            cache_read: 0,
+        },
+        Some(v) => {
+            let parts = v
+                .split(',')
+                .map(|p| p.trim().parse::<u64>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("mock upstream: bad x-mock-usage {v:?}: {e}"))?;
+            if !(2..=4).contains(&parts.len()) {
+                return Err(format!(
+                    "mock upstream: x-mock-usage wants IN,OUT[,CACHE_WRITE[,CACHE_READ]], got {v:?}"
+                ));
+            }
+            Usage {
+                input: parts[0],
+                output: parts[1],
+                cache_write: parts.get(2).copied().unwrap_or(0),
+                cache_read: parts.get(3).copied().unwrap_or(0),
+            }
+        }
+    };
+    let number = |name: &str, default: u64| -> Result<u64, String> {
+        header(name)?.map_or(Ok(default), |v| {
+            v.parse::<u64>()
+                .map_err(|e| format!("mock upstream: bad {name} {v:?}: {e}"))
+        })
+    };
+    let delay = Duration::from_millis(number("x-mock-chunk-delay-ms", 0)?);
+    let chunks = usize::try_from(number("x-mock-chunks", 3)?)
+        .map_err(|_| "mock upstream: x-mock-chunks is too large".to_owned())?;
+    Ok(Controls {
+        behavior,
+        usage,
+        delay,
+        chunks,
+    })
+}
+
+fn texts(chunks: usize) -> Vec<&'static str> {
+    (0..chunks)
+        .map(|i| match i {
+            0 => "Hello",
+            1 => " from",
+            2 => " mock",
+            _ => " more",
+        })
+        .collect()
+}
+
+fn error_response(
+    provider: Provider,
+    status: StatusCode,
+    message: &str,
+    mock_error: bool,
+) -> HttpResponse {
+    let body = match provider {
+        Provider::Anthropic => {
+            let kind = match status.as_u16() {
+                400 => "invalid_request_error",
+                401 => "authentication_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                429 => "rate_limit_error",
+                529 => "overloaded_error",
+                _ => "api_error",
+            };
+            json!({"type":"error","error":{"type":kind,"message":message}})
+        }
+        Provider::OpenAi => {
+            let kind = match status.as_u16() {
+                400 | 404 => "invalid_request_error",
+                401 => "authentication_error",
+                429 => "rate_limit_error",
+                529 => "overloaded_error",
+                _ => "server_error",
+            };
+            json!({"error":{"message":message,"type":kind,"param":null,"code":null}})
+        }
+    };
+    let mut response = HttpResponse::build(status);
+    if mock_error {
+        response.insert_header(("x-mock-error", "true"));
+    }
+    response.json(body)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn anthropic_message(n: u64, model: &str, u: Usage, text: &str) -> Value {
+    json!({
+        "id": format!("msg_mock_{n}"),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": null,
+        "usage": {
+            "input_tokens": u.input,
+            "output_tokens": u.output,
+            "cache_creation_input_tokens": u.cache_write,
+            "cache_read_input_tokens": u.cache_read,
+        },
+    })
+}
+
+fn openai_usage(u: Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input,
+        "completion_tokens": u.output,
+        "total_tokens": u.input + u.output,
+        "prompt_tokens_details": {"cached_tokens": u.cache_read},
+    })
+}
+
+fn openai_completion(n: u64, model: &str, u: Usage, text: &str) -> Value {
+    json!({
+        "id": format!("chatcmpl-mock{n}"),
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": null,
+            "finish_reason": "stop",
+        }],
+        "usage": openai_usage(u),
+    })
+}
+
+fn anthropic_event(kind: &str, data: &str) -> Bytes {
+    Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
+}
+
+fn anthropic_events(n: u64, model: &str, u: Usage, texts: &[&str]) -> Vec<Bytes> {
+    let start = json!({
+        "type": "message_start",
+        "message": {
+            "id": format!("msg_mock_{n}"),
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": null,
+            "stop_sequence": null,
+            "usage": {
+                "input_tokens": u.input,
+                "output_tokens": 1,
+                "cache_creation_input_tokens": u.cache_write,
+                "cache_read_input_tokens": u.cache_read,
+            },
+        },
+    });
+    let mut events = vec![
+        anthropic_event("message_start", &start.to_string()),
+        anthropic_event(
+            "content_block_start",
+            &json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})
+                .to_string(),
+        ),
+        // The real API sends exactly this spacing.
+        anthropic_event("ping", r#"{"type": "ping"}"#),
+    ];
+    for text in texts {
+        let delta = json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":text}});
+        events.push(anthropic_event("content_block_delta", &delta.to_string()));
+    }
+    events.push(anthropic_event(
+        "content_block_stop",
+        &json!({"type":"content_block_stop","index":0}).to_string(),
+    ));
+    let delta = json!({
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+        "usage": {"output_tokens": u.output},
+    });
+    events.push(anthropic_event("message_delta", &delta.to_string()));
+    events.push(anthropic_event(
+        "message_stop",
+        &json!({"type":"message_stop"}).to_string(),
+    ));
+    events
+}
+
+fn openai_events(n: u64, model: &str, u: Usage, texts: &[&str], include_usage: bool) -> Vec<Bytes> {
+    let id = format!("chatcmpl-mock{n}");
+    let created = unix_now();
+    let chunk = |delta: Value, finish: Value| {
+        let mut c = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        Bytes::from(format!("data: {c}\n\n"))
+    };
+    let mut events = vec![chunk(json!({"role":"assistant","content":""}), Value::Null)];
+    for text in texts {
+        events.push(chunk(json!({ "content": text }), Value::Null));
+    }
+    events.push(chunk(json!({}), json!("stop")));
+    if include_usage {
+        let c = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": openai_usage(u),
+        });
+        events.push(Bytes::from(format!("data: {c}\n\n")));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    events
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StreamEnd {
+    Complete,
+    Cut,
+    Stall,
+}
+
+struct SseState {
+    events: Vec<Bytes>,
+    next: usize,
+    delay: Duration,
+    end: StreamEnd,
+    finished: bool,
+    shared: Arc<Shared>,
+}
+
+fn sse_response(mut events: Vec<Bytes>, controls: &Controls, shared: Arc<Shared>) -> HttpResponse {
+    let end = match controls.behavior {
+        Behavior::Cut => StreamEnd::Cut,
+        Behavior::StallStream => StreamEnd::Stall,
+        _ => StreamEnd::Complete,
+    };
+    if end != StreamEnd::Complete {
+        events.truncate((events.len() / 2).max(1));
+    }
+    let state = SseState {
+        events,
+        next: 0,
+        delay: controls.delay,
+        end,
+        finished: false,
+        shared,
+    };
+    let body = stream::unfold(state, |mut st| async move {
+        if st.next < st.events.len() {
+            if st.next > 0 && !st.delay.is_zero() {
+                tokio::time::sleep(st.delay).await;
+            }
+            let item = st.events[st.next].clone();
+            st.next += 1;
+            if st.next == 1 {
+                st.shared.streams_started.fetch_add(1, Ordering::SeqCst);
+            }
+            if st.next == st.events.len() && st.end == StreamEnd::Complete {
+                st.shared.streams_completed.fetch_add(1, Ordering::SeqCst);
+            }
+            return Some((Ok::<_, actix_web::Error>(item), st));
+        }
+        match st.end {
+            StreamEnd::Stall => {
+                std::future::pending::<()>().await;
+                None
+            }
+            StreamEnd::Cut if !st.finished => {
+                st.finished = true;
+                // Let the dispatcher flush what was sent: an error item drops the connection
+                // together with anything still in its write buffer.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Some((
+                    Err(actix_web::error::ErrorInternalServerError("mock cut")),
+                    st,
+                ))
+            }
+            StreamEnd::Complete | StreamEnd::Cut => None,
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .streaming(body)
+}
+
+/// Announces the whole JSON body's length, sends its first 20 bytes, then cuts the
+/// connection.
+fn truncated_json(full: Bytes) -> HttpResponse {
+    let len = full.len();
+    let head = full.slice(..len.min(20));
+    let parts: Vec<Result<Bytes, actix_web::Error>> = vec![
+        Ok(head),
+        Err(actix_web::error::ErrorInternalServerError("mock cut")),
+    ];
+    let body = stream::unfold(parts.into_iter(), |mut it| async move {
+        let item = it.next()?;
+        if item.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some((item, it))
+    });
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((CONTENT_LENGTH, len))
+        .streaming(body)
+}
