@@ -1,0 +1,29 @@
+"""Drop-in check: the official Anthropic and OpenAI Python SDKs, pointed at the gateway,
+work unchanged. Run by tests/sdk_dropin.rs with AIBANK_GATEWAY and AIBANK_KEY set."""
+import os
+import sys
+
+import anthropic
+import openai
+
+gateway, key = os.environ["AIBANK_GATEWAY"], os.environ["AIBANK_KEY"]
+a = anthropic.Anthropic(api_key=key, base_url=f"{gateway}/v1/gateway/anthropic", max_retries=0)
+o = openai.OpenAI(api_key=key, base_url=f"{gateway}/v1/gateway/openai/v1", max_retries=0)
+msgs = [{"role": "user", "content": "hi"}]
+
+m = a.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=msgs)
+assert (m.content[0].text, m.usage.input_tokens, m.usage.output_tokens) == ("Hello from mock", 11, 7), m
+with a.messages.stream(model="claude-sonnet-4-5", max_tokens=50, messages=msgs) as s:
+    text = "".join(s.text_stream)
+    assert (text, s.get_final_message().usage.output_tokens) == ("Hello from mock", 7)
+c = o.chat.completions.create(model="gpt-4o-mini", messages=msgs)
+assert (c.choices[0].message.content, c.usage.total_tokens) == ("Hello from mock", 18), c
+chunks = list(o.chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True))
+assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "Hello from mock"
+try:
+    a.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=msgs,
+                      extra_headers={"x-mock-behavior": "error-429"})
+    sys.exit("expected a rate-limit error")
+except anthropic.RateLimitError:
+    pass
+print("sdk drop-in ok")

@@ -1,0 +1,68 @@
+//! The official Anthropic and OpenAI Python SDKs work against the gateway unchanged.
+//! Needs `pip install anthropic openai` (CI installs pinned versions and sets
+//! `AIBANK_TEST_SDKS=1`, which makes the SDKs required); skipped, loudly, without them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use aibank_gateway::Registry;
+use aibank_testkit::mock_upstream::MockUpstream;
+use aibank_testkit::spawn_app_with;
+
+fn sdks_available() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import anthropic, openai"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_work_unchanged() {
+    let required = std::env::var("AIBANK_TEST_SDKS").is_ok_and(|v| v == "1");
+    if !sdks_available() {
+        assert!(
+            !required,
+            "AIBANK_TEST_SDKS=1 but the anthropic/openai Python SDKs are not installed"
+        );
+        eprintln!("SKIPPED: pip install anthropic openai to run the SDK drop-in test");
+        return;
+    }
+    let mock = MockUpstream::start().await;
+    let base = mock.base.clone();
+    let app = spawn_app_with(move |c| {
+        c.providers = Registry::build(
+            (base.clone(), Some("sk-up".to_owned().into())),
+            (base.clone(), Some("sk-up".to_owned().into())),
+            Vec::new(),
+            BTreeMap::new(),
+            |_| None,
+        )
+        .unwrap();
+    })
+    .await;
+    let (agent, key) = app.register().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk_dropin.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .env("AIBANK_GATEWAY", &app.base)
+        .env("AIBANK_KEY", &key)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("sdk drop-in ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 2 × (11 × $3 + 7 × $15)/M + 2 × (11 × $0.15 + 7 × $0.6)/M, each rounded up: 288 µ$.
+    let mut settled = false;
+    for _ in 0..100 {
+        if app.ledger_state(&agent).await == (9_999_712, 9_999_712) {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(settled, "{:?}", app.ledger_state(&agent).await);
+}
