@@ -220,6 +220,10 @@ impl DbPool {
             ManagerError::Query(q) => StoreError::Query(q),
         })?;
         let pool = r2d2::Pool::builder()
+            // A server connection can die under us (restart, failover), so PostgreSQL
+            // connections are pinged on checkout; a SQLite file connection cannot, and the
+            // ping would double the statements of every request.
+            .test_on_check_out(backend == Backend::Postgres)
             .max_size(opts.max_size)
             .min_idle(Some(1))
             .connection_timeout(opts.connection_timeout)
