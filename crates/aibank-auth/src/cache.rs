@@ -138,3 +138,106 @@ mod tests {
         assert!(c.len() <= 4);
     }
 }
+
+/// A small bounded map whose entries live for `ttl`; a zero TTL disables it. Used for
+/// look-ups that may be a little stale across instances but must be dropped at once on the
+/// instance that changes them (callers `remove` on change).
+pub struct TtlCache<V> {
+    entries: Mutex<HashMap<String, (Instant, V)>>,
+    ttl: Duration,
+    max_entries: usize,
+}
+
+impl<V> std::fmt::Debug for TtlCache<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TtlCache")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V: Clone> TtlCache<V> {
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        TtlCache {
+            entries: Mutex::new(HashMap::new()),
+            ttl,
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<V> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let mut entries = self.entries.lock().ok()?;
+        match entries.get(key) {
+            Some((at, v)) if at.elapsed() < self.ttl => Some(v.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn insert(&self, key: &str, value: V) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.len() >= self.max_entries {
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            if entries.len() >= self.max_entries {
+                entries.clear();
+            }
+        }
+        entries.insert(key.to_owned(), (Instant::now(), value));
+    }
+
+    /// Changes a live entry in place (keeping its age).
+    pub fn modify(&self, key: &str, f: impl FnOnce(&mut V)) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if let Some((_, v)) = entries.get_mut(key) {
+                f(v);
+            }
+        }
+    }
+
+    pub fn remove(&self, key: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
+
+    /// Drops every entry `keep` says no to.
+    pub fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|_, (_, v)| keep(v));
+        }
+    }
+}
+
+#[cfg(test)]
+mod ttl_tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire_and_can_be_dropped() {
+        let c = TtlCache::new(Duration::from_millis(50), 10);
+        c.insert("a", 1);
+        assert_eq!(c.get("a"), Some(1));
+        c.modify("a", |v| *v = 2);
+        assert_eq!(c.get("a"), Some(2));
+        c.retain(|v| *v != 2);
+        assert_eq!(c.get("a"), None);
+        c.insert("b", 3);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(c.get("b"), None);
+        let off = TtlCache::new(Duration::ZERO, 10);
+        off.insert("a", 1);
+        assert_eq!(off.get("a"), None, "a zero TTL disables the cache");
+    }
+}

@@ -8,12 +8,13 @@ use std::sync::{Arc, OnceLock};
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
 use aibank_core::{ApiError, SecretString, SharedClock};
-use aibank_store::models::{Agent, KEY_STATUS_ACTIVE};
+use aibank_store::models::{Agent, ApiKey, KEY_STATUS_ACTIVE};
 use aibank_store::repo::keys as key_repo;
 use aibank_store::{AnyConnection, DbPool, StoreError};
 use futures_util::future::LocalBoxFuture;
 use tokio::sync::Semaphore;
 
+use crate::cache::TtlCache;
 use crate::keys::{self, KeyKind, ParsedKey};
 use crate::VerifiedCache;
 
@@ -25,6 +26,9 @@ pub struct AuthState {
     pub pool: DbPool,
     pub cache: VerifiedCache,
     pub clock: SharedClock,
+    /// Key rows and their agents, kept for a short TTL so most requests skip the database;
+    /// dropped at once on this instance when a key or agent changes.
+    principals: TtlCache<(ApiKey, Agent)>,
     /// argon2 takes ~19 MiB and a core for ~20 ms: bound how many run at once.
     argon2_permits: Arc<Semaphore>,
 }
@@ -65,12 +69,20 @@ fn dummy_hash() -> &'static str {
 }
 
 impl AuthState {
-    pub fn new(pool: DbPool, cache: VerifiedCache, clock: SharedClock) -> Self {
+    /// `status_ttl`: how long a key's status may be served from memory (zero: read the
+    /// database on every request). Other instances see a revocation within it.
+    pub fn new(
+        pool: DbPool,
+        cache: VerifiedCache,
+        clock: SharedClock,
+        status_ttl: std::time::Duration,
+    ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         AuthState {
             pool,
             cache,
             clock,
+            principals: TtlCache::new(status_ttl, 100_000),
             argon2_permits: Arc::new(Semaphore::new(cores * 2)),
         }
     }
@@ -124,10 +136,10 @@ impl AuthState {
         id: String,
         last_used_at: Option<i64>,
         touch: fn(&mut AnyConnection, &str, i64) -> diesel::QueryResult<usize>,
-    ) {
+    ) -> bool {
         let now = self.clock.now_ms();
         if last_used_at.is_some_and(|t| now - t < key_repo::LAST_USED_RESOLUTION_MS) {
-            return;
+            return false;
         }
         let pool = self.pool.clone();
         tokio::spawn(async move {
@@ -138,6 +150,18 @@ impl AuthState {
                 tracing::warn!(error = %e, "could not record key use");
             }
         });
+        true
+    }
+
+    /// Forgets what this instance remembers about an API key (after rotation or revocation).
+    pub fn forget_api_key(&self, key_id: &str) {
+        self.principals.remove(key_id);
+        self.cache.invalidate(key_id);
+    }
+
+    /// Forgets every remembered key of an agent (after the agent changed).
+    pub fn forget_agent(&self, agent_id: &str) {
+        self.principals.retain(|(_, agent)| agent.id != agent_id);
     }
 
     pub async fn authenticate_api_key(&self, presented: &str) -> Result<ApiKeyAuth, ApiError> {
@@ -154,11 +178,19 @@ impl AuthState {
         else {
             return Err(invalid());
         };
-        let id = parsed.id.clone();
-        let found = self
-            .pool
-            .run(move |c| key_repo::find_api_key(c, &id).map_err(StoreError::from))
-            .await?;
+        let found = if let Some(p) = self.principals.get(&parsed.id) {
+            Some(p)
+        } else {
+            let id = parsed.id.clone();
+            let found = self
+                .pool
+                .run(move |c| key_repo::find_api_key(c, &id).map_err(StoreError::from))
+                .await?;
+            if let Some(p) = &found {
+                self.principals.insert(&parsed.id, p.clone());
+            }
+            found
+        };
         let Some((key, agent)) = found else {
             self.burn(&parsed, presented).await;
             return Err(invalid());
@@ -174,7 +206,11 @@ impl AuthState {
         if !agent.active {
             return Err(ApiError::forbidden("Agent is deactivated"));
         }
-        self.record_use(key.id.clone(), key.last_used_at, key_repo::touch_api_key);
+        if self.record_use(key.id.clone(), key.last_used_at, key_repo::touch_api_key) {
+            let now = self.clock.now_ms();
+            self.principals
+                .modify(&key.id, |p| p.0.last_used_at = Some(now));
+        }
         Ok(ApiKeyAuth {
             agent,
             key_id: key.id,

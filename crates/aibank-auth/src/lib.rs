@@ -5,6 +5,6 @@ pub mod cache;
 pub mod extract;
 pub mod keys;
 
-pub use cache::VerifiedCache;
+pub use cache::{TtlCache, VerifiedCache};
 pub use extract::{AgentKeyAuth, ApiKeyAuth, AuthState, MasterKeyAuth};
 pub use keys::{GeneratedKey, KeyKind};

@@ -97,6 +97,7 @@ pub async fn put(
     gw.pool()
         .run(move |c| provider_keys::put(c, &agent, &p, &sealed, now).map_err(StoreError::from))
         .await?;
+    gw.own_keys.remove(&aad(&auth.agent.id, &provider));
     tracing::info!(provider = %provider, "provider key stored");
     Ok(web::Json(KeyStatus {
         provider,
@@ -113,10 +114,11 @@ pub async fn delete(
 ) -> Result<web::Json<KeyStatus>, ApiError> {
     let provider = path.into_inner();
     known(&gw, &provider)?;
-    let (agent, p) = (auth.agent.id, provider.clone());
+    let (agent, p) = (auth.agent.id.clone(), provider.clone());
     gw.pool()
         .run(move |c| provider_keys::delete(c, &agent, &p).map_err(StoreError::from))
         .await?;
+    gw.own_keys.remove(&aad(&auth.agent.id, &provider));
     Ok(web::Json(KeyStatus {
         provider,
         configured: false,

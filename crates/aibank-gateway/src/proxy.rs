@@ -49,12 +49,16 @@ pub struct GatewaySettings {
     pub idle_timeout: Duration,
     /// Whether calls made with an agent's own upstream key are charged credits.
     pub charge_byok: bool,
+    /// How long an agent's provider-key lookup may be served from memory.
+    pub lookup_ttl: Duration,
 }
 
 pub struct Gateway {
     pub registry: Registry,
     pub settings: GatewaySettings,
     pub secret_box: Option<Arc<SecretBox>>,
+    /// Sealed provider keys by `agent/provider` (`None`: the agent has none).
+    pub(crate) own_keys: aibank_auth::TtlCache<Option<String>>,
     client: reqwest::Client,
     pool: DbPool,
     clock: SharedClock,
@@ -83,6 +87,7 @@ impl Gateway {
             .tcp_nodelay(true)
             .build()?;
         Ok(Gateway {
+            own_keys: aibank_auth::TtlCache::new(settings.lookup_ttl, 100_000),
             registry,
             settings,
             secret_box,

@@ -25,6 +25,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("signup_credits_usd", "AIBANK_SIGNUP_CREDITS_USD"),
     ("max_json_bytes", "AIBANK_MAX_JSON_BYTES"),
     ("auth_cache_ttl_secs", "AIBANK_AUTH_CACHE_TTL_SECS"),
+    ("auth_status_ttl_ms", "AIBANK_AUTH_STATUS_TTL_MS"),
     ("workers", "AIBANK_WORKERS"),
     ("hold_ttl_secs", "AIBANK_HOLD_TTL_SECS"),
     ("sweep_interval_secs", "AIBANK_SWEEP_INTERVAL_SECS"),
@@ -115,6 +116,9 @@ pub struct Config {
     pub signup_credits: Usd,
     pub max_json_bytes: usize,
     pub auth_cache_ttl: Duration,
+    /// How long a key's status (and an agent's provider-key lookup) may be served from
+    /// memory; other instances see revocations within it. Zero: always read the database.
+    pub auth_status_ttl: Duration,
     pub workers: Option<usize>,
     /// How long an unsettled hold reserves credits before the sweeper releases it.
     pub hold_ttl: Duration,
@@ -229,6 +233,13 @@ impl Config {
             0,
             86_400,
         )?);
+        let auth_status_ttl = Duration::from_millis(parse_num(
+            "AIBANK_AUTH_STATUS_TTL_MS",
+            get("auth_status_ttl_ms"),
+            2000,
+            0,
+            60_000,
+        )?);
         let workers = match get("workers") {
             None => None,
             Some(v) => Some(parse_num("AIBANK_WORKERS", Some(v), 0, 1, 1024)?),
@@ -339,6 +350,7 @@ impl Config {
                 "gateway_idle_timeout_secs",
                 120,
             )?,
+            lookup_ttl: auth_status_ttl,
             charge_byok: match get("byok_charge").unwrap_or("false") {
                 "true" | "1" => true,
                 "false" | "0" => false,
@@ -364,6 +376,7 @@ impl Config {
             signup_credits,
             max_json_bytes,
             auth_cache_ttl,
+            auth_status_ttl,
             workers,
             hold_ttl,
             sweep_interval,

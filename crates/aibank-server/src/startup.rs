@@ -191,6 +191,7 @@ impl Application {
             pool.clone(),
             VerifiedCache::new(config.auth_cache_ttl, 100_000),
             clock.clone(),
+            config.auth_status_ttl,
         ));
         let json_limit = JsonLimit(config.max_json_bytes);
         let workers = config.workers;

@@ -970,3 +970,67 @@ async fn master_keys_are_created_listed_and_revoked() {
         200
     );
 }
+
+// ---------------------------------------------------------------- several instances
+
+/// Key status is served from memory for `AIBANK_AUTH_STATUS_TTL_MS`: a rotation is
+/// immediate on the instance that made it and reaches the others within the TTL.
+#[tokio::test]
+async fn other_instances_see_a_rotation_within_the_status_ttl() {
+    let ttl = std::time::Duration::from_millis(400);
+    let a = spawn_app_with(|c| c.auth_status_ttl = ttl).await;
+    let mk = a.master_key.clone();
+    let boot = mk.clone();
+    let b = aibank_testkit::spawn_app_on(
+        a.db.clone(),
+        move |c| {
+            c.auth_status_ttl = ttl;
+            c.bootstrap_master_key = Some(boot.into());
+        },
+        std::sync::Arc::new(aibank_core::SystemClock),
+    )
+    .await;
+    let (id, old) = create_fleet_agent(&a, &mk, json!({"name": "shared"})).await;
+    assert_eq!(
+        b.get("/v1/balance", &api(&old)).await.status,
+        200,
+        "instance b remembers the key"
+    );
+
+    let r = a
+        .post(
+            &format!("/v1/platform/agents/{id}/rotate-key"),
+            json!({}),
+            &master(&mk),
+        )
+        .await;
+    let new = r.body["apiKey"].as_str().unwrap().to_owned();
+    assert_eq!(
+        a.get("/v1/balance", &api(&old)).await.status,
+        401,
+        "immediate where it happened"
+    );
+    assert_eq!(
+        b.get("/v1/balance", &api(&new)).await.status,
+        200,
+        "the new key works everywhere at once"
+    );
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        b.get("/v1/balance", &api(&old)).await.status,
+        401,
+        "and the old one dies everywhere within the TTL"
+    );
+
+    // Deactivation follows the same rule.
+    assert_eq!(b.get("/v1/balance", &api(&new)).await.status, 200);
+    a.patch(
+        &format!("/v1/platform/agents/{id}"),
+        json!({"active": false}),
+        &master(&mk),
+    )
+    .await;
+    assert_eq!(a.get("/v1/balance", &api(&new)).await.status, 403);
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(100)).await;
+    assert_eq!(b.get("/v1/balance", &api(&new)).await.status, 403);
+}

@@ -206,6 +206,7 @@ pub async fn update(
         })
         .await?
         .ok_or_else(agent_not_found)?;
+    state.auth.forget_agent(&view.agent_id);
     tracing::info!(agent_id = %view.agent_id, "agent updated");
     Ok(web::Json(view))
 }
@@ -406,7 +407,7 @@ pub async fn rotate_key(
         .await?
         .ok_or_else(agent_not_found)?;
     for old in &revoked {
-        state.auth.cache.invalidate(old);
+        state.auth.forget_api_key(old);
     }
     tracing::info!(agent_id = %agent_id, revoked = revoked.len(), "agent key rotated");
     Ok(web::Json(Rotated {
