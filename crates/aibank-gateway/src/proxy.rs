@@ -328,22 +328,10 @@ async fn settle(
     (charged, balance)
 }
 
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::invalid_field("body", "Could not read the request body")
-                .with_source(e.to_string())
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::invalid_field(
-                "body",
-                format!("Request body is larger than the gateway's {limit}-byte limit"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    aibank_core::extract::read_body(payload.into_inner(), limit)
+        .await
+        .map(Bytes::from)
 }
 
 /// The upstream key for this agent and provider: the agent's own, else the platform's.

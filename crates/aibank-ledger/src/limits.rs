@@ -182,12 +182,38 @@ fn load_policy(conn: &mut AnyConnection, account_id: &str) -> Result<Policy, Led
     })
 }
 
-/// Charged-or-captured totals of the accounts selected by `accounts_filter` since each
-/// start, newest window first: (daily, weekly, monthly).
+/// Whose spending a window covers.
+#[derive(Debug, Clone, Copy)]
+enum Whose<'a> {
+    Account(&'a str),
+    /// Every agent of a platform (the fleet limit).
+    Platform(&'a str),
+}
+
+type Db = <AnyConnection as diesel::Connection>::Backend;
+
+/// The spending journal rows (charges and captures) after `since`.
+fn spend_rows(whose: Whose<'_>, since: i64) -> journal_entries::BoxedQuery<'_, Db> {
+    let q = journal_entries::table
+        .filter(journal_entries::kind.eq_any(SPEND_KINDS))
+        .filter(journal_entries::created_at.gt(since))
+        .into_boxed();
+    match whose {
+        Whose::Account(a) => q.filter(journal_entries::account_id.eq(a)),
+        Whose::Platform(p) => q.filter(
+            journal_entries::account_id.eq_any(
+                agents::table
+                    .filter(agents::platform_id.eq(p))
+                    .select(agents::id),
+            ),
+        ),
+    }
+}
+
+/// Charged-or-captured totals over the last day, week and month.
 fn spent_since(
     conn: &mut AnyConnection,
-    account_id: Option<&str>,
-    platform_id: Option<&str>,
+    whose: Whose<'_>,
     now: i64,
 ) -> Result<[i64; 3], LedgerError> {
     let (day, week) = (now - DAY_MS, now - WEEK_MS);
@@ -197,76 +223,42 @@ fn spent_since(
          CAST(COALESCE(SUM(CASE WHEN created_at > {week} THEN -delta_micros ELSE 0 END), 0) AS BIGINT), \
          CAST(COALESCE(SUM(-delta_micros), 0) AS BIGINT)"
     ));
-    let mut q = journal_entries::table
-        .filter(journal_entries::kind.eq_any(SPEND_KINDS))
-        .filter(journal_entries::created_at.gt(now - MONTH_MS))
-        .into_boxed();
-    if let Some(a) = account_id {
-        q = q.filter(journal_entries::account_id.eq(a.to_owned()));
-    }
-    if let Some(p) = platform_id {
-        q = q.filter(
-            journal_entries::account_id.eq_any(
-                agents::table
-                    .filter(agents::platform_id.eq(p.to_owned()))
-                    .select(agents::id),
-            ),
-        );
-    }
-    let (daily, weekly, monthly): (i64, i64, i64) = q.select(select).first(conn)?;
+    let (daily, weekly, monthly): (i64, i64, i64) = spend_rows(whose, now - MONTH_MS)
+        .select(select)
+        .first(conn)?;
     Ok([daily, weekly, monthly])
 }
 
-fn held_by(
-    conn: &mut AnyConnection,
-    account_id: Option<&str>,
-    platform_id: Option<&str>,
-) -> Result<i64, LedgerError> {
-    let mut q = accounts::table.select(accounts::held_micros).into_boxed();
-    if let Some(a) = account_id {
-        q = q.filter(accounts::id.eq(a.to_owned()));
-    }
-    if let Some(p) = platform_id {
-        q = q.filter(
+/// What open holds reserve.
+fn held_by(conn: &mut AnyConnection, whose: Whose<'_>) -> Result<i64, LedgerError> {
+    let q = accounts::table.select(accounts::held_micros).into_boxed();
+    let q = match whose {
+        Whose::Account(a) => q.filter(accounts::id.eq(a)),
+        Whose::Platform(p) => q.filter(
             accounts::id.eq_any(
                 agents::table
-                    .filter(agents::platform_id.eq(p.to_owned()))
+                    .filter(agents::platform_id.eq(p))
                     .select(agents::id),
             ),
-        );
-    }
+        ),
+    };
     Ok(q.load::<i64>(conn)?.iter().sum())
 }
 
 /// When enough of the window's oldest spending rolls off for `need` to be freed.
 fn reset_time(
     conn: &mut AnyConnection,
-    account_id: Option<&str>,
-    platform_id: Option<&str>,
+    whose: Whose<'_>,
     window: Window,
     need: i64,
     now: i64,
 ) -> Result<Option<i64>, LedgerError> {
-    let mut q = journal_entries::table
-        .filter(journal_entries::kind.eq_any(SPEND_KINDS))
-        .filter(journal_entries::created_at.gt(now - window.length_ms()))
+    let rows: Vec<(i64, i64)> = spend_rows(whose, now - window.length_ms())
         .select((journal_entries::created_at, journal_entries::delta_micros))
         .order((journal_entries::created_at.asc(), journal_entries::id.asc()))
-        .into_boxed();
-    if let Some(a) = account_id {
-        q = q.filter(journal_entries::account_id.eq(a.to_owned()));
-    }
-    if let Some(p) = platform_id {
-        q = q.filter(
-            journal_entries::account_id.eq_any(
-                agents::table
-                    .filter(agents::platform_id.eq(p.to_owned()))
-                    .select(agents::id),
-            ),
-        );
-    }
+        .load(conn)?;
     let mut freed = 0;
-    for (at, delta) in q.load::<(i64, i64)>(conn)? {
+    for (at, delta) in rows {
         freed += -delta;
         if freed >= need {
             return Ok(Some(at + window.length_ms()));
@@ -300,8 +292,8 @@ fn check(
         }
     }
     if !policy.windows.is_empty() {
-        let spent = spent_since(conn, Some(account_id), None, now)?;
-        let held = held_by(conn, Some(account_id), None)?;
+        let spent = spent_since(conn, Whose::Account(account_id), now)?;
+        let held = held_by(conn, Whose::Account(account_id))?;
         for (i, (window, limit)) in policy.windows.iter().enumerate() {
             let used = spent[i] + held;
             if used + amount > *limit {
@@ -310,8 +302,7 @@ fn check(
                 } else {
                     reset_time(
                         conn,
-                        Some(account_id),
-                        None,
+                        Whose::Account(account_id),
                         *window,
                         used + amount - limit,
                         now,
@@ -322,16 +313,15 @@ fn check(
         }
     }
     if let Some((platform, limit)) = &policy.fleet {
-        let used =
-            spent_since(conn, None, Some(platform), now)?[0] + held_by(conn, None, Some(platform))?;
+        let used = spent_since(conn, Whose::Platform(platform), now)?[0]
+            + held_by(conn, Whose::Platform(platform))?;
         if used + amount > *limit {
             let reset = if amount > *limit {
                 None
             } else {
                 reset_time(
                     conn,
-                    None,
-                    Some(platform),
+                    Whose::Platform(platform),
                     Window::Daily,
                     used + amount - limit,
                     now,
@@ -442,7 +432,7 @@ pub fn platform_usage(
     platform_id: &str,
     now: i64,
 ) -> Result<Usd, LedgerError> {
-    let spent = spent_since(conn, None, Some(platform_id), now)?[0];
-    let held = held_by(conn, None, Some(platform_id))?;
+    let spent = spent_since(conn, Whose::Platform(platform_id), now)?[0];
+    let held = held_by(conn, Whose::Platform(platform_id))?;
     Ok(Usd::from_micros(spent + held))
 }
