@@ -718,3 +718,37 @@ async fn without_a_secret_key_postgres_refuses_to_store_keys_and_sqlite_makes_on
         }
     }
 }
+
+#[tokio::test]
+async fn oversize_bodies_and_limit_breaching_holds_are_refused_before_forwarding() {
+    let (app, mock) = setup(|c| c.gateway.max_body_bytes = 4096).await;
+    let (_, key) = app.register().await;
+    let big = json!({"model": "claude-sonnet-4-5", "max_tokens": 10,
+                     "messages": [{"role": "user", "content": "x".repeat(5000)}]});
+    let r = app
+        .post(
+            "/v1/gateway/anthropic/v1/messages",
+            big,
+            &[("X-API-Key", &key)],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (400, Some("body")),
+        "{}",
+        r.text
+    );
+
+    // The hold is the most the call can cost, and limits apply to it: 1,000,000 output
+    // tokens at opus's $75/M is $75, beyond the default per-call limit of $50.
+    let r = app
+        .post(
+            "/v1/gateway/anthropic/v1/messages",
+            json!({"model": "claude-opus-4-1", "max_tokens": 1_000_000, "messages": []}),
+            &[("X-API-Key", &key)],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(r.body["code"], "PER_TX_LIMIT_EXCEEDED");
+    assert!(mock.requests().is_empty(), "nothing was forwarded");
+}
