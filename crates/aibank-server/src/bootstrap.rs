@@ -3,7 +3,7 @@
 
 use aibank_auth::keys::{self, KeyKind, MIN_CUSTOM_KEY_LEN};
 use aibank_core::SecretString;
-use aibank_store::models::{MasterKey, Platform};
+use aibank_store::models::MasterKey;
 use aibank_store::repo::keys as key_repo;
 use aibank_store::{is_unique_violation, DbPool, StoreError};
 
@@ -46,15 +46,9 @@ pub fn ensure_master_key(
         return classify(&found, presented);
     }
     let phc = keys::hash(key).map_err(|e| StartupError::Bootstrap(e.to_string()))?;
-    let platform = Platform {
-        id: aibank_core::ids::new_id("plt"),
-        name: "bootstrap".into(),
-        created_at: now,
-        daily_limit_micros: None,
-    };
     let row = MasterKey {
         id: parsed.id.clone(),
-        platform_id: platform.id.clone(),
+        platform_id: aibank_core::ids::new_id("plt"),
         name: "bootstrap".into(),
         owner_email: None,
         secret_hash: phc,
@@ -63,10 +57,7 @@ pub fn ensure_master_key(
         last_used_at: None,
         revoked_at: None,
     };
-    let res = conn.write_tx(|c| {
-        key_repo::insert_platform(c, &platform)?;
-        key_repo::insert_master_key(c, &row)
-    });
+    let res = key_repo::create_master_key(&mut conn, &row, Some("bootstrap"));
     match res {
         Ok(()) => Ok(Outcome::Created { id: parsed.id }),
         // Another instance sharing the database created it first.

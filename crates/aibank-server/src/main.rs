@@ -87,8 +87,9 @@ fn create_master_key(config: &Config, name: &str, email: Option<&str>) -> Result
     let pool = startup::open_database(config).map_err(|e| e.to_string())?;
     let key = GeneratedKey::new(KeyKind::Master);
     let hash = keys::hash(&key.full).map_err(|e| e.to_string())?;
-    let row = service::create_master_key_blocking(
-        &pool,
+    let mut conn = pool.get().map_err(|e| e.to_string())?;
+    let row = service::create_master_key(
+        &mut conn,
         None,
         &name,
         email.as_deref(),

@@ -7,9 +7,9 @@ use aibank_auth::{AuthState, GeneratedKey, KeyKind};
 use aibank_core::ids::new_id;
 use aibank_core::{ApiError, SharedClock, Usd};
 use aibank_ledger::{EntryKind, LedgerError};
-use aibank_store::models::{Agent, ApiKey, MasterKey, Platform, KEY_STATUS_ACTIVE};
+use aibank_store::models::{Agent, ApiKey, MasterKey, KEY_STATUS_ACTIVE};
 use aibank_store::repo::keys as key_repo;
-use aibank_store::{repo, DbPool};
+use aibank_store::{repo, AnyConnection, DbPool, StoreError};
 use serde_json::Value;
 
 use crate::config::Config;
@@ -92,17 +92,15 @@ pub fn api_key_row(key: &GeneratedKey, agent_id: &str, secret_hash: String, now:
 }
 
 /// Creates a master key; with `platform_id` `None`, also a new platform named `name`.
-/// Blocking: for the CLI and start-up, which run outside request handling.
-pub fn create_master_key_blocking(
-    pool: &DbPool,
+pub fn create_master_key(
+    conn: &mut AnyConnection,
     platform_id: Option<&str>,
     name: &str,
     owner_email: Option<&str>,
     key: &GeneratedKey,
     secret_hash: String,
     now: i64,
-) -> Result<MasterKey, ApiError> {
-    let mut conn = pool.get()?;
+) -> Result<MasterKey, StoreError> {
     let row = MasterKey {
         id: key.id.clone(),
         platform_id: platform_id.map_or_else(|| new_id("plt"), str::to_owned),
@@ -114,21 +112,6 @@ pub fn create_master_key_blocking(
         last_used_at: None,
         revoked_at: None,
     };
-    let new_platform = platform_id.is_none();
-    conn.write_tx(|c| {
-        if new_platform {
-            key_repo::insert_platform(
-                c,
-                &Platform {
-                    id: row.platform_id.clone(),
-                    name: name.to_owned(),
-                    created_at: now,
-                    daily_limit_micros: None,
-                },
-            )?;
-        }
-        key_repo::insert_master_key(c, &row)
-    })
-    .map_err(|e| ApiError::from(aibank_store::StoreError::from(e)))?;
+    key_repo::create_master_key(conn, &row, platform_id.is_none().then_some(name))?;
     Ok(row)
 }

@@ -276,7 +276,8 @@ impl TestApp {
         tokio::task::spawn_blocking(move || {
             let key = GeneratedKey::new(KeyKind::Master);
             let hash = keys::hash(&key.full).unwrap();
-            service::create_master_key_blocking(&pool, None, "other", None, &key, hash, 0).unwrap();
+            let mut c = pool.get().unwrap();
+            service::create_master_key(&mut c, None, "other", None, &key, hash, 0).unwrap();
             key.full.expose().to_owned()
         })
         .await

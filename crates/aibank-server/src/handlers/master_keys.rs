@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{created, Created};
 use crate::dto::MasterKeyView;
-use crate::service::{create_master_key_blocking, AppState};
+use crate::service::{create_master_key, AppState};
 use crate::validate;
 
 #[derive(Debug, Deserialize)]
@@ -43,21 +43,21 @@ pub async fn create(
     let key = GeneratedKey::new(KeyKind::Master);
     let secret_hash = state.auth.hash_key(&key.full).await?;
     let now = state.clock.now_ms();
-    let pool = state.pool.clone();
-    let (row, key) = tokio::task::spawn_blocking(move || {
-        create_master_key_blocking(
-            &pool,
-            Some(&auth.platform_id),
-            &name,
-            Some(&owner_email),
-            &key,
-            secret_hash,
-            now,
-        )
-        .map(|row| (row, key))
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let (row, key) = state
+        .pool
+        .run(move |c| {
+            create_master_key(
+                c,
+                Some(&auth.platform_id),
+                &name,
+                Some(&owner_email),
+                &key,
+                secret_hash,
+                now,
+            )
+            .map(|row| (row, key))
+        })
+        .await?;
     tracing::info!(key_id = %row.id, "master key created");
     Ok(created(MasterKeyCreated {
         id: row.id,

@@ -69,6 +69,29 @@ pub fn insert_master_key(conn: &mut AnyConnection, key: &MasterKey) -> QueryResu
     Ok(())
 }
 
+/// Stores a master key; with `new_platform` (its name), first creates the platform the key
+/// belongs to. One transaction.
+pub fn create_master_key(
+    conn: &mut AnyConnection,
+    key: &MasterKey,
+    new_platform: Option<&str>,
+) -> QueryResult<()> {
+    conn.write_tx(|c| {
+        if let Some(name) = new_platform {
+            insert_platform(
+                c,
+                &Platform {
+                    id: key.platform_id.clone(),
+                    name: name.to_owned(),
+                    created_at: key.created_at,
+                    daily_limit_micros: None,
+                },
+            )?;
+        }
+        insert_master_key(c, key)
+    })
+}
+
 pub fn find_master_key(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<MasterKey>> {
     master_keys::table
         .find(id)
