@@ -96,12 +96,6 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone)]
-pub struct ProviderSettings {
-    pub api_key: Option<SecretString>,
-    pub base_url: String,
-}
-
-#[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     /// May hold a password, hence secret.
@@ -127,8 +121,6 @@ pub struct Config {
     /// How long idempotency keys are remembered (at least 24 hours).
     pub idempotency_ttl: Duration,
     pub log_format: LogFormat,
-    pub anthropic: ProviderSettings,
-    pub openai: ProviderSettings,
     pub rpc_url_ethereum: Option<SecretString>,
     pub rpc_url_base: Option<SecretString>,
     pub rpc_url_base_sepolia: Option<SecretString>,
@@ -277,20 +269,20 @@ impl Config {
                 })
             }
         };
-        let anthropic = ProviderSettings {
-            api_key: secret("anthropic_api_key"),
-            base_url: parse_url(
+        let anthropic = (
+            parse_url(
                 "ANTHROPIC_BASE_URL",
                 get("anthropic_base_url").unwrap_or("https://api.anthropic.com"),
             )?,
-        };
-        let openai = ProviderSettings {
-            api_key: secret("openai_api_key"),
-            base_url: parse_url(
+            secret("anthropic_api_key"),
+        );
+        let openai = (
+            parse_url(
                 "OPENAI_BASE_URL",
                 get("openai_base_url").unwrap_or("https://api.openai.com"),
             )?,
-        };
+            secret("openai_api_key"),
+        );
         let custom: Vec<aibank_gateway::CustomProvider> = match get("providers") {
             None => Vec::new(),
             Some(v) => serde_json::from_str(v).map_err(|e| ConfigError::Invalid {
@@ -305,17 +297,14 @@ impl Config {
                 message: format!("must be a JSON object of provider -> model -> price: {e}"),
             })?,
         };
-        let providers = aibank_gateway::Registry::build(
-            (anthropic.base_url.clone(), anthropic.api_key.clone()),
-            (openai.base_url.clone(), openai.api_key.clone()),
-            custom,
-            overrides,
-            |var| all_env.get(var).filter(|v| !v.is_empty()).cloned(),
-        )
-        .map_err(|message| ConfigError::Invalid {
-            name: "AIBANK_PROVIDERS",
-            message,
-        })?;
+        let providers =
+            aibank_gateway::Registry::build(anthropic, openai, custom, overrides, |var| {
+                all_env.get(var).filter(|v| !v.is_empty()).cloned()
+            })
+            .map_err(|message| ConfigError::Invalid {
+                name: "AIBANK_PROVIDERS",
+                message,
+            })?;
         let secs = |name: &'static str, key: &str, default: u64| {
             parse_num(name, get(key), default, 1, 86_400).map(Duration::from_secs)
         };
@@ -382,8 +371,6 @@ impl Config {
             sweep_interval,
             idempotency_ttl,
             log_format,
-            anthropic,
-            openai,
             rpc_url_ethereum: secret("rpc_url_ethereum"),
             rpc_url_base: secret("rpc_url_base"),
             rpc_url_base_sepolia: secret("rpc_url_base_sepolia"),
@@ -518,20 +505,12 @@ fn parse_url(name: &'static str, v: &str) -> Result<String, ConfigError> {
 }
 
 fn validate_secret_key(v: &str) -> Result<(), ConfigError> {
-    let hex_ok = v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit());
-    let b64_ok = v.len() == 44
-        && v.ends_with('=')
-        && v[..43]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
-    if hex_ok || b64_ok {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid {
+    aibank_gateway::SecretBox::from_key_text(v)
+        .map(|_| ())
+        .map_err(|e| ConfigError::Invalid {
             name: "AIBANK_SECRET_KEY",
-            message: "must be 32 bytes as 64 hex characters or 44 base64 characters".into(),
+            message: e.to_string(),
         })
-    }
 }
 
 #[cfg(test)]
@@ -551,7 +530,14 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:4000");
         assert!(c.uses_default_database());
         assert_eq!(c.signup_credits.to_string(), "10.0");
-        assert_eq!(c.anthropic.base_url, "https://api.anthropic.com");
+        assert_eq!(
+            c.providers.get("anthropic").unwrap().base_url,
+            "https://api.anthropic.com"
+        );
+        assert_eq!(
+            c.providers.get("openai").unwrap().base_url,
+            "https://api.openai.com"
+        );
     }
 
     #[test]
