@@ -25,17 +25,6 @@ pub struct KeyStatus {
     configured: bool,
 }
 
-fn known(gw: &Gateway, provider: &str) -> Result<(), ApiError> {
-    if gw.registry.get(provider).is_some() {
-        Ok(())
-    } else {
-        Err(
-            ApiError::not_found(format!("Unknown provider `{provider}`"))
-                .with("providers", gw.registry.names()),
-        )
-    }
-}
-
 /// `GET /v1/provider-keys/{provider}`.
 #[tracing::instrument(skip_all, fields(agent_id = %auth.agent.id))]
 pub async fn get(
@@ -44,7 +33,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<web::Json<KeyStatus>, ApiError> {
     let provider = path.into_inner();
-    known(&gw, &provider)?;
+    gw.provider(&provider)?;
     let (agent, p) = (auth.agent.id, provider.clone());
     let found = gw
         .pool()
@@ -72,7 +61,7 @@ pub async fn put(
     body: Json<PutKey>,
 ) -> Result<web::Json<KeyStatus>, ApiError> {
     let provider = path.into_inner();
-    known(&gw, &provider)?;
+    gw.provider(&provider)?;
     let key = body.into_inner().api_key;
     let key = key.trim();
     if key.is_empty() {
@@ -113,7 +102,7 @@ pub async fn delete(
     path: web::Path<String>,
 ) -> Result<web::Json<KeyStatus>, ApiError> {
     let provider = path.into_inner();
-    known(&gw, &provider)?;
+    gw.provider(&provider)?;
     let (agent, p) = (auth.agent.id.clone(), provider.clone());
     gw.pool()
         .run(move |c| provider_keys::delete(c, &agent, &p).map_err(StoreError::from))

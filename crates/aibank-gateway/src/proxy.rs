@@ -101,6 +101,14 @@ impl Gateway {
         &self.pool
     }
 
+    /// A configured provider, or the 404 that lists the known ones.
+    pub fn provider(&self, name: &str) -> Result<&Provider, ApiError> {
+        self.registry.get(name).ok_or_else(|| {
+            ApiError::not_found(format!("Unknown provider `{name}`"))
+                .with("providers", self.registry.names())
+        })
+    }
+
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
@@ -280,7 +288,7 @@ async fn settle(
     let res = gw
         .pool
         .run(move |c| {
-            c.write_tx(|c| -> Result<Usd, LedgerError> {
+            c.write_tx(|c| -> Result<(Usd, Usd), LedgerError> {
                 let collected = match hold {
                     None => Usd::ZERO,
                     Some(hold) => {
@@ -307,25 +315,18 @@ async fn settle(
                     }
                 };
                 aibank_ledger::record_usage(c, &agent, collected, &meta, now)?;
-                Ok(collected)
+                let balance = aibank_ledger::balance(c, &agent)?.balance_micros;
+                Ok((collected, Usd::from_micros(balance)))
             })
         })
         .await;
-    let charged = match res {
-        Ok(c) => c,
+    match res {
+        Ok((charged, balance)) => (charged, Some(balance)),
         Err(e) => {
             tracing::error!(agent_id = %bill.agent_id, error = %e, "settling a gateway call failed");
-            Usd::ZERO
+            (Usd::ZERO, None)
         }
-    };
-    let agent = bill.agent_id.clone();
-    let balance = gw
-        .pool
-        .run(move |c| aibank_ledger::balance(c, &agent))
-        .await
-        .ok()
-        .map(|a| Usd::from_micros(a.balance_micros));
-    (charged, balance)
+    }
 }
 
 async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
@@ -531,14 +532,10 @@ pub async fn proxy(
         .to_owned();
     let tail = req.match_info().get("tail").unwrap_or_default().to_owned();
     let caller = auth.authenticate_api_key(&presented_key(&req)?).await?;
-    let Some(provider) = gw.registry.get(&provider_name).cloned() else {
-        return Err(
-            ApiError::not_found(format!("Unknown provider `{provider_name}`"))
-                .with("providers", gw.registry.names()),
-        );
-    };
+    let provider = gw.provider(&provider_name)?;
     let method = req.method().as_str().to_owned();
-    let Some(kind) = endpoint(provider.wire, &method, &tail) else {
+    let wire = provider.wire;
+    let Some(kind) = endpoint(wire, &method, &tail) else {
         return Err(ApiError::not_found(format!(
             "{method} /{tail} is not available through the {provider_name} gateway"
         )));
@@ -547,7 +544,7 @@ pub async fn proxy(
     let metered = if kind == Endpoint::Metered {
         Some(meter_request(
             &gw,
-            &provider,
+            provider,
             &mut body,
             &caller,
             &request_id,
@@ -555,7 +552,7 @@ pub async fn proxy(
     } else {
         None
     };
-    let (key, own_key) = upstream_key(&gw, &caller.agent.id, &provider).await?;
+    let (key, own_key) = upstream_key(&gw, &caller.agent.id, provider).await?;
     let mut guard = HoldGuard {
         pool: gw.pool.clone(),
         clock: gw.clock.clone(),
@@ -574,7 +571,7 @@ pub async fn proxy(
         None => None,
     };
 
-    let out = upstream_request(&gw, &req, &provider, &tail, key, body)?;
+    let out = upstream_request(&gw, &req, provider, &tail, key, body)?;
     let upstream = match send(&gw, out).await {
         Ok(r) => r,
         Err(e) => {
@@ -582,7 +579,7 @@ pub async fn proxy(
             return Err(e);
         }
     };
-    respond(gw, provider.wire, bill, guard, upstream, streamed).await
+    respond(gw, wire, bill, guard, upstream, streamed).await
 }
 
 /// Turns the upstream answer into ours and settles the bill.
