@@ -154,6 +154,20 @@ pub fn balance(conn: &mut AnyConnection, account_id: &str) -> Result<Account, Le
         .ok_or(LedgerError::AccountNotFound)
 }
 
+/// Several accounts in one query, keyed by id (missing ids are absent).
+pub fn balances(
+    conn: &mut AnyConnection,
+    account_ids: &[String],
+) -> Result<std::collections::HashMap<String, Account>, LedgerError> {
+    Ok(accounts::table
+        .filter(accounts::id.eq_any(account_ids))
+        .select(Account::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(|a| (a.id.clone(), a))
+        .collect())
+}
+
 /// The sum of an account's journal; equals its balance, always.
 pub fn journal_sum(conn: &mut AnyConnection, account_id: &str) -> Result<i64, LedgerError> {
     let deltas: Vec<i64> = journal_entries::table

@@ -17,7 +17,7 @@ pub mod holds;
 pub mod limits;
 pub mod sweeper;
 
-pub use accounts::{balance, credit, journal_sum, open_account};
+pub use accounts::{balance, balances, credit, journal_sum, open_account};
 pub use holds::{capture, expire_due, place_hold, release, HoldReceipt, Settlement};
 pub use limits::{charge, record_usage, LimitBreach, Scope, UsageMeta, Window};
 

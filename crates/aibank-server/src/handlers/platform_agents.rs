@@ -109,10 +109,12 @@ pub async fn list(
                 cursor.as_ref(),
                 i64::from(limit) + 1,
             )?;
+            let ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
+            let mut accounts = aibank_ledger::balances(c, &ids)?;
             agents
                 .into_iter()
                 .map(|a| {
-                    let account = aibank_ledger::balance(c, &a.id)?;
+                    let account = accounts.remove(&a.id).ok_or(LedgerError::AccountNotFound)?;
                     Ok((a, account))
                 })
                 .collect::<Result<Vec<_>, LedgerError>>()
