@@ -267,6 +267,34 @@ fn reset_time(
     Ok(None)
 }
 
+/// A spend of `amount` that a window limit refuses, with the moment enough of the window
+/// rolls off for it to fit (none when it is larger than the limit itself).
+#[allow(clippy::too_many_arguments)] // the figures of one breach, all needed
+fn window_breach(
+    conn: &mut AnyConnection,
+    whose: Whose<'_>,
+    scope: Scope,
+    window: Window,
+    limit: i64,
+    used: i64,
+    amount: i64,
+    now: i64,
+) -> Result<LedgerError, LedgerError> {
+    let reset_at = if amount > limit {
+        None
+    } else {
+        reset_time(conn, whose, window, used + amount - limit, now)?
+    };
+    Ok(LedgerError::LimitExceeded(LimitBreach {
+        window,
+        scope,
+        limit: Usd::from_micros(limit),
+        used: Usd::from_micros(used),
+        requested: Usd::from_micros(amount),
+        reset_at,
+    }))
+}
+
 /// Checks every limit for a spend of `amount`. Call with the account (and, when a fleet
 /// limit applies, the platform) locked.
 fn check(
@@ -276,58 +304,51 @@ fn check(
     amount: i64,
     now: i64,
 ) -> Result<(), LedgerError> {
-    let breach = |window, scope, limit: i64, used: i64, reset_at| {
-        LedgerError::LimitExceeded(LimitBreach {
-            window,
-            scope,
+    if let Some(limit) = policy.per_tx.filter(|l| amount > *l) {
+        return Err(LedgerError::LimitExceeded(LimitBreach {
+            window: Window::PerTx,
+            scope: Scope::Agent,
             limit: Usd::from_micros(limit),
-            used: Usd::from_micros(used),
+            used: Usd::ZERO,
             requested: Usd::from_micros(amount),
-            reset_at,
-        })
-    };
-    if let Some(limit) = policy.per_tx {
-        if amount > limit {
-            return Err(breach(Window::PerTx, Scope::Agent, limit, 0, None));
-        }
+            reset_at: None,
+        }));
     }
+    let agent = Whose::Account(account_id);
     if !policy.windows.is_empty() {
-        let spent = spent_since(conn, Whose::Account(account_id), now)?;
-        let held = held_by(conn, Whose::Account(account_id))?;
-        for (i, (window, limit)) in policy.windows.iter().enumerate() {
+        let spent = spent_since(conn, agent, now)?;
+        let held = held_by(conn, agent)?;
+        for (i, &(window, limit)) in policy.windows.iter().enumerate() {
             let used = spent[i] + held;
-            if used + amount > *limit {
-                let reset = if amount > *limit {
-                    None
-                } else {
-                    reset_time(
-                        conn,
-                        Whose::Account(account_id),
-                        *window,
-                        used + amount - limit,
-                        now,
-                    )?
-                };
-                return Err(breach(*window, Scope::Agent, *limit, used, reset));
+            if used + amount > limit {
+                return Err(window_breach(
+                    conn,
+                    agent,
+                    Scope::Agent,
+                    window,
+                    limit,
+                    used,
+                    amount,
+                    now,
+                )?);
             }
         }
     }
     if let Some((platform, limit)) = &policy.fleet {
-        let used = spent_since(conn, Whose::Platform(platform), now)?[0]
-            + held_by(conn, Whose::Platform(platform))?;
+        let fleet = Whose::Platform(platform);
+        let used = spent_since(conn, fleet, now)?[0] + held_by(conn, fleet)?;
         if used + amount > *limit {
-            let reset = if amount > *limit {
-                None
-            } else {
-                reset_time(
-                    conn,
-                    Whose::Platform(platform),
-                    Window::Daily,
-                    used + amount - limit,
-                    now,
-                )?
-            };
-            return Err(breach(Window::Daily, Scope::Platform, *limit, used, reset));
+            let b = window_breach(
+                conn,
+                fleet,
+                Scope::Platform,
+                Window::Daily,
+                *limit,
+                used,
+                amount,
+                now,
+            )?;
+            return Err(b);
         }
     }
     Ok(())
