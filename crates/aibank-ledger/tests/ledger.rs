@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use aibank_core::Usd;
 use aibank_ledger::{
-    balance, capture, charge, credit, expire_due, journal_sum, open_account, place_hold, release,
-    EntryKind, LedgerError,
+    balance, capture, charge, credit, expire_due, open_account, place_hold, release, EntryKind,
+    LedgerError,
 };
-use aibank_store::models::HOLD_OPEN;
 use aibank_store::schema::{accounts, holds};
 use aibank_store::{AnyConnection, DbPool};
-use aibank_testkit::{pool_options, TestDb};
+use aibank_testkit::{assert_account_consistent, pool_options, TestDb};
 use diesel::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -28,27 +27,13 @@ fn usd(micros: i64) -> Usd {
     Usd::from_micros(micros)
 }
 
-/// balance == Σ journal, held == Σ open holds, nothing negative — read under the account
-/// lock so the figures are one consistent state.
+/// The account's invariants, read under its lock so the figures are one consistent state.
 fn assert_invariants(c: &mut AnyConnection, account: &str) {
     c.write_tx(|c| {
         diesel::update(accounts::table.find(account))
             .set(accounts::updated_at.eq(accounts::updated_at))
             .execute(c)?;
-        let a = balance(c, account).unwrap();
-        let sum = journal_sum(c, account).unwrap();
-        let open: Vec<i64> = holds::table
-            .filter(holds::account_id.eq(account))
-            .filter(holds::status.eq(HOLD_OPEN))
-            .select(holds::amount_micros)
-            .load(c)?;
-        assert_eq!(a.balance_micros, sum, "balance equals the journal sum");
-        assert_eq!(
-            a.held_micros,
-            open.iter().sum::<i64>(),
-            "held equals open holds"
-        );
-        assert!(a.balance_micros >= 0 && a.held_micros >= 0);
+        assert_account_consistent(c, account);
         Ok::<_, diesel::result::Error>(())
     })
     .unwrap();

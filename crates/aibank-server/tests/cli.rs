@@ -13,18 +13,14 @@ use std::sync::Arc;
 
 use aibank_core::SystemClock;
 use aibank_server::Application;
-use aibank_testkit::{spawn_app_on, spawn_app_with, test_config, ServerProcess, TestDb};
+use aibank_testkit::{
+    aibank_command, spawn_app_on, spawn_app_with, test_config, ServerProcess, TestDb,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aibank");
 
-/// The binary with a clean environment: no stray AIBANK_* or provider settings.
 fn aibank(cwd: &std::path::Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.current_dir(cwd).env_clear();
-    if let Ok(path) = std::env::var("PATH") {
-        c.env("PATH", path);
-    }
-    c
+    aibank_command(BIN, cwd)
 }
 
 #[tokio::test]

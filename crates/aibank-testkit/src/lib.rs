@@ -289,8 +289,8 @@ impl TestApp {
         let (pool, id) = (self.pool.clone(), account_id.to_owned());
         tokio::task::spawn_blocking(move || {
             let mut c = pool.get().unwrap();
-            let sum = aibank_ledger_sum(&mut c, &id);
-            let bal = aibank_balance(&mut c, &id);
+            let sum = aibank_ledger::journal_sum(&mut c, &id).unwrap();
+            let bal = aibank_ledger::balance(&mut c, &id).unwrap().balance_micros;
             (sum, bal)
         })
         .await
@@ -298,60 +298,47 @@ impl TestApp {
     }
 }
 
-fn aibank_ledger_sum(c: &mut aibank_store::AnyConnection, id: &str) -> i64 {
-    use aibank_store::schema::journal_entries::dsl as j;
-    use diesel::prelude::*;
-    let deltas: Vec<i64> = j::journal_entries
-        .filter(j::account_id.eq(id))
-        .select(j::delta_micros)
-        .load(c)
-        .unwrap();
-    deltas.iter().sum()
-}
-
-fn aibank_balance(c: &mut aibank_store::AnyConnection, id: &str) -> i64 {
-    use aibank_store::schema::accounts::dsl as a;
-    use diesel::prelude::*;
-    a::accounts
-        .find(id)
-        .select(a::balance_micros)
-        .first(c)
-        .unwrap()
-}
-
-/// Checks every account: balance equals its journal sum, held equals its open holds, and
-/// neither is negative. Returns how many accounts were checked.
-pub fn assert_books_balance(pool: &DbPool) -> usize {
+/// The ledger's invariants for one account: balance equals its journal sum, held equals its
+/// open holds, neither negative. For a consistent read under concurrency, call it inside a
+/// transaction that holds the account's lock.
+pub fn assert_account_consistent(c: &mut aibank_store::AnyConnection, id: &str) {
     use aibank_store::models::HOLD_OPEN;
-    use aibank_store::schema::{accounts, holds};
+    use aibank_store::schema::holds;
+    use diesel::prelude::*;
+    let account = aibank_ledger::balance(c, id).unwrap();
+    let open: i64 = holds::table
+        .filter(holds::account_id.eq(id))
+        .filter(holds::status.eq(HOLD_OPEN))
+        .select(holds::amount_micros)
+        .load::<i64>(c)
+        .unwrap()
+        .iter()
+        .sum();
+    assert_eq!(
+        account.balance_micros,
+        aibank_ledger::journal_sum(c, id).unwrap(),
+        "account {id}: balance equals its journal"
+    );
+    assert_eq!(
+        account.held_micros, open,
+        "account {id}: held equals its open holds"
+    );
+    assert!(
+        account.balance_micros >= 0 && account.held_micros >= 0,
+        "account {id} is negative"
+    );
+}
+
+/// Checks every account with [`assert_account_consistent`]. Returns how many there are.
+pub fn assert_books_balance(pool: &DbPool) -> usize {
+    use aibank_store::schema::accounts;
     use diesel::prelude::*;
     let mut c = pool.get().unwrap();
-    let all: Vec<(String, i64, i64)> = accounts::table
-        .select((
-            accounts::id,
-            accounts::balance_micros,
-            accounts::held_micros,
-        ))
-        .load(&mut c)
-        .unwrap();
-    for (id, balance, held) in &all {
-        let open: i64 = holds::table
-            .filter(holds::account_id.eq(id))
-            .filter(holds::status.eq(HOLD_OPEN))
-            .select(holds::amount_micros)
-            .load::<i64>(&mut c)
-            .unwrap()
-            .iter()
-            .sum();
-        assert_eq!(
-            *balance,
-            aibank_ledger_sum(&mut c, id),
-            "account {id}: balance equals its journal"
-        );
-        assert_eq!(*held, open, "account {id}: held equals its open holds");
-        assert!(*balance >= 0 && *held >= 0, "account {id} is negative");
+    let ids: Vec<String> = accounts::table.select(accounts::id).load(&mut c).unwrap();
+    for id in &ids {
+        assert_account_consistent(&mut c, id);
     }
-    all.len()
+    ids.len()
 }
 
 /// Pool options for tests that open a database directly.
@@ -360,6 +347,17 @@ pub fn pool_options() -> PoolOptions {
         max_size: 4,
         ..PoolOptions::default()
     }
+}
+
+/// The `aibank` binary at `bin`, run in `cwd` with a clean environment (only `PATH`), so no
+/// stray `AIBANK_*` or provider setting of the caller leaks in.
+pub fn aibank_command(bin: &str, cwd: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.current_dir(cwd).env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd
 }
 
 /// The real `aibank serve` binary in a child process, for tests that kill or restart it.
@@ -374,17 +372,12 @@ impl ServerProcess {
     /// (reported through the JSON log), and waits until it listens.
     pub fn start(bin: &str, cwd: &std::path::Path, env: &[(&str, &str)]) -> ServerProcess {
         use std::io::BufRead;
-        let mut cmd = std::process::Command::new(bin);
-        cmd.current_dir(cwd)
-            .env_clear()
-            .arg("serve")
+        let mut cmd = aibank_command(bin, cwd);
+        cmd.arg("serve")
             .env("AIBANK_LISTEN", "127.0.0.1:0")
             .env("AIBANK_LOG_FORMAT", "json")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
-        if let Ok(path) = std::env::var("PATH") {
-            cmd.env("PATH", path);
-        }
         for (k, v) in env {
             cmd.env(k, v);
         }
