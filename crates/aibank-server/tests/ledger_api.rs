@@ -47,6 +47,38 @@ async fn charge(app: &TestApp, agent: &str, amount: Value, key: Option<&str>) ->
     .await
 }
 
+/// `n` charges of `amount` to one agent, all sent at once; their statuses and bodies.
+async fn concurrent_charges(
+    app: &TestApp,
+    agent: &str,
+    n: usize,
+    amount: Value,
+    idempotency_key: Option<&str>,
+) -> Vec<(u16, String)> {
+    let url = format!("{}/v1/platform/agents/{agent}/charges", app.base);
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let mut req = app
+                .client
+                .post(&url)
+                .header("X-Master-Key", &app.master_key)
+                .json(&json!({"amount_usd": amount}));
+            if let Some(k) = idempotency_key {
+                req = req.header("Idempotency-Key", k);
+            }
+            tokio::spawn(async move {
+                let r = req.send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 async fn credits(app: &TestApp, key: &str) -> Value {
     app.get("/v1/balance", &[("X-API-Key", key)]).await.body["credits_usd"].clone()
 }
@@ -55,26 +87,10 @@ async fn credits(app: &TestApp, key: &str) -> Value {
 async fn a_thousand_concurrent_two_cent_charges_against_ten_dollars() {
     let app = spawn_app().await;
     let (id, key) = fleet_agent(&app, json!({"name": "hammer", "credits_usd": 10})).await;
-    let url = format!("{}/v1/platform/agents/{id}/charges", app.base);
-    let tasks: Vec<_> = (0..1000)
-        .map(|_| {
-            let (client, url, mk) = (app.client.clone(), url.clone(), app.master_key.clone());
-            tokio::spawn(async move {
-                let r = client
-                    .post(url)
-                    .header("X-Master-Key", mk)
-                    .json(&json!({"amount_usd": 0.02}))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = r.status().as_u16();
-                (status, r.json::<Value>().await.unwrap())
-            })
-        })
-        .collect();
+    let results = concurrent_charges(&app, &id, 1000, json!(0.02), None).await;
     let (mut ok, mut refused) = (0, 0);
-    for t in tasks {
-        let (status, body) = t.await.unwrap();
+    for (status, text) in results {
+        let body: Value = serde_json::from_str(&text).unwrap();
         match status {
             201 => ok += 1,
             402 => {
@@ -434,26 +450,9 @@ async fn idempotent_charges_and_grants_move_money_once() {
 async fn concurrent_retries_with_one_key_charge_once() {
     let app = spawn_app().await;
     let (id, key) = fleet_agent(&app, json!({"name": "race", "credits_usd": 10})).await;
-    let url = format!("{}/v1/platform/agents/{id}/charges", app.base);
-    let tasks: Vec<_> = (0..30)
-        .map(|_| {
-            let (client, url, mk) = (app.client.clone(), url.clone(), app.master_key.clone());
-            tokio::spawn(async move {
-                let r = client
-                    .post(url)
-                    .header("X-Master-Key", mk)
-                    .header("Idempotency-Key", "same-one")
-                    .json(&json!({"amount_usd": 1.5}))
-                    .send()
-                    .await
-                    .unwrap();
-                (r.status().as_u16(), r.text().await.unwrap())
-            })
-        })
-        .collect();
+    let results = concurrent_charges(&app, &id, 30, json!(1.5), Some("same-one")).await;
     let mut bodies = std::collections::HashSet::new();
-    for t in tasks {
-        let (status, body) = t.await.unwrap();
+    for (status, body) in results {
         assert_eq!(status, 201, "{body}");
         bodies.insert(body);
     }
