@@ -3,7 +3,7 @@
 //! Every rejection is a 401 envelope that names what was missing or wrong, and never
 //! repeats the presented value.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
@@ -60,12 +60,20 @@ pub struct MasterKeyAuth {
     pub platform_id: String,
 }
 
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| {
-        let k = keys::GeneratedKey::new(KeyKind::Agent);
-        keys::hash(&k.full).unwrap_or_default()
-    })
+/// The hash unknown key ids are verified against, made once on a blocking thread (argon2
+/// must not run on an actix worker).
+async fn dummy_hash() -> &'static str {
+    static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    DUMMY
+        .get_or_init(|| async {
+            tokio::task::spawn_blocking(|| {
+                let k = keys::GeneratedKey::new(KeyKind::Agent);
+                keys::hash(&k.full).unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default()
+        })
+        .await
 }
 
 impl AuthState {
@@ -125,7 +133,7 @@ impl AuthState {
     /// timing does not reveal which ids exist.
     async fn burn(&self, parsed: &ParsedKey, presented: &str) {
         if parsed.standard {
-            let _ = self.verify("", presented, dummy_hash()).await;
+            let _ = self.verify("", presented, dummy_hash().await).await;
         }
     }
 
