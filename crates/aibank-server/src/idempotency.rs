@@ -14,7 +14,6 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, HttpResponse};
 use aibank_core::{ApiError, Usd};
-use aibank_ledger::LedgerError;
 use aibank_store::models::IdempotencyRecord;
 use aibank_store::repo::idempotency as repo;
 use aibank_store::{is_unique_violation, AnyConnection, StoreError};
@@ -75,22 +74,9 @@ pub fn amount_part(u: Usd) -> String {
 }
 
 enum TxError {
-    Ledger(LedgerError),
     Api(ApiError),
     /// The key was recorded by a concurrent request; everything here rolled back.
     Raced,
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(e: diesel::result::Error) -> Self {
-        TxError::Ledger(e.into())
-    }
-}
-
-impl From<LedgerError> for TxError {
-    fn from(e: LedgerError) -> Self {
-        TxError::Ledger(e)
-    }
 }
 
 impl From<ApiError> for TxError {
@@ -101,7 +87,13 @@ impl From<ApiError> for TxError {
 
 impl From<StoreError> for TxError {
     fn from(e: StoreError) -> Self {
-        TxError::Ledger(e.into())
+        TxError::Api(e.into())
+    }
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(e: diesel::result::Error) -> Self {
+        StoreError::from(e).into()
     }
 }
 
@@ -194,7 +186,6 @@ where
 
 fn into_api(e: TxError) -> ApiError {
     match e {
-        TxError::Ledger(l) => l.into(),
         TxError::Api(a) => a,
         TxError::Raced => ApiError::conflict("Concurrent request with the same Idempotency-Key"),
     }
