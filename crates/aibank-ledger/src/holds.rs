@@ -68,18 +68,13 @@ pub fn place_hold(
 /// the sweeper all go through here).
 fn settle(
     conn: &mut AnyConnection,
-    hold_id: &str,
+    hold: &Hold,
     status: &str,
     captured: Option<i64>,
     expired_by: Option<i64>,
     now: i64,
-) -> Result<Hold, LedgerError> {
-    let hold: Hold = holds::table
-        .find(hold_id)
-        .select(Hold::as_select())
-        .first(conn)
-        .optional()?
-        .ok_or(LedgerError::HoldNotFound)?;
+) -> Result<(), LedgerError> {
+    let hold_id = hold.id.as_str();
     lock(conn, &hold.account_id)?;
     let mut q = diesel::update(holds::table.find(hold_id))
         .filter(holds::status.eq(HOLD_OPEN))
@@ -117,7 +112,18 @@ fn settle(
         Some(hold_id),
         now,
     )?;
-    Ok(hold)
+    Ok(())
+}
+
+/// A hold as placed. Its amount and account never change, so they may be read before the
+/// account is locked; its status is only ever changed by [`settle`], under the lock.
+fn load(conn: &mut AnyConnection, hold_id: &str) -> Result<Hold, LedgerError> {
+    holds::table
+        .find(hold_id)
+        .select(Hold::as_select())
+        .first(conn)
+        .optional()?
+        .ok_or(LedgerError::HoldNotFound)
 }
 
 /// Captures `amount` (at most the hold) and releases the rest, with the usage recorded.
@@ -132,26 +138,15 @@ pub fn capture(
         return Err(LedgerError::NonPositiveAmount);
     }
     conn.write_tx(|conn| {
-        let reserved: Option<i64> = holds::table
-            .find(hold_id)
-            .select(holds::amount_micros)
-            .first(conn)
-            .optional()?;
-        let reserved = reserved.ok_or(LedgerError::HoldNotFound)?;
+        let hold = load(conn, hold_id)?;
+        let reserved = hold.amount_micros;
         if amount.micros() > reserved {
             return Err(LedgerError::CaptureExceedsHold {
                 held: Usd::from_micros(reserved),
                 requested: amount,
             });
         }
-        let hold = settle(
-            conn,
-            hold_id,
-            HOLD_CAPTURED,
-            Some(amount.micros()),
-            None,
-            now,
-        )?;
+        settle(conn, &hold, HOLD_CAPTURED, Some(amount.micros()), None, now)?;
         // The reservation covered it, so this debit cannot fail for lack of credits.
         let balance = if amount.is_zero() {
             crate::balance(conn, &hold.account_id).map(|a| Usd::from_micros(a.balance_micros))?
@@ -183,7 +178,8 @@ pub fn release(
     now: i64,
 ) -> Result<Settlement, LedgerError> {
     conn.write_tx(|conn| {
-        let hold = settle(conn, hold_id, HOLD_RELEASED, None, None, now)?;
+        let hold = load(conn, hold_id)?;
+        settle(conn, &hold, HOLD_RELEASED, None, None, now)?;
         let balance = crate::balance(conn, &hold.account_id)?.balance_micros;
         Ok(Settlement {
             charged: Usd::ZERO,
@@ -205,8 +201,10 @@ pub fn expire_due(conn: &mut AnyConnection, now: i64, batch: i64) -> Result<usiz
         .load(conn)?;
     let mut expired = 0;
     for id in due {
-        match conn.write_tx(|c| settle(c, &id, HOLD_EXPIRED, None, Some(now), now)) {
-            Ok(_) => expired += 1,
+        match conn.write_tx(|c| {
+            load(c, &id).and_then(|h| settle(c, &h, HOLD_EXPIRED, None, Some(now), now))
+        }) {
+            Ok(()) => expired += 1,
             Err(LedgerError::HoldNotOpen { .. }) => {}
             Err(e) => return Err(e),
         }
