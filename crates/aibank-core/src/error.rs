@@ -157,6 +157,27 @@ impl ApiError {
         Self::new(ErrorCode::InvalidInput, message).with("field", field)
     }
 
+    /// 429 with what a client needs to back off: `limit`, `used`, `resetAt` (epoch ms) and
+    /// a `Retry-After` header in whole seconds.
+    pub fn rate_limited(
+        message: impl Into<String>,
+        limit: i64,
+        used: i64,
+        reset_at_ms: i64,
+        now_ms: i64,
+    ) -> Self {
+        let wait_ms = reset_at_ms.saturating_sub(now_ms).max(0);
+        let retry_after = (wait_ms + 999) / 1000;
+        Self::new(ErrorCode::RateLimited, message)
+            .with("limit", limit)
+            .with("used", used)
+            .with("resetAt", reset_at_ms)
+            .with_header(
+                HeaderName::from_static("retry-after"),
+                HeaderValue::from(retry_after.max(1)),
+            )
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unavailable, message)
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use aibank_auth::{ApiKeyAuth, AuthState};
+use aibank_auth::{ApiKeyAuth, AuthState, Capability};
 use aibank_core::{ApiError, ErrorCode, SharedClock, Usd};
 use aibank_ledger::{HoldReceipt, LedgerError, UsageMeta};
 use aibank_store::{DbPool, StoreError};
@@ -51,7 +51,13 @@ pub struct GatewaySettings {
     pub charge_byok: bool,
     /// How long an agent's provider-key lookup may be served from memory.
     pub lookup_ttl: Duration,
+    /// Gateway calls per key per rolling day unless the agent's platform set another
+    /// limit; 0: unlimited.
+    pub daily_message_limit: i64,
 }
+
+/// The daily message window: it starts at a key's first call and lasts a day.
+pub const MESSAGE_WINDOW_MS: i64 = 86_400_000;
 
 pub struct Gateway {
     pub registry: Registry,
@@ -135,24 +141,6 @@ fn endpoint(wire: Wire, method: &str, tail: &str) -> Option<Endpoint> {
 }
 
 /// The aibank key: `X-API-Key`, or `Authorization: Bearer` as the OpenAI SDK sends it.
-fn presented_key(req: &HttpRequest) -> Result<String, ApiError> {
-    if let Some(v) = req.headers().get("x-api-key") {
-        return v
-            .to_str()
-            .map(|s| s.trim().to_owned())
-            .map_err(|_| ApiError::unauthorized("Invalid X-API-Key header"));
-    }
-    if let Some(token) = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        return Ok(token.trim().to_owned());
-    }
-    Err(ApiError::unauthorized("Missing X-API-Key header"))
-}
-
 /// Request headers never forwarded: credentials of ours or the client's, hop-by-hop
 /// headers, and encodings (the gateway reads the response to meter it).
 fn forwardable(name: &str) -> bool {
@@ -531,7 +519,9 @@ pub async fn proxy(
         .unwrap_or_default()
         .to_owned();
     let tail = req.match_info().get("tail").unwrap_or_default().to_owned();
-    let caller = auth.authenticate_api_key(&presented_key(&req)?).await?;
+    let caller = auth.authenticate(&req, true).await?;
+    caller.require_write("calling the gateway")?;
+    caller.require(Capability::Gateway)?;
     let provider = gw.provider(&provider_name)?;
     let method = req.method().as_str().to_owned();
     let wire = provider.wire;
@@ -570,6 +560,10 @@ pub async fn proxy(
         }
         None => None,
     };
+    if let Err(e) = admit_message(&gw, &caller).await {
+        guard.release().await;
+        return Err(e);
+    }
 
     let out = upstream_request(&gw, &req, provider, &tail, key, body)?;
     let upstream = match send(&gw, out).await {
@@ -580,6 +574,39 @@ pub async fn proxy(
         }
     };
     respond(gw, wire, bill, guard, upstream, streamed).await
+}
+
+/// Counts the call against the key's daily message limit, on every instance sharing the
+/// database; 429 when the window is full.
+async fn admit_message(gw: &Gateway, caller: &ApiKeyAuth) -> Result<(), ApiError> {
+    let limit = caller
+        .agent
+        .daily_message_limit
+        .unwrap_or(gw.settings.daily_message_limit);
+    if limit <= 0 {
+        return Ok(());
+    }
+    let now = gw.clock.now_ms();
+    let key_id = caller.key_id.clone();
+    let w = gw
+        .pool
+        .run(move |c| {
+            c.write_tx(|c| {
+                aibank_store::repo::keys::admit_message(c, &key_id, limit, MESSAGE_WINDOW_MS, now)
+                    .map_err(StoreError::from)
+            })
+        })
+        .await?;
+    if w.admitted {
+        return Ok(());
+    }
+    Err(ApiError::rate_limited(
+        "Daily message limit reached for this API key",
+        limit,
+        w.used,
+        w.window_start.saturating_add(MESSAGE_WINDOW_MS),
+        now,
+    ))
 }
 
 /// Turns the upstream answer into ours and settles the bill.

@@ -99,18 +99,11 @@ fn setup_accounts(pool: &DbPool, clients: usize) -> Vec<String> {
             aibank_store::repo::agents::insert(
                 &mut c,
                 &Agent {
-                    id: id.clone(),
-                    platform_id: None,
-                    kind: "agent".into(),
-                    name: "bench".into(),
-                    email: None,
-                    active: true,
                     per_tx_limit_micros: 50_000_000,
                     daily_limit_micros: 1_000_000_000_000,
                     weekly_limit_micros: 1_000_000_000_000,
                     monthly_limit_micros: 1_000_000_000_000,
-                    created_at: now,
-                    updated_at: now,
+                    ..Agent::new(id.clone(), None, "agent", "bench".into(), None, now)
                 },
             )
             .unwrap();

@@ -57,7 +57,16 @@ pub fn ensure_master_key(
         last_used_at: None,
         revoked_at: None,
     };
-    let res = key_repo::create_master_key(&mut conn, &row, Some("bootstrap"));
+    let audit = crate::service::Audit {
+        actor: &crate::service::Actor::OPERATOR,
+        action: "master_key.created",
+        platform_id: Some(&row.platform_id),
+        agent_id: None,
+        target_id: &row.id,
+        details: Some(serde_json::json!({ "name": "bootstrap" })),
+    }
+    .row(now);
+    let res = key_repo::create_master_key(&mut conn, &row, Some("bootstrap"), &audit);
     match res {
         Ok(()) => Ok(Outcome::Created { id: parsed.id }),
         // Another instance sharing the database created it first.

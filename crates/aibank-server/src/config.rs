@@ -59,6 +59,14 @@ const SETTINGS: &[(&str, &str)] = &[
         "AIBANK_GATEWAY_IDLE_TIMEOUT_SECS",
     ),
     ("byok_charge", "AIBANK_BYOK_CHARGE"),
+    ("trusted_proxies", "AIBANK_TRUSTED_PROXIES"),
+    ("rate_limit_per_minute", "AIBANK_RATE_LIMIT_PER_MINUTE"),
+    (
+        "public_rate_limit_per_15_min",
+        "AIBANK_PUBLIC_RATE_LIMIT_PER_15_MIN",
+    ),
+    ("daily_message_limit", "AIBANK_DAILY_MESSAGE_LIMIT"),
+    ("max_keys_per_agent", "AIBANK_MAX_KEYS_PER_AGENT"),
 ];
 
 /// Variables with the prefix that are not settings but are expected around.
@@ -128,6 +136,15 @@ pub struct Config {
     /// Upstream providers (built-ins plus `AIBANK_PROVIDERS`) with their prices.
     pub providers: aibank_gateway::Registry,
     pub gateway: aibank_gateway::GatewaySettings,
+    /// Reverse proxies whose `X-Forwarded-For` names the client; empty: the socket peer is
+    /// the client.
+    pub trusted_proxies: Vec<aibank_auth::access::IpNet>,
+    /// Requests per client IP (per instance) to authenticated endpoints.
+    pub ip_rate_limit: aibank_auth::ratelimit::Limit,
+    /// Requests per client IP (per instance) to endpoints that need no credential.
+    pub public_rate_limit: aibank_auth::ratelimit::Limit,
+    /// Active keys one agent may hold.
+    pub max_keys_per_agent: i64,
     /// Problems worth a log line once logging is up (unknown variables).
     pub warnings: Vec<String>,
 }
@@ -340,6 +357,13 @@ impl Config {
                 120,
             )?,
             lookup_ttl: auth_status_ttl,
+            daily_message_limit: parse_num(
+                "AIBANK_DAILY_MESSAGE_LIMIT",
+                get("daily_message_limit"),
+                100,
+                0,
+                1_000_000_000,
+            )?,
             charge_byok: match get("byok_charge").unwrap_or("false") {
                 "true" | "1" => true,
                 "false" | "0" => false,
@@ -351,6 +375,43 @@ impl Config {
                 }
             },
         };
+        let trusted_proxies = get("trusted_proxies")
+            .unwrap_or("")
+            .split(',')
+            .filter(|e| !e.trim().is_empty())
+            .map(aibank_auth::access::parse_net)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| ConfigError::Invalid {
+                name: "AIBANK_TRUSTED_PROXIES",
+                message,
+            })?;
+        let ip_rate_limit = aibank_auth::ratelimit::Limit {
+            max: parse_num(
+                "AIBANK_RATE_LIMIT_PER_MINUTE",
+                get("rate_limit_per_minute"),
+                120,
+                0,
+                10_000_000,
+            )?,
+            window: Duration::from_secs(60),
+        };
+        let public_rate_limit = aibank_auth::ratelimit::Limit {
+            max: parse_num(
+                "AIBANK_PUBLIC_RATE_LIMIT_PER_15_MIN",
+                get("public_rate_limit_per_15_min"),
+                100,
+                0,
+                10_000_000,
+            )?,
+            window: Duration::from_secs(15 * 60),
+        };
+        let max_keys_per_agent = parse_num(
+            "AIBANK_MAX_KEYS_PER_AGENT",
+            get("max_keys_per_agent"),
+            5,
+            1,
+            1000,
+        )?;
         let public_url = get("public_url")
             .map(|u| parse_url("AIBANK_PUBLIC_URL", u))
             .transpose()?;
@@ -377,6 +438,10 @@ impl Config {
             x402_pay_to: get("x402_pay_to").map(str::to_owned),
             providers,
             gateway,
+            trusted_proxies,
+            ip_rate_limit,
+            public_rate_limit,
+            max_keys_per_agent,
             warnings,
         })
     }

@@ -1,9 +1,13 @@
 //! Response bodies. Field names follow the aibank API docs: `agentId`/`apiKey` in camelCase,
 //! everything else snake_case; money as exact JSON numbers.
 
+use aibank_auth::access::AllowList;
 use aibank_core::clock::rfc3339;
 use aibank_core::Usd;
-use aibank_store::models::{Account, Agent, MasterKey, UsageEvent};
+use aibank_store::models::{
+    Account, Agent, ApiKey, AuditEvent, MasterKey, UsageEvent, KEY_STATUS_ACTIVE,
+    KEY_STATUS_PAUSED, KEY_STATUS_REVOKED,
+};
 use serde::{Deserialize, Serialize};
 
 /// Default spending controls of a new agent.
@@ -69,6 +73,36 @@ impl AgentCreated {
     }
 }
 
+/// The restrictions a platform puts on one of its agents (binding all its keys).
+// Independent flags, one per setting.
+#[allow(clippy::struct_excessive_bools)]
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSecurity {
+    pub read_only: bool,
+    pub allowed_ips: Vec<String>,
+    pub gateway_enabled: bool,
+    pub wallets_enabled: bool,
+    pub trading_enabled: bool,
+    pub keys_paused: bool,
+    /// Gateway calls per key per rolling day set for this agent; `None`: the server default.
+    pub daily_message_limit: Option<i64>,
+}
+
+impl AgentSecurity {
+    pub fn of(agent: &Agent) -> Self {
+        AgentSecurity {
+            read_only: agent.read_only,
+            allowed_ips: AllowList::from_stored(&agent.allowed_ips).entries(),
+            gateway_enabled: agent.gateway_enabled,
+            wallets_enabled: agent.wallets_enabled,
+            trading_enabled: agent.trading_enabled,
+            keys_paused: agent.keys_paused_at.is_some(),
+            daily_message_limit: agent.daily_message_limit,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct AgentView {
     #[serde(rename = "agentId")]
@@ -80,6 +114,7 @@ pub struct AgentView {
     pub credits_usd: Usd,
     pub total_spent: Usd,
     pub spending_controls: SpendingControls,
+    pub security: AgentSecurity,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -87,6 +122,7 @@ pub struct AgentView {
 impl AgentView {
     pub fn new(agent: Agent, account: &Account) -> Self {
         AgentView {
+            security: AgentSecurity::of(&agent),
             spending_controls: SpendingControls::of(&agent),
             agent_id: agent.id,
             name: agent.name,
@@ -157,6 +193,117 @@ impl From<UsageEvent> for UsageItem {
             cost_usd: Usd::from_micros(u.cost_micros),
             request_id: u.request_id,
             description: u.description,
+        }
+    }
+}
+
+/// One API key as its owner (or the owner's platform) sees it: never the secret, only the
+/// last 4 characters (of the secret, or of an RSA key's fingerprint).
+// Independent flags, one per setting.
+#[allow(clippy::struct_excessive_bools)]
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    pub id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// `secret` (sent in `X-API-Key`) or `rsa` (signed requests).
+    #[serde(rename = "type")]
+    pub key_type: &'static str,
+    /// `agent` (`ak_`) or `gateway` (`gw_`).
+    pub kind: String,
+    pub last4: String,
+    /// `active`, `paused` (the platform paused the agent's keys) or `revoked`.
+    pub status: &'static str,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+    #[serde(rename = "readOnly")]
+    pub read_only: bool,
+    #[serde(rename = "allowedIps")]
+    pub allowed_ips: Vec<String>,
+    #[serde(rename = "gatewayEnabled")]
+    pub gateway_enabled: bool,
+    #[serde(rename = "walletsEnabled")]
+    pub wallets_enabled: bool,
+    #[serde(rename = "tradingEnabled")]
+    pub trading_enabled: bool,
+    /// Whether this is the key that made the request (agent listings only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+impl KeyView {
+    /// `agent_paused`: the agent's keys are paused; `caller`: the requesting key's id, when
+    /// the listing is the agent's own.
+    pub fn new(k: ApiKey, agent_paused: bool, caller: Option<&str>) -> Self {
+        let status = if k.status != KEY_STATUS_ACTIVE {
+            KEY_STATUS_REVOKED
+        } else if agent_paused {
+            KEY_STATUS_PAUSED
+        } else {
+            KEY_STATUS_ACTIVE
+        };
+        KeyView {
+            current: caller.map(|c| c == k.id),
+            key_type: if k.public_key_pem.is_some() {
+                "rsa"
+            } else {
+                "secret"
+            },
+            allowed_ips: AllowList::from_stored(&k.allowed_ips).entries(),
+            id: k.id,
+            name: k.name,
+            description: k.description,
+            kind: k.kind,
+            last4: k.last4,
+            status,
+            created_at: rfc3339(k.created_at),
+            last_used_at: k.last_used_at.map(rfc3339),
+            revoked_at: k.revoked_at.map(rfc3339),
+            read_only: k.read_only,
+            gateway_enabled: k.gateway_enabled,
+            wallets_enabled: k.wallets_enabled,
+            trading_enabled: k.trading_enabled,
+            public_key: k.public_key_pem,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ActorView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: Option<String>,
+}
+
+/// One audit log entry.
+#[derive(Debug, Serialize)]
+pub struct AuditView {
+    pub id: String,
+    pub action: String,
+    pub actor: ActorView,
+    #[serde(rename = "agentId")]
+    pub agent_id: Option<String>,
+    pub target_id: String,
+    pub details: Option<serde_json::Value>,
+    pub created_at: String,
+}
+
+impl From<AuditEvent> for AuditView {
+    fn from(e: AuditEvent) -> Self {
+        AuditView {
+            id: e.id,
+            action: e.action,
+            actor: ActorView {
+                kind: e.actor_type,
+                id: e.actor_id,
+            },
+            agent_id: e.agent_id,
+            target_id: e.target_id,
+            details: e.details.and_then(|d| serde_json::from_str(&d).ok()),
+            created_at: rfc3339(e.created_at),
         }
     }
 }

@@ -90,6 +90,7 @@ fn create_master_key(config: &Config, name: &str, email: Option<&str>) -> Result
     let mut conn = pool.get().map_err(|e| e.to_string())?;
     let row = service::create_master_key(
         &mut conn,
+        &service::Actor::OPERATOR,
         None,
         &name,
         email.as_deref(),

@@ -4,7 +4,7 @@
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, Route};
 
-use crate::handlers::{account, agents, master_keys, meta, platform, platform_agents};
+use crate::handlers::{account, agents, audit, keys, master_keys, meta, platform, platform_agents};
 use aibank_core::ApiError;
 
 pub struct RouteDef {
@@ -53,6 +53,22 @@ pub fn table() -> Vec<RouteDef> {
         def(Method::POST, "/v1/keys", || {
             web::post().to(agents::create_gateway_key)
         }),
+        def(Method::GET, "/v1/keys", || web::get().to(keys::list)),
+        def(Method::POST, "/v1/keys/create", || {
+            web::post().to(keys::create)
+        }),
+        def(Method::POST, "/v1/keys/rsa", || {
+            web::post().to(keys::register_rsa)
+        }),
+        def(Method::POST, "/v1/keys/rsa/generate", || {
+            web::post().to(keys::generate_rsa)
+        }),
+        def(Method::PATCH, "/v1/keys/{id}", || {
+            web::patch().to(keys::update)
+        }),
+        def(Method::DELETE, "/v1/keys/{id}", || {
+            web::delete().to(keys::delete)
+        }),
         def(Method::GET, "/v1/balance", || {
             web::get().to(account::balance)
         }),
@@ -80,6 +96,18 @@ pub fn table() -> Vec<RouteDef> {
         }),
         def(Method::GET, "/v1/platform/agents/{id}/usage", || {
             web::get().to(platform_agents::usage)
+        }),
+        def(Method::GET, "/v1/platform/agents/{id}/keys", || {
+            web::get().to(platform_agents::keys)
+        }),
+        def(Method::POST, "/v1/platform/agents/{id}/pause", || {
+            web::post().to(platform_agents::pause)
+        }),
+        def(Method::POST, "/v1/platform/agents/{id}/resume", || {
+            web::post().to(platform_agents::resume)
+        }),
+        def(Method::GET, "/v1/platform/audit", || {
+            web::get().to(audit::list)
         }),
         def(Method::GET, "/v1/platform", || web::get().to(platform::get)),
         def(Method::PATCH, "/v1/platform", || {

@@ -7,7 +7,7 @@ use aibank_auth::{AuthState, GeneratedKey, KeyKind};
 use aibank_core::ids::new_id;
 use aibank_core::{ApiError, SharedClock, Usd};
 use aibank_ledger::{EntryKind, LedgerError};
-use aibank_store::models::{Agent, ApiKey, MasterKey, KEY_STATUS_ACTIVE};
+use aibank_store::models::{Agent, ApiKey, AuditEvent, MasterKey, KEY_STATUS_ACTIVE};
 use aibank_store::repo::keys as key_repo;
 use aibank_store::{repo, AnyConnection, DbPool, StoreError};
 use serde_json::Value;
@@ -25,9 +25,78 @@ pub struct AppState {
     pub openapi: Arc<Value>,
 }
 
+/// Who made a change, as the audit log records it.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub kind: &'static str,
+    pub id: Option<String>,
+}
+
+impl Actor {
+    /// Unauthenticated self-service sign-up.
+    pub const PUBLIC: Actor = Actor {
+        kind: "public",
+        id: None,
+    };
+    /// The server operator (CLI, bootstrap key).
+    pub const OPERATOR: Actor = Actor {
+        kind: "operator",
+        id: None,
+    };
+
+    pub fn master_key(id: &str) -> Actor {
+        Actor {
+            kind: "master_key",
+            id: Some(id.to_owned()),
+        }
+    }
+
+    pub fn api_key(id: &str) -> Actor {
+        Actor {
+            kind: "api_key",
+            id: Some(id.to_owned()),
+        }
+    }
+}
+
+/// What an audit entry says happened.
+#[derive(Debug)]
+pub struct Audit<'a> {
+    pub actor: &'a Actor,
+    pub action: &'a str,
+    pub platform_id: Option<&'a str>,
+    pub agent_id: Option<&'a str>,
+    pub target_id: &'a str,
+    /// A JSON object of what changed; never a secret.
+    pub details: Option<Value>,
+}
+
+impl Audit<'_> {
+    pub fn row(self, now: i64) -> AuditEvent {
+        AuditEvent {
+            id: new_id("aud"),
+            platform_id: self.platform_id.map(str::to_owned),
+            agent_id: self.agent_id.map(str::to_owned),
+            actor_type: self.actor.kind.to_owned(),
+            actor_id: self.actor.id.clone(),
+            action: self.action.to_owned(),
+            target_id: self.target_id.to_owned(),
+            details: self.details.map(|d| d.to_string()),
+            created_at: now,
+        }
+    }
+
+    /// Writes the entry; call it inside the transaction of the change it records.
+    pub fn write(self, conn: &mut AnyConnection, now: i64) -> Result<(), StoreError> {
+        repo::audit::insert(conn, &self.row(now))?;
+        Ok(())
+    }
+}
+
 /// What a new agent starts with.
 #[derive(Debug)]
 pub struct NewAgentSpec {
+    pub actor: Actor,
     pub platform_id: Option<String>,
     pub key_kind: KeyKind,
     pub name: String,
@@ -47,21 +116,21 @@ pub async fn create_agent(
     let secret_hash = state.auth.hash_key(&key.full).await?;
     let now = state.clock.now_ms();
     let agent = Agent {
-        id: new_id("agt"),
-        platform_id: spec.platform_id,
-        kind: key.kind.db_kind().to_owned(),
-        name: spec.name,
-        email: spec.email,
-        active: true,
         per_tx_limit_micros: spec.controls.per_tx_limit_usd.micros(),
         daily_limit_micros: spec.controls.daily_limit_usd.micros(),
         weekly_limit_micros: spec.controls.weekly_limit_usd.micros(),
         monthly_limit_micros: spec.controls.monthly_limit_usd.micros(),
-        created_at: now,
-        updated_at: now,
+        ..Agent::new(
+            new_id("agt"),
+            spec.platform_id,
+            key.kind.db_kind(),
+            spec.name,
+            spec.email,
+            now,
+        )
     };
     let row = api_key_row(&key, &agent.id, secret_hash, now);
-    let (credits, grant_kind) = (spec.credits, spec.grant_kind);
+    let (credits, grant_kind, actor) = (spec.credits, spec.grant_kind, spec.actor);
     let agent = state
         .pool
         .run(move |c| {
@@ -69,6 +138,15 @@ pub async fn create_agent(
                 repo::agents::insert(c, &agent)?;
                 key_repo::insert_api_key(c, &row)?;
                 aibank_ledger::open_account(c, &agent.id, credits, grant_kind, now)?;
+                let audit = Audit {
+                    actor: &actor,
+                    action: "api_key.created",
+                    platform_id: agent.platform_id.as_deref(),
+                    agent_id: Some(&agent.id),
+                    target_id: &row.id,
+                    details: Some(serde_json::json!({ "reason": "agent created" })),
+                };
+                repo::audit::insert(c, &audit.row(now))?;
                 Ok::<_, LedgerError>(agent)
             })
         })
@@ -88,12 +166,23 @@ pub fn api_key_row(key: &GeneratedKey, agent_id: &str, secret_hash: String, now:
         created_at: now,
         last_used_at: None,
         revoked_at: None,
+        name: None,
+        description: None,
+        read_only: false,
+        allowed_ips: String::new(),
+        gateway_enabled: true,
+        wallets_enabled: true,
+        trading_enabled: true,
+        public_key_pem: None,
     }
 }
 
 /// Creates a master key; with `platform_id` `None`, also a new platform named `name`.
+// Each argument is a separate fact about the new key.
+#[allow(clippy::too_many_arguments)]
 pub fn create_master_key(
     conn: &mut AnyConnection,
+    actor: &Actor,
     platform_id: Option<&str>,
     name: &str,
     owner_email: Option<&str>,
@@ -112,6 +201,15 @@ pub fn create_master_key(
         last_used_at: None,
         revoked_at: None,
     };
-    key_repo::create_master_key(conn, &row, platform_id.is_none().then_some(name))?;
+    let audit = Audit {
+        actor,
+        action: "master_key.created",
+        platform_id: Some(&row.platform_id),
+        agent_id: None,
+        target_id: &row.id,
+        details: Some(serde_json::json!({ "name": name })),
+    }
+    .row(now);
+    key_repo::create_master_key(conn, &row, platform_id.is_none().then_some(name), &audit)?;
     Ok(row)
 }

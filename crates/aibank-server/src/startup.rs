@@ -7,11 +7,14 @@ use actix_web::dev::Server;
 use actix_web::dev::Service as _;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpMessage as _;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpServer};
+use aibank_auth::access::{client_ip, IpNet};
+use aibank_auth::ratelimit::{Class, IpRateLimiter};
 use aibank_auth::{AuthState, VerifiedCache};
 use aibank_core::extract::JsonLimit;
 use aibank_core::{ApiError, SharedClock};
 use aibank_store::{DbPool, PoolOptions, StoreError};
+use futures_util::future::Either;
 use serde_json::Value;
 use tracing_actix_web::{RequestId, TracingLogger};
 
@@ -120,8 +123,65 @@ fn spawn_sweeper(pool: DbPool, clock: SharedClock, config: &Config) {
             if let Err(e) = res {
                 tracing::warn!(error = %e, "idempotency key clean-up failed");
             }
+            let now = clock.now_ms();
+            let res = pool
+                .run(move |c| {
+                    aibank_store::repo::keys::delete_expired_signatures(c, now)
+                        .map_err(StoreError::from)
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "used-signature clean-up failed");
+            }
         }
     });
+}
+
+fn gateway(config: &Config, pool: &DbPool, clock: &SharedClock) -> Result<Gateway, StartupError> {
+    Gateway::new(
+        config.providers.clone(),
+        config.gateway.clone(),
+        open_secret_box(config)?,
+        pool.clone(),
+        clock.clone(),
+    )
+    .map_err(|e| StartupError::Task(format!("HTTP client: {e}")))
+}
+
+/// Credential checks and the per-IP limiter, shared by all workers.
+fn auth_state(
+    config: &Config,
+    pool: &DbPool,
+    clock: &SharedClock,
+) -> (web::Data<AuthState>, Arc<IpRateLimiter>) {
+    let auth = AuthState::new(
+        pool.clone(),
+        VerifiedCache::new(config.auth_cache_ttl, 100_000),
+        clock.clone(),
+        config.auth_status_ttl,
+    )
+    .with_trusted_proxies(config.trusted_proxies.clone());
+    let limiter = IpRateLimiter::new(
+        config.ip_rate_limit,
+        config.public_rate_limit,
+        clock.clone(),
+    );
+    (web::Data::new(auth), Arc::new(limiter))
+}
+
+/// Endpoints anyone may call without a credential draw from the stricter public budget;
+/// the health check (probed by load balancers) draws from none.
+fn limit_ip(limiter: &IpRateLimiter, trusted: &[IpNet], req: &HttpRequest) -> Result<(), ApiError> {
+    let class = match (req.method().as_str(), req.path()) {
+        (_, "/v1/health") => return Ok(()),
+        ("POST", "/v1/agents/register" | "/v1/keys")
+        | ("GET", "/v1/providers" | "/openapi.json") => Class::Public,
+        _ => Class::General,
+    };
+    match client_ip(req, trusted) {
+        Some(ip) => limiter.check(ip, class),
+        None => Ok(()),
+    }
 }
 
 /// A bound, not yet awaited server.
@@ -176,23 +236,8 @@ impl Application {
             .port();
 
         spawn_sweeper(pool.clone(), clock.clone(), &config);
-        let secret_box = open_secret_box(&config)?;
-        let gateway = web::Data::new(
-            Gateway::new(
-                config.providers.clone(),
-                config.gateway.clone(),
-                secret_box,
-                pool.clone(),
-                clock.clone(),
-            )
-            .map_err(|e| StartupError::Task(format!("HTTP client: {e}")))?,
-        );
-        let auth = web::Data::new(AuthState::new(
-            pool.clone(),
-            VerifiedCache::new(config.auth_cache_ttl, 100_000),
-            clock.clone(),
-            config.auth_status_ttl,
-        ));
+        let gateway = web::Data::new(gateway(&config, &pool, &clock)?);
+        let (auth, limiter) = auth_state(&config, &pool, &clock);
         let json_limit = JsonLimit(config.max_json_bytes);
         let workers = config.workers;
         let state = web::Data::new(AppState {
@@ -204,7 +249,14 @@ impl Application {
             openapi,
         });
         let mut server = HttpServer::new(move || {
+            let (limiter, trusted) = (limiter.clone(), auth.trusted_proxies().to_vec());
             App::new()
+                .wrap_fn(
+                    move |req, srv| match limit_ip(&limiter, &trusted, req.request()) {
+                        Ok(()) => Either::Left(srv.call(req)),
+                        Err(e) => Either::Right(std::future::ready(Ok(req.error_response(e)))),
+                    },
+                )
                 .wrap_fn(|req, srv| {
                     // Echo the id TracingLogger put on this request's log lines.
                     let id = req.extensions().get::<RequestId>().map(ToString::to_string);

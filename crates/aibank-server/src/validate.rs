@@ -107,3 +107,49 @@ mod tests {
         assert!(amount("x", Usd::from_micros(MAX_AMOUNT.micros() + 1)).is_err());
     }
 }
+
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+
+/// Free text up to [`MAX_DESCRIPTION_CHARS`], trimmed.
+pub fn description(field: &str, v: &str) -> Result<String, ApiError> {
+    let v = v.trim();
+    if v.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("`{field}` must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+/// A list of IPv4/IPv6 addresses and CIDR blocks; empty allows any address.
+pub fn allowed_ips(field: &str, v: &[String]) -> Result<aibank_auth::access::AllowList, ApiError> {
+    aibank_auth::access::AllowList::parse(v)
+        .map_err(|e| ApiError::invalid_field(field, format!("`{field}`: {e}")))
+}
+
+/// A PATCH field: absent (leave it), `null` (clear it) or a value (set it).
+#[derive(Debug, Clone, Default)]
+pub enum Patch<T> {
+    #[default]
+    Absent,
+    Null,
+    Value(T),
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Patch<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<T>::deserialize(d).map(|v| v.map_or(Patch::Null, Patch::Value))
+    }
+}
+
+impl<T> Patch<T> {
+    /// As a column change: `None` leaves it, `Some(None)` clears it.
+    pub fn into_change(self) -> Option<Option<T>> {
+        match self {
+            Patch::Absent => None,
+            Patch::Null => Some(None),
+            Patch::Value(v) => Some(Some(v)),
+        }
+    }
+}

@@ -12,37 +12,16 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use aibank_gateway::{CustomProvider, Registry};
+use aibank_gateway::Registry;
 use aibank_server::Config;
 use aibank_testkit::mock_upstream::MockUpstream;
 use aibank_testkit::{spawn_app_with, TestApp};
 use serde_json::{json, Value};
 
-const ANTHROPIC_KEY: &str = "sk-ant-platform-secret";
-const OPENAI_KEY: &str = "sk-openai-platform-secret";
-
-/// Points every provider at the mock; `compat` is an OpenAI-compatible extra provider.
-fn use_mock(c: &mut Config, base: &str, with_keys: bool) {
-    let key = |k: &str| with_keys.then(|| k.to_owned().into());
-    let mut prices = BTreeMap::new();
-    prices.insert(
-        "*".to_owned(),
-        serde_json::from_value(json!({"input": 1, "output": 2})).unwrap(),
-    );
-    c.providers = Registry::build(
-        (base.to_owned(), key(ANTHROPIC_KEY)),
-        (base.to_owned(), key(OPENAI_KEY)),
-        vec![CustomProvider {
-            name: "compat".into(),
-            base_url: base.to_owned(),
-            api_key_env: Some("COMPAT_KEY".into()),
-            prices,
-        }],
-        BTreeMap::new(),
-        |var| (var == "COMPAT_KEY").then(|| "sk-compat".to_owned()),
-    )
-    .unwrap();
-}
+use aibank_testkit::{
+    use_mock_upstream as use_mock, MOCK_ANTHROPIC_KEY as ANTHROPIC_KEY,
+    MOCK_OPENAI_KEY as OPENAI_KEY,
+};
 
 async fn setup(customize: impl FnOnce(&mut Config)) -> (TestApp, MockUpstream) {
     let mock = MockUpstream::start().await;

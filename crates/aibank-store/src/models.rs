@@ -3,8 +3,8 @@
 use diesel::prelude::*;
 
 use crate::schema::{
-    accounts, agents, api_keys, holds, idempotency_keys, journal_entries, master_keys, platforms,
-    usage_events,
+    accounts, agents, api_keys, audit_events, holds, idempotency_keys, journal_entries,
+    master_keys, platforms, usage_events,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -43,6 +43,8 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
+// One column per flag, as stored.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = agents)]
 pub struct Agent {
@@ -58,6 +60,48 @@ pub struct Agent {
     pub monthly_limit_micros: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The platform's restrictions, binding every key of the agent.
+    pub read_only: bool,
+    pub allowed_ips: String,
+    pub gateway_enabled: bool,
+    pub wallets_enabled: bool,
+    pub trading_enabled: bool,
+    pub keys_paused_at: Option<i64>,
+    pub daily_message_limit: Option<i64>,
+}
+
+impl Agent {
+    /// A new agent's row with default settings and no spending allowed until limits are set.
+    pub fn new(
+        id: String,
+        platform_id: Option<String>,
+        kind: &str,
+        name: String,
+        email: Option<String>,
+        now: i64,
+    ) -> Agent {
+        Agent {
+            id,
+            platform_id,
+            kind: kind.to_owned(),
+            name,
+            email,
+            active: true,
+            per_tx_limit_micros: 0,
+            daily_limit_micros: 0,
+            weekly_limit_micros: 0,
+            monthly_limit_micros: 0,
+            created_at: now,
+            updated_at: now,
+            read_only: false,
+            allowed_ips: String::new(),
+            gateway_enabled: true,
+            wallets_enabled: true,
+            trading_enabled: true,
+            keys_paused_at: None,
+            daily_message_limit: None,
+        }
+    }
 }
 
 /// Changes to an agent; `None` leaves a column alone.
@@ -71,13 +115,24 @@ pub struct AgentChanges {
     pub weekly_limit_micros: Option<i64>,
     pub monthly_limit_micros: Option<i64>,
     pub updated_at: Option<i64>,
+    pub read_only: Option<bool>,
+    pub allowed_ips: Option<String>,
+    pub gateway_enabled: Option<bool>,
+    pub wallets_enabled: Option<bool>,
+    pub trading_enabled: Option<bool>,
+    /// `Some(None)` clears the column (back to the server default).
+    pub daily_message_limit: Option<Option<i64>>,
 }
 
 pub const AGENT_KIND_AGENT: &str = "agent";
 pub const AGENT_KIND_GATEWAY: &str = "gateway";
 pub const KEY_STATUS_ACTIVE: &str = "active";
 pub const KEY_STATUS_REVOKED: &str = "revoked";
+/// Not stored: how a key of a paused agent is reported.
+pub const KEY_STATUS_PAUSED: &str = "paused";
 
+// One column per flag, as stored.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = api_keys)]
 pub struct ApiKey {
@@ -90,6 +145,28 @@ pub struct ApiKey {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub read_only: bool,
+    pub allowed_ips: String,
+    pub gateway_enabled: bool,
+    pub wallets_enabled: bool,
+    pub trading_enabled: bool,
+    /// Set for RSA-signed keys, which have no secret.
+    pub public_key_pem: Option<String>,
+}
+
+/// Changes to a key's own settings; `None` leaves a column alone.
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = api_keys)]
+pub struct ApiKeyChanges {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub read_only: Option<bool>,
+    pub allowed_ips: Option<String>,
+    pub gateway_enabled: Option<bool>,
+    pub wallets_enabled: Option<bool>,
+    pub trading_enabled: Option<bool>,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -170,6 +247,22 @@ pub struct Hold {
     pub created_at: i64,
     pub expires_at: i64,
     pub settled_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = audit_events)]
+pub struct AuditEvent {
+    pub id: String,
+    pub platform_id: Option<String>,
+    pub agent_id: Option<String>,
+    /// `master_key`, `api_key`, `public` (unauthenticated sign-up) or `operator` (CLI).
+    pub actor_type: String,
+    pub actor_id: Option<String>,
+    pub action: String,
+    pub target_id: String,
+    /// A JSON object; never holds a secret.
+    pub details: Option<String>,
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -2,6 +2,7 @@
 //! them inside one transaction.
 
 pub mod agents;
+pub mod audit;
 pub mod idempotency;
 pub mod keys;
 pub mod provider_keys;

@@ -39,6 +39,13 @@ diesel::table! {
         monthly_limit_micros -> BigInt,
         created_at -> BigInt,
         updated_at -> BigInt,
+        read_only -> Bool,
+        allowed_ips -> Text,
+        gateway_enabled -> Bool,
+        wallets_enabled -> Bool,
+        trading_enabled -> Bool,
+        keys_paused_at -> Nullable<BigInt>,
+        daily_message_limit -> Nullable<BigInt>,
     }
 }
 
@@ -53,6 +60,16 @@ diesel::table! {
         created_at -> BigInt,
         last_used_at -> Nullable<BigInt>,
         revoked_at -> Nullable<BigInt>,
+        name -> Nullable<Text>,
+        description -> Nullable<Text>,
+        read_only -> Bool,
+        allowed_ips -> Text,
+        gateway_enabled -> Bool,
+        wallets_enabled -> Bool,
+        trading_enabled -> Bool,
+        public_key_pem -> Nullable<Text>,
+        msg_window_start -> BigInt,
+        msg_count -> BigInt,
     }
 }
 
@@ -129,6 +146,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    used_signatures (digest) {
+        digest -> Text,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Text,
+        platform_id -> Nullable<Text>,
+        agent_id -> Nullable<Text>,
+        actor_type -> Text,
+        actor_id -> Nullable<Text>,
+        action -> Text,
+        target_id -> Text,
+        details -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(master_keys -> platforms (platform_id));
 diesel::joinable!(agents -> platforms (platform_id));
 diesel::joinable!(api_keys -> agents (agent_id));
@@ -147,4 +185,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     holds,
     idempotency_keys,
     provider_keys,
+    used_signatures,
+    audit_events,
 );

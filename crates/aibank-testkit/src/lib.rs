@@ -157,8 +157,40 @@ pub fn test_config(db: &TestDb, master_key: &str) -> Config {
         database_pool_size: 8,
         workers: Some(2),
         bootstrap_master_key: Some(master_key.to_owned().into()),
+        // Suites send hundreds of requests from 127.0.0.1; the limiter has its own tests.
+        ip_rate_limit: aibank_auth::ratelimit::Limit::OFF,
+        public_rate_limit: aibank_auth::ratelimit::Limit::OFF,
         ..Config::default()
     }
+}
+
+/// The platform-wide upstream keys [`use_mock_upstream`] configures.
+pub const MOCK_ANTHROPIC_KEY: &str = "sk-ant-platform-secret";
+pub const MOCK_OPENAI_KEY: &str = "sk-openai-platform-secret";
+
+/// Points every provider at a mock upstream; also declares `compat`, an OpenAI-compatible
+/// provider priced at $1/$2 per million tokens for every model. Without `with_keys` no
+/// platform-wide upstream key is configured.
+pub fn use_mock_upstream(c: &mut Config, base: &str, with_keys: bool) {
+    let key = |k: &str| with_keys.then(|| k.to_owned().into());
+    let mut prices = std::collections::BTreeMap::new();
+    prices.insert(
+        "*".to_owned(),
+        serde_json::from_value(serde_json::json!({"input": 1, "output": 2})).unwrap(),
+    );
+    c.providers = aibank_gateway::Registry::build(
+        (base.to_owned(), key(MOCK_ANTHROPIC_KEY)),
+        (base.to_owned(), key(MOCK_OPENAI_KEY)),
+        vec![aibank_gateway::CustomProvider {
+            name: "compat".into(),
+            base_url: base.to_owned(),
+            api_key_env: Some("COMPAT_KEY".into()),
+            prices,
+        }],
+        std::collections::BTreeMap::new(),
+        |var| (var == "COMPAT_KEY").then(|| "sk-compat".to_owned()),
+    )
+    .unwrap();
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -277,7 +309,17 @@ impl TestApp {
             let key = GeneratedKey::new(KeyKind::Master);
             let hash = keys::hash(&key.full).unwrap();
             let mut c = pool.get().unwrap();
-            service::create_master_key(&mut c, None, "other", None, &key, hash, 0).unwrap();
+            service::create_master_key(
+                &mut c,
+                &service::Actor::OPERATOR,
+                None,
+                "other",
+                None,
+                &key,
+                hash,
+                0,
+            )
+            .unwrap();
             key.full.expose().to_owned()
         })
         .await

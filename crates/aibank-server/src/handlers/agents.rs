@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{created, Created};
 use crate::dto::{AgentCreated, SpendingControls};
-use crate::service::{create_agent, AppState, NewAgentSpec};
+use crate::service::{create_agent, Actor, AppState, NewAgentSpec};
 use crate::validate;
 
 pub const DEFAULT_AGENT_NAME: &str = "unnamed-agent";
@@ -37,6 +37,7 @@ pub async fn register(
     let (agent, key) = create_agent(
         &state,
         NewAgentSpec {
+            actor: Actor::PUBLIC,
             platform_id: None,
             key_kind: KeyKind::Agent,
             name,
@@ -74,6 +75,7 @@ pub async fn create_gateway_key(
     let (agent, key) = create_agent(
         &state,
         NewAgentSpec {
+            actor: Actor::PUBLIC,
             platform_id: None,
             key_kind: KeyKind::Gateway,
             name: "gateway-key".to_owned(),

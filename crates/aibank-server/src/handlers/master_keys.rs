@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{created, Created};
 use crate::dto::MasterKeyView;
-use crate::service::{create_master_key, AppState};
+use crate::service::{create_master_key, Actor, AppState, Audit};
 use crate::validate;
 
 #[derive(Debug, Deserialize)]
@@ -43,11 +43,13 @@ pub async fn create(
     let key = GeneratedKey::new(KeyKind::Master);
     let secret_hash = state.auth.hash_key(&key.full).await?;
     let now = state.clock.now_ms();
+    let actor = Actor::master_key(&auth.key_id);
     let (row, key) = state
         .pool
         .run(move |c| {
             create_master_key(
                 c,
+                &actor,
                 Some(&auth.platform_id),
                 &name,
                 Some(&owner_email),
@@ -116,8 +118,21 @@ pub async fn revoke(
     let n = state
         .pool
         .run(move |c| {
-            key_repo::revoke_master_key(c, &auth.platform_id, &target, now)
-                .map_err(StoreError::from)
+            c.write_tx(|c| {
+                let n = key_repo::revoke_master_key(c, &auth.platform_id, &target, now)?;
+                if n == 1 {
+                    Audit {
+                        actor: &Actor::master_key(&auth.key_id),
+                        action: "master_key.revoked",
+                        platform_id: Some(&auth.platform_id),
+                        agent_id: None,
+                        target_id: &target,
+                        details: None,
+                    }
+                    .write(c, now)?;
+                }
+                Ok::<_, StoreError>(n)
+            })
         })
         .await?;
     if n == 0 {

@@ -2,6 +2,8 @@
 
 pub mod account;
 pub mod agents;
+pub mod audit;
+pub mod keys;
 pub mod master_keys;
 pub mod meta;
 pub mod platform;

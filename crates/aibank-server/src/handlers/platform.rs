@@ -9,10 +9,10 @@ use aibank_store::models::Platform;
 use aibank_store::schema::platforms;
 use aibank_store::AnyConnection;
 use diesel::prelude::*;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
-use crate::service::AppState;
-use crate::validate;
+use crate::service::{Actor, AppState, Audit};
+use crate::validate::{self, Patch};
 
 #[derive(Debug, Serialize)]
 pub struct PlatformView {
@@ -52,21 +52,6 @@ pub async fn get(
     Ok(web::Json(v))
 }
 
-/// A PATCH field: absent (leave it), `null` (clear it) or a value (set it).
-#[derive(Debug, Default)]
-pub enum Patch<T> {
-    #[default]
-    Absent,
-    Null,
-    Value(T),
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Option::<T>::deserialize(d).map(|v| v.map_or(Patch::Null, Patch::Value))
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
@@ -98,6 +83,17 @@ pub async fn update(
                 diesel::update(platforms::table.find(&auth.platform_id))
                     .set(platforms::daily_limit_micros.eq(limit))
                     .execute(c)?;
+                let audit = Audit {
+                    actor: &Actor::master_key(&auth.key_id),
+                    action: "platform.updated",
+                    platform_id: Some(&auth.platform_id),
+                    agent_id: None,
+                    target_id: &auth.platform_id,
+                    details: Some(serde_json::json!({
+                        "daily_limit_usd": limit.map(Usd::from_micros)
+                    })),
+                };
+                aibank_store::repo::audit::insert(c, &audit.row(now))?;
                 view(c, &auth.platform_id, now)
             })
         })

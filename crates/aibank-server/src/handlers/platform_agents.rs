@@ -15,10 +15,10 @@ use tracing_actix_web::RequestId;
 
 use super::usage::{UsagePage, UsageQuery};
 use super::{created, Created};
-use crate::dto::{AgentCreated, AgentView, SpendingControls};
+use crate::dto::{AgentCreated, AgentView, KeyView, SpendingControls};
 use crate::idempotency::{amount_part, fingerprint, run_once, IdempotencyKey};
-use crate::service::{api_key_row, create_agent, AppState, NewAgentSpec};
-use crate::validate;
+use crate::service::{api_key_row, create_agent, Actor, AppState, Audit, NewAgentSpec};
+use crate::validate::{self, Patch};
 
 fn agent_not_found() -> ApiError {
     ApiError::not_found("Agent not found")
@@ -78,6 +78,7 @@ pub async fn create(
     let (agent, key) = create_agent(
         &state,
         NewAgentSpec {
+            actor: Actor::master_key(&auth.key_id),
             platform_id: Some(auth.platform_id),
             key_kind: KeyKind::Agent,
             name,
@@ -153,6 +154,61 @@ pub struct UpdateRequest {
     weekly_limit_usd: Option<Usd>,
     monthly_limit_usd: Option<Usd>,
     per_tx_limit_usd: Option<Usd>,
+    #[serde(rename = "readOnly")]
+    read_only: Option<bool>,
+    #[serde(rename = "allowedIps")]
+    allowed_ips: Option<Vec<String>>,
+    #[serde(rename = "gatewayEnabled")]
+    gateway_enabled: Option<bool>,
+    #[serde(rename = "walletsEnabled")]
+    wallets_enabled: Option<bool>,
+    #[serde(rename = "tradingEnabled")]
+    trading_enabled: Option<bool>,
+    /// `null` returns the agent to the server default.
+    #[serde(rename = "dailyMessageLimit", default)]
+    daily_message_limit: Patch<i64>,
+}
+
+pub const MAX_DAILY_MESSAGE_LIMIT: i64 = 1_000_000_000;
+
+/// The restrictions in an update, validated, with their API names for the audit log.
+fn security_changes(
+    b: &UpdateRequest,
+    changes: &mut AgentChanges,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let mut logged = serde_json::Map::new();
+    if let Some(ips) = &b.allowed_ips {
+        let list = validate::allowed_ips("allowedIps", ips)?;
+        logged.insert("allowedIps".into(), list.entries().into());
+        changes.allowed_ips = Some(list.to_stored());
+    }
+    if let Some(limit) = b.daily_message_limit.clone().into_change() {
+        if let Some(n) = limit {
+            if !(1..=MAX_DAILY_MESSAGE_LIMIT).contains(&n) {
+                return Err(ApiError::invalid_field(
+                    "dailyMessageLimit",
+                    format!("`dailyMessageLimit` must be between 1 and {MAX_DAILY_MESSAGE_LIMIT}, or null for the server default"),
+                ));
+            }
+        }
+        logged.insert("dailyMessageLimit".into(), limit.into());
+        changes.daily_message_limit = Some(limit);
+    }
+    for (k, v) in [
+        ("readOnly", b.read_only),
+        ("gatewayEnabled", b.gateway_enabled),
+        ("walletsEnabled", b.wallets_enabled),
+        ("tradingEnabled", b.trading_enabled),
+    ] {
+        if let Some(v) = v {
+            logged.insert(k.into(), v.into());
+        }
+    }
+    changes.read_only = b.read_only;
+    changes.gateway_enabled = b.gateway_enabled;
+    changes.wallets_enabled = b.wallets_enabled;
+    changes.trading_enabled = b.trading_enabled;
+    Ok(logged)
 }
 
 fn micros(field: &str, v: Option<Usd>) -> Result<Option<i64>, ApiError> {
@@ -160,7 +216,8 @@ fn micros(field: &str, v: Option<Usd>) -> Result<Option<i64>, ApiError> {
         .transpose()
 }
 
-/// `PATCH /v1/platform/agents/{id}`: name, active flag and spending limits.
+/// `PATCH /v1/platform/agents/{id}`: name, active flag, spending limits and the
+/// restrictions that bind every key of the agent. Recorded in the audit log.
 #[tracing::instrument(skip_all, fields(platform_id = %auth.platform_id))]
 pub async fn update(
     state: web::Data<AppState>,
@@ -169,7 +226,7 @@ pub async fn update(
     body: Json<UpdateRequest>,
 ) -> Result<web::Json<AgentView>, ApiError> {
     let b = body.into_inner();
-    let changes = AgentChanges {
+    let mut changes = AgentChanges {
         name: b
             .name
             .as_deref()
@@ -181,20 +238,41 @@ pub async fn update(
         weekly_limit_micros: micros("weekly_limit_usd", b.weekly_limit_usd)?,
         monthly_limit_micros: micros("monthly_limit_usd", b.monthly_limit_usd)?,
         updated_at: Some(state.clock.now_ms()),
+        ..AgentChanges::default()
     };
-    if changes.name.is_none()
-        && changes.active.is_none()
-        && changes.per_tx_limit_micros.is_none()
-        && changes.daily_limit_micros.is_none()
-        && changes.weekly_limit_micros.is_none()
-        && changes.monthly_limit_micros.is_none()
-    {
+    let mut logged = security_changes(&b, &mut changes)?;
+    for (k, v) in [
+        ("name", changes.name.clone().map(serde_json::Value::from)),
+        ("active", changes.active.map(serde_json::Value::from)),
+        (
+            "per_tx_limit_usd",
+            b.per_tx_limit_usd.map(|u| serde_json::json!(u)),
+        ),
+        (
+            "daily_limit_usd",
+            b.daily_limit_usd.map(|u| serde_json::json!(u)),
+        ),
+        (
+            "weekly_limit_usd",
+            b.weekly_limit_usd.map(|u| serde_json::json!(u)),
+        ),
+        (
+            "monthly_limit_usd",
+            b.monthly_limit_usd.map(|u| serde_json::json!(u)),
+        ),
+    ] {
+        if let Some(v) = v {
+            logged.insert(k.into(), v);
+        }
+    }
+    if logged.is_empty() {
         return Err(ApiError::invalid_field(
             "body",
             "Nothing to update: send at least one field",
         ));
     }
     let id = path.into_inner();
+    let now = state.clock.now_ms();
     let view = state
         .pool
         .run(move |c| {
@@ -203,6 +281,15 @@ pub async fn update(
                     return Ok(None);
                 }
                 repo::agents::update(c, &id, &changes)?;
+                Audit {
+                    actor: &Actor::master_key(&auth.key_id),
+                    action: "agent.updated",
+                    platform_id: Some(&auth.platform_id),
+                    agent_id: Some(&id),
+                    target_id: &id,
+                    details: Some(serde_json::Value::Object(logged)),
+                }
+                .write(c, now)?;
                 load_view(c, &auth.platform_id, &id)
             })
         })
@@ -403,6 +490,15 @@ pub async fn rotate_key(
                 }
                 let revoked = key_repo::revoke_agent_keys(c, &id, now)?;
                 key_repo::insert_api_key(c, &row)?;
+                Audit {
+                    actor: &Actor::master_key(&auth.key_id),
+                    action: "api_key.rotated",
+                    platform_id: Some(&auth.platform_id),
+                    agent_id: Some(&id),
+                    target_id: &row.id,
+                    details: Some(serde_json::json!({ "revoked": revoked })),
+                }
+                .write(c, now)?;
                 Ok::<_, StoreError>(Some(revoked))
             })
         })
@@ -416,4 +512,113 @@ pub async fn rotate_key(
         agent_id,
         api_key: key.full.expose().to_owned(),
     }))
+}
+
+/// `GET /v1/platform/agents/{id}/keys`: one of the platform's agents' keys, newest first.
+#[tracing::instrument(skip_all, fields(platform_id = %auth.platform_id))]
+pub async fn keys(
+    state: web::Data<AppState>,
+    auth: MasterKeyAuth,
+    path: web::Path<String>,
+    page: Query<PageQuery>,
+) -> Result<web::Json<Page<KeyView>>, ApiError> {
+    let (limit, cursor) = (page.limit()?, page.cursor()?);
+    let id = path.into_inner();
+    let (agent, rows) = state
+        .pool
+        .run(move |c| {
+            let Some(agent) = repo::agents::find_for_platform(c, &auth.platform_id, &id)? else {
+                return Ok(None);
+            };
+            let rows =
+                key_repo::list_agent_keys(c, &agent.id, cursor.as_ref(), i64::from(limit) + 1)?;
+            Ok::<_, StoreError>(Some((agent, rows)))
+        })
+        .await?
+        .ok_or_else(agent_not_found)?;
+    let paused = agent.keys_paused_at.is_some();
+    Ok(web::Json(Page::from_rows(
+        rows,
+        limit,
+        |k| cursor_of(k.created_at, &k.id),
+        |k| KeyView::new(k, paused, None),
+    )))
+}
+
+#[derive(Debug, Serialize)]
+pub struct PauseState {
+    #[serde(rename = "agentId")]
+    agent_id: String,
+    #[serde(rename = "keysPaused")]
+    keys_paused: bool,
+    paused_at: Option<String>,
+}
+
+/// Pauses or resumes every key of an agent; repeating either is harmless (logged once).
+async fn set_paused(
+    state: &AppState,
+    auth: MasterKeyAuth,
+    id: String,
+    pause: bool,
+) -> Result<PauseState, ApiError> {
+    let now = state.clock.now_ms();
+    let agent = state
+        .pool
+        .run(move |c| {
+            c.write_tx(|c| {
+                if repo::agents::find_for_platform(c, &auth.platform_id, &id)?.is_none() {
+                    return Ok(None);
+                }
+                let changed = key_repo::set_keys_paused(c, &id, pause.then_some(now), now)?;
+                if changed == 1 {
+                    Audit {
+                        actor: &Actor::master_key(&auth.key_id),
+                        action: if pause {
+                            "agent.keys_paused"
+                        } else {
+                            "agent.keys_resumed"
+                        },
+                        platform_id: Some(&auth.platform_id),
+                        agent_id: Some(&id),
+                        target_id: &id,
+                        details: None,
+                    }
+                    .write(c, now)?;
+                }
+                Ok::<_, StoreError>(repo::agents::find(c, &id)?)
+            })
+        })
+        .await?
+        .ok_or_else(agent_not_found)?;
+    state.auth.forget_agent(&agent.id);
+    tracing::info!(agent_id = %agent.id, paused = pause, "agent keys paused state set");
+    Ok(PauseState {
+        agent_id: agent.id,
+        keys_paused: agent.keys_paused_at.is_some(),
+        paused_at: agent.keys_paused_at.map(rfc3339),
+    })
+}
+
+/// `POST /v1/platform/agents/{id}/pause`: every key of the agent answers 403 until resumed.
+#[tracing::instrument(skip_all, fields(platform_id = %auth.platform_id))]
+pub async fn pause(
+    state: web::Data<AppState>,
+    auth: MasterKeyAuth,
+    path: web::Path<String>,
+) -> Result<web::Json<PauseState>, ApiError> {
+    Ok(web::Json(
+        set_paused(&state, auth, path.into_inner(), true).await?,
+    ))
+}
+
+/// `POST /v1/platform/agents/{id}/resume`.
+#[tracing::instrument(skip_all, fields(platform_id = %auth.platform_id))]
+pub async fn resume(
+    state: web::Data<AppState>,
+    auth: MasterKeyAuth,
+    path: web::Path<String>,
+) -> Result<web::Json<PauseState>, ApiError> {
+    Ok(web::Json(
+        set_paused(&state, auth, path.into_inner(), false).await?,
+    ))
 }

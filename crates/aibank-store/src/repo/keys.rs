@@ -5,8 +5,11 @@ use diesel::prelude::*;
 use diesel::QueryResult;
 
 use super::after_cursor;
-use crate::models::{Agent, ApiKey, MasterKey, Platform, KEY_STATUS_ACTIVE, KEY_STATUS_REVOKED};
-use crate::schema::{agents, api_keys, master_keys, platforms};
+use crate::models::{
+    Agent, ApiKey, ApiKeyChanges, AuditEvent, MasterKey, Platform, KEY_STATUS_ACTIVE,
+    KEY_STATUS_REVOKED,
+};
+use crate::schema::{agents, api_keys, master_keys, platforms, used_signatures};
 use crate::AnyConnection;
 
 /// Last-used times are refreshed at most this often, so authenticating is not a write.
@@ -69,12 +72,13 @@ pub fn insert_master_key(conn: &mut AnyConnection, key: &MasterKey) -> QueryResu
     Ok(())
 }
 
-/// Stores a master key; with `new_platform` (its name), first creates the platform the key
-/// belongs to. One transaction.
+/// Stores a master key and its audit entry; with `new_platform` (its name), first creates
+/// the platform the key belongs to. One transaction.
 pub fn create_master_key(
     conn: &mut AnyConnection,
     key: &MasterKey,
     new_platform: Option<&str>,
+    audit: &AuditEvent,
 ) -> QueryResult<()> {
     conn.write_tx(|c| {
         if let Some(name) = new_platform {
@@ -88,7 +92,8 @@ pub fn create_master_key(
                 },
             )?;
         }
-        insert_master_key(c, key)
+        insert_master_key(c, key)?;
+        super::audit::insert(c, audit)
     })
 }
 
@@ -136,4 +141,182 @@ pub fn touch_master_key(conn: &mut AnyConnection, id: &str, now: i64) -> QueryRe
     diesel::update(master_keys::table.find(id))
         .set(master_keys::last_used_at.eq(now))
         .execute(conn)
+}
+
+/// An agent's keys (all statuses), newest first, after `cursor`.
+pub fn list_agent_keys(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    cursor: Option<&Cursor>,
+    limit: i64,
+) -> QueryResult<Vec<ApiKey>> {
+    let q = api_keys::table
+        .filter(api_keys::agent_id.eq(agent_id))
+        .select(ApiKey::as_select())
+        .into_boxed();
+    after_cursor!(q, api_keys, cursor).limit(limit).load(conn)
+}
+
+pub fn count_active_keys(conn: &mut AnyConnection, agent_id: &str) -> QueryResult<i64> {
+    api_keys::table
+        .filter(api_keys::agent_id.eq(agent_id))
+        .filter(api_keys::status.eq(KEY_STATUS_ACTIVE))
+        .count()
+        .get_result(conn)
+}
+
+/// Inserts a key unless its agent already holds `max` active keys; false when it does.
+/// The agent's row lock (a no-op write) is held until the caller's transaction ends, so
+/// concurrent inserts on PostgreSQL queue instead of each counting before the other's
+/// commit. SQLite writers are serial anyway. Run it inside a write transaction.
+pub fn insert_api_key_capped(
+    conn: &mut AnyConnection,
+    key: &ApiKey,
+    max: i64,
+) -> QueryResult<bool> {
+    diesel::update(agents::table.find(&key.agent_id))
+        .set(agents::updated_at.eq(agents::updated_at))
+        .execute(conn)?;
+    if count_active_keys(conn, &key.agent_id)? >= max {
+        return Ok(false);
+    }
+    insert_api_key(conn, key)?;
+    Ok(true)
+}
+
+/// One of an agent's keys: another agent's key does not exist for it.
+pub fn find_agent_key(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    key_id: &str,
+) -> QueryResult<Option<ApiKey>> {
+    api_keys::table
+        .find(key_id)
+        .filter(api_keys::agent_id.eq(agent_id))
+        .select(ApiKey::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Revokes one active key; 0 when it was not active.
+pub fn revoke_api_key(conn: &mut AnyConnection, key_id: &str, now: i64) -> QueryResult<usize> {
+    diesel::update(
+        api_keys::table
+            .find(key_id)
+            .filter(api_keys::status.eq(KEY_STATUS_ACTIVE)),
+    )
+    .set((
+        api_keys::status.eq(KEY_STATUS_REVOKED),
+        api_keys::revoked_at.eq(now),
+    ))
+    .execute(conn)
+}
+
+pub fn update_api_key(
+    conn: &mut AnyConnection,
+    key_id: &str,
+    changes: &ApiKeyChanges,
+) -> QueryResult<usize> {
+    diesel::update(api_keys::table.find(key_id))
+        .set(changes)
+        .execute(conn)
+}
+
+/// Pauses (`Some(time)`) or resumes (`None`) every key of an agent; returns 1 when the
+/// state changed, 0 when it already was so.
+pub fn set_keys_paused(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    paused_at: Option<i64>,
+    now: i64,
+) -> QueryResult<usize> {
+    let target = agents::table.find(agent_id);
+    match paused_at {
+        Some(t) => diesel::update(target.filter(agents::keys_paused_at.is_null()))
+            .set((agents::keys_paused_at.eq(t), agents::updated_at.eq(now)))
+            .execute(conn),
+        None => diesel::update(target.filter(agents::keys_paused_at.is_not_null()))
+            .set((
+                agents::keys_paused_at.eq(None::<i64>),
+                agents::updated_at.eq(now),
+            ))
+            .execute(conn),
+    }
+}
+
+/// A key's daily message window after a call was admitted or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageWindow {
+    pub admitted: bool,
+    /// Calls admitted in the current window.
+    pub used: i64,
+    pub window_start: i64,
+}
+
+/// Admits one call against a key's rolling window of `window_ms` that starts at the first
+/// call, when fewer than `limit` were admitted in it. Each step is one conditional update,
+/// so instances sharing a database can never admit more than `limit` per window.
+/// Run it inside a write transaction.
+pub fn admit_message(
+    conn: &mut AnyConnection,
+    key_id: &str,
+    limit: i64,
+    window_ms: i64,
+    now: i64,
+) -> QueryResult<MessageWindow> {
+    let expired_before = now.saturating_sub(window_ms);
+    diesel::update(
+        api_keys::table
+            .find(key_id)
+            .filter(api_keys::msg_window_start.le(expired_before)),
+    )
+    .set((
+        api_keys::msg_window_start.eq(now),
+        api_keys::msg_count.eq(0),
+    ))
+    .execute(conn)?;
+    let admitted = diesel::update(
+        api_keys::table
+            .find(key_id)
+            .filter(api_keys::msg_count.lt(limit))
+            .filter(api_keys::msg_window_start.gt(expired_before)),
+    )
+    .set(api_keys::msg_count.eq(api_keys::msg_count + 1))
+    .execute(conn)?
+        == 1;
+    let (window_start, used) = api_keys::table
+        .find(key_id)
+        .select((api_keys::msg_window_start, api_keys::msg_count))
+        .first(conn)?;
+    Ok(MessageWindow {
+        admitted,
+        used,
+        window_start,
+    })
+}
+
+/// Records an RSA request signature; false when it was already seen (a replay).
+pub fn record_signature(
+    conn: &mut AnyConnection,
+    digest: &str,
+    expires_at: i64,
+) -> QueryResult<bool> {
+    let res = diesel::insert_into(used_signatures::table)
+        .values((
+            used_signatures::digest.eq(digest),
+            used_signatures::expires_at.eq(expires_at),
+        ))
+        .execute(conn);
+    match res {
+        Ok(_) => Ok(true),
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn delete_expired_signatures(conn: &mut AnyConnection, now: i64) -> QueryResult<usize> {
+    diesel::delete(used_signatures::table.filter(used_signatures::expires_at.lt(now))).execute(conn)
 }

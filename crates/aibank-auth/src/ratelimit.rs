@@ -1,0 +1,152 @@
+//! Per-client-IP request limits, kept in this instance's memory: with several instances
+//! behind a balancer each enforces its own share. (Per-key limits that must hold across
+//! instances live in the database; see `aibank_store::repo::keys::admit_message`.)
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aibank_core::{ApiError, SharedClock};
+
+/// `max` requests per `window`, the window starting at the first request. `max == 0`: off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub max: u32,
+    pub window: Duration,
+}
+
+impl Limit {
+    pub const OFF: Limit = Limit {
+        max: 0,
+        window: Duration::from_secs(60),
+    };
+
+    fn window_ms(self) -> i64 {
+        i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Which budget a request draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Authenticated endpoints.
+    General,
+    /// Endpoints anyone may call without a credential (sign-up and the like).
+    Public,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: i64,
+    used: u32,
+}
+
+/// Fixed windows per (IP, class). Expired windows are dropped when the map grows, so memory
+/// stays bounded by the number of addresses seen within one window.
+pub struct IpRateLimiter {
+    general: Limit,
+    public: Limit,
+    clock: SharedClock,
+    windows: Mutex<HashMap<(IpAddr, Class), Window>>,
+}
+
+impl std::fmt::Debug for IpRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpRateLimiter")
+            .field("general", &self.general)
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+const PRUNE_AT: usize = 50_000;
+
+impl IpRateLimiter {
+    pub fn new(general: Limit, public: Limit, clock: SharedClock) -> Self {
+        IpRateLimiter {
+            general,
+            public,
+            clock,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one request from `ip`; the 429 to answer when it is over the limit.
+    pub fn check(&self, ip: IpAddr, class: Class) -> Result<(), ApiError> {
+        let limit = match class {
+            Class::General => self.general,
+            Class::Public => self.public,
+        };
+        if limit.max == 0 {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        let window_ms = limit.window_ms();
+        let mut map = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= PRUNE_AT {
+            let longest = self.general.window_ms().max(self.public.window_ms());
+            map.retain(|_, w| now - w.start < longest);
+        }
+        let w = map.entry((ip, class)).or_insert(Window {
+            start: now,
+            used: 0,
+        });
+        if now - w.start >= window_ms {
+            *w = Window {
+                start: now,
+                used: 0,
+            };
+        }
+        if w.used >= limit.max {
+            let reset_at = w.start.saturating_add(window_ms);
+            return Err(ApiError::rate_limited(
+                "Too many requests from this IP address",
+                i64::from(limit.max),
+                i64::from(w.used),
+                reset_at,
+                now,
+            ));
+        }
+        w.used += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use aibank_core::ManualClock;
+    use std::sync::Arc;
+
+    #[test]
+    fn windows_start_at_the_first_request_and_reset_after_it() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let rl = IpRateLimiter::new(
+            Limit {
+                max: 2,
+                window: Duration::from_secs(60),
+            },
+            Limit::OFF,
+            clock.clone(),
+        );
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        rl.check(a, Class::General).unwrap();
+        clock.advance(Duration::from_secs(30));
+        rl.check(a, Class::General).unwrap();
+        let e = rl.check(a, Class::General).unwrap_err();
+        let body = e.body();
+        assert_eq!(body["resetAt"], 1_060_000);
+        assert_eq!(body["limit"], 2);
+        assert_eq!(body["used"], 2);
+        rl.check(b, Class::General).unwrap();
+        rl.check(a, Class::Public).unwrap();
+        clock.advance(Duration::from_secs(30));
+        rl.check(a, Class::General).unwrap();
+    }
+}
