@@ -20,7 +20,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use aibank_auth::{ApiKeyAuth, AuthState, Capability};
 use aibank_core::{ApiError, ErrorCode, SharedClock, Usd};
 use aibank_ledger::{HoldReceipt, LedgerError, UsageMeta};
-use aibank_store::{DbPool, StoreError};
+use aibank_store::{AnyConnection, DbPool, StoreError};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -51,8 +51,8 @@ pub struct GatewaySettings {
     pub charge_byok: bool,
     /// How long an agent's provider-key lookup may be served from memory.
     pub lookup_ttl: Duration,
-    /// Gateway calls per key per rolling day unless the agent's platform set another
-    /// limit; 0: unlimited.
+    /// Messages (metered calls) per key per rolling day unless the agent's platform set
+    /// another limit; 0: unlimited.
     pub daily_message_limit: i64,
 }
 
@@ -418,17 +418,32 @@ fn meter_request(
 }
 
 /// Reserves the most the call can cost.
-async fn reserve(gw: &Gateway, bill: &Bill, max_out: u64) -> Result<HoldReceipt, ApiError> {
+async fn reserve(
+    gw: &Gateway,
+    bill: &Bill,
+    max_out: u64,
+    quota: Option<Quota>,
+) -> Result<HoldReceipt, ApiError> {
     let max = bill
         .price
         .max_cost(bill.prompt_estimate, max_out)
         .max(Usd::from_micros(1));
     let ttl = i64::try_from(gw.settings.hold_ttl.as_millis()).unwrap_or(i64::MAX);
     let (agent, now, reference) = (bill.agent_id.clone(), gw.now_ms(), bill.request_id.clone());
-    Ok(gw
-        .pool
-        .run(move |c| aibank_ledger::place_hold(c, &agent, max, ttl, Some(&reference), now))
-        .await?)
+    gw.pool
+        .run(move |c| {
+            c.write_tx(|c| {
+                if let Some(q) = &quota {
+                    if let Err(e) = q.admit(c, now)? {
+                        return Ok(Err(e));
+                    }
+                }
+                // A refused hold rolls the count back too: only calls that go out count.
+                let hold = aibank_ledger::place_hold(c, &agent, max, ttl, Some(&reference), now)?;
+                Ok::<_, LedgerError>(Ok(hold))
+            })
+        })
+        .await?
 }
 
 /// The upstream request: same method, path, query and safe headers, the upstream's
@@ -553,18 +568,16 @@ pub async fn proxy(
         Some((mut bill, max_out, s)) => {
             streamed = s;
             bill.charged = !own_key || gw.settings.charge_byok;
+            let quota = Quota::of(&gw, &caller);
             if bill.charged {
-                guard.hold = Some(reserve(&gw, &bill, max_out).await?);
+                guard.hold = Some(reserve(&gw, &bill, max_out, quota).await?);
+            } else if let Some(q) = quota {
+                admit_alone(&gw, q).await?;
             }
             Some(bill)
         }
         None => None,
     };
-    if let Err(e) = admit_message(&gw, &caller).await {
-        guard.release().await;
-        return Err(e);
-    }
-
     let out = upstream_request(&gw, &req, provider, &tail, key, body)?;
     let upstream = match send(&gw, out).await {
         Ok(r) => r,
@@ -576,37 +589,56 @@ pub async fn proxy(
     respond(gw, wire, bill, guard, upstream, streamed).await
 }
 
-/// Counts the call against the key's daily message limit, on every instance sharing the
-/// database; 429 when the window is full.
-async fn admit_message(gw: &Gateway, caller: &ApiKeyAuth) -> Result<(), ApiError> {
-    let limit = caller
-        .agent
-        .daily_message_limit
-        .unwrap_or(gw.settings.daily_message_limit);
-    if limit <= 0 {
-        return Ok(());
-    }
-    let now = gw.clock.now_ms();
-    let key_id = caller.key_id.clone();
-    let w = gw
-        .pool
-        .run(move |c| {
-            c.write_tx(|c| {
-                aibank_store::repo::keys::admit_message(c, &key_id, limit, MESSAGE_WINDOW_MS, now)
-                    .map_err(StoreError::from)
-            })
+/// A metered call's place in its key's daily message limit: the key and the limit.
+#[derive(Debug, Clone)]
+struct Quota {
+    key_id: String,
+    limit: i64,
+}
+
+impl Quota {
+    /// `None` when the limit is off (0) for this caller.
+    fn of(gw: &Gateway, caller: &ApiKeyAuth) -> Option<Quota> {
+        let limit = caller
+            .agent
+            .daily_message_limit
+            .unwrap_or(gw.settings.daily_message_limit);
+        (limit > 0).then(|| Quota {
+            key_id: caller.key_id.clone(),
+            limit,
         })
-        .await?;
-    if w.admitted {
-        return Ok(());
     }
-    Err(ApiError::rate_limited(
-        "Daily message limit reached for this API key",
-        limit,
-        w.used,
-        w.window_start.saturating_add(MESSAGE_WINDOW_MS),
-        now,
-    ))
+
+    /// Counts one message, on every instance sharing the database; the 429 when the
+    /// window is full. Run inside the write transaction that places the call's hold, so a
+    /// metered call still commits once before it is forwarded.
+    fn admit(&self, c: &mut AnyConnection, now: i64) -> Result<Result<(), ApiError>, StoreError> {
+        let w = aibank_store::repo::keys::admit_message(
+            c,
+            &self.key_id,
+            self.limit,
+            MESSAGE_WINDOW_MS,
+            now,
+        )?;
+        if w.admitted {
+            return Ok(Ok(()));
+        }
+        Ok(Err(ApiError::rate_limited(
+            "Daily message limit reached for this API key",
+            self.limit,
+            w.used,
+            w.window_start.saturating_add(MESSAGE_WINDOW_MS),
+            now,
+        )))
+    }
+}
+
+/// Counts a message that places no hold (a call on the agent's own upstream key).
+async fn admit_alone(gw: &Gateway, quota: Quota) -> Result<(), ApiError> {
+    let now = gw.now_ms();
+    gw.pool
+        .run(move |c| c.write_tx(|c| quota.admit(c, now)))
+        .await?
 }
 
 /// Turns the upstream answer into ours and settles the bill.

@@ -789,6 +789,21 @@ async fn the_daily_message_limit_rolls_over_24_hours_after_the_first_call() {
         async move { app.post(MESSAGES, hello(), &[("X-API-Key", &k)]).await }
     };
 
+    // Calls refused before they go out do not count: over the per-call spending limit,
+    // an unpriced model.
+    let mut huge = hello();
+    huge["max_tokens"] = json!(100_000_000);
+    let r = app.post(MESSAGES, huge, &[("X-API-Key", &key)]).await;
+    assert_eq!(r.body["code"], "PER_TX_LIMIT_EXCEEDED", "{}", r.text);
+    let mut unknown = hello();
+    unknown["model"] = json!("no-such-model");
+    assert_eq!(
+        app.post(MESSAGES, unknown, &[("X-API-Key", &key)])
+            .await
+            .status,
+        400
+    );
+
     assert_eq!(call(key.clone()).await.status, 200);
     clock.advance(Duration::from_secs(12 * 3600));
     assert_eq!(call(key.clone()).await.status, 200);
@@ -806,11 +821,16 @@ async fn the_daily_message_limit_rolls_over_24_hours_after_the_first_call() {
     assert_eq!(
         mock.requests().len(),
         3,
-        "the refused call never reached the upstream"
+        "the refused calls never reached the upstream"
     );
     let balance_after =
         app.get("/v1/balance", &[("X-API-Key", &key)]).await.body["credits_usd"].clone();
     assert_eq!(balance_before, balance_after, "and cost nothing");
+    // Model listings are not messages.
+    let r = app
+        .get("/v1/gateway/anthropic/v1/models", &[("X-API-Key", &key)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
 
     // Each key has its own window.
     let (_, second) = new_key(&app, &key, "second").await;
@@ -1076,4 +1096,26 @@ async fn the_audit_log_records_who_changed_what() {
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, vec!["master_key.created"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_the_agents_own_upstream_key_count_as_messages_too() {
+    let (app, mock) = with_mock(|c| c.secret_key = Some("5e".repeat(32).into())).await;
+    let (agent, key) = platform_agent(&app).await;
+    patch_agent(&app, &agent, json!({"dailyMessageLimit": 1})).await;
+    let r = app
+        .post(
+            "/v1/provider-keys/anthropic",
+            json!({"apiKey": "sk-ant-own"}),
+            &[("X-API-Key", &key)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = app.post(MESSAGES, hello(), &[("X-API-Key", &key)]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.headers["x-aibank-cost-usd"], "0.0");
+    let r = app.post(MESSAGES, hello(), &[("X-API-Key", &key)]).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(r.body["used"], 1);
+    assert_eq!(mock.requests().len(), 1);
 }
