@@ -21,6 +21,7 @@ use aibank_auth::{ApiKeyAuth, AuthState, Capability};
 use aibank_core::{ApiError, ErrorCode, SharedClock, Usd};
 use aibank_ledger::{HoldReceipt, LedgerError, UsageMeta};
 use aibank_store::{AnyConnection, DbPool, StoreError};
+use aibank_x402::X402;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -68,6 +69,8 @@ pub struct Gateway {
     client: reqwest::Client,
     pool: DbPool,
     clock: SharedClock,
+    /// Pay-per-call with USDC, when configured.
+    pub x402: Option<Arc<X402>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -100,7 +103,15 @@ impl Gateway {
             client,
             pool,
             clock,
+            x402: None,
         })
+    }
+
+    /// Accepts x402 payments from callers without credentials.
+    #[must_use]
+    pub fn with_x402(mut self, x402: Option<Arc<X402>>) -> Self {
+        self.x402 = x402;
+        self
     }
 
     pub fn pool(&self) -> &DbPool {
@@ -117,6 +128,10 @@ impl Gateway {
 
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    fn hold_ttl_ms(&self) -> i64 {
+        i64::try_from(self.settings.hold_ttl.as_millis()).unwrap_or(i64::MAX)
     }
 }
 
@@ -196,7 +211,9 @@ fn upstream_timeout(message: &str) -> ApiError {
 /// What a metered call was, for settling it.
 struct Bill {
     agent_id: String,
-    api_key_id: String,
+    api_key_id: Option<String>,
+    /// (chain, tx hash) of the x402 payment that pays for the call.
+    payment: Option<(String, String)>,
     provider: String,
     model: String,
     price: Price,
@@ -205,16 +222,58 @@ struct Bill {
     request_id: String,
 }
 
+impl Bill {
+    /// The most the call can cost: what its hold reserves.
+    fn max_cost(&self, max_out: u64) -> Usd {
+        self.price
+            .max_cost(self.prompt_estimate, max_out)
+            .max(Usd::from_micros(1))
+    }
+}
+
 /// Releases a hold that was never settled, even if the handler is dropped.
 struct HoldGuard {
     pool: DbPool,
     clock: SharedClock,
     hold: Option<HoldReceipt>,
+    /// A paid call not billed from usage: its whole hold is the price.
+    flat: Option<FlatFee>,
+}
+
+/// What a paid call to a free endpoint records when it is served.
+struct FlatFee {
+    /// (chain, tx hash) of its payment.
+    payment: (String, String),
+    meta: UsageMeta,
 }
 
 impl HoldGuard {
     fn take(&mut self) -> Option<HoldReceipt> {
         self.hold.take()
+    }
+
+    /// Takes a flat-fee call's whole hold (it was served); the cost taken.
+    async fn capture_flat(&mut self) -> Option<Usd> {
+        let (hold, flat) = (self.hold.take()?, self.flat.take()?);
+        let (amount, now) = (hold.amount, self.clock.now_ms());
+        let res = self
+            .pool
+            .run(move |c| {
+                c.write_tx(|c| {
+                    aibank_ledger::capture(c, &hold.id, hold.amount, Some(&flat.meta), now)?;
+                    let (chain, hash) = &flat.payment;
+                    aibank_store::repo::payments::set_cost(c, chain, hash, hold.amount.micros())?;
+                    Ok::<_, LedgerError>(())
+                })
+            })
+            .await;
+        match res {
+            Ok(()) => Some(amount),
+            Err(e) => {
+                tracing::error!(error = %e, "settling a paid call failed");
+                None
+            }
+        }
     }
 
     async fn release(&mut self) {
@@ -262,7 +321,7 @@ async fn settle(
         Usd::ZERO
     };
     let meta = UsageMeta {
-        api_key_id: Some(bill.api_key_id.clone()),
+        api_key_id: bill.api_key_id.clone(),
         provider: bill.provider.clone(),
         model: bill.model.clone(),
         input_tokens: i64::try_from(tokens.prompt()).unwrap_or(i64::MAX),
@@ -272,6 +331,7 @@ async fn settle(
     };
     let now = gw.now_ms();
     let agent = bill.agent_id.clone();
+    let payment = bill.payment.clone();
     // One transaction: the capture, any overage and the usage row commit together.
     let res = gw
         .pool
@@ -303,6 +363,9 @@ async fn settle(
                     }
                 };
                 aibank_ledger::record_usage(c, &agent, collected, &meta, now)?;
+                if let Some((chain, hash)) = &payment {
+                    aibank_store::repo::payments::set_cost(c, chain, hash, collected.micros())?;
+                }
                 let balance = aibank_ledger::balance(c, &agent)?.balance_micros;
                 Ok((collected, Usd::from_micros(balance)))
             })
@@ -348,8 +411,13 @@ async fn upstream_key(
             return Ok((key, true));
         }
     }
+    platform_key(provider).map(|k| (k, false))
+}
+
+/// The platform-wide upstream key, or the 503 that says there is none.
+fn platform_key(provider: &Provider) -> Result<String, ApiError> {
     match &provider.api_key {
-        Some(k) => Ok((k.expose().to_owned(), false)),
+        Some(k) => Ok(k.expose().to_owned()),
         None => Err(
             ApiError::unavailable(format!("No {} API key configured", provider.name))
                 .with("needsKey", true),
@@ -371,11 +439,11 @@ fn max_output(wire: Wire, body: &Value, default: u64) -> u64 {
 
 /// Reads a metered request: its model and price, whether it streams, the most it can
 /// cost. May rewrite the body (OpenAI streams are asked for their usage).
+/// The bill of a metered call, for the agent (or payer) filled in by the caller.
 fn meter_request(
     gw: &Gateway,
     provider: &Provider,
     body: &mut Bytes,
-    caller: &ApiKeyAuth,
     request_id: &RequestId,
 ) -> Result<(Bill, u64, bool), ApiError> {
     let mut json: Value = serde_json::from_slice(body).map_err(|e| {
@@ -404,8 +472,9 @@ fn meter_request(
         *body = Bytes::from(serde_json::to_vec(&json).map_err(ApiError::internal)?);
     }
     let bill = Bill {
-        agent_id: caller.agent.id.clone(),
-        api_key_id: caller.key_id.clone(),
+        agent_id: String::new(),
+        api_key_id: None,
+        payment: None,
         provider: provider.name.clone(),
         model,
         price,
@@ -424,11 +493,8 @@ async fn reserve(
     max_out: u64,
     quota: Option<Quota>,
 ) -> Result<HoldReceipt, ApiError> {
-    let max = bill
-        .price
-        .max_cost(bill.prompt_estimate, max_out)
-        .max(Usd::from_micros(1));
-    let ttl = i64::try_from(gw.settings.hold_ttl.as_millis()).unwrap_or(i64::MAX);
+    let max = bill.max_cost(max_out);
+    let ttl = gw.hold_ttl_ms();
     let (agent, now, reference) = (bill.agent_id.clone(), gw.now_ms(), bill.request_id.clone());
     gw.pool
         .run(move |c| {
@@ -534,9 +600,15 @@ pub async fn proxy(
         .unwrap_or_default()
         .to_owned();
     let tail = req.match_info().get("tail").unwrap_or_default().to_owned();
-    let caller = auth.authenticate(&req, true).await?;
-    caller.require_write("calling the gateway")?;
-    caller.require(Capability::Gateway)?;
+    let paying = gw.x402.clone().filter(|_| !has_credential(&req));
+    let caller = if paying.is_some() {
+        None
+    } else {
+        let caller = auth.authenticate(&req, true).await?;
+        caller.require_write("calling the gateway")?;
+        caller.require(Capability::Gateway)?;
+        Some(caller)
+    };
     let provider = gw.provider(&provider_name)?;
     let method = req.method().as_str().to_owned();
     let wire = provider.wire;
@@ -547,36 +619,48 @@ pub async fn proxy(
     };
     let mut body = read_body(payload, gw.settings.max_body_bytes).await?;
     let metered = if kind == Endpoint::Metered {
-        Some(meter_request(
-            &gw,
-            provider,
-            &mut body,
-            &caller,
-            &request_id,
-        )?)
+        Some(meter_request(&gw, provider, &mut body, &request_id)?)
     } else {
         None
     };
-    let (key, own_key) = upstream_key(&gw, &caller.agent.id, provider).await?;
     let mut guard = HoldGuard {
         pool: gw.pool.clone(),
         clock: gw.clock.clone(),
         hold: None,
+        flat: None,
     };
     let mut streamed = false;
-    let bill = match metered {
-        Some((mut bill, max_out, s)) => {
-            streamed = s;
-            bill.charged = !own_key || gw.settings.charge_byok;
-            let quota = Quota::of(&gw, &caller);
-            if bill.charged {
-                guard.hold = Some(reserve(&gw, &bill, max_out, quota).await?);
-            } else if let Some(q) = quota {
-                admit_alone(&gw, q).await?;
-            }
-            Some(bill)
+    let (key, bill) = match (caller, paying) {
+        (Some(caller), _) => {
+            let (key, own_key) = upstream_key(&gw, &caller.agent.id, provider).await?;
+            let bill = match metered {
+                Some((mut bill, max_out, s)) => {
+                    streamed = s;
+                    bill.agent_id.clone_from(&caller.agent.id);
+                    bill.api_key_id = Some(caller.key_id.clone());
+                    bill.charged = !own_key || gw.settings.charge_byok;
+                    let quota = Quota::of(&gw, &caller);
+                    if bill.charged {
+                        guard.hold = Some(reserve(&gw, &bill, max_out, quota).await?);
+                    } else if let Some(q) = quota {
+                        admit_alone(&gw, q).await?;
+                    }
+                    Some(bill)
+                }
+                None => None,
+            };
+            (key, bill)
         }
-        None => None,
+        (None, Some(x402)) => {
+            // Payers have no keys of their own; without the platform's, take no payment.
+            let key = platform_key(provider)?;
+            let paid = pay(&gw, &x402, &req, metered, &request_id).await?;
+            streamed = paid.streamed;
+            guard.hold = paid.hold;
+            guard.flat = paid.flat;
+            (key, paid.bill)
+        }
+        (None, None) => return Err(ApiError::internal("no caller and no payment")),
     };
     let out = upstream_request(&gw, &req, provider, &tail, key, body)?;
     let upstream = match send(&gw, out).await {
@@ -587,6 +671,120 @@ pub async fn proxy(
         }
     };
     respond(gw, wire, bill, guard, upstream, streamed).await
+}
+
+/// Whether the request names a credential (then it never pays with x402).
+fn has_credential(req: &HttpRequest) -> bool {
+    let h = req.headers();
+    h.contains_key("x-api-key")
+        || h.contains_key("authorization")
+        || h.contains_key(aibank_auth::extract::KEY_ID_HEADER)
+        || h.contains_key(aibank_auth::extract::SIGNATURE_HEADER)
+}
+
+/// A call paid for with an x402 payment.
+struct Paid {
+    bill: Option<Bill>,
+    hold: Option<HoldReceipt>,
+    flat: Option<FlatFee>,
+    streamed: bool,
+}
+
+/// Prices the call; without `X-Payment`, answers 402 with what to pay. With it, verifies
+/// the payment on chain, then in one transaction records the hash as used, credits the
+/// payment to the payer's account and reserves the call's price there. A metered call is
+/// then billed from its usage like any other; a free endpoint takes its whole price once
+/// served. A failed call costs nothing.
+async fn pay(
+    gw: &Gateway,
+    x402: &X402,
+    req: &HttpRequest,
+    metered: Option<(Bill, u64, bool)>,
+    request_id: &RequestId,
+) -> Result<Paid, ApiError> {
+    let max_cost = metered
+        .as_ref()
+        .map_or(Usd::ZERO, |(bill, max_out, _)| bill.max_cost(*max_out));
+    let price = x402.price(max_cost);
+    let Some(payment) = x402.payment(req.headers())? else {
+        return Err(x402.required(price, req.method().as_str(), req.path()));
+    };
+    let now = gw.now_ms();
+    let transfer = x402.verify(&payment, price, now).await?;
+    let resource = format!("{} {}", req.method(), req.path());
+    let (rid, ttl) = (request_id.to_string(), gw.hold_ttl_ms());
+    let reference = rid.clone();
+    let hold = Accepted {
+        transfer: transfer.clone(),
+        resource: resource.clone(),
+        request_id: rid.clone(),
+        now,
+    }
+    .record(gw, move |c, account| {
+        aibank_ledger::place_hold(c, account, price, ttl, Some(&reference), now)
+    })
+    .await?;
+    let payment = (
+        transfer.chain.name().to_owned(),
+        format!("{:x}", transfer.hash),
+    );
+    let paid = if let Some((mut bill, _, streamed)) = metered {
+        bill.agent_id = aibank_x402::payer_account_id(transfer.chain, transfer.payer);
+        bill.payment = Some(payment);
+        Paid {
+            bill: Some(bill),
+            hold: Some(hold),
+            flat: None,
+            streamed,
+        }
+    } else {
+        Paid {
+            bill: None,
+            hold: Some(hold),
+            flat: Some(FlatFee {
+                payment,
+                meta: UsageMeta {
+                    provider: "x402".into(),
+                    request_id: Some(rid),
+                    description: Some(resource),
+                    ..UsageMeta::default()
+                },
+            }),
+            streamed: false,
+        }
+    };
+    tracing::info!(chain = transfer.chain.name(), payer = %transfer.payer, amount = %transfer.amount, "x402 payment accepted");
+    Ok(paid)
+}
+
+/// A verified payment about to be recorded.
+struct Accepted {
+    transfer: aibank_x402::Transfer,
+    resource: String,
+    request_id: String,
+    now: i64,
+}
+
+impl Accepted {
+    /// Records the payment (once), credits it, and runs `then` on the payer's account, in
+    /// one transaction.
+    async fn record<T: Send + 'static>(
+        self,
+        gw: &Gateway,
+        then: impl FnOnce(&mut AnyConnection, &str) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        gw.pool
+            .run(move |c| {
+                let a = aibank_x402::Acceptance {
+                    transfer: &self.transfer,
+                    resource: &self.resource,
+                    request_id: Some(&self.request_id),
+                    now: self.now,
+                };
+                aibank_x402::accept(c, &a, then).map_err(|e| e.into_api(&self.transfer))
+            })
+            .await
+    }
 }
 
 /// A metered call's place in its key's daily message limit: the key and the limit.
@@ -668,6 +866,9 @@ async fn respond(
         let body = read_upstream(upstream, gw.settings.idle_timeout)
             .await
             .map_err(|e| upstream_error("The upstream response broke off", e))?;
+        if let Some(cost) = guard.capture_flat().await {
+            res.insert_header(("x-aibank-cost-usd", cost.to_string()));
+        }
         return Ok(res.body(body));
     };
     if is_sse || streamed {

@@ -67,6 +67,17 @@ const SETTINGS: &[(&str, &str)] = &[
     ),
     ("daily_message_limit", "AIBANK_DAILY_MESSAGE_LIMIT"),
     ("max_keys_per_agent", "AIBANK_MAX_KEYS_PER_AGENT"),
+    ("x402_default_chain", "AIBANK_X402_DEFAULT_CHAIN"),
+    ("x402_confirmations", "AIBANK_X402_CONFIRMATIONS"),
+    ("x402_max_age_secs", "AIBANK_X402_MAX_AGE_SECS"),
+    ("x402_require_signature", "AIBANK_X402_REQUIRE_SIGNATURE"),
+    ("x402_min_price_usd", "AIBANK_X402_MIN_PRICE_USD"),
+    ("x402_rpc_timeout_secs", "AIBANK_X402_RPC_TIMEOUT_SECS"),
+    ("usdc_address_base", "AIBANK_USDC_ADDRESS_BASE"),
+    (
+        "usdc_address_base_sepolia",
+        "AIBANK_USDC_ADDRESS_BASE_SEPOLIA",
+    ),
 ];
 
 /// Variables with the prefix that are not settings but are expected around.
@@ -76,6 +87,7 @@ const KNOWN_NON_SETTINGS: &[&str] = &[
     "AIBANK_PG_DIR",
     "AIBANK_PG_PORT",
     "AIBANK_SKIP_POSTGRES",
+    "AIBANK_ANVIL",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +157,8 @@ pub struct Config {
     pub public_rate_limit: aibank_auth::ratelimit::Limit,
     /// Active keys one agent may hold.
     pub max_keys_per_agent: i64,
+    /// Pay-per-call with USDC: on when `AIBANK_X402_PAY_TO` and a chain's RPC URL are set.
+    pub x402: Option<aibank_x402::X402Settings>,
     /// Problems worth a log line once logging is up (unknown variables).
     pub warnings: Vec<String>,
 }
@@ -412,6 +426,7 @@ impl Config {
             1,
             1000,
         )?;
+        let x402 = x402_settings(&get)?;
         let public_url = get("public_url")
             .map(|u| parse_url("AIBANK_PUBLIC_URL", u))
             .transpose()?;
@@ -442,6 +457,7 @@ impl Config {
             ip_rate_limit,
             public_rate_limit,
             max_keys_per_agent,
+            x402,
             warnings,
         })
     }
@@ -464,6 +480,113 @@ impl Config {
     pub fn uses_default_database(&self) -> bool {
         self.database_url.expose() == DEFAULT_DATABASE_URL
     }
+}
+
+fn parse_bool(name: &'static str, v: Option<&str>, default: bool) -> Result<bool, ConfigError> {
+    match v.map(str::trim) {
+        None => Ok(default),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(other) => Err(ConfigError::Invalid {
+            name,
+            message: format!("`{other}` is not true or false"),
+        }),
+    }
+}
+
+fn parse_address(name: &'static str, v: &str) -> Result<aibank_x402::Address, ConfigError> {
+    v.trim().parse().map_err(|_| ConfigError::Invalid {
+        name,
+        message: format!("`{v}` is not an EVM address (0x followed by 40 hex digits)"),
+    })
+}
+
+/// x402 is on when a recipient address and at least one chain's RPC URL are configured.
+fn x402_settings<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<Option<aibank_x402::X402Settings>, ConfigError> {
+    use aibank_x402::{Chain, ChainConfig};
+    let Some(pay_to) = get("x402_pay_to") else {
+        return Ok(None);
+    };
+    let pay_to = parse_address("AIBANK_X402_PAY_TO", pay_to)?;
+    let mut chains = Vec::new();
+    for (chain, rpc, usdc, usdc_var) in [
+        (
+            Chain::Base,
+            "rpc_url_base",
+            "usdc_address_base",
+            "AIBANK_USDC_ADDRESS_BASE",
+        ),
+        (
+            Chain::BaseSepolia,
+            "rpc_url_base_sepolia",
+            "usdc_address_base_sepolia",
+            "AIBANK_USDC_ADDRESS_BASE_SEPOLIA",
+        ),
+    ] {
+        if let Some(url) = get(rpc) {
+            chains.push(ChainConfig {
+                chain,
+                rpc_url: SecretString::new(url.trim()),
+                usdc: match get(usdc) {
+                    Some(a) => parse_address(usdc_var, a)?,
+                    None => chain.default_usdc(),
+                },
+            });
+        }
+    }
+    let Some(first) = chains.first().map(|c| c.chain) else {
+        return Err(ConfigError::Invalid {
+            name: "AIBANK_X402_PAY_TO",
+            message: "x402 needs a chain to verify payments on: set AIBANK_RPC_URL_BASE and/or AIBANK_RPC_URL_BASE_SEPOLIA".into(),
+        });
+    };
+    let default_chain = match get("x402_default_chain") {
+        None => first,
+        Some(c) => Chain::parse(c)
+            .filter(|c| chains.iter().any(|cc| cc.chain == *c))
+            .ok_or_else(|| ConfigError::Invalid {
+                name: "AIBANK_X402_DEFAULT_CHAIN",
+                message: format!("`{c}` is not a chain with an RPC URL configured"),
+            })?,
+    };
+    let max_age: u64 = parse_num(
+        "AIBANK_X402_MAX_AGE_SECS",
+        get("x402_max_age_secs"),
+        0,
+        0,
+        365 * 86_400,
+    )?;
+    Ok(Some(aibank_x402::X402Settings {
+        pay_to,
+        chains,
+        default_chain,
+        confirmations: parse_num(
+            "AIBANK_X402_CONFIRMATIONS",
+            get("x402_confirmations"),
+            1,
+            1,
+            1000,
+        )?,
+        max_age: (max_age > 0).then(|| Duration::from_secs(max_age)),
+        require_signature: parse_bool(
+            "AIBANK_X402_REQUIRE_SIGNATURE",
+            get("x402_require_signature"),
+            false,
+        )?,
+        min_price: match get("x402_min_price_usd") {
+            None => Usd::from_micros(10_000),
+            Some(v) => parse_usd("AIBANK_X402_MIN_PRICE_USD", v)?,
+        },
+        rpc_timeout: Duration::from_secs(parse_num(
+            "AIBANK_X402_RPC_TIMEOUT_SECS",
+            get("x402_rpc_timeout_secs"),
+            10,
+            1,
+            300,
+        )?),
+    }))
 }
 
 fn read_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {

@@ -138,14 +138,25 @@ fn spawn_sweeper(pool: DbPool, clock: SharedClock, config: &Config) {
 }
 
 fn gateway(config: &Config, pool: &DbPool, clock: &SharedClock) -> Result<Gateway, StartupError> {
-    Gateway::new(
+    let x402 = config
+        .x402
+        .clone()
+        .map(aibank_x402::X402::new)
+        .transpose()
+        .map_err(|e| StartupError::Task(format!("x402: {e}")))?
+        .map(Arc::new);
+    if let Some(x) = &x402 {
+        tracing::info!(pay_to = %x.settings.pay_to, default_chain = x.settings.default_chain.name(), "x402 payments accepted");
+    }
+    Ok(Gateway::new(
         config.providers.clone(),
         config.gateway.clone(),
         open_secret_box(config)?,
         pool.clone(),
         clock.clone(),
     )
-    .map_err(|e| StartupError::Task(format!("HTTP client: {e}")))
+    .map_err(|e| StartupError::Task(format!("HTTP client: {e}")))?
+    .with_x402(x402))
 }
 
 /// Credential checks and the per-IP limiter, shared by all workers.
@@ -176,6 +187,7 @@ fn limit_ip(limiter: &IpRateLimiter, trusted: &[IpNet], req: &HttpRequest) -> Re
         (_, "/v1/health") => return Ok(()),
         ("POST", "/v1/agents/register" | "/v1/keys")
         | ("GET", "/v1/providers" | "/openapi.json") => Class::Public,
+        ("GET", p) if p.starts_with("/v1/payments/") => Class::Public,
         _ => Class::General,
     };
     match client_ip(req, trusted) {

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 
 use crate::schema::{
     accounts, agents, api_keys, audit_events, holds, idempotency_keys, journal_entries,
-    master_keys, platforms, usage_events,
+    master_keys, platforms, usage_events, x402_payments,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -262,6 +262,22 @@ pub struct AuditEvent {
     pub target_id: String,
     /// A JSON object; never holds a secret.
     pub details: Option<String>,
+    pub created_at: i64,
+}
+
+/// An accepted x402 payment; its key (chain, tx_hash) is never accepted again.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = x402_payments)]
+pub struct Payment {
+    pub chain: String,
+    pub tx_hash: String,
+    pub payer: String,
+    pub account_id: String,
+    pub amount_micros: i64,
+    pub cost_micros: i64,
+    pub block_number: i64,
+    pub resource: String,
+    pub request_id: Option<String>,
     pub created_at: i64,
 }
 

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod audit;
 pub mod idempotency;
 pub mod keys;
+pub mod payments;
 pub mod provider_keys;
 pub mod usage;
 

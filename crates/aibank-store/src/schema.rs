@@ -167,6 +167,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    x402_payments (chain, tx_hash) {
+        chain -> Text,
+        tx_hash -> Text,
+        payer -> Text,
+        account_id -> Text,
+        amount_micros -> BigInt,
+        cost_micros -> BigInt,
+        block_number -> BigInt,
+        resource -> Text,
+        request_id -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(master_keys -> platforms (platform_id));
 diesel::joinable!(agents -> platforms (platform_id));
 diesel::joinable!(api_keys -> agents (agent_id));
@@ -187,4 +202,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     provider_keys,
     used_signatures,
     audit_events,
+    x402_payments,
 );

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod keys;
 pub mod master_keys;
 pub mod meta;
+pub mod payments;
 pub mod platform;
 pub mod platform_agents;
 pub mod usage;

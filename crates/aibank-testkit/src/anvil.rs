@@ -1,0 +1,396 @@
+//! A real `anvil` node for on-chain tests, and a minimal USDC-compatible ERC-20 to place at
+//! the real USDC address.
+//!
+//! The binary comes from the npm registry (`@foundry-rs/anvil-linux-amd64`, installed by
+//! `scripts/install-anvil`); `AIBANK_ANVIL` names another one.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// USDC on Base and on Base Sepolia.
+pub const USDC_BASE: &str = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913";
+pub const USDC_BASE_SEPOLIA: &str = "0x036cbd53842c5426634e7929541ec2318f3dcf7e";
+pub const CHAIN_BASE: u64 = 8453;
+pub const CHAIN_BASE_SEPOLIA: u64 = 84532;
+
+/// Where the binary is: `AIBANK_ANVIL`, the repository's npm install, or `PATH`.
+pub fn anvil_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("AIBANK_ANVIL") {
+        if !p.is_empty() {
+            return PathBuf::from(p);
+        }
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    if local.exists() {
+        return local;
+    }
+    PathBuf::from("anvil")
+}
+
+/// One anvil process on a port of its own, auto-mining every transaction.
+pub struct Anvil {
+    pub url: String,
+    pub chain_id: u64,
+    port: u16,
+    child: Option<Child>,
+    client: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A 32-byte big-endian word of `hex` (an address or a number in hex, `0x` optional).
+fn word(hex: &str) -> String {
+    format!("{:0>64}", hex.trim_start_matches("0x"))
+}
+
+impl Anvil {
+    /// Starts a node with `chain_id` and waits until it answers.
+    pub async fn start(chain_id: u64) -> Anvil {
+        let mut a = Anvil {
+            url: String::new(),
+            chain_id,
+            port: free_port(),
+            child: None,
+            client: reqwest::Client::new(),
+        };
+        a.url = format!("http://127.0.0.1:{}", a.port);
+        a.spawn().await;
+        a
+    }
+
+    async fn spawn(&mut self) {
+        let bin = anvil_bin();
+        let child = Command::new(&bin)
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--chain-id",
+                &self.chain_id.to_string(),
+                "--silent",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start anvil ({}): {e}; run scripts/install-anvil",
+                    bin.display()
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.try_rpc("eth_chainId", json!([])).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("anvil did not answer on {}", self.url);
+    }
+
+    /// Stops the node, keeping its chain: the RPC port refuses connections until
+    /// [`Anvil::resume`].
+    pub async fn stop(&mut self) -> Value {
+        let state = self.rpc("anvil_dumpState", json!([])).await;
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        state
+    }
+
+    /// Starts the node again on the same port with the chain [`Anvil::stop`] returned.
+    pub async fn resume(&mut self, state: Value) {
+        self.spawn().await;
+        let loaded = self.rpc("anvil_loadState", json!([state])).await;
+        assert_eq!(loaded, json!(true), "anvil_loadState");
+    }
+
+    async fn try_rpc(&self, method: &str, params: Value) -> Result<Value, String> {
+        let res = self
+            .client
+            .post(&self.url)
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let body: Value = res.json().await.map_err(|e| e.to_string())?;
+        if let Some(err) = body.get("error") {
+            return Err(err.to_string());
+        }
+        Ok(body["result"].clone())
+    }
+
+    /// A JSON-RPC call that must succeed.
+    pub async fn rpc(&self, method: &str, params: Value) -> Value {
+        self.try_rpc(method, params)
+            .await
+            .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    /// The node's unlocked development accounts.
+    pub async fn accounts(&self) -> Vec<String> {
+        self.rpc("eth_accounts", json!([]))
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_lowercase())
+            .collect()
+    }
+
+    /// Places the test ERC-20 at `address` (the real USDC address, or any other).
+    pub async fn deploy_erc20(&self, address: &str) {
+        let code = format!("0x{}", hex::encode(erc20_runtime()));
+        self.rpc("anvil_setCode", json!([address, code])).await;
+    }
+
+    /// Sets `holder`'s token balance (base units) directly in the token's storage.
+    pub async fn mint(&self, token: &str, holder: &str, amount: u128) {
+        let slot = format!("0x{}", word(holder));
+        let value = format!("0x{}", word(&format!("{amount:x}")));
+        self.rpc("anvil_setStorageAt", json!([token, slot, value]))
+            .await;
+    }
+
+    /// `from` (an unlocked account) sends `transfer(to, amount)` to `token`; returns once it
+    /// is mined.
+    /// The gas is fixed, so a transfer that reverts is still mined (with status 0).
+    pub async fn transfer(&self, token: &str, from: &str, to: &str, amount: u128) -> String {
+        let data = format!("0xa9059cbb{}{}", word(to), word(&format!("{amount:x}")));
+        let tx = json!({"from": from, "to": token, "data": data, "gas": "0x30000"});
+        let hash = self
+            .rpc("eth_sendTransaction", json!([tx]))
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.wait_mined(&hash).await;
+        hash
+    }
+
+    /// Waits until `hash` has a receipt (automining happens just after the send returns).
+    pub async fn wait_mined(&self, hash: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !self
+                .rpc("eth_getTransactionReceipt", json!([hash]))
+                .await
+                .is_null()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{hash} was not mined");
+    }
+
+    /// The token balance of `holder`, read through the contract.
+    pub async fn balance_of(&self, token: &str, holder: &str) -> u128 {
+        let data = format!("0x70a08231{}", word(holder));
+        let out = self
+            .rpc("eth_call", json!([{"to": token, "data": data}, "latest"]))
+            .await;
+        u128::from_str_radix(out.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    }
+
+    /// Mines `n` empty blocks.
+    pub async fn mine(&self, n: u64) {
+        self.rpc("anvil_mine", json!([format!("0x{n:x}")])).await;
+    }
+
+    /// Moves the chain's clock forward and mines a block at the new time.
+    pub async fn advance_time(&self, secs: u64) {
+        self.rpc("evm_increaseTime", json!([secs])).await;
+        self.mine(1).await;
+    }
+
+    /// An EIP-191 `personal_sign` by an unlocked account over the raw bytes of `hex_message`.
+    pub async fn sign(&self, account: &str, hex_message: &str) -> String {
+        self.rpc("eth_sign", json!([account, hex_message]))
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runtime code of a minimal ERC-20 with 6 decimals: `transfer(address,uint256)` (reverts
+/// when the balance is short, emits `Transfer`), `balanceOf(address)`, `decimals()`.
+/// Balances live at storage slot = the holder's address, so tests mint with
+/// `anvil_setStorageAt`.
+pub fn erc20_runtime() -> Vec<u8> {
+    use Asm::{Label, Op, Push, PushLabel};
+    const TRANSFER_TOPIC: &str = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef";
+    let h = |s: &str| hex::decode(s).unwrap();
+    let program = vec![
+        // selector = calldata[0..4]
+        Push(vec![0x00]),
+        Op(CALLDATALOAD),
+        Push(vec![0xe0]),
+        Op(SHR),
+        Op(DUP1),
+        Push(h("a9059cbb")),
+        Op(EQ),
+        PushLabel("transfer"),
+        Op(JUMPI),
+        Op(DUP1),
+        Push(h("70a08231")),
+        Op(EQ),
+        PushLabel("balance_of"),
+        Op(JUMPI),
+        Op(DUP1),
+        Push(h("313ce567")),
+        Op(EQ),
+        PushLabel("decimals"),
+        Op(JUMPI),
+        Label("fail"),
+        Push(vec![0x00]),
+        Op(DUP1),
+        Op(REVERT),
+        // transfer(to, amount)                         stack, top first
+        Label("transfer"),
+        Push(vec![0x04]),
+        Op(CALLDATALOAD), //                            to
+        Push(vec![0x24]),
+        Op(CALLDATALOAD), //                            amount, to
+        Op(CALLER),
+        Op(SLOAD), //                                   bal, amount, to
+        Op(DUP2),
+        Op(DUP2),
+        Op(LT), //                                      bal < amount, bal, amount, to
+        PushLabel("fail"),
+        Op(JUMPI), //                                   bal, amount, to
+        Op(DUP2),
+        Op(SWAP1),
+        Op(SUB), //                                     bal - amount, amount, to
+        Op(CALLER),
+        Op(SSTORE), //                                  amount, to
+        Op(DUP2),
+        Op(SLOAD), //                                   bal_to, amount, to
+        Op(DUP2),
+        Op(ADD),
+        Op(DUP3),
+        Op(SSTORE), //                                  amount, to
+        Push(vec![0x00]),
+        Op(MSTORE), //                                  to          mem[0] = amount
+        Op(CALLER),
+        Push(h(TRANSFER_TOPIC)),
+        Push(vec![0x20]),
+        Push(vec![0x00]),
+        Op(LOG3), //                                    Transfer(caller, to, amount)
+        Push(vec![0x01]),
+        Push(vec![0x00]),
+        Op(MSTORE),
+        Push(vec![0x20]),
+        Push(vec![0x00]),
+        Op(RETURN), //                                  true
+        // balanceOf(holder)
+        Label("balance_of"),
+        Push(vec![0x04]),
+        Op(CALLDATALOAD),
+        Op(SLOAD),
+        Push(vec![0x00]),
+        Op(MSTORE),
+        Push(vec![0x20]),
+        Push(vec![0x00]),
+        Op(RETURN),
+        // decimals()
+        Label("decimals"),
+        Push(vec![0x06]),
+        Push(vec![0x00]),
+        Op(MSTORE),
+        Push(vec![0x20]),
+        Push(vec![0x00]),
+        Op(RETURN),
+    ];
+    assemble(&program)
+}
+
+const ADD: u8 = 0x01;
+const SUB: u8 = 0x03;
+const LT: u8 = 0x10;
+const EQ: u8 = 0x14;
+const SHR: u8 = 0x1c;
+const CALLER: u8 = 0x33;
+const CALLDATALOAD: u8 = 0x35;
+const MSTORE: u8 = 0x52;
+const SLOAD: u8 = 0x54;
+const SSTORE: u8 = 0x55;
+const JUMPI: u8 = 0x57;
+const JUMPDEST: u8 = 0x5b;
+const PUSH1: u8 = 0x60;
+const PUSH2: u8 = 0x61;
+const DUP1: u8 = 0x80;
+const DUP2: u8 = 0x81;
+const DUP3: u8 = 0x82;
+const SWAP1: u8 = 0x90;
+const LOG3: u8 = 0xa3;
+const RETURN: u8 = 0xf3;
+const REVERT: u8 = 0xfd;
+
+enum Asm {
+    Op(u8),
+    Push(Vec<u8>),
+    /// `PUSH2` of a label's offset.
+    PushLabel(&'static str),
+    /// A `JUMPDEST` other code jumps to.
+    Label(&'static str),
+}
+
+/// Two passes: lay out the code (labels become `JUMPDEST`s, label pushes `PUSH2`), then
+/// fill in the label offsets.
+fn assemble(program: &[Asm]) -> Vec<u8> {
+    let mut labels = std::collections::HashMap::new();
+    let mut at = 0usize;
+    for item in program {
+        match item {
+            Asm::Op(_) | Asm::Label(_) => {
+                if let Asm::Label(name) = item {
+                    labels.insert(*name, at);
+                }
+                at += 1;
+            }
+            Asm::Push(bytes) => at += 1 + bytes.len(),
+            Asm::PushLabel(_) => at += 3,
+        }
+    }
+    let mut code = Vec::with_capacity(at);
+    for item in program {
+        match item {
+            Asm::Op(op) => code.push(*op),
+            Asm::Label(_) => code.push(JUMPDEST),
+            Asm::Push(bytes) => {
+                assert!((1..=32).contains(&bytes.len()));
+                code.push(PUSH1 + u8::try_from(bytes.len() - 1).unwrap());
+                code.extend_from_slice(bytes);
+            }
+            Asm::PushLabel(name) => {
+                let off = u16::try_from(labels[name]).unwrap();
+                code.push(PUSH2);
+                code.extend_from_slice(&off.to_be_bytes());
+            }
+        }
+    }
+    code
+}
