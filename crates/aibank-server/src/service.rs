@@ -7,7 +7,7 @@ use aibank_auth::{AuthState, GeneratedKey, KeyKind};
 use aibank_core::ids::new_id;
 use aibank_core::{ApiError, SharedClock, Usd};
 use aibank_ledger::{EntryKind, LedgerError};
-use aibank_store::models::{Agent, ApiKey, AuditEvent, MasterKey, KEY_STATUS_ACTIVE};
+use aibank_store::models::{Agent, ApiKey, AuditEvent, MasterKey};
 use aibank_store::repo::keys as key_repo;
 use aibank_store::{repo, AnyConnection, DbPool, StoreError};
 use serde_json::Value;
@@ -156,25 +156,14 @@ pub async fn create_agent(
 
 /// The stored form of a newly generated agent or gateway key.
 pub fn api_key_row(key: &GeneratedKey, agent_id: &str, secret_hash: String, now: i64) -> ApiKey {
-    ApiKey {
-        id: key.id.clone(),
-        agent_id: agent_id.to_owned(),
-        kind: key.kind.db_kind().to_owned(),
+    ApiKey::new(
+        key.id.clone(),
+        agent_id.to_owned(),
+        key.kind.db_kind(),
         secret_hash,
-        last4: key.last4.clone(),
-        status: KEY_STATUS_ACTIVE.to_owned(),
-        created_at: now,
-        last_used_at: None,
-        revoked_at: None,
-        name: None,
-        description: None,
-        read_only: false,
-        allowed_ips: String::new(),
-        gateway_enabled: true,
-        wallets_enabled: true,
-        trading_enabled: true,
-        public_key_pem: None,
-    }
+        key.last4.clone(),
+        now,
+    )
 }
 
 /// Creates a master key; with `platform_id` `None`, also a new platform named `name`.

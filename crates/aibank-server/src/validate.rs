@@ -128,6 +128,59 @@ pub fn allowed_ips(field: &str, v: &[String]) -> Result<aibank_auth::access::All
         .map_err(|e| ApiError::invalid_field(field, format!("`{field}`: {e}")))
 }
 
+/// The restrictions an owner sets on a key, or a platform on an agent, as sent.
+#[derive(Debug, Clone, Default)]
+pub struct Restrictions {
+    pub read_only: Option<bool>,
+    pub allowed_ips: Option<Vec<String>>,
+    pub gateway_enabled: Option<bool>,
+    pub wallets_enabled: Option<bool>,
+    pub trading_enabled: Option<bool>,
+}
+
+/// [`Restrictions`] validated; the allowlist in its stored form.
+#[derive(Debug, Clone, Default)]
+pub struct ValidRestrictions {
+    pub read_only: Option<bool>,
+    pub allowed_ips: Option<String>,
+    pub gateway_enabled: Option<bool>,
+    pub wallets_enabled: Option<bool>,
+    pub trading_enabled: Option<bool>,
+}
+
+impl Restrictions {
+    /// Validates, and notes each change by its API name in `logged` (for the audit log).
+    pub fn validate(
+        self,
+        logged: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ValidRestrictions, ApiError> {
+        let allowed_ips = self
+            .allowed_ips
+            .map(|ips| allowed_ips("allowedIps", &ips))
+            .transpose()?;
+        if let Some(list) = &allowed_ips {
+            logged.insert("allowedIps".into(), list.entries().into());
+        }
+        for (k, v) in [
+            ("readOnly", self.read_only),
+            ("gatewayEnabled", self.gateway_enabled),
+            ("walletsEnabled", self.wallets_enabled),
+            ("tradingEnabled", self.trading_enabled),
+        ] {
+            if let Some(v) = v {
+                logged.insert(k.into(), v.into());
+            }
+        }
+        Ok(ValidRestrictions {
+            read_only: self.read_only,
+            allowed_ips: allowed_ips.map(|l| l.to_stored()),
+            gateway_enabled: self.gateway_enabled,
+            wallets_enabled: self.wallets_enabled,
+            trading_enabled: self.trading_enabled,
+        })
+    }
+}
+
 /// A PATCH field: absent (leave it), `null` (clear it) or a value (set it).
 #[derive(Debug, Clone, Default)]
 pub enum Patch<T> {

@@ -156,6 +156,38 @@ pub struct ApiKey {
     pub public_key_pem: Option<String>,
 }
 
+impl ApiKey {
+    /// A new active key's row with default settings.
+    pub fn new(
+        id: String,
+        agent_id: String,
+        kind: &str,
+        secret_hash: String,
+        last4: String,
+        now: i64,
+    ) -> ApiKey {
+        ApiKey {
+            id,
+            agent_id,
+            kind: kind.to_owned(),
+            secret_hash,
+            last4,
+            status: KEY_STATUS_ACTIVE.to_owned(),
+            created_at: now,
+            last_used_at: None,
+            revoked_at: None,
+            name: None,
+            description: None,
+            read_only: false,
+            allowed_ips: String::new(),
+            gateway_enabled: true,
+            wallets_enabled: true,
+            trading_enabled: true,
+            public_key_pem: None,
+        }
+    }
+}
+
 /// Changes to a key's own settings; `None` leaves a column alone.
 #[derive(Debug, Clone, Default, AsChangeset)]
 #[diesel(table_name = api_keys)]

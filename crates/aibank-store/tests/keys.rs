@@ -11,25 +11,14 @@ use aibank_store::DbPool;
 use aibank_testkit::{pool_options, TestDb};
 
 fn key(id: &str, agent_id: &str) -> ApiKey {
-    ApiKey {
-        id: id.to_owned(),
-        agent_id: agent_id.to_owned(),
-        kind: "agent".into(),
-        secret_hash: String::new(),
-        last4: "abcd".into(),
-        status: "active".into(),
-        created_at: 1,
-        last_used_at: None,
-        revoked_at: None,
-        name: None,
-        description: None,
-        read_only: false,
-        allowed_ips: String::new(),
-        gateway_enabled: true,
-        wallets_enabled: true,
-        trading_enabled: true,
-        public_key_pem: None,
-    }
+    ApiKey::new(
+        id.into(),
+        agent_id.into(),
+        "agent",
+        String::new(),
+        "abcd".into(),
+        1,
+    )
 }
 
 fn setup() -> (DbPool, TestDb) {

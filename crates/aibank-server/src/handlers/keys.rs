@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::{created, Created};
 use crate::dto::KeyView;
 use crate::service::{api_key_row, Actor, AppState, Audit};
-use crate::validate::{self, Patch};
+use crate::validate::{self, Patch, Restrictions};
 
 fn key_not_found() -> ApiError {
     ApiError::not_found("API key not found")
@@ -169,24 +169,34 @@ fn rsa_row(
     let pem = public.to_pem();
     let fingerprint = hex::encode(Sha256::digest(pem.as_bytes()));
     ApiKey {
-        id: random_lower(aibank_auth::keys::ID_LEN),
-        agent_id: auth.agent.id.clone(),
-        kind: auth.kind.db_kind().to_owned(),
-        secret_hash: String::new(),
-        last4: fingerprint[fingerprint.len() - 4..].to_owned(),
-        status: KEY_STATUS_ACTIVE.to_owned(),
-        created_at: now,
-        last_used_at: None,
-        revoked_at: None,
         name: Some(name),
         description,
-        read_only: false,
-        allowed_ips: String::new(),
-        gateway_enabled: true,
-        wallets_enabled: true,
-        trading_enabled: true,
         public_key_pem: Some(pem),
+        ..ApiKey::new(
+            random_lower(aibank_auth::keys::ID_LEN),
+            auth.agent.id.clone(),
+            auth.kind.db_kind(),
+            String::new(),
+            fingerprint[fingerprint.len() - 4..].to_owned(),
+            now,
+        )
     }
+}
+
+/// Stores an RSA key of the caller's agent, within the active-key limit.
+async fn store_rsa(
+    state: &AppState,
+    auth: &ApiKeyAuth,
+    public: &PublicKey,
+    name: String,
+    description: Option<String>,
+    generated: bool,
+) -> Result<ApiKey, ApiError> {
+    let details = serde_json::json!({
+        "name": name, "type": "rsa", "bits": public.bits(), "generated": generated
+    });
+    let row = rsa_row(auth, public, name, description, state.clock.now_ms());
+    insert_key(state, auth, row, details).await
 }
 
 /// `POST /v1/keys/rsa`: registers an RSA public key (PEM, 2048–8192 bits); requests are
@@ -202,21 +212,7 @@ pub async fn register_rsa(
     let description = description(b.description)?;
     let public = PublicKey::from_pem(&b.public_key)
         .map_err(|e| ApiError::invalid_field("public_key", e.to_string()))?;
-    let bits = public.bits();
-    let row = rsa_row(
-        &auth,
-        &public,
-        name.clone(),
-        description,
-        state.clock.now_ms(),
-    );
-    let row = insert_key(
-        &state,
-        &auth,
-        row,
-        serde_json::json!({ "name": name, "type": "rsa", "bits": bits }),
-    )
-    .await?;
+    let row = store_rsa(&state, &auth, &public, name, description, false).await?;
     tracing::info!(key_id = %row.id, "rsa key registered");
     Ok(created(KeyView::new(
         row,
@@ -240,20 +236,7 @@ pub async fn generate_rsa(
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    let row = rsa_row(
-        &auth,
-        &public,
-        name.clone(),
-        description,
-        state.clock.now_ms(),
-    );
-    let row = insert_key(
-        &state,
-        &auth,
-        row,
-        serde_json::json!({ "name": name, "type": "rsa", "bits": public.bits(), "generated": true }),
-    )
-    .await?;
+    let row = store_rsa(&state, &auth, &public, name, description, true).await?;
     tracing::info!(key_id = %row.id, "rsa key generated");
     Ok(created(RsaGenerated {
         key: KeyView::new(row, auth.agent.keys_paused_at.is_some(), None),
@@ -293,23 +276,14 @@ fn key_changes(b: UpdateRequest) -> Result<(ApiKeyChanges, Map<String, Value>), 
     if let Some(d) = &description {
         logged.insert("description".into(), d.clone().into());
     }
-    let allowed_ips = b
-        .allowed_ips
-        .map(|ips| validate::allowed_ips("allowedIps", &ips))
-        .transpose()?;
-    if let Some(list) = &allowed_ips {
-        logged.insert("allowedIps".into(), list.entries().into());
+    let r = Restrictions {
+        read_only: b.read_only,
+        allowed_ips: b.allowed_ips,
+        gateway_enabled: b.gateway_enabled,
+        wallets_enabled: b.wallets_enabled,
+        trading_enabled: b.trading_enabled,
     }
-    for (k, v) in [
-        ("readOnly", b.read_only),
-        ("gatewayEnabled", b.gateway_enabled),
-        ("walletsEnabled", b.wallets_enabled),
-        ("tradingEnabled", b.trading_enabled),
-    ] {
-        if let Some(v) = v {
-            logged.insert(k.into(), v.into());
-        }
-    }
+    .validate(&mut logged)?;
     if logged.is_empty() {
         return Err(ApiError::invalid_field(
             "body",
@@ -320,11 +294,11 @@ fn key_changes(b: UpdateRequest) -> Result<(ApiKeyChanges, Map<String, Value>), 
         ApiKeyChanges {
             name,
             description,
-            read_only: b.read_only,
-            allowed_ips: allowed_ips.map(|l| l.to_stored()),
-            gateway_enabled: b.gateway_enabled,
-            wallets_enabled: b.wallets_enabled,
-            trading_enabled: b.trading_enabled,
+            read_only: r.read_only,
+            allowed_ips: r.allowed_ips,
+            gateway_enabled: r.gateway_enabled,
+            wallets_enabled: r.wallets_enabled,
+            trading_enabled: r.trading_enabled,
         },
         logged,
     ))

@@ -18,7 +18,7 @@ use super::{created, Created};
 use crate::dto::{AgentCreated, AgentView, KeyView, SpendingControls};
 use crate::idempotency::{amount_part, fingerprint, run_once, IdempotencyKey};
 use crate::service::{api_key_row, create_agent, Actor, AppState, Audit, NewAgentSpec};
-use crate::validate::{self, Patch};
+use crate::validate::{self, Patch, Restrictions};
 
 fn agent_not_found() -> ApiError {
     ApiError::not_found("Agent not found")
@@ -177,11 +177,19 @@ fn security_changes(
     changes: &mut AgentChanges,
 ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
     let mut logged = serde_json::Map::new();
-    if let Some(ips) = &b.allowed_ips {
-        let list = validate::allowed_ips("allowedIps", ips)?;
-        logged.insert("allowedIps".into(), list.entries().into());
-        changes.allowed_ips = Some(list.to_stored());
+    let r = Restrictions {
+        read_only: b.read_only,
+        allowed_ips: b.allowed_ips.clone(),
+        gateway_enabled: b.gateway_enabled,
+        wallets_enabled: b.wallets_enabled,
+        trading_enabled: b.trading_enabled,
     }
+    .validate(&mut logged)?;
+    changes.read_only = r.read_only;
+    changes.allowed_ips = r.allowed_ips;
+    changes.gateway_enabled = r.gateway_enabled;
+    changes.wallets_enabled = r.wallets_enabled;
+    changes.trading_enabled = r.trading_enabled;
     if let Some(limit) = b.daily_message_limit.clone().into_change() {
         if let Some(n) = limit {
             if !(1..=MAX_DAILY_MESSAGE_LIMIT).contains(&n) {
@@ -194,20 +202,6 @@ fn security_changes(
         logged.insert("dailyMessageLimit".into(), limit.into());
         changes.daily_message_limit = Some(limit);
     }
-    for (k, v) in [
-        ("readOnly", b.read_only),
-        ("gatewayEnabled", b.gateway_enabled),
-        ("walletsEnabled", b.wallets_enabled),
-        ("tradingEnabled", b.trading_enabled),
-    ] {
-        if let Some(v) = v {
-            logged.insert(k.into(), v.into());
-        }
-    }
-    changes.read_only = b.read_only;
-    changes.gateway_enabled = b.gateway_enabled;
-    changes.wallets_enabled = b.wallets_enabled;
-    changes.trading_enabled = b.trading_enabled;
     Ok(logged)
 }
 

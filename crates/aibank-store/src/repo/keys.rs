@@ -309,10 +309,7 @@ pub fn record_signature(
         .execute(conn);
     match res {
         Ok(_) => Ok(true),
-        Err(diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        )) => Ok(false),
+        Err(e) if crate::is_unique_violation(&e) => Ok(false),
         Err(e) => Err(e),
     }
 }

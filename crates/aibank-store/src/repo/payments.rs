@@ -16,10 +16,7 @@ pub fn insert(conn: &mut AnyConnection, payment: &Payment) -> QueryResult<bool> 
         .execute(conn)
     {
         Ok(_) => Ok(true),
-        Err(diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        )) => Ok(false),
+        Err(e) if crate::is_unique_violation(&e) => Ok(false),
         Err(e) => Err(e),
     }
 }
