@@ -545,3 +545,40 @@ async fn a_request_with_a_key_never_pays() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rpc_that_never_answers_times_out_into_503() {
+    let c = chain().await;
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for conn in silent.incoming().take(8) {
+            open.push(conn);
+        }
+    });
+    let (app, mock) = server(&c, system(), |_, x| {
+        let mut x = x.clone();
+        x.chains[0].rpc_url = url.clone().into();
+        x.rpc_timeout = Duration::from_secs(1);
+        Some(x)
+    })
+    .await;
+    let hash = pay(&c, 10_000).await;
+    let started = std::time::Instant::now();
+    let r = call_paid(&app, &hash, &[]).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.body["code"], "UNAVAILABLE");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(mock.requests().is_empty());
+    assert_eq!(
+        app.get(&format!("/v1/payments/{hash}"), &[]).await.status,
+        404
+    );
+    drop(held);
+}
