@@ -551,7 +551,11 @@ async fn an_rpc_that_never_answers_times_out_into_503() {
     let c = chain().await;
     // Accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", silent.local_addr().unwrap());
+    // Hosted RPC URLs carry an API key in the path: it must reach no log and no response.
+    let url = format!(
+        "http://{}/v2/rpc-secret-9f8e7d",
+        silent.local_addr().unwrap()
+    );
     let held = std::thread::spawn(move || {
         let mut open = Vec::new();
         for conn in silent.incoming().take(8) {
@@ -580,5 +584,30 @@ async fn an_rpc_that_never_answers_times_out_into_503() {
         app.get(&format!("/v1/payments/{hash}"), &[]).await.status,
         404
     );
+    assert!(!r.text.contains("rpc-secret"));
     drop(held);
+
+    // Nothing listening at all: the connection error names the URL; it is redacted.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/v2/rpc-secret-9f8e7d",
+        closed.local_addr().unwrap()
+    );
+    drop(closed);
+    let (app, _mock) = server(&c, system(), |_, x| {
+        let mut x = x.clone();
+        x.chains[0].rpc_url = url.clone().into();
+        Some(x)
+    })
+    .await;
+    let r = call_paid(&app, &hash, &[]).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(!r.text.contains("rpc-secret"));
+    let logs = aibank_testkit::captured_logs();
+    assert!(
+        logs.contains("payment verification unavailable"),
+        "the failure is logged"
+    );
+    let leaks: Vec<&str> = logs.lines().filter(|l| l.contains("rpc-secret")).collect();
+    assert!(leaks.is_empty(), "an RPC URL reached the logs: {leaks:#?}");
 }

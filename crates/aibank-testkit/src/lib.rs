@@ -109,7 +109,9 @@ pub fn capture_logs() {
     INIT.get_or_init(|| {
         let buf = log_buffer().clone();
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_env_filter(aibank_server::telemetry::secret_safe(
+                tracing_subscriber::EnvFilter::new("debug"),
+            ))
             .with_ansi(false)
             .with_writer(move || BufWriter(buf.clone()))
             .try_init();
