@@ -257,6 +257,16 @@ impl DbPool {
         .map_err(StoreError::from)?
     }
 
+    /// Applies the first `n` pending migrations only, so upgrade tests can build a database
+    /// as an older release left it.
+    pub fn migrate_first(&self, n: usize) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.get()?;
+        match &mut *conn {
+            AnyConnection::Sqlite(c) => apply_first(c, SQLITE_MIGRATIONS, n),
+            AnyConnection::Postgresql(c) => apply_first(c, POSTGRES_MIGRATIONS, n),
+        }
+    }
+
     /// Applies pending migrations (blocking); returns the versions applied.
     pub fn migrate(&self) -> Result<Vec<String>, StoreError> {
         let mut conn = self.get()?;
@@ -279,6 +289,27 @@ where
     conn.run_pending_migrations(migrations)
         .map(|v| v.iter().map(ToString::to_string).collect())
         .map_err(|e| StoreError::Migration(e.to_string()))
+}
+
+fn apply_first<C>(
+    conn: &mut C,
+    migrations: EmbeddedMigrations,
+    n: usize,
+) -> Result<Vec<String>, StoreError>
+where
+    C: MigrationHarness<C::Backend> + Connection,
+{
+    let pending = conn
+        .pending_migrations(migrations)
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+    let mut applied = Vec::new();
+    for m in pending.iter().take(n) {
+        let v = conn
+            .run_migration(m.as_ref())
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        applied.push(v.to_string());
+    }
+    Ok(applied)
 }
 
 #[derive(Debug)]
