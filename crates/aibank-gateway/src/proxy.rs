@@ -393,19 +393,26 @@ async fn upstream_key(
     provider: &Provider,
 ) -> Result<(String, bool), ApiError> {
     if let Some(sb) = gw.secret_box.clone() {
-        let (agent, name) = (agent_id.to_owned(), provider.name.clone());
-        let sealed = gw
-            .pool
-            .run(move |c| {
-                aibank_store::repo::provider_keys::find(c, &agent, &name).map_err(StoreError::from)
-            })
-            .await?;
+        let aad = crate::byok::aad(agent_id, &provider.name);
+        // The sealed key (or its absence) is served from memory for the look-up TTL; a
+        // change on this instance drops the entry at once.
+        let sealed = if let Some(cached) = gw.own_keys.get(&aad) {
+            cached
+        } else {
+            let (agent, name) = (agent_id.to_owned(), provider.name.clone());
+            let found = gw
+                .pool
+                .run(move |c| {
+                    aibank_store::repo::provider_keys::find(c, &agent, &name)
+                        .map_err(StoreError::from)
+                })
+                .await?;
+            gw.own_keys.insert(&aad, found.clone());
+            found
+        };
         if let Some(sealed) = sealed {
             let plain = sb
-                .open(
-                    &sealed,
-                    crate::byok::aad(agent_id, &provider.name).as_bytes(),
-                )
+                .open(&sealed, aad.as_bytes())
                 .map_err(ApiError::internal)?;
             let key = String::from_utf8(plain).map_err(ApiError::internal)?;
             return Ok((key, true));

@@ -731,3 +731,56 @@ async fn oversize_bodies_and_limit_breaching_holds_are_refused_before_forwarding
     assert_eq!(r.body["code"], "PER_TX_LIMIT_EXCEEDED");
     assert!(mock.requests().is_empty(), "nothing was forwarded");
 }
+
+/// Makes a call and returns the upstream key the mock received with it.
+async fn upstream_key_used(app: &TestApp, key: &str, mock: &MockUpstream) -> String {
+    let r = app
+        .post(
+            "/v1/gateway/anthropic/v1/messages",
+            messages(false),
+            &[("X-API-Key", key)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    mock.last_request()
+        .unwrap()
+        .header("x-api-key")
+        .unwrap()
+        .to_owned()
+}
+
+/// Two instances on one database, an agent's provider-key look-up remembered for 2 s.
+fn byok_instance(c: &mut Config, base: &str) {
+    use_mock(c, base, true);
+    c.secret_key = Some("5e".repeat(32).into());
+    c.gateway.lookup_ttl = Duration::from_secs(2);
+}
+
+#[tokio::test]
+async fn a_stored_provider_key_reaches_other_instances_within_the_lookup_ttl() {
+    let mock = MockUpstream::start().await;
+    let (base_a, base_b) = (mock.base.clone(), mock.base.clone());
+    let a = spawn_app_with(move |c| byok_instance(c, &base_a)).await;
+    let b = aibank_testkit::spawn_app_on(
+        a.db.clone(),
+        move |c| byok_instance(c, &base_b),
+        std::sync::Arc::new(aibank_core::SystemClock),
+    )
+    .await;
+    let (_, key) = a.register().await;
+    // A looks the agent up once: no key of its own.
+    assert_eq!(upstream_key_used(&a, &key, &mock).await, ANTHROPIC_KEY);
+    let r = b
+        .post(
+            "/v1/provider-keys/anthropic",
+            json!({"apiKey": "sk-ant-own"}),
+            &[("X-API-Key", &key)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // B, which stored it, uses it at once; A keeps what it remembered until the TTL ends.
+    assert_eq!(upstream_key_used(&b, &key, &mock).await, "sk-ant-own");
+    assert_eq!(upstream_key_used(&a, &key, &mock).await, ANTHROPIC_KEY);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(upstream_key_used(&a, &key, &mock).await, "sk-ant-own");
+}
