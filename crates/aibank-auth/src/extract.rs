@@ -489,7 +489,7 @@ impl FromRequest for ApiKeyAuth {
         let req = req.clone();
         Box::pin(async move {
             let auth = state(&req)?.authenticate(&req, false).await?;
-            if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            if auth.read_only && !matches!(*req.method(), Method::GET | Method::HEAD) {
                 auth.require_write(&format!("{} {}", req.method(), req.path()))?;
             }
             Ok(auth)

@@ -682,11 +682,16 @@ pub async fn proxy(
 
 /// Whether the request names a credential (then it never pays with x402).
 fn has_credential(req: &HttpRequest) -> bool {
+    use aibank_auth::extract::{API_KEY_HEADER, KEY_ID_HEADER, SIGNATURE_HEADER};
     let h = req.headers();
-    h.contains_key("x-api-key")
-        || h.contains_key("authorization")
-        || h.contains_key(aibank_auth::extract::KEY_ID_HEADER)
-        || h.contains_key(aibank_auth::extract::SIGNATURE_HEADER)
+    [
+        API_KEY_HEADER,
+        "authorization",
+        KEY_ID_HEADER,
+        SIGNATURE_HEADER,
+    ]
+    .iter()
+    .any(|name| h.contains_key(*name))
 }
 
 /// A call paid for with an x402 payment.

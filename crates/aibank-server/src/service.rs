@@ -87,9 +87,8 @@ impl Audit<'_> {
     }
 
     /// Writes the entry; call it inside the transaction of the change it records.
-    pub fn write(self, conn: &mut AnyConnection, now: i64) -> Result<(), StoreError> {
-        repo::audit::insert(conn, &self.row(now))?;
-        Ok(())
+    pub fn write(self, conn: &mut AnyConnection, now: i64) -> diesel::QueryResult<()> {
+        repo::audit::insert(conn, &self.row(now))
     }
 }
 
@@ -138,15 +137,15 @@ pub async fn create_agent(
                 repo::agents::insert(c, &agent)?;
                 key_repo::insert_api_key(c, &row)?;
                 aibank_ledger::open_account(c, &agent.id, credits, grant_kind, now)?;
-                let audit = Audit {
+                Audit {
                     actor: &actor,
                     action: "api_key.created",
                     platform_id: agent.platform_id.as_deref(),
                     agent_id: Some(&agent.id),
                     target_id: &row.id,
                     details: Some(serde_json::json!({ "reason": "agent created" })),
-                };
-                repo::audit::insert(c, &audit.row(now))?;
+                }
+                .write(c, now)?;
                 Ok::<_, LedgerError>(agent)
             })
         })

@@ -83,7 +83,7 @@ pub async fn update(
                 diesel::update(platforms::table.find(&auth.platform_id))
                     .set(platforms::daily_limit_micros.eq(limit))
                     .execute(c)?;
-                let audit = Audit {
+                Audit {
                     actor: &Actor::master_key(&auth.key_id),
                     action: "platform.updated",
                     platform_id: Some(&auth.platform_id),
@@ -92,8 +92,8 @@ pub async fn update(
                     details: Some(serde_json::json!({
                         "daily_limit_usd": limit.map(Usd::from_micros)
                     })),
-                };
-                aibank_store::repo::audit::insert(c, &audit.row(now))?;
+                }
+                .write(c, now)?;
                 view(c, &auth.platform_id, now)
             })
         })
