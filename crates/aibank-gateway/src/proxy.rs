@@ -726,16 +726,22 @@ async fn pay(
     let resource = format!("{} {}", req.method(), req.path());
     let (rid, ttl) = (request_id.to_string(), gw.hold_ttl_ms());
     let reference = rid.clone();
-    let hold = Accepted {
+    let acceptance = aibank_x402::Acceptance {
         transfer: transfer.clone(),
         resource: resource.clone(),
-        request_id: rid.clone(),
+        request_id: Some(rid.clone()),
         now,
-    }
-    .record(gw, move |c, account| {
-        aibank_ledger::place_hold(c, account, price, ttl, Some(&reference), now)
-    })
-    .await?;
+    };
+    // One transaction: the hash recorded as used, the payment credited, the price held.
+    let hold = gw
+        .pool
+        .run(move |c| {
+            aibank_x402::accept(c, &acceptance, |c, account| {
+                aibank_ledger::place_hold(c, account, price, ttl, Some(&reference), now)
+            })
+            .map_err(|e| e.into_api(&acceptance.transfer))
+        })
+        .await?;
     let payment = (
         transfer.chain.name().to_owned(),
         format!("{:x}", transfer.hash),
@@ -767,36 +773,6 @@ async fn pay(
     };
     tracing::info!(chain = transfer.chain.name(), payer = %transfer.payer, amount = %transfer.amount, "x402 payment accepted");
     Ok(paid)
-}
-
-/// A verified payment about to be recorded.
-struct Accepted {
-    transfer: aibank_x402::Transfer,
-    resource: String,
-    request_id: String,
-    now: i64,
-}
-
-impl Accepted {
-    /// Records the payment (once), credits it, and runs `then` on the payer's account, in
-    /// one transaction.
-    async fn record<T: Send + 'static>(
-        self,
-        gw: &Gateway,
-        then: impl FnOnce(&mut AnyConnection, &str) -> Result<T, LedgerError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        gw.pool
-            .run(move |c| {
-                let a = aibank_x402::Acceptance {
-                    transfer: &self.transfer,
-                    resource: &self.resource,
-                    request_id: Some(&self.request_id),
-                    now: self.now,
-                };
-                aibank_x402::accept(c, &a, then).map_err(|e| e.into_api(&self.transfer))
-            })
-            .await
-    }
 }
 
 /// A metered call's place in its key's daily message limit: the key and the limit.

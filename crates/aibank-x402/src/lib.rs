@@ -377,10 +377,10 @@ impl AcceptError {
 
 /// What the accepted payment is recorded with.
 #[derive(Debug, Clone)]
-pub struct Acceptance<'a> {
-    pub transfer: &'a Transfer,
-    pub resource: &'a str,
-    pub request_id: Option<&'a str>,
+pub struct Acceptance {
+    pub transfer: Transfer,
+    pub resource: String,
+    pub request_id: Option<String>,
     pub now: i64,
 }
 
@@ -389,10 +389,10 @@ pub struct Acceptance<'a> {
 /// runs `then` with the account id (to reserve or charge the call's cost).
 pub fn accept<T>(
     conn: &mut AnyConnection,
-    a: &Acceptance<'_>,
+    a: &Acceptance,
     then: impl FnOnce(&mut AnyConnection, &str) -> Result<T, LedgerError>,
 ) -> Result<T, AcceptError> {
-    let t = a.transfer;
+    let t = &a.transfer;
     let account = payer_account_id(t.chain, t.payer);
     let amount = i64::try_from(t.amount).unwrap_or(i64::MAX);
     let row = Payment {
@@ -403,8 +403,8 @@ pub fn accept<T>(
         amount_micros: amount,
         cost_micros: 0,
         block_number: i64::try_from(t.block_number).unwrap_or(i64::MAX),
-        resource: a.resource.to_owned(),
-        request_id: a.request_id.map(str::to_owned),
+        resource: a.resource.clone(),
+        request_id: a.request_id.clone(),
         created_at: a.now,
     };
     conn.write_tx(|c| {
