@@ -24,6 +24,8 @@ pub enum ErrorCode {
     DailyLimitExceeded,
     WeeklyLimitExceeded,
     MonthlyLimitExceeded,
+    AddressNotAllowed,
+    TransferFailed,
     RateLimited,
     UpstreamError,
     UpstreamTimeout,
@@ -32,7 +34,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -46,6 +48,8 @@ impl ErrorCode {
         ErrorCode::DailyLimitExceeded,
         ErrorCode::WeeklyLimitExceeded,
         ErrorCode::MonthlyLimitExceeded,
+        ErrorCode::AddressNotAllowed,
+        ErrorCode::TransferFailed,
         ErrorCode::RateLimited,
         ErrorCode::UpstreamError,
         ErrorCode::UpstreamTimeout,
@@ -68,6 +72,8 @@ impl ErrorCode {
             ErrorCode::DailyLimitExceeded => "DAILY_LIMIT_EXCEEDED",
             ErrorCode::WeeklyLimitExceeded => "WEEKLY_LIMIT_EXCEEDED",
             ErrorCode::MonthlyLimitExceeded => "MONTHLY_LIMIT_EXCEEDED",
+            ErrorCode::AddressNotAllowed => "ADDRESS_NOT_ALLOWED",
+            ErrorCode::TransferFailed => "TRANSFER_FAILED",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::UpstreamError => "UPSTREAM_ERROR",
             ErrorCode::UpstreamTimeout => "UPSTREAM_TIMEOUT",
@@ -83,7 +89,8 @@ impl ErrorCode {
             | ErrorCode::PerTxLimitExceeded
             | ErrorCode::DailyLimitExceeded
             | ErrorCode::WeeklyLimitExceeded
-            | ErrorCode::MonthlyLimitExceeded => StatusCode::FORBIDDEN,
+            | ErrorCode::MonthlyLimitExceeded
+            | ErrorCode::AddressNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
@@ -92,7 +99,8 @@ impl ErrorCode {
             | ErrorCode::PaymentInvalid
             | ErrorCode::PaymentAlreadyUsed => StatusCode::PAYMENT_REQUIRED,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::UpstreamError => StatusCode::BAD_GATEWAY,
+            // The chain refused or reverted the transfer.
+            ErrorCode::UpstreamError | ErrorCode::TransferFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,

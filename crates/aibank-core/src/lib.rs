@@ -8,6 +8,7 @@ pub mod ids;
 pub mod money;
 pub mod page;
 pub mod secret;
+pub mod secretbox;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::{ApiError, ErrorCode};
@@ -15,3 +16,4 @@ pub use extract::{Json, Query};
 pub use money::Usd;
 pub use page::{Page, PageQuery};
 pub use secret::SecretString;
+pub use secretbox::SecretBox;

@@ -6,10 +6,9 @@ pub mod meter;
 pub mod prices;
 pub mod providers;
 pub mod proxy;
-pub mod secretbox;
 
+pub use aibank_core::SecretBox;
 pub use meter::Wire;
 pub use prices::{Price, PriceTable, Tokens};
 pub use providers::{CustomProvider, Provider, Registry};
 pub use proxy::{Gateway, GatewaySettings};
-pub use secretbox::SecretBox;

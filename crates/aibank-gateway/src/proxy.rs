@@ -30,7 +30,7 @@ use tracing_actix_web::RequestId;
 use crate::meter::{tokens_from_json, SseMeter, Wire};
 use crate::prices::{Price, Tokens};
 use crate::providers::{Provider, Registry};
-use crate::secretbox::SecretBox;
+use aibank_core::SecretBox;
 
 /// Default Anthropic API version when the client sends none.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";

@@ -19,7 +19,7 @@ pub mod sweeper;
 
 pub use accounts::{balance, balances, credit, journal_sum, open_account};
 pub use holds::{capture, expire_due, place_hold, release, HoldReceipt, Settlement};
-pub use limits::{charge, record_usage, LimitBreach, Scope, UsageMeta, Window};
+pub use limits::{authorize, charge, record_usage, LimitBreach, Scope, UsageMeta, Window};
 
 use aibank_core::{ApiError, ErrorCode, Usd};
 use aibank_store::StoreError;

@@ -3,14 +3,15 @@
 //! Windows are rolling: daily = the last 24 hours, weekly = the last 7 days, monthly = the
 //! last 30 days, each ending at the moment of the spend. What counts in a window is what was
 //! charged or captured inside it, plus everything open holds currently reserve (a pending
-//! call counts until it settles). The per-transaction limit bounds a single charge or hold.
+//! call counts until it settles), plus the USD value of the agent's on-chain wallet
+//! transfers that have not failed. The per-transaction limit bounds a single charge or hold.
 //! A platform may also set a fleet limit: the same daily window over all of its agents.
 
 use aibank_core::clock::rfc3339;
 use aibank_core::ids::new_id;
 use aibank_core::{ApiError, ErrorCode, Usd};
 use aibank_store::models::UsageEvent;
-use aibank_store::schema::{accounts, agents, journal_entries, platforms};
+use aibank_store::schema::{accounts, agents, journal_entries, platforms, wallet_transfers};
 use aibank_store::AnyConnection;
 use diesel::dsl::sql;
 use diesel::prelude::*;
@@ -210,7 +211,28 @@ fn spend_rows(whose: Whose<'_>, since: i64) -> journal_entries::BoxedQuery<'_, D
     }
 }
 
-/// Charged-or-captured totals over the last day, week and month.
+/// A wallet transfer counts against the limits unless it failed (nothing moved).
+pub const TRANSFER_FAILED: &str = "failed";
+
+/// The wallet transfers that count as spending after `since`.
+fn transfer_rows(whose: Whose<'_>, since: i64) -> wallet_transfers::BoxedQuery<'_, Db> {
+    let q = wallet_transfers::table
+        .filter(wallet_transfers::status.ne(TRANSFER_FAILED))
+        .filter(wallet_transfers::created_at.gt(since))
+        .into_boxed();
+    match whose {
+        Whose::Account(a) => q.filter(wallet_transfers::agent_id.eq(a)),
+        Whose::Platform(p) => q.filter(
+            wallet_transfers::agent_id.eq_any(
+                agents::table
+                    .filter(agents::platform_id.eq(p))
+                    .select(agents::id),
+            ),
+        ),
+    }
+}
+
+/// Charged-or-captured totals, plus wallet transfers, over the last day, week and month.
 fn spent_since(
     conn: &mut AnyConnection,
     whose: Whose<'_>,
@@ -226,7 +248,15 @@ fn spent_since(
     let (daily, weekly, monthly): (i64, i64, i64) = spend_rows(whose, now - MONTH_MS)
         .select(select)
         .first(conn)?;
-    Ok([daily, weekly, monthly])
+    let select = sql::<(BigInt, BigInt, BigInt)>(&format!(
+        "CAST(COALESCE(SUM(CASE WHEN created_at > {day} THEN usd_micros ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN created_at > {week} THEN usd_micros ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(usd_micros), 0) AS BIGINT)"
+    ));
+    let (td, tw, tm): (i64, i64, i64) = transfer_rows(whose, now - MONTH_MS)
+        .select(select)
+        .first(conn)?;
+    Ok([daily + td, weekly + tw, monthly + tm])
 }
 
 /// What open holds reserve.
@@ -253,13 +283,22 @@ fn reset_time(
     need: i64,
     now: i64,
 ) -> Result<Option<i64>, LedgerError> {
-    let rows: Vec<(i64, i64)> = spend_rows(whose, now - window.length_ms())
+    let since = now - window.length_ms();
+    let mut rows: Vec<(i64, i64)> = spend_rows(whose, since)
         .select((journal_entries::created_at, journal_entries::delta_micros))
-        .order((journal_entries::created_at.asc(), journal_entries::id.asc()))
-        .load(conn)?;
+        .load::<(i64, i64)>(conn)?
+        .into_iter()
+        .map(|(at, delta)| (at, -delta))
+        .collect();
+    rows.extend(
+        transfer_rows(whose, since)
+            .select((wallet_transfers::created_at, wallet_transfers::usd_micros))
+            .load::<(i64, i64)>(conn)?,
+    );
+    rows.sort_unstable();
     let mut freed = 0;
-    for (at, delta) in rows {
-        freed += -delta;
+    for (at, spent) in rows {
+        freed += spent;
         if freed >= need {
             return Ok(Some(at + window.length_ms()));
         }
@@ -355,8 +394,10 @@ fn check(
 }
 
 /// Locks what a spend must serialise on (the platform first when a fleet limit applies,
-/// always in that order so concurrent spends cannot deadlock) and checks the limits.
-pub(crate) fn authorize(
+/// always in that order so concurrent spends cannot deadlock) and checks the limits. Call
+/// inside the transaction that records the spend; wallet transfers call it before writing
+/// their row.
+pub fn authorize(
     conn: &mut AnyConnection,
     account_id: &str,
     amount: Usd,

@@ -78,6 +78,18 @@ const SETTINGS: &[(&str, &str)] = &[
         "usdc_address_base_sepolia",
         "AIBANK_USDC_ADDRESS_BASE_SEPOLIA",
     ),
+    ("usdc_address_ethereum", "AIBANK_USDC_ADDRESS_ETHEREUM"),
+    ("eth_usd_price", "AIBANK_ETH_USD_PRICE"),
+    ("wallet_rpc_timeout_secs", "AIBANK_WALLET_RPC_TIMEOUT_SECS"),
+    (
+        "wallet_confirm_timeout_secs",
+        "AIBANK_WALLET_CONFIRM_TIMEOUT_SECS",
+    ),
+    ("claim_code_ttl_secs", "AIBANK_CLAIM_CODE_TTL_SECS"),
+    (
+        "claim_guess_limit_per_15_min",
+        "AIBANK_CLAIM_GUESS_LIMIT_PER_15_MIN",
+    ),
 ];
 
 /// Variables with the prefix that are not settings but are expected around.
@@ -159,6 +171,12 @@ pub struct Config {
     pub max_keys_per_agent: i64,
     /// Pay-per-call with USDC: on when `AIBANK_X402_PAY_TO` and a chain's RPC URL are set.
     pub x402: Option<aibank_x402::X402Settings>,
+    /// Agents' wallets: the chains with an RPC URL, the ETH price, timeouts.
+    pub wallets: aibank_wallet::WalletSettings,
+    /// How long an agent's claim code stays valid (`expiresIn`).
+    pub claim_code_ttl: Duration,
+    /// Unknown claim codes one client IP may try (per instance) before it is refused.
+    pub claim_guess_limit: aibank_auth::ratelimit::Limit,
     /// Problems worth a log line once logging is up (unknown variables).
     pub warnings: Vec<String>,
 }
@@ -427,6 +445,24 @@ impl Config {
             1000,
         )?;
         let x402 = x402_settings(&get)?;
+        let wallets = wallet_settings(&get)?;
+        let claim_code_ttl = Duration::from_secs(parse_num(
+            "AIBANK_CLAIM_CODE_TTL_SECS",
+            get("claim_code_ttl_secs"),
+            10 * 365 * 86_400,
+            60,
+            100 * 365 * 86_400,
+        )?);
+        let claim_guess_limit = aibank_auth::ratelimit::Limit {
+            max: parse_num(
+                "AIBANK_CLAIM_GUESS_LIMIT_PER_15_MIN",
+                get("claim_guess_limit_per_15_min"),
+                20,
+                0,
+                10_000_000,
+            )?,
+            window: Duration::from_secs(15 * 60),
+        };
         let public_url = get("public_url")
             .map(|u| parse_url("AIBANK_PUBLIC_URL", u))
             .transpose()?;
@@ -458,6 +494,9 @@ impl Config {
             public_rate_limit,
             max_keys_per_agent,
             x402,
+            wallets,
+            claim_code_ttl,
+            claim_guess_limit,
             warnings,
         })
     }
@@ -545,7 +584,7 @@ fn x402_settings<'a>(
     let default_chain = match get("x402_default_chain") {
         None => first,
         Some(c) => Chain::parse(c)
-            .filter(|c| chains.iter().any(|cc| cc.chain == *c))
+            .filter(|c| c.accepts_payments() && chains.iter().any(|cc| cc.chain == *c))
             .ok_or_else(|| ConfigError::Invalid {
                 name: "AIBANK_X402_DEFAULT_CHAIN",
                 message: format!("`{c}` is not a chain with an RPC URL configured"),
@@ -587,6 +626,75 @@ fn x402_settings<'a>(
             300,
         )?),
     }))
+}
+
+/// Wallets use every chain whose RPC URL is set; USDC addresses default to Circle's.
+fn wallet_settings<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<aibank_wallet::WalletSettings, ConfigError> {
+    use aibank_x402::Chain;
+    let mut chains = Vec::new();
+    for (chain, rpc, usdc, usdc_var) in [
+        (
+            Chain::Ethereum,
+            "rpc_url_ethereum",
+            "usdc_address_ethereum",
+            "AIBANK_USDC_ADDRESS_ETHEREUM",
+        ),
+        (
+            Chain::Base,
+            "rpc_url_base",
+            "usdc_address_base",
+            "AIBANK_USDC_ADDRESS_BASE",
+        ),
+        (
+            Chain::BaseSepolia,
+            "rpc_url_base_sepolia",
+            "usdc_address_base_sepolia",
+            "AIBANK_USDC_ADDRESS_BASE_SEPOLIA",
+        ),
+    ] {
+        if let Some(url) = get(rpc) {
+            chains.push(aibank_wallet::WalletChain {
+                chain,
+                rpc_url: SecretString::new(url.trim()),
+                usdc: match get(usdc) {
+                    Some(a) => parse_address(usdc_var, a)?,
+                    None => chain.default_usdc(),
+                },
+            });
+        }
+    }
+    let eth_usd_price = match get("eth_usd_price") {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse::<rust_decimal::Decimal>()
+                .ok()
+                .filter(|p| *p > rust_decimal::Decimal::ZERO)
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "AIBANK_ETH_USD_PRICE",
+                    message: format!("`{v}` is not a positive decimal number of USD"),
+                })?,
+        ),
+    };
+    let secs = |name: &'static str, key: &str, default: u64| {
+        parse_num(name, get(key), default, 1, 3600).map(Duration::from_secs)
+    };
+    Ok(aibank_wallet::WalletSettings {
+        chains,
+        eth_usd_price,
+        rpc_timeout: secs(
+            "AIBANK_WALLET_RPC_TIMEOUT_SECS",
+            "wallet_rpc_timeout_secs",
+            10,
+        )?,
+        confirm_timeout: secs(
+            "AIBANK_WALLET_CONFIRM_TIMEOUT_SECS",
+            "wallet_confirm_timeout_secs",
+            30,
+        )?,
+    })
 }
 
 fn read_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {

@@ -5,10 +5,12 @@ use aibank_auth::access::AllowList;
 use aibank_core::clock::rfc3339;
 use aibank_core::Usd;
 use aibank_store::models::{
-    Account, Agent, ApiKey, AuditEvent, MasterKey, UsageEvent, KEY_STATUS_ACTIVE,
+    Account, Agent, ApiKey, AuditEvent, MasterKey, UsageEvent, Wallet, KEY_STATUS_ACTIVE,
     KEY_STATUS_PAUSED, KEY_STATUS_REVOKED,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::service::CreatedAgent;
 
 /// Default spending controls of a new agent.
 pub const DEFAULT_DAILY_LIMIT: Usd = Usd::from_micros(100_000_000);
@@ -57,11 +59,27 @@ pub struct AgentCreated {
     pub email: Option<String>,
     pub credits_usd: Usd,
     pub spending_controls: SpendingControls,
+    pub wallet: Option<WalletSummary>,
+    /// What a human enters (or follows as `verificationUri`) to claim the agent.
+    #[serde(rename = "claimCode")]
+    pub claim_code: Option<String>,
+    #[serde(rename = "verificationUri")]
+    pub verification_uri: Option<String>,
+    /// Seconds the claim code stays valid.
+    #[serde(rename = "expiresIn")]
+    pub expires_in: Option<i64>,
 }
 
 impl AgentCreated {
-    /// `credits` is the opening balance (the account was just created with it).
-    pub fn new(agent: Agent, key: &aibank_auth::GeneratedKey, credits: Usd) -> Self {
+    /// `credits` is the opening balance (the account was just created with it);
+    /// `public_url` is the base of `verificationUri`.
+    pub fn new(created: CreatedAgent, credits: Usd, public_url: &str) -> Self {
+        let CreatedAgent {
+            agent,
+            key,
+            wallet,
+            claim,
+        } = created;
         AgentCreated {
             spending_controls: SpendingControls::of(&agent),
             agent_id: agent.id,
@@ -69,6 +87,48 @@ impl AgentCreated {
             name: agent.name,
             email: agent.email,
             credits_usd: credits,
+            wallet: wallet.as_ref().map(WalletSummary::of),
+            verification_uri: claim
+                .as_ref()
+                .map(|c| verification_uri(public_url, &c.code)),
+            expires_in: claim
+                .as_ref()
+                .map(|c| (c.expires_at - agent.created_at).max(0) / 1000),
+            claim_code: claim.map(|c| c.code),
+        }
+    }
+}
+
+/// The page a human opens to claim an agent.
+pub fn verification_uri(public_url: &str, code: &str) -> String {
+    format!("{public_url}/device?code={code}")
+}
+
+/// A wallet's public face: never a key.
+#[derive(Debug, Serialize)]
+pub struct WalletSummary {
+    pub id: String,
+    pub name: String,
+    pub addresses: WalletAddresses,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WalletAddresses {
+    pub ethereum: String,
+    pub base: String,
+    pub solana: String,
+}
+
+impl WalletSummary {
+    pub fn of(w: &Wallet) -> Self {
+        WalletSummary {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            addresses: WalletAddresses {
+                ethereum: w.evm_address.clone(),
+                base: w.evm_address.clone(),
+                solana: w.solana_address.clone(),
+            },
         }
     }
 }

@@ -7,9 +7,11 @@ use aibank_auth::{AuthState, GeneratedKey, KeyKind};
 use aibank_core::ids::new_id;
 use aibank_core::{ApiError, SharedClock, Usd};
 use aibank_ledger::{EntryKind, LedgerError};
-use aibank_store::models::{Agent, ApiKey, AuditEvent, MasterKey};
+use aibank_store::models::{Agent, AgentClaim, ApiKey, AuditEvent, MasterKey, Wallet};
 use aibank_store::repo::keys as key_repo;
-use aibank_store::{repo, AnyConnection, DbPool, StoreError};
+use aibank_store::schema::agent_claims;
+use aibank_store::{is_unique_violation, repo, AnyConnection, DbPool, StoreError};
+use diesel::prelude::*;
 use serde_json::Value;
 
 use crate::config::Config;
@@ -22,6 +24,9 @@ pub struct AppState {
     pub clock: SharedClock,
     pub auth: web::Data<AuthState>,
     pub gateway: web::Data<aibank_gateway::Gateway>,
+    pub wallets: Arc<aibank_wallet::Wallets>,
+    /// The base of links handed out, without a trailing slash.
+    pub public_url: String,
     pub openapi: Arc<Value>,
 }
 
@@ -105,15 +110,84 @@ pub struct NewAgentSpec {
     pub controls: SpendingControls,
 }
 
-/// Creates an agent, its key and its account (with the opening credits journaled) in one
-/// transaction. Returns the agent and the key, whose full value must be shown exactly once.
-pub async fn create_agent(
-    state: &AppState,
-    spec: NewAgentSpec,
-) -> Result<(Agent, GeneratedKey), ApiError> {
+/// A newly created agent with what it was given.
+#[derive(Debug)]
+pub struct CreatedAgent {
+    pub agent: Agent,
+    /// Its full value must be shown exactly once.
+    pub key: GeneratedKey,
+    /// Agents (not gateway-only keys) get a wallet and a claim code.
+    pub wallet: Option<Wallet>,
+    pub claim: Option<AgentClaim>,
+}
+
+/// A claim code: four letters, a dash, four digits (`XKCD-4291`).
+pub fn new_claim_code() -> String {
+    let mut rng = rand::rng();
+    let letters: String = (0..4)
+        .map(|_| char::from(b'A' + rand::Rng::random_range(&mut rng, 0..26u8)))
+        .collect();
+    let digits: u16 = rand::Rng::random_range(&mut rng, 0..10_000);
+    format!("{letters}-{digits:04}")
+}
+
+/// Creates an agent, its key, its account (with the opening credits journaled) and, for
+/// agents, its wallet and claim code, in one transaction. A platform's own agents are
+/// claimed by that platform from the start.
+pub async fn create_agent(state: &AppState, spec: NewAgentSpec) -> Result<CreatedAgent, ApiError> {
     let key = GeneratedKey::new(spec.key_kind);
     let secret_hash = state.auth.hash_key(&key.full).await?;
     let now = state.clock.now_ms();
+    let ttl = i64::try_from(state.config.claim_code_ttl.as_millis()).unwrap_or(i64::MAX);
+    // A claim code collision (about one in 4.5e9 per pair) is retried with a new code.
+    for _ in 0..3 {
+        match create_agent_once(state, &spec, &key, secret_hash.clone(), now, ttl).await {
+            Err(CreateError::CodeTaken) => {}
+            Err(CreateError::Ledger(e)) => return Err(e.into()),
+            Ok((agent, wallet, claim)) => {
+                return Ok(CreatedAgent {
+                    agent,
+                    key,
+                    wallet,
+                    claim,
+                })
+            }
+        }
+    }
+    Err(ApiError::internal("could not allocate a unique claim code"))
+}
+
+enum CreateError {
+    CodeTaken,
+    Ledger(LedgerError),
+}
+
+impl From<diesel::result::Error> for CreateError {
+    fn from(e: diesel::result::Error) -> Self {
+        CreateError::Ledger(e.into())
+    }
+}
+
+impl From<LedgerError> for CreateError {
+    fn from(e: LedgerError) -> Self {
+        CreateError::Ledger(e)
+    }
+}
+
+impl From<StoreError> for CreateError {
+    fn from(e: StoreError) -> Self {
+        CreateError::Ledger(e.into())
+    }
+}
+
+async fn create_agent_once(
+    state: &AppState,
+    spec: &NewAgentSpec,
+    key: &GeneratedKey,
+    secret_hash: String,
+    now: i64,
+    claim_ttl_ms: i64,
+) -> Result<(Agent, Option<Wallet>, Option<AgentClaim>), CreateError> {
     let agent = Agent {
         per_tx_limit_micros: spec.controls.per_tx_limit_usd.micros(),
         daily_limit_micros: spec.controls.daily_limit_usd.micros(),
@@ -121,20 +195,43 @@ pub async fn create_agent(
         monthly_limit_micros: spec.controls.monthly_limit_usd.micros(),
         ..Agent::new(
             new_id("agt"),
-            spec.platform_id,
+            spec.platform_id.clone(),
             key.kind.db_kind(),
-            spec.name,
-            spec.email,
+            spec.name.clone(),
+            spec.email.clone(),
             now,
         )
     };
-    let row = api_key_row(&key, &agent.id, secret_hash, now);
-    let (credits, grant_kind, actor) = (spec.credits, spec.grant_kind, spec.actor);
-    let agent = state
+    let row = api_key_row(key, &agent.id, secret_hash, now);
+    let is_agent = key.kind == KeyKind::Agent;
+    let wallet = is_agent.then(|| state.wallets.new_wallet(&agent.id, now));
+    let claim = is_agent.then(|| AgentClaim {
+        agent_id: agent.id.clone(),
+        code: new_claim_code(),
+        expires_at: now.saturating_add(claim_ttl_ms),
+        claimed_at: spec.platform_id.as_ref().map(|_| now),
+        claimed_email: None,
+        claimed_platform_id: spec.platform_id.clone(),
+    });
+    let (credits, grant_kind, actor) = (spec.credits, spec.grant_kind, spec.actor.clone());
+    state
         .pool
         .run(move |c| {
             c.write_tx(|c| {
                 repo::agents::insert(c, &agent)?;
+                if let Some(w) = &wallet {
+                    aibank_wallet::insert(c, w)?;
+                }
+                if let Some(cl) = &claim {
+                    match diesel::insert_into(agent_claims::table)
+                        .values(cl)
+                        .execute(c)
+                    {
+                        Ok(_) => {}
+                        Err(e) if is_unique_violation(&e) => return Err(CreateError::CodeTaken),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 key_repo::insert_api_key(c, &row)?;
                 aibank_ledger::open_account(c, &agent.id, credits, grant_kind, now)?;
                 Audit {
@@ -146,11 +243,10 @@ pub async fn create_agent(
                     details: Some(serde_json::json!({ "reason": "agent created" })),
                 }
                 .write(c, now)?;
-                Ok::<_, LedgerError>(agent)
+                Ok((agent, wallet, claim))
             })
         })
-        .await?;
-    Ok((agent, key))
+        .await
 }
 
 /// The stored form of a newly generated agent or gateway key.

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tracing_actix_web::{RequestId, TracingLogger};
 
 use aibank_gateway::{Gateway, SecretBox};
+use aibank_wallet::Wallets;
 
 use crate::bootstrap::{self, Outcome};
 use crate::config::Config;
@@ -76,19 +77,20 @@ pub fn open_database(config: &Config) -> Result<DbPool, StartupError> {
     Ok(pool)
 }
 
-/// The key that seals secrets at rest: `AIBANK_SECRET_KEY`, or for SQLite a key file next
-/// to the database, created on first start. PostgreSQL deployments share one database
-/// across instances, so they must configure the key; without it, storing provider keys is
-/// unavailable.
-fn open_secret_box(config: &Config) -> Result<Option<Arc<SecretBox>>, StartupError> {
+/// The key that seals secrets at rest (wallet keys, agents' provider keys):
+/// `AIBANK_SECRET_KEY`, or for SQLite a key file next to the database, created on first
+/// start. PostgreSQL deployments share one database across instances, so they must
+/// configure the key: every agent gets a wallet, and its key is sealed with it.
+fn open_secret_box(config: &Config) -> Result<Arc<SecretBox>, StartupError> {
     if let Some(k) = &config.secret_key {
         let sb = SecretBox::from_key_text(k.expose())
             .map_err(|e| StartupError::Task(format!("AIBANK_SECRET_KEY: {e}")))?;
-        return Ok(Some(Arc::new(sb)));
+        return Ok(Arc::new(sb));
     }
     let Some(dir) = config.sqlite_dir() else {
-        tracing::warn!("AIBANK_SECRET_KEY is not set: agents cannot store their own provider keys");
-        return Ok(None);
+        return Err(StartupError::Task(
+            "AIBANK_SECRET_KEY is required with PostgreSQL: it seals agents' wallet keys, and every instance sharing the database needs the same one (generate it with `openssl rand -hex 32`)".into(),
+        ));
     };
     let path = dir.join("secret.key");
     let (sb, created) =
@@ -96,7 +98,7 @@ fn open_secret_box(config: &Config) -> Result<Option<Arc<SecretBox>>, StartupErr
     if created {
         tracing::info!(path = %path.display(), "created a secret key for sealing stored secrets (mode 0600); back it up with the database");
     }
-    Ok(Some(Arc::new(sb)))
+    Ok(Arc::new(sb))
 }
 
 /// Releases expired holds and forgets old idempotency keys, every `sweep_interval`.
@@ -137,7 +139,12 @@ fn spawn_sweeper(pool: DbPool, clock: SharedClock, config: &Config) {
     });
 }
 
-fn gateway(config: &Config, pool: &DbPool, clock: &SharedClock) -> Result<Gateway, StartupError> {
+fn gateway(
+    config: &Config,
+    pool: &DbPool,
+    clock: &SharedClock,
+    secret_box: Arc<SecretBox>,
+) -> Result<Gateway, StartupError> {
     let x402 = config
         .x402
         .clone()
@@ -151,7 +158,7 @@ fn gateway(config: &Config, pool: &DbPool, clock: &SharedClock) -> Result<Gatewa
     Ok(Gateway::new(
         config.providers.clone(),
         config.gateway.clone(),
-        open_secret_box(config)?,
+        Some(secret_box),
         pool.clone(),
         clock.clone(),
     )
@@ -194,6 +201,23 @@ fn limit_ip(limiter: &IpRateLimiter, trusted: &[IpNet], req: &HttpRequest) -> Re
         Some(ip) => limiter.check(ip, class),
         None => Ok(()),
     }
+}
+
+/// The base of links the server hands out (`verificationUri`): `AIBANK_PUBLIC_URL`, else
+/// the address it listens on.
+fn public_url(config: &Config, port: u16) -> String {
+    if let Some(u) = &config.public_url {
+        return u.trim_end_matches('/').to_owned();
+    }
+    let ip = config.listen.ip();
+    let host = if ip.is_unspecified() {
+        "localhost".to_owned()
+    } else if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    format!("http://{host}:{port}")
 }
 
 /// A bound, not yet awaited server.
@@ -248,7 +272,13 @@ impl Application {
             .port();
 
         spawn_sweeper(pool.clone(), clock.clone(), &config);
-        let gateway = web::Data::new(gateway(&config, &pool, &clock)?);
+        let secret_box = open_secret_box(&config)?;
+        let gateway = web::Data::new(gateway(&config, &pool, &clock, secret_box.clone())?);
+        let wallets = Arc::new(
+            Wallets::new(pool.clone(), secret_box, clock.clone(), &config.wallets)
+                .map_err(|e| StartupError::Task(format!("wallets: {e}")))?,
+        );
+        let public_url = public_url(&config, port);
         let (auth, limiter) = auth_state(&config, &pool, &clock);
         let json_limit = JsonLimit(config.max_json_bytes);
         let workers = config.workers;
@@ -258,6 +288,8 @@ impl Application {
             clock,
             auth: auth.clone(),
             gateway: gateway.clone(),
+            wallets,
+            public_url,
             openapi,
         });
         let mut server = HttpServer::new(move || {

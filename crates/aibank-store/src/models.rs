@@ -3,8 +3,9 @@
 use diesel::prelude::*;
 
 use crate::schema::{
-    accounts, agents, api_keys, audit_events, holds, idempotency_keys, journal_entries,
-    master_keys, platforms, usage_events, x402_payments,
+    accounts, agent_claims, agents, api_keys, audit_events, holds, idempotency_keys,
+    journal_entries, master_keys, platforms, usage_events, wallet_allowlist, wallet_transfers,
+    wallets, x402_payments,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -322,4 +323,76 @@ pub struct IdempotencyRecord {
     pub status_code: i32,
     pub response_body: String,
     pub created_at: i64,
+}
+
+/// An agent's wallet. The sealed keys are ciphertext; `Debug` leaves them out anyway.
+#[derive(Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = wallets)]
+pub struct Wallet {
+    pub id: String,
+    pub agent_id: String,
+    pub name: String,
+    pub evm_address: String,
+    pub solana_address: String,
+    pub evm_key_sealed: String,
+    pub solana_key_sealed: String,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for Wallet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wallet")
+            .field("id", &self.id)
+            .field("agent_id", &self.agent_id)
+            .field("evm_address", &self.evm_address)
+            .field("solana_address", &self.solana_address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A recipient a wallet may send to.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = wallet_allowlist)]
+pub struct AllowedRecipient {
+    pub wallet_id: String,
+    pub address: String,
+    pub label: Option<String>,
+    pub created_at: i64,
+}
+
+/// An outgoing on-chain transfer.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = wallet_transfers)]
+pub struct WalletTransfer {
+    pub id: String,
+    pub wallet_id: String,
+    pub agent_id: String,
+    pub chain: String,
+    pub from_address: String,
+    pub to_address: String,
+    pub currency: String,
+    pub amount: String,
+    pub amount_base: String,
+    pub usd_micros: i64,
+    pub nonce: Option<i64>,
+    pub tx_hash: Option<String>,
+    pub status: String,
+    pub error: Option<String>,
+    pub block_number: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An agent's claim code and who claimed it.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = agent_claims)]
+pub struct AgentClaim {
+    pub agent_id: String,
+    pub code: String,
+    pub expires_at: i64,
+    pub claimed_at: Option<i64>,
+    pub claimed_email: Option<String>,
+    pub claimed_platform_id: Option<String>,
 }

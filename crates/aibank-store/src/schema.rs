@@ -182,12 +182,80 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    wallets (id) {
+        id -> Text,
+        agent_id -> Text,
+        name -> Text,
+        evm_address -> Text,
+        solana_address -> Text,
+        evm_key_sealed -> Text,
+        solana_key_sealed -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    wallet_allowlist (wallet_id, address) {
+        wallet_id -> Text,
+        address -> Text,
+        label -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    wallet_nonces (wallet_id, chain) {
+        wallet_id -> Text,
+        chain -> Text,
+        next_nonce -> BigInt,
+    }
+}
+
+diesel::table! {
+    wallet_transfers (id) {
+        id -> Text,
+        wallet_id -> Text,
+        agent_id -> Text,
+        chain -> Text,
+        from_address -> Text,
+        to_address -> Text,
+        currency -> Text,
+        amount -> Text,
+        amount_base -> Text,
+        usd_micros -> BigInt,
+        nonce -> Nullable<BigInt>,
+        tx_hash -> Nullable<Text>,
+        status -> Text,
+        error -> Nullable<Text>,
+        block_number -> Nullable<BigInt>,
+        idempotency_key -> Nullable<Text>,
+        request_hash -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    agent_claims (agent_id) {
+        agent_id -> Text,
+        code -> Text,
+        expires_at -> BigInt,
+        claimed_at -> Nullable<BigInt>,
+        claimed_email -> Nullable<Text>,
+        claimed_platform_id -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(master_keys -> platforms (platform_id));
 diesel::joinable!(agents -> platforms (platform_id));
 diesel::joinable!(api_keys -> agents (agent_id));
 diesel::joinable!(journal_entries -> accounts (account_id));
 diesel::joinable!(usage_events -> agents (agent_id));
 diesel::joinable!(holds -> accounts (account_id));
+diesel::joinable!(wallets -> agents (agent_id));
+diesel::joinable!(wallet_transfers -> wallets (wallet_id));
+diesel::joinable!(agent_claims -> agents (agent_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     platforms,
@@ -203,4 +271,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     used_signatures,
     audit_events,
     x402_payments,
+    wallets,
+    wallet_allowlist,
+    wallet_nonces,
+    wallet_transfers,
+    agent_claims,
 );

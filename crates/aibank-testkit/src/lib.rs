@@ -153,6 +153,10 @@ pub struct Resp {
     pub body: Value,
 }
 
+/// The `AIBANK_SECRET_KEY` of every test server.
+pub const TEST_SECRET_KEY: &str =
+    "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
+
 pub fn test_config(db: &TestDb, master_key: &str) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -160,6 +164,8 @@ pub fn test_config(db: &TestDb, master_key: &str) -> Config {
         database_pool_size: 8,
         workers: Some(2),
         bootstrap_master_key: Some(master_key.to_owned().into()),
+        // PostgreSQL needs one; SQLite would otherwise write a key file beside the database.
+        secret_key: Some(TEST_SECRET_KEY.to_owned().into()),
         // Suites send hundreds of requests from 127.0.0.1; the limiter has its own tests.
         ip_rate_limit: aibank_auth::ratelimit::Limit::OFF,
         public_rate_limit: aibank_auth::ratelimit::Limit::OFF,

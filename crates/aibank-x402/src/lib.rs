@@ -148,6 +148,7 @@ impl X402 {
                 let accepted = self.accepted_names();
                 c.ok()
                     .and_then(|c| Chain::parse(&c))
+                    .filter(|c| c.accepts_payments())
                     .filter(|c| self.client(*c).is_some())
                     .ok_or_else(|| {
                         invalid(

@@ -34,7 +34,7 @@ pub async fn register(
     let email = validate::email_opt("email", body.email.as_deref())?;
     let controls = SpendingControls::default();
     let credits = state.config.signup_credits;
-    let (agent, key) = create_agent(
+    let new_agent = create_agent(
         &state,
         NewAgentSpec {
             actor: Actor::PUBLIC,
@@ -48,8 +48,12 @@ pub async fn register(
         },
     )
     .await?;
-    tracing::info!(agent_id = %agent.id, "agent registered");
-    Ok(created(AgentCreated::new(agent, &key, credits)))
+    tracing::info!(agent_id = %new_agent.agent.id, "agent registered");
+    Ok(created(AgentCreated::new(
+        new_agent,
+        credits,
+        &state.public_url,
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,7 +76,7 @@ pub async fn create_gateway_key(
 ) -> Result<Created<GatewayKeyCreated>, ApiError> {
     let email = validate::email("email", &body.email)?;
     let credits = state.config.signup_credits;
-    let (agent, key) = create_agent(
+    let new_agent = create_agent(
         &state,
         NewAgentSpec {
             actor: Actor::PUBLIC,
@@ -86,9 +90,9 @@ pub async fn create_gateway_key(
         },
     )
     .await?;
-    tracing::info!(agent_id = %agent.id, "gateway key created");
+    tracing::info!(agent_id = %new_agent.agent.id, "gateway key created");
     Ok(created(GatewayKeyCreated {
-        api_key: key.full.expose().to_owned(),
+        api_key: new_agent.key.full.expose().to_owned(),
         credits_usd: credits,
     }))
 }

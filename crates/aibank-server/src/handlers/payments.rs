@@ -70,9 +70,11 @@ pub async fn get(
         .into_inner()
         .chain
         .map(|c| {
-            Chain::parse(&c).ok_or_else(|| {
-                ApiError::invalid_field("chain", "`chain` must be base or base-sepolia")
-            })
+            Chain::parse(&c)
+                .filter(|c| c.accepts_payments())
+                .ok_or_else(|| {
+                    ApiError::invalid_field("chain", "`chain` must be base or base-sepolia")
+                })
         })
         .transpose()?;
     let key = format!("{hash:x}");

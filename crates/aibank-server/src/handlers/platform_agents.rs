@@ -75,7 +75,7 @@ pub async fn create(
         )?,
         per_tx_limit_usd: limit("per_tx_limit_usd", b.per_tx_limit_usd, d.per_tx_limit_usd)?,
     };
-    let (agent, key) = create_agent(
+    let new_agent = create_agent(
         &state,
         NewAgentSpec {
             actor: Actor::master_key(&auth.key_id),
@@ -89,8 +89,12 @@ pub async fn create(
         },
     )
     .await?;
-    tracing::info!(agent_id = %agent.id, "platform agent created");
-    Ok(created(AgentCreated::new(agent, &key, credits)))
+    tracing::info!(agent_id = %new_agent.agent.id, "platform agent created");
+    Ok(created(AgentCreated::new(
+        new_agent,
+        credits,
+        &state.public_url,
+    )))
 }
 
 /// `GET /v1/platform/agents`: this platform's agents, newest first.

@@ -1,4 +1,4 @@
-//! AES-256-GCM sealing of secrets at rest (agents' upstream keys).
+//! AES-256-GCM sealing of secrets at rest (agents' upstream keys, wallet private keys).
 //!
 //! The key is `AIBANK_SECRET_KEY` (32 bytes as hex or base64). For the embedded SQLite
 //! default without one, a key is generated once into a file next to the database with

@@ -1,0 +1,614 @@
+//! The transfer flow: check, record, take a nonce, sign, broadcast, await.
+//!
+//! Statuses as stored: `sending` (recorded; maybe signed and broadcast, not yet known),
+//! `pending` (broadcast, not mined yet), `confirmed` (mined and succeeded), `failed`
+//! (refused before broadcast, rejected by the node, or reverted: nothing moved). The API
+//! shows `sending` as `pending`.
+
+use aibank_core::ids::new_id;
+use aibank_core::Usd;
+use aibank_ledger::limits::TRANSFER_FAILED;
+use aibank_store::models::{Wallet, WalletTransfer};
+use aibank_store::schema::{wallet_allowlist, wallet_nonces, wallet_transfers};
+use aibank_store::{is_unique_violation, AnyConnection, StoreError};
+use alloy::primitives::{Address, U256};
+use diesel::prelude::*;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+
+use crate::chain::{ChainRpc, RpcError};
+use crate::{keys, Chain, Currency, WalletError, Wallets};
+
+const SENDING: &str = "sending";
+const PENDING: &str = "pending";
+const CONFIRMED: &str = "confirmed";
+const REVERTED: &str = "the transaction reverted on chain: nothing was transferred";
+
+pub(crate) fn public_status(stored: &str) -> &str {
+    if stored == SENDING {
+        PENDING
+    } else {
+        stored
+    }
+}
+
+/// A validated transfer request.
+#[derive(Debug, Clone)]
+pub struct TransferSpec {
+    pub chain: Chain,
+    pub to: Address,
+    pub currency: Currency,
+    /// As the client wrote it.
+    pub amount: String,
+    /// In the token's smallest unit.
+    pub base_units: U256,
+    pub usd: Usd,
+}
+
+/// A transfer's `Idempotency-Key` and the fingerprint of the request it came with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> WalletError {
+    WalletError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// A positive decimal string with at most `decimals` fractional digits, in base units.
+fn parse_amount(text: &str, decimals: u32, currency: &str) -> Result<U256, WalletError> {
+    let bad = || {
+        invalid(
+            "amount",
+            format!(
+                "`amount` must be a positive decimal string such as \"1.5\", with at most {decimals} decimal places for {currency}"
+            ),
+        )
+    };
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    if text.len() > 80
+        || int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || (text.contains('.') && frac.is_empty())
+    {
+        return Err(bad());
+    }
+    if frac.len() > decimals as usize {
+        return Err(invalid(
+            "amount",
+            format!(
+                "`amount` has {} decimal places; {currency} has {decimals}",
+                frac.len()
+            ),
+        ));
+    }
+    let digits = format!("{int}{frac:0<width$}", width = decimals as usize);
+    let value = U256::from_str_radix(&digits, 10).map_err(|_| bad())?;
+    if value.is_zero() {
+        return Err(invalid("amount", "`amount` must be greater than zero"));
+    }
+    Ok(value)
+}
+
+/// The USD value of `wei` at `price` USD per ETH, rounded up to the micro-dollar.
+fn eth_usd_micros(wei: U256, price: Decimal) -> Option<i64> {
+    let price_micros = (price * Decimal::from(1_000_000)).ceil().to_u128()?;
+    let unit = U256::from(10u64).pow(U256::from(18u64));
+    let product = wei.checked_mul(U256::from(price_micros))?;
+    let micros = product.div_ceil(unit);
+    i64::try_from(micros).ok()
+}
+
+impl Wallets {
+    /// Validates a transfer request into a [`TransferSpec`].
+    pub fn parse_transfer(
+        &self,
+        chain: &str,
+        to: &str,
+        amount: &str,
+        currency: &str,
+    ) -> Result<TransferSpec, WalletError> {
+        if chain.trim().eq_ignore_ascii_case("solana") {
+            return Err(invalid(
+                "chain",
+                "Solana transfers are not supported yet: the wallet's Solana address can receive funds, but sending from it is not available. Use ethereum, base or base-sepolia",
+            ));
+        }
+        let chain = Chain::parse(chain).ok_or_else(|| {
+            invalid(
+                "chain",
+                format!("Unknown chain `{chain}`: use ethereum, base or base-sepolia"),
+            )
+        })?;
+        let to_addr: Address = to.trim().parse().map_err(|_| {
+            invalid(
+                "to",
+                "`to` must be an EVM address: 0x followed by 40 hex digits",
+            )
+        })?;
+        if to_addr.is_zero() {
+            return Err(invalid("to", "`to` must not be the zero address"));
+        }
+        let currency = Currency::parse(currency).ok_or_else(|| {
+            invalid(
+                "currency",
+                format!("Unknown currency `{currency}`: use USDC or ETH"),
+            )
+        })?;
+        let base_units = parse_amount(amount, currency.decimals(), currency.as_str())?;
+        let too_large = || invalid("amount", "`amount` is too large");
+        let usd_micros = match currency {
+            Currency::Usdc => i64::try_from(base_units).map_err(|_| too_large())?,
+            Currency::Eth => {
+                let price = self.eth_usd_price.ok_or_else(|| {
+                    invalid(
+                        "currency",
+                        "ETH transfers are disabled on this server: spending limits need an ETH price in USD, and none is configured (AIBANK_ETH_USD_PRICE)",
+                    )
+                })?;
+                eth_usd_micros(base_units, price).ok_or_else(too_large)?
+            }
+        };
+        Ok(TransferSpec {
+            chain,
+            to: to_addr,
+            currency,
+            amount: amount.to_owned(),
+            base_units,
+            usd: Usd::from_micros(usd_micros),
+        })
+    }
+
+    /// Sends a transfer from `wallet`. Returns the record and whether it is a replay of an
+    /// earlier request with the same `Idempotency-Key`.
+    pub async fn transfer(
+        &self,
+        wallet: &Wallet,
+        spec: &TransferSpec,
+        idempotency: Option<Idempotency>,
+    ) -> Result<(WalletTransfer, bool), WalletError> {
+        if let Some(i) = &idempotency {
+            if let Some(prev) = self.previous(&wallet.agent_id, i).await? {
+                return Ok((prev, true));
+            }
+        }
+        self.check_allowed(&wallet.id, spec.to).await?;
+        let rpc = self
+            .rpc(spec.chain)
+            .ok_or(WalletError::NoRpc(spec.chain.name()))?;
+        let row = self.reserve(wallet, spec, idempotency.clone()).await;
+        let row = match row {
+            Ok(row) => row,
+            Err(Reserve::Raced) => {
+                let i = idempotency.as_ref().ok_or(WalletError::NotFound)?;
+                let prev = self
+                    .previous(&wallet.agent_id, i)
+                    .await?
+                    .ok_or(WalletError::NotFound)?;
+                return Ok((prev, true));
+            }
+            Err(Reserve::Error(e)) => return Err(e),
+        };
+        self.send(rpc, wallet, spec, row).await.map(|t| (t, false))
+    }
+
+    /// The transfer an earlier request with this key made, if any.
+    async fn previous(
+        &self,
+        agent_id: &str,
+        i: &Idempotency,
+    ) -> Result<Option<WalletTransfer>, WalletError> {
+        let (agent_id, key) = (agent_id.to_owned(), i.key.clone());
+        let prev: Option<WalletTransfer> = self
+            .pool
+            .run(move |c| {
+                wallet_transfers::table
+                    .filter(wallet_transfers::agent_id.eq(&agent_id))
+                    .filter(wallet_transfers::idempotency_key.eq(&key))
+                    .select(WalletTransfer::as_select())
+                    .first(c)
+                    .optional()
+                    .map_err(StoreError::from)
+            })
+            .await?;
+        match prev {
+            Some(p) if p.request_hash.as_deref() != Some(i.request_hash.as_str()) => {
+                Err(WalletError::IdempotencyMismatch)
+            }
+            other => Ok(other),
+        }
+    }
+
+    async fn check_allowed(&self, wallet_id: &str, to: Address) -> Result<(), WalletError> {
+        let (wallet_id, to_lower) = (wallet_id.to_owned(), format!("{to:#x}"));
+        let (entries, listed): (i64, i64) = self
+            .pool
+            .run(move |c| {
+                let entries = wallet_allowlist::table
+                    .filter(wallet_allowlist::wallet_id.eq(&wallet_id))
+                    .count()
+                    .get_result(c)?;
+                let listed = wallet_allowlist::table
+                    .filter(wallet_allowlist::wallet_id.eq(&wallet_id))
+                    .filter(wallet_allowlist::address.eq(&to_lower))
+                    .count()
+                    .get_result(c)?;
+                Ok::<_, StoreError>((entries, listed))
+            })
+            .await?;
+        if entries > 0 && listed == 0 {
+            return Err(WalletError::AddressNotAllowed {
+                to: to.to_checksum(None),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the spending limits and records the transfer, atomically: concurrent
+    /// transfers (and credit spends) of one agent serialise on its account row.
+    async fn reserve(
+        &self,
+        wallet: &Wallet,
+        spec: &TransferSpec,
+        idempotency: Option<Idempotency>,
+    ) -> Result<WalletTransfer, Reserve> {
+        let now = self.clock.now_ms();
+        let row = WalletTransfer {
+            id: new_id("wtx"),
+            wallet_id: wallet.id.clone(),
+            agent_id: wallet.agent_id.clone(),
+            chain: spec.chain.name().to_owned(),
+            from_address: wallet.evm_address.clone(),
+            to_address: spec.to.to_checksum(None),
+            currency: spec.currency.as_str().to_owned(),
+            amount: spec.amount.clone(),
+            amount_base: spec.base_units.to_string(),
+            usd_micros: spec.usd.micros(),
+            nonce: None,
+            tx_hash: None,
+            status: SENDING.to_owned(),
+            error: None,
+            block_number: None,
+            idempotency_key: idempotency.as_ref().map(|i| i.key.clone()),
+            request_hash: idempotency.map(|i| i.request_hash),
+            created_at: now,
+            updated_at: now,
+        };
+        let usd = spec.usd;
+        self.pool
+            .run(move |c| {
+                c.write_tx(|c| {
+                    aibank_ledger::authorize(c, &row.agent_id, usd, now)
+                        .map_err(|e| Reserve::Error(e.into()))?;
+                    match diesel::insert_into(wallet_transfers::table)
+                        .values(&row)
+                        .execute(c)
+                    {
+                        Ok(_) => Ok(row),
+                        Err(e) if is_unique_violation(&e) => Err(Reserve::Raced),
+                        Err(e) => Err(e.into()),
+                    }
+                })
+            })
+            .await
+    }
+
+    /// From a recorded transfer to a broadcast (and, within the wait, mined) one.
+    async fn send(
+        &self,
+        rpc: &ChainRpc,
+        wallet: &Wallet,
+        spec: &TransferSpec,
+        mut row: WalletTransfer,
+    ) -> Result<WalletTransfer, WalletError> {
+        let signer = match keys::evm_signer(
+            &self.secret_box,
+            &wallet.id,
+            &wallet.evm_key_sealed,
+            &wallet.evm_address,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(&mut row, "the wallet key could not be opened")
+                    .await?;
+                return Err(e);
+            }
+        };
+        let from = signer.address();
+        // Everything before the broadcast: a failure here sent nothing.
+        let prepared = async {
+            rpc.check_chain().await?;
+            let balance = rpc.balance(spec.currency, from).await?;
+            if balance < spec.base_units {
+                return Err(RpcError::Rejected {
+                    chain: spec.chain.name(),
+                    message: format!(
+                        "insufficient {} balance: the wallet holds {} base units, the transfer needs {}",
+                        spec.currency.as_str(),
+                        balance,
+                        spec.base_units
+                    ),
+                });
+            }
+            rpc.pending_nonce(from).await
+        }
+        .await;
+        let chain_nonce = match prepared {
+            Ok(n) => n,
+            Err(e) => return Err(self.refused(&mut row, e).await),
+        };
+        let nonce = self
+            .allocate_nonce(&wallet.id, spec.chain, chain_nonce)
+            .await?;
+        row.nonce = Some(i64::try_from(nonce).unwrap_or(i64::MAX));
+        let raw_tx = match rpc
+            .sign_transfer(signer, spec.currency, spec.to, spec.base_units, nonce)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                self.give_back_nonce(&wallet.id, spec.chain, nonce).await;
+                return Err(self.refused(&mut row, e).await);
+            }
+        };
+        // The hash is on record before the transaction can exist anywhere else.
+        row.tx_hash = Some(format!("{:#x}", raw_tx.hash));
+        self.save(&row).await?;
+        match rpc.broadcast(&raw_tx).await {
+            Ok(()) => {}
+            Err(e @ RpcError::Rejected { .. }) => {
+                self.give_back_nonce(&wallet.id, spec.chain, nonce).await;
+                row.tx_hash = None;
+                return Err(self.refused(&mut row, e).await);
+            }
+            // The node may or may not have it: keep it pending (and counted) and say so.
+            Err(e) => {
+                PENDING.clone_into(&mut row.status);
+                row.error = Some(e.to_string());
+                self.save(&row).await?;
+                return Err(WalletError::Unavailable(e, Some(Box::new(row))));
+            }
+        }
+        PENDING.clone_into(&mut row.status);
+        self.save(&row).await?;
+        tracing::info!(
+            transfer_id = %row.id,
+            chain = spec.chain.name(),
+            tx_hash = row.tx_hash.as_deref().unwrap_or_default(),
+            nonce,
+            "wallet transfer broadcast"
+        );
+        // Not mined within the wait, or the receipt could not be read: it stays pending.
+        if let Ok(Some(m)) = rpc.wait_mined(raw_tx.hash, self.confirm_timeout).await {
+            row.block_number = i64::try_from(m.block_number).ok();
+            if !m.success {
+                self.fail(&mut row, REVERTED).await?;
+                return Err(WalletError::Failed {
+                    reason: REVERTED.to_owned(),
+                    transfer: Box::new(row),
+                });
+            }
+            CONFIRMED.clone_into(&mut row.status);
+            self.save(&row).await?;
+        }
+        Ok(row)
+    }
+
+    /// Marks a transfer that sent nothing as failed and turns the reason into the answer.
+    async fn refused(&self, row: &mut WalletTransfer, e: RpcError) -> WalletError {
+        let reason = match &e {
+            RpcError::Rejected { message, .. } => message.clone(),
+            RpcError::Unavailable { .. } => e.to_string(),
+        };
+        if let Err(db) = self.fail(row, &reason).await {
+            return db;
+        }
+        match e {
+            RpcError::Rejected { .. } => WalletError::Failed {
+                reason,
+                transfer: Box::new(row.clone()),
+            },
+            RpcError::Unavailable { .. } => {
+                WalletError::Unavailable(e, Some(Box::new(row.clone())))
+            }
+        }
+    }
+
+    async fn fail(&self, row: &mut WalletTransfer, reason: &str) -> Result<(), WalletError> {
+        TRANSFER_FAILED.clone_into(&mut row.status);
+        row.error = Some(reason.to_owned());
+        self.save(row).await
+    }
+
+    async fn save(&self, row: &WalletTransfer) -> Result<(), WalletError> {
+        let mut row = row.clone();
+        row.updated_at = self.clock.now_ms();
+        self.pool
+            .run(move |c| {
+                diesel::update(wallet_transfers::table.find(&row.id))
+                    .set((
+                        wallet_transfers::status.eq(&row.status),
+                        wallet_transfers::error.eq(&row.error),
+                        wallet_transfers::nonce.eq(row.nonce),
+                        wallet_transfers::tx_hash.eq(&row.tx_hash),
+                        wallet_transfers::block_number.eq(row.block_number),
+                        wallet_transfers::updated_at.eq(row.updated_at),
+                    ))
+                    .execute(c)
+                    .map_err(StoreError::from)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The next nonce for this wallet on this chain: the larger of what the node counts
+    /// (mined and pooled) and what this server has handed out, under the row's lock.
+    async fn allocate_nonce(
+        &self,
+        wallet_id: &str,
+        chain: Chain,
+        chain_nonce: u64,
+    ) -> Result<u64, WalletError> {
+        let (wallet_id, chain) = (wallet_id.to_owned(), chain.name());
+        let chain_nonce = i64::try_from(chain_nonce).unwrap_or(i64::MAX);
+        let nonce: i64 = self
+            .pool
+            .run(move |c| {
+                ensure_nonce_row(c, &wallet_id, chain)?;
+                c.write_tx(|c| {
+                    let row = wallet_nonces::table
+                        .filter(wallet_nonces::wallet_id.eq(&wallet_id))
+                        .filter(wallet_nonces::chain.eq(chain));
+                    // Lock the row first (both backends), then read it.
+                    diesel::update(row)
+                        .set(wallet_nonces::next_nonce.eq(wallet_nonces::next_nonce))
+                        .execute(c)?;
+                    let stored: i64 = row.select(wallet_nonces::next_nonce).first(c)?;
+                    let nonce = stored.max(chain_nonce);
+                    diesel::update(row)
+                        .set(wallet_nonces::next_nonce.eq(nonce + 1))
+                        .execute(c)?;
+                    Ok::<_, StoreError>(nonce)
+                })
+            })
+            .await?;
+        Ok(u64::try_from(nonce).unwrap_or_default())
+    }
+
+    /// Returns a nonce that was never broadcast, if no later one was handed out since, so
+    /// the next transfer does not leave a gap the chain would wait on forever.
+    async fn give_back_nonce(&self, wallet_id: &str, chain: Chain, nonce: u64) {
+        let (wallet_id, chain) = (wallet_id.to_owned(), chain.name());
+        let Ok(nonce) = i64::try_from(nonce) else {
+            return;
+        };
+        let res = self
+            .pool
+            .run(move |c| {
+                diesel::update(
+                    wallet_nonces::table
+                        .filter(wallet_nonces::wallet_id.eq(&wallet_id))
+                        .filter(wallet_nonces::chain.eq(chain))
+                        .filter(wallet_nonces::next_nonce.eq(nonce + 1)),
+                )
+                .set(wallet_nonces::next_nonce.eq(nonce))
+                .execute(c)
+                .map_err(StoreError::from)
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "could not return an unused nonce");
+        }
+    }
+
+    /// Brings `pending` transfers up to date with their receipts (best effort: a chain
+    /// that cannot be reached leaves them as they are).
+    pub async fn refresh(&self, rows: &mut [WalletTransfer]) {
+        for row in rows.iter_mut().filter(|r| r.status == PENDING) {
+            let Some(rpc) = Chain::parse(&row.chain).and_then(|c| self.rpc(c)) else {
+                continue;
+            };
+            let Some(hash) = row.tx_hash.as_deref().and_then(|h| h.parse().ok()) else {
+                continue;
+            };
+            let Ok(Some(m)) = rpc.receipt(hash).await else {
+                continue;
+            };
+            row.block_number = i64::try_from(m.block_number).ok();
+            if m.success {
+                CONFIRMED.clone_into(&mut row.status);
+                row.error = None;
+            } else {
+                TRANSFER_FAILED.clone_into(&mut row.status);
+                row.error = Some(REVERTED.to_owned());
+            }
+            if let Err(e) = self.save(row).await {
+                tracing::warn!(error = %e, "could not record a transfer's receipt");
+            }
+        }
+    }
+}
+
+fn ensure_nonce_row(c: &mut AnyConnection, wallet_id: &str, chain: &str) -> Result<(), StoreError> {
+    let exists: i64 = wallet_nonces::table
+        .filter(wallet_nonces::wallet_id.eq(wallet_id))
+        .filter(wallet_nonces::chain.eq(chain))
+        .count()
+        .get_result(c)?;
+    if exists > 0 {
+        return Ok(());
+    }
+    match diesel::insert_into(wallet_nonces::table)
+        .values((
+            wallet_nonces::wallet_id.eq(wallet_id),
+            wallet_nonces::chain.eq(chain),
+            wallet_nonces::next_nonce.eq(0_i64),
+        ))
+        .execute(c)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+enum Reserve {
+    /// A concurrent request with the same `Idempotency-Key` recorded its transfer first.
+    Raced,
+    Error(WalletError),
+}
+
+impl From<diesel::result::Error> for Reserve {
+    fn from(e: diesel::result::Error) -> Self {
+        Reserve::Error(e.into())
+    }
+}
+
+impl From<StoreError> for Reserve {
+    fn from(e: StoreError) -> Self {
+        Reserve::Error(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn amounts_parse_exactly() {
+        assert_eq!(
+            parse_amount("1.5", 6, "USDC").unwrap(),
+            U256::from(1_500_000)
+        );
+        assert_eq!(parse_amount("0.000001", 6, "USDC").unwrap(), U256::from(1));
+        assert_eq!(parse_amount("2", 6, "USDC").unwrap(), U256::from(2_000_000));
+        for bad in [
+            "", "-1", "1.", ".5", "1e6", "1,5", " 1", "0x10", "1.2.3", "0", "0.000",
+        ] {
+            assert!(parse_amount(bad, 6, "USDC").is_err(), "{bad}");
+        }
+        assert!(parse_amount("0.0000001", 6, "USDC").is_err());
+        assert_eq!(
+            parse_amount("0.000000000000000001", 18, "ETH").unwrap(),
+            U256::from(1)
+        );
+    }
+
+    #[test]
+    fn eth_value_rounds_up_to_the_micro_dollar() {
+        let price: Decimal = "3000".parse().unwrap();
+        let one_eth = U256::from(10u64).pow(U256::from(18u64));
+        assert_eq!(eth_usd_micros(one_eth, price), Some(3_000_000_000));
+        assert_eq!(eth_usd_micros(U256::from(1), price), Some(1));
+        assert_eq!(
+            eth_usd_micros(one_eth / U256::from(1000), "2500.5".parse().unwrap()),
+            Some(2_500_500)
+        );
+    }
+}
