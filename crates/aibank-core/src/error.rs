@@ -329,6 +329,8 @@ mod tests {
             ("DAILY_LIMIT_EXCEEDED", 403),
             ("WEEKLY_LIMIT_EXCEEDED", 403),
             ("MONTHLY_LIMIT_EXCEEDED", 403),
+            ("ADDRESS_NOT_ALLOWED", 403),
+            ("TRANSFER_FAILED", 502),
             ("RATE_LIMITED", 429),
             ("UPSTREAM_ERROR", 502),
             ("UPSTREAM_TIMEOUT", 504),

@@ -5,7 +5,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, Route};
 
 use crate::handlers::{
-    account, agents, audit, keys, master_keys, meta, payments, platform, platform_agents,
+    account, agents, audit, keys, master_keys, meta, payments, platform, platform_agents, wallets,
 };
 use aibank_core::ApiError;
 
@@ -142,6 +142,30 @@ pub fn table() -> Vec<RouteDef> {
         def(Method::DELETE, "/v1/platform/master-keys/{id}", || {
             web::delete().to(master_keys::revoke)
         }),
+        def(Method::GET, "/v1/wallets", || web::get().to(wallets::list)),
+        def(Method::GET, "/v1/wallets/{id}", || {
+            web::get().to(wallets::get)
+        }),
+        def(Method::GET, "/v1/wallets/{id}/balances", || {
+            web::get().to(wallets::balances)
+        }),
+        def(Method::GET, "/v1/wallets/{id}/transactions", || {
+            web::get().to(wallets::transactions)
+        }),
+        def(Method::POST, "/v1/wallets/{id}/transfer", || {
+            web::post().to(wallets::transfer)
+        }),
+        def(Method::GET, "/v1/wallets/{id}/allowlist", || {
+            web::get().to(wallets::allowlist)
+        }),
+        def(Method::POST, "/v1/wallets/{id}/allowlist", || {
+            web::post().to(wallets::allow)
+        }),
+        def(
+            Method::DELETE,
+            "/v1/wallets/{id}/allowlist/{address}",
+            || web::delete().to(wallets::disallow),
+        ),
     ]
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use aibank_store::schema::journal_entries;
 use aibank_store::DbPool;
 use aibank_testkit::{
-    assert_books_balance, pool_options, random_master_key, ServerProcess, TestDb,
+    assert_books_balance, pool_options, random_master_key, ServerProcess, TestDb, TEST_SECRET_KEY,
 };
 use diesel::prelude::*;
 use serde_json::{json, Value};
@@ -26,6 +26,7 @@ async fn sigkill_mid_load_loses_and_doubles_nothing() {
     let env = [
         ("AIBANK_DATABASE_URL", db.url.as_str()),
         ("AIBANK_BOOTSTRAP_MASTER_KEY", mk.as_str()),
+        ("AIBANK_SECRET_KEY", TEST_SECRET_KEY),
         // The load comes from one address, far over the per-IP default.
         ("AIBANK_RATE_LIMIT_PER_MINUTE", "0"),
     ];

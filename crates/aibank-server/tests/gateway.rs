@@ -662,11 +662,32 @@ async fn bring_your_own_key_wins_and_is_not_charged() {
     );
 }
 
-/// Instances sharing PostgreSQL must share the sealing key, so none is invented there;
-/// the embedded SQLite default creates one next to its database.
+/// Instances sharing PostgreSQL must share the sealing key, so none is invented there: the
+/// server refuses to start without one. The embedded SQLite default creates one next to
+/// its database, private to its owner.
 #[tokio::test]
-async fn without_a_secret_key_postgres_refuses_to_store_keys_and_sqlite_makes_one() {
-    let (app, _mock) = setup(|_| {}).await;
+async fn without_a_secret_key_postgres_refuses_to_start_and_sqlite_makes_one() {
+    let db = tokio::task::spawn_blocking(aibank_testkit::TestDb::fresh)
+        .await
+        .unwrap();
+    if db.backend == aibank_store::Backend::Postgres {
+        let mut config = aibank_testkit::test_config(&db, &aibank_testkit::random_master_key());
+        config.secret_key = None;
+        let err = aibank_server::Application::build(
+            config,
+            std::sync::Arc::new(aibank_core::SystemClock),
+        )
+        .await
+        .err()
+        .expect("no start without AIBANK_SECRET_KEY");
+        assert!(
+            err.to_string()
+                .contains("AIBANK_SECRET_KEY is required with PostgreSQL"),
+            "{err}"
+        );
+        return;
+    }
+    let (app, _mock) = setup(|c| c.secret_key = None).await;
     let (_, key) = app.register().await;
     let r = app
         .post(
@@ -675,27 +696,14 @@ async fn without_a_secret_key_postgres_refuses_to_store_keys_and_sqlite_makes_on
             &[("X-API-Key", &key)],
         )
         .await;
-    match app.db.backend {
-        aibank_store::Backend::Postgres => {
-            assert_eq!(
-                (r.status, r.body["code"].as_str()),
-                (503, Some("UNAVAILABLE")),
-                "{}",
-                r.text
-            );
-            assert!(r.text.contains("AIBANK_SECRET_KEY"));
-        }
-        aibank_store::Backend::Sqlite => {
-            assert_eq!(r.status, 200, "{}", r.text);
-            let dir = app.db.url.strip_prefix("sqlite://").unwrap();
-            let key_file = std::path::Path::new(dir)
-                .parent()
-                .unwrap()
-                .join("secret.key");
-            let mode = std::fs::metadata(key_file).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-    }
+    assert_eq!(r.status, 200, "{}", r.text);
+    let dir = app.db.url.strip_prefix("sqlite://").unwrap();
+    let key_file = std::path::Path::new(dir)
+        .parent()
+        .unwrap()
+        .join("secret.key");
+    let mode = std::fs::metadata(key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
 
 #[tokio::test]

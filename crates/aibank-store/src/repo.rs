@@ -8,6 +8,7 @@ pub mod keys;
 pub mod payments;
 pub mod provider_keys;
 pub mod usage;
+pub mod wallets;
 
 use aibank_core::page::Cursor;
 

@@ -113,7 +113,10 @@ impl ChainRpc {
                 chain: self.chain.name(),
                 message: payload.message.to_string(),
             }),
-            Ok(Err(e)) => Err(self.unavailable(format!("{what}: {e}"))),
+            Ok(Err(e)) => Err(self.unavailable(format!(
+                "{what}: {}",
+                aibank_x402::redact_urls(&e.to_string())
+            ))),
             Err(_) => Err(self.unavailable(format!("{what}: no answer within {:?}", self.timeout))),
         }
     }

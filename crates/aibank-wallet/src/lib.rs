@@ -23,6 +23,7 @@ use diesel::prelude::*;
 use rust_decimal::Decimal;
 
 pub use aibank_x402::{Address, Chain};
+pub use alloy::primitives::U256;
 pub use chain::{ChainRpc, Mined, RpcError};
 pub use transfer::{Idempotency, TransferSpec};
 
@@ -179,7 +180,7 @@ impl From<WalletError> for ApiError {
             .with("reason", reason)
             .with("transaction", transfer_json(&transfer)),
             WalletError::IdempotencyMismatch => {
-                ApiError::conflict("Idempotency-Key was already used with a different request")
+                ApiError::conflict("Idempotency-Key was already used for a different request")
             }
             WalletError::KeyUnavailable => {
                 ApiError::internal("The wallet key cannot be opened with the configured secret key")

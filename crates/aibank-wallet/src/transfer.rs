@@ -220,6 +220,23 @@ impl Wallets {
             Some(p) if p.request_hash.as_deref() != Some(i.request_hash.as_str()) => {
                 Err(WalletError::IdempotencyMismatch)
             }
+            // Nothing moved: the key is free again, so a retry really retries.
+            Some(p) if p.status == TRANSFER_FAILED => {
+                let id = p.id;
+                self.pool
+                    .run(move |c| {
+                        diesel::update(
+                            wallet_transfers::table
+                                .find(&id)
+                                .filter(wallet_transfers::status.eq(TRANSFER_FAILED)),
+                        )
+                        .set(wallet_transfers::idempotency_key.eq(None::<String>))
+                        .execute(c)
+                        .map_err(StoreError::from)
+                    })
+                    .await?;
+                Ok(None)
+            }
             other => Ok(other),
         }
     }

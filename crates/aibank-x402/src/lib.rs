@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 pub use alloy::primitives::{Address, B256};
 pub use chain::Chain;
 pub use verify::{
-    signed_by, ChainClient, Refused, Requirement, Transfer, Unavailable, VerifyError,
+    redact_urls, signed_by, ChainClient, Refused, Requirement, Transfer, Unavailable, VerifyError,
 };
 
 pub const PAYMENT_HEADER: &str = "x-payment";

@@ -187,7 +187,7 @@ impl ChainClient {
     ) -> Result<T, Unavailable> {
         match tokio::time::timeout(self.timeout, fut.into_future()).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.unavailable(format!("{what}: {e}"))),
+            Ok(Err(e)) => Err(self.unavailable(format!("{what}: {}", redact_urls(&e.to_string())))),
             Err(_) => Err(self.unavailable(format!("{what}: no answer within {:?}", self.timeout))),
         }
     }
@@ -375,4 +375,44 @@ pub fn signed_by(hash: B256, signature: &str, payer: Address) -> bool {
         .ok()
         .and_then(|s| s.recover_address_from_msg(hash.as_slice()).ok())
         == Some(payer)
+}
+
+/// `text` with every URL replaced by `<rpc url>`: transport errors name the endpoint, and
+/// an RPC URL often carries an API key in its path, so it must not reach a client or a log.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["http://", "https://", "ws://", "wss://"]
+        .iter()
+        .filter_map(|scheme| rest.find(scheme))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        out.push_str("<rpc url>");
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | ',' | '>'))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            super::redact_urls(
+                "error sending request for url (https://rpc.example/v2/SECRET): refused"
+            ),
+            "error sending request for url (<rpc url>): refused"
+        );
+        assert_eq!(super::redact_urls("no url here"), "no url here");
+        assert_eq!(
+            super::redact_urls("http://a/x and http://b/y"),
+            "<rpc url> and <rpc url>"
+        );
+    }
 }

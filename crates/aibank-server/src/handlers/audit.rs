@@ -24,6 +24,8 @@ pub const ACTIONS: &[&str] = &[
     "master_key.created",
     "master_key.revoked",
     "platform.updated",
+    "wallet.allowlist_added",
+    "wallet.allowlist_removed",
 ];
 
 /// `?action=&agentId=&limit=&cursor=`

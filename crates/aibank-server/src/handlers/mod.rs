@@ -10,6 +10,7 @@ pub mod payments;
 pub mod platform;
 pub mod platform_agents;
 pub mod usage;
+pub mod wallets;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, CustomizeResponder, Responder};
