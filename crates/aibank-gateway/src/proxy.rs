@@ -258,13 +258,11 @@ impl HoldGuard {
         let (amount, now) = (hold.amount, self.clock.now_ms());
         let res = self
             .pool
-            .run(move |c| {
-                c.write_tx(|c| {
-                    aibank_ledger::capture(c, &hold.id, hold.amount, Some(&flat.meta), now)?;
-                    let (chain, hash) = &flat.payment;
-                    aibank_store::repo::payments::set_cost(c, chain, hash, hold.amount.micros())?;
-                    Ok::<_, LedgerError>(())
-                })
+            .write(move |c| {
+                aibank_ledger::capture(c, &hold.id, hold.amount, Some(&flat.meta), now)?;
+                let (chain, hash) = &flat.payment;
+                aibank_store::repo::payments::set_cost(c, chain, hash, hold.amount.micros())?;
+                Ok::<_, LedgerError>(())
             })
             .await;
         match res {
@@ -295,7 +293,7 @@ impl Drop for HoldGuard {
 async fn release_hold(pool: DbPool, now: i64, hold: HoldReceipt) {
     let id = hold.id.clone();
     match pool
-        .run(move |c| aibank_ledger::release(c, &hold.id, now))
+        .write(move |c| aibank_ledger::release(c, &hold.id, now))
         .await
     {
         Ok(_) | Err(LedgerError::HoldNotOpen { .. }) => {}
@@ -335,8 +333,7 @@ async fn settle(
     // One transaction: the capture, any overage and the usage row commit together.
     let res = gw
         .pool
-        .run(move |c| {
-            c.write_tx(|c| -> Result<(Usd, Usd), LedgerError> {
+        .write(move |c| -> Result<(Usd, Usd), LedgerError> {
                 let collected = match hold {
                     None => Usd::ZERO,
                     Some(hold) => {
@@ -368,7 +365,6 @@ async fn settle(
                 }
                 let balance = aibank_ledger::balance(c, &agent)?.balance_micros;
                 Ok((collected, Usd::from_micros(balance)))
-            })
         })
         .await;
     match res {
@@ -504,17 +500,15 @@ async fn reserve(
     let ttl = gw.hold_ttl_ms();
     let (agent, now, reference) = (bill.agent_id.clone(), gw.now_ms(), bill.request_id.clone());
     gw.pool
-        .run(move |c| {
-            c.write_tx(|c| {
-                if let Some(q) = &quota {
-                    if let Err(e) = q.admit(c, now)? {
-                        return Ok(Err(e));
-                    }
+        .write(move |c| {
+            if let Some(q) = &quota {
+                if let Err(e) = q.admit(c, now)? {
+                    return Ok(Err(e));
                 }
-                // A refused hold rolls the count back too: only calls that go out count.
-                let hold = aibank_ledger::place_hold(c, &agent, max, ttl, Some(&reference), now)?;
-                Ok::<_, LedgerError>(Ok(hold))
-            })
+            }
+            // A refused hold rolls the count back too: only calls that go out count.
+            let hold = aibank_ledger::place_hold(c, &agent, max, ttl, Some(&reference), now)?;
+            Ok::<_, LedgerError>(Ok(hold))
         })
         .await?
 }
@@ -822,9 +816,7 @@ impl Quota {
 /// Counts a message that places no hold (a call on the agent's own upstream key).
 async fn admit_alone(gw: &Gateway, quota: Quota) -> Result<(), ApiError> {
     let now = gw.now_ms();
-    gw.pool
-        .run(move |c| c.write_tx(|c| quota.admit(c, now)))
-        .await?
+    gw.pool.write(move |c| quota.admit(c, now)).await?
 }
 
 /// Turns the upstream answer into ours and settles the bill.

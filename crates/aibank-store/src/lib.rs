@@ -2,6 +2,7 @@
 //! an r2d2 pool, embedded migrations, and the row types of every table.
 
 pub mod conn;
+mod group;
 pub mod models;
 pub mod pool;
 pub mod repo;

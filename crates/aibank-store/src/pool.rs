@@ -12,6 +12,7 @@ use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, ConnectionError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+use crate::group::GroupWriter;
 use crate::AnyConnection;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -53,6 +54,8 @@ pub enum StoreError {
     Migration(String),
     #[error("blocking database task failed")]
     Join(#[from] tokio::task::JoinError),
+    #[error("database write failed: {0}")]
+    GroupCommit(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -146,9 +149,18 @@ pub enum ManagerError {
     Query(#[from] diesel::result::Error),
 }
 
+impl From<ManagerError> for StoreError {
+    fn from(e: ManagerError) -> Self {
+        match e {
+            ManagerError::Connect(c) => StoreError::Connect(c),
+            ManagerError::Query(q) => StoreError::Query(q),
+        }
+    }
+}
+
 /// r2d2 manager that opens the configured backend explicitly and applies per-connection
 /// settings.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Manager {
     target: Target,
 }
@@ -195,6 +207,8 @@ pub type PooledConnection = r2d2::PooledConnection<Manager>;
 pub struct DbPool {
     pool: r2d2::Pool<Manager>,
     backend: Backend,
+    /// SQLite: the group-commit writer behind [`DbPool::write`].
+    writer: Option<GroupWriter>,
 }
 
 impl std::fmt::Debug for DbPool {
@@ -215,10 +229,17 @@ impl DbPool {
         };
         let manager = Manager { target };
         // Prove the target works before building the pool, with the real error in hand.
-        manager.open().map_err(|e| match e {
-            ManagerError::Connect(c) => StoreError::Connect(c),
-            ManagerError::Query(q) => StoreError::Query(q),
-        })?;
+        manager.open().map_err(StoreError::from)?;
+        let writer = match backend {
+            Backend::Postgres => None,
+            Backend::Sqlite => {
+                let m = manager.clone();
+                Some(
+                    GroupWriter::start(move || m.open().map_err(StoreError::from))
+                        .map_err(|e| StoreError::GroupCommit(e.to_string()))?,
+                )
+            }
+        };
         let pool = r2d2::Pool::builder()
             // A server connection can die under us (restart, failover), so PostgreSQL
             // connections are pinged on checkout; a SQLite file connection cannot, and the
@@ -229,7 +250,11 @@ impl DbPool {
             .connection_timeout(opts.connection_timeout)
             .error_handler(Box::new(LogErrors))
             .build(manager)?;
-        Ok(DbPool { pool, backend })
+        Ok(DbPool {
+            pool,
+            backend,
+            writer,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -255,6 +280,22 @@ impl DbPool {
         })
         .await
         .map_err(StoreError::from)?
+    }
+
+    /// Runs `f` as one write transaction (rolled back if it returns an error). On SQLite,
+    /// concurrent writes share one durable commit (group commit, see `group.rs`); on
+    /// PostgreSQL it is a transaction on a pooled connection. Either way the answer comes
+    /// after the commit.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
+    {
+        match &self.writer {
+            Some(w) => w.write(f).await,
+            None => self.run(move |c| c.write_tx(f)).await,
+        }
     }
 
     /// Applies the first `n` pending migrations only, so upgrade tests can build a database

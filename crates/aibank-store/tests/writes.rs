@@ -1,0 +1,92 @@
+//! `DbPool::write`: every write is its own transaction, whether it shares a commit with
+//! others (SQLite group commit) or not (PostgreSQL).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use aibank_store::schema::platforms;
+use aibank_store::{DbPool, StoreError};
+use aibank_testkit::{pool_options, TestDb};
+use diesel::prelude::*;
+
+#[derive(Debug)]
+enum E {
+    Store(#[allow(dead_code)] StoreError),
+    Refused(usize),
+}
+
+impl From<StoreError> for E {
+    fn from(e: StoreError) -> Self {
+        E::Store(e)
+    }
+}
+
+impl From<diesel::result::Error> for E {
+    fn from(e: diesel::result::Error) -> Self {
+        E::Store(e.into())
+    }
+}
+
+fn insert(c: &mut aibank_store::AnyConnection, id: &str) -> QueryResult<usize> {
+    diesel::insert_into(platforms::table)
+        .values((
+            platforms::id.eq(id),
+            platforms::name.eq("p"),
+            platforms::created_at.eq(0_i64),
+        ))
+        .execute(c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_commit_or_roll_back_each_on_its_own() {
+    let db = TestDb::fresh();
+    let pool = DbPool::connect(&db.url, &pool_options()).unwrap();
+    pool.migrate().unwrap();
+    // 200 writes at once; every fifth writes two rows and then fails, so both must vanish
+    // while the writes batched with it commit.
+    let writes = (0..200).map(|i| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            pool.write(move |c| {
+                insert(c, &format!("ok_{i}"))?;
+                if i % 5 == 0 {
+                    insert(c, &format!("undone_{i}"))?;
+                    return Err(E::Refused(i));
+                }
+                Ok(i)
+            })
+            .await
+        })
+    });
+    let results = futures_util::future::join_all(writes).await;
+    let mut refused = 0;
+    for (i, r) in results.into_iter().enumerate() {
+        match r.unwrap() {
+            Ok(n) => assert_eq!(n, i),
+            Err(E::Refused(n)) => {
+                assert_eq!(n, i);
+                refused += 1;
+            }
+            Err(e) => panic!("write {i}: {e:?}"),
+        }
+    }
+    assert_eq!(refused, 40);
+    let mut c = pool.get().unwrap();
+    let ids: Vec<String> = platforms::table
+        .select(platforms::id)
+        .filter(platforms::name.eq("p"))
+        .load(&mut c)
+        .unwrap();
+    assert_eq!(ids.len(), 160);
+    assert!(ids.iter().all(|id| {
+        let n: usize = id.trim_start_matches("ok_").parse().unwrap();
+        n % 5 != 0
+    }));
+
+    // A write that breaks a constraint fails alone too.
+    let dup = pool.write(|c| insert(c, "ok_1").map_err(E::from)).await;
+    assert!(matches!(dup, Err(E::Store(_))));
+    let after = pool
+        .write(|c| insert(c, "after").map_err(E::from))
+        .await
+        .unwrap();
+    assert_eq!(after, 1);
+}
