@@ -30,7 +30,7 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.35rem 1rem;margin:.75
 .status[data-status=claimed]{background:#e6f4ea}
 .error{padding:.6rem .8rem;border-radius:8px;background:#fdecea;color:#8a1c12}
 .secret{padding:1rem;border:2px solid #d69e2e;border-radius:8px;background:#fffaf0}
-.secret code{display:block;font-size:1rem;margin:.5rem 0;user-select:all}
+.secret .key{display:block;font-size:1rem;margin:.5rem 0;user-select:all}
 ";
 
 /// HTML-escapes text for element content and quoted attribute values.
@@ -230,7 +230,7 @@ pub fn claimed(found: &Found, claimed: &Claimed) -> HttpResponse {
                 "<section id=\"new-platform\" class=\"secret\">\n\
                  <p>A new aibank platform (<code>{}</code>) was created for your email \
                  address, and this agent is its first. This is its master key:</p>\n\
-                 <code id=\"master-key\">{}</code>\n\
+                 <code id=\"master-key\" class=\"key\">{}</code>\n\
                  <p><strong>Copy it now, it will not be shown again.</strong> Use it in the \
                  <code>X-Master-Key</code> header to manage your agents, and enter it here \
                  when you claim your next agent.</p>\n</section>",
