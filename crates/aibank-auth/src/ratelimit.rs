@@ -116,6 +116,92 @@ impl IpRateLimiter {
     }
 }
 
+/// Counts failures (such as guesses of unknown codes) per IP in fixed windows, and refuses
+/// an IP outright once its failures in the current window reach the limit. Unlike
+/// [`IpRateLimiter`], successful requests cost nothing: [`check`] only looks, and
+/// [`record_failure`] counts.
+///
+/// [`check`]: FailureLimiter::check
+/// [`record_failure`]: FailureLimiter::record_failure
+pub struct FailureLimiter {
+    limit: Limit,
+    clock: SharedClock,
+    message: &'static str,
+    windows: Mutex<HashMap<IpAddr, Window>>,
+}
+
+impl std::fmt::Debug for FailureLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailureLimiter")
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FailureLimiter {
+    /// `message` is the `error` of the 429 it answers.
+    pub fn new(limit: Limit, clock: SharedClock, message: &'static str) -> Self {
+        FailureLimiter {
+            limit,
+            clock,
+            message,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Window>> {
+        // The map holds plain counters that are never left half-updated.
+        self.windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The 429 to answer when `ip` has used up its failures in the current window.
+    pub fn check(&self, ip: IpAddr) -> Result<(), ApiError> {
+        if self.limit.max == 0 {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        let window_ms = self.limit.window_ms();
+        match self.windows().get(&ip) {
+            Some(w) if now - w.start < window_ms && w.used >= self.limit.max => {
+                Err(ApiError::rate_limited(
+                    self.message,
+                    i64::from(self.limit.max),
+                    i64::from(w.used),
+                    w.start.saturating_add(window_ms),
+                    now,
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one failure of `ip`; the window starts at its first failure.
+    pub fn record_failure(&self, ip: IpAddr) {
+        if self.limit.max == 0 {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let window_ms = self.limit.window_ms();
+        let mut map = self.windows();
+        if map.len() >= PRUNE_AT {
+            map.retain(|_, w| now - w.start < window_ms);
+        }
+        let w = map.entry(ip).or_insert(Window {
+            start: now,
+            used: 0,
+        });
+        if now - w.start >= window_ms {
+            *w = Window {
+                start: now,
+                used: 0,
+            };
+        }
+        w.used = w.used.saturating_add(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -148,5 +234,44 @@ mod tests {
         rl.check(a, Class::Public).unwrap();
         clock.advance(Duration::from_secs(30));
         rl.check(a, Class::General).unwrap();
+    }
+
+    #[test]
+    fn failures_are_counted_and_refused_only_past_the_limit() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let fl = FailureLimiter::new(
+            Limit {
+                max: 2,
+                window: Duration::from_secs(900),
+            },
+            clock.clone(),
+            "Too many failures",
+        );
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        // Looking costs nothing.
+        for _ in 0..5 {
+            fl.check(a).unwrap();
+        }
+        fl.record_failure(a);
+        clock.advance(Duration::from_secs(10));
+        fl.check(a).unwrap();
+        fl.record_failure(a);
+        let body = fl.check(a).unwrap_err().body();
+        assert_eq!(body["error"], "Too many failures");
+        assert_eq!(body["limit"], 2);
+        assert_eq!(body["used"], 2);
+        assert_eq!(body["resetAt"], 1_900_000);
+        fl.check(b).unwrap();
+        clock.advance(Duration::from_secs(890));
+        fl.check(a).unwrap();
+        fl.record_failure(a);
+        fl.check(a).unwrap();
+
+        let off = FailureLimiter::new(Limit::OFF, clock, "x");
+        for _ in 0..10 {
+            off.record_failure(a);
+        }
+        off.check(a).unwrap();
     }
 }

@@ -167,6 +167,10 @@ impl AgentSecurity {
 pub struct AgentView {
     #[serde(rename = "agentId")]
     pub agent_id: String,
+    /// The platform that manages the agent: its creator, or whoever claimed it; `None`
+    /// for a self-registered agent nobody has claimed yet.
+    #[serde(rename = "platformId")]
+    pub platform_id: Option<String>,
     pub name: String,
     pub email: Option<String>,
     pub kind: String,
@@ -185,6 +189,7 @@ impl AgentView {
             security: AgentSecurity::of(&agent),
             spending_controls: SpendingControls::of(&agent),
             agent_id: agent.id,
+            platform_id: agent.platform_id,
             name: agent.name,
             email: agent.email,
             kind: agent.kind,

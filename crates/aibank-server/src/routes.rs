@@ -5,7 +5,8 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, Route};
 
 use crate::handlers::{
-    account, agents, audit, keys, master_keys, meta, payments, platform, platform_agents, wallets,
+    account, agents, audit, device, keys, master_keys, meta, payments, platform, platform_agents,
+    wallets,
 };
 use aibank_core::ApiError;
 
@@ -54,6 +55,15 @@ pub fn table() -> Vec<RouteDef> {
             web::post().to(agents::register)
         }),
         def(Method::GET, "/v1/agents/me", || web::get().to(account::me)),
+        // Before `/v1/device/{code}`, so `claim` is never read as a code.
+        def(Method::POST, "/v1/device/claim", || {
+            web::post().to(device::claim)
+        }),
+        def(Method::GET, "/v1/device/{code}", || {
+            web::get().to(device::status)
+        }),
+        def(Method::GET, "/device", || web::get().to(device::page)),
+        def(Method::POST, "/device", || web::post().to(device::submit)),
         def(Method::POST, "/v1/keys", || {
             web::post().to(agents::create_gateway_key)
         }),

@@ -3,8 +3,8 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::Server;
 use actix_web::dev::Service as _;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpMessage as _;
 use actix_web::{web, App, HttpRequest, HttpServer};
@@ -23,6 +23,7 @@ use aibank_wallet::Wallets;
 
 use crate::bootstrap::{self, Outcome};
 use crate::config::Config;
+use crate::handlers::device::{self, ClaimGuard};
 use crate::routes;
 use crate::service::AppState;
 
@@ -166,12 +167,17 @@ fn gateway(
     .with_x402(x402))
 }
 
-/// Credential checks and the per-IP limiter, shared by all workers.
+/// Credential checks, the per-IP limiter and the claim code guess budget, shared by all
+/// workers.
 fn auth_state(
     config: &Config,
     pool: &DbPool,
     clock: &SharedClock,
-) -> (web::Data<AuthState>, Arc<IpRateLimiter>) {
+) -> (
+    web::Data<AuthState>,
+    Arc<IpRateLimiter>,
+    web::Data<ClaimGuard>,
+) {
     let auth = AuthState::new(
         pool.clone(),
         VerifiedCache::new(config.auth_cache_ttl, 100_000),
@@ -184,7 +190,12 @@ fn auth_state(
         config.public_rate_limit,
         clock.clone(),
     );
-    (web::Data::new(auth), Arc::new(limiter))
+    let guard = ClaimGuard::new(config.claim_guess_limit, clock.clone());
+    (
+        web::Data::new(auth),
+        Arc::new(limiter),
+        web::Data::new(guard),
+    )
 }
 
 /// Endpoints anyone may call without a credential draw from the stricter public budget;
@@ -193,14 +204,26 @@ fn limit_ip(limiter: &IpRateLimiter, trusted: &[IpNet], req: &HttpRequest) -> Re
     let class = match (req.method().as_str(), req.path()) {
         (_, "/v1/health") => return Ok(()),
         ("POST", "/v1/agents/register" | "/v1/keys")
-        | ("GET", "/v1/providers" | "/openapi.json") => Class::Public,
+        | ("GET", "/v1/providers" | "/openapi.json")
+        | (_, "/device") => Class::Public,
         ("GET", p) if p.starts_with("/v1/payments/") => Class::Public,
+        (_, p) if p.starts_with("/v1/device/") => Class::Public,
         _ => Class::General,
     };
     match client_ip(req, trusted) {
         Some(ip) => limiter.check(ip, class),
         None => Ok(()),
     }
+}
+
+/// The answer to a request refused before routing: a page on the claim page, which people
+/// read, else the JSON envelope.
+fn refused(req: ServiceRequest, e: ApiError) -> ServiceResponse {
+    if req.path() == "/device" {
+        let res = device::error_page(&e);
+        return req.into_response(res);
+    }
+    req.error_response(e)
 }
 
 /// The base of links the server hands out (`verificationUri`): `AIBANK_PUBLIC_URL`, else
@@ -279,8 +302,7 @@ impl Application {
                 .map_err(|e| StartupError::Task(format!("wallets: {e}")))?,
         );
         let public_url = public_url(&config, port);
-        let (auth, limiter) = auth_state(&config, &pool, &clock);
-        let json_limit = JsonLimit(config.max_json_bytes);
+        let (auth, limiter, claim_guard) = auth_state(&config, &pool, &clock);
         let workers = config.workers;
         let state = web::Data::new(AppState {
             pool: pool.clone(),
@@ -298,7 +320,7 @@ impl Application {
                 .wrap_fn(
                     move |req, srv| match limit_ip(&limiter, &trusted, req.request()) {
                         Ok(()) => Either::Left(srv.call(req)),
-                        Err(e) => Either::Right(std::future::ready(Ok(req.error_response(e)))),
+                        Err(e) => Either::Right(std::future::ready(Ok(refused(req, e)))),
                     },
                 )
                 .wrap_fn(|req, srv| {
@@ -317,7 +339,8 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(auth.clone())
                 .app_data(gateway.clone())
-                .app_data(json_limit)
+                .app_data(claim_guard.clone())
+                .app_data(JsonLimit(state.config.max_json_bytes))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         });

@@ -169,6 +169,7 @@ pub fn test_config(db: &TestDb, master_key: &str) -> Config {
         // Suites send hundreds of requests from 127.0.0.1; the limiter has its own tests.
         ip_rate_limit: aibank_auth::ratelimit::Limit::OFF,
         public_rate_limit: aibank_auth::ratelimit::Limit::OFF,
+        claim_guess_limit: aibank_auth::ratelimit::Limit::OFF,
         ..Config::default()
     }
 }

@@ -21,6 +21,7 @@ pub const ACTIONS: &[&str] = &[
     "agent.updated",
     "agent.keys_paused",
     "agent.keys_resumed",
+    "agent.claimed",
     "master_key.created",
     "master_key.revoked",
     "platform.updated",

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod agents;
 pub mod audit;
+pub mod device;
 pub mod keys;
 pub mod master_keys;
 pub mod meta;
