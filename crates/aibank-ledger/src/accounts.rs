@@ -142,7 +142,49 @@ pub(crate) fn journal(
             created_at: now,
         })
         .execute(conn)?;
+    if crate::SPEND_KINDS.contains(&kind.as_str()) {
+        add_to_bucket(conn, account_id, now, -delta)?;
+    }
     Ok(Usd::from_micros(after))
+}
+
+/// The spend buckets' width: one hour.
+pub(crate) const BUCKET_MS: i64 = 3_600_000;
+
+/// The start of the bucket `at` falls in.
+pub(crate) fn bucket_of(at: i64) -> i64 {
+    at.div_euclid(BUCKET_MS) * BUCKET_MS
+}
+
+/// Adds a spend to its hour's bucket (an upsert: the same statement on both backends).
+fn add_to_bucket(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    at: i64,
+    amount: i64,
+) -> Result<(), LedgerError> {
+    use aibank_store::schema::spend_buckets as b;
+    let row = (
+        b::account_id.eq(account_id),
+        b::bucket_start.eq(bucket_of(at)),
+        b::amount_micros.eq(amount),
+    );
+    let add = b::amount_micros.eq(b::amount_micros + amount);
+    match conn {
+        AnyConnection::Sqlite(c) => diesel::insert_into(b::table)
+            .values(row)
+            .on_conflict((b::account_id, b::bucket_start))
+            .do_update()
+            .set(add)
+            .execute(c)?,
+        AnyConnection::Postgresql(c) => diesel::insert_into(b::table)
+            .values(row)
+            .on_conflict((b::account_id, b::bucket_start))
+            .do_update()
+            .set(add)
+            .execute(c)?,
+    };
+    Ok(())
 }
 
 pub fn balance(conn: &mut AnyConnection, account_id: &str) -> Result<Account, LedgerError> {

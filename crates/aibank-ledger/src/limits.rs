@@ -11,13 +11,15 @@ use aibank_core::clock::rfc3339;
 use aibank_core::ids::new_id;
 use aibank_core::{ApiError, ErrorCode, Usd};
 use aibank_store::models::UsageEvent;
-use aibank_store::schema::{accounts, agents, journal_entries, platforms, wallet_transfers};
+use aibank_store::schema::{
+    accounts, agents, journal_entries, platforms, spend_buckets, wallet_transfers,
+};
 use aibank_store::AnyConnection;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
-use crate::accounts::{debit, lock};
+use crate::accounts::{bucket_of, debit, lock, BUCKET_MS};
 use crate::{usd_json, EntryKind, LedgerError, SPEND_KINDS};
 
 pub const DAY_MS: i64 = 86_400_000;
@@ -233,30 +235,59 @@ fn transfer_rows(whose: Whose<'_>, since: i64) -> wallet_transfers::BoxedQuery<'
 }
 
 /// Charged-or-captured totals, plus wallet transfers, over the last day, week and month.
+///
+/// A window (now − W, now] is summed as the hourly spend buckets that start after the
+/// bucket its start falls in, plus the journal rows of that one bucket that are inside the
+/// window: exact to the millisecond, and reading at most an hour of journal per window.
 fn spent_since(
     conn: &mut AnyConnection,
     whose: Whose<'_>,
     now: i64,
 ) -> Result<[i64; 3], LedgerError> {
-    let (day, week) = (now - DAY_MS, now - WEEK_MS);
+    let starts = [now - DAY_MS, now - WEEK_MS, now - MONTH_MS];
+    let first = starts.map(bucket_of);
     // Bounds are our own integers, not input; CAST keeps SUM a BIGINT on PostgreSQL.
     let select = sql::<(BigInt, BigInt, BigInt)>(&format!(
-        "CAST(COALESCE(SUM(CASE WHEN created_at > {day} THEN -delta_micros ELSE 0 END), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(CASE WHEN created_at > {week} THEN -delta_micros ELSE 0 END), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(-delta_micros), 0) AS BIGINT)"
+        "CAST(COALESCE(SUM(CASE WHEN bucket_start > {} THEN amount_micros ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN bucket_start > {} THEN amount_micros ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT)",
+        first[0], first[1]
     ));
-    let (daily, weekly, monthly): (i64, i64, i64) = spend_rows(whose, now - MONTH_MS)
-        .select(select)
-        .first(conn)?;
+    let (d, w, m): (i64, i64, i64) = bucket_rows(whose, first[2]).select(select).first(conn)?;
+    let mut spent = [d, w, m];
+    for (i, start) in starts.into_iter().enumerate() {
+        let edge: Vec<i64> = spend_rows(whose, start)
+            .filter(journal_entries::created_at.lt(first[i] + BUCKET_MS))
+            .select(journal_entries::delta_micros)
+            .load(conn)?;
+        spent[i] -= edge.iter().sum::<i64>();
+    }
+    let (day, week) = (starts[0], starts[1]);
     let select = sql::<(BigInt, BigInt, BigInt)>(&format!(
         "CAST(COALESCE(SUM(CASE WHEN created_at > {day} THEN usd_micros ELSE 0 END), 0) AS BIGINT), \
          CAST(COALESCE(SUM(CASE WHEN created_at > {week} THEN usd_micros ELSE 0 END), 0) AS BIGINT), \
          CAST(COALESCE(SUM(usd_micros), 0) AS BIGINT)"
     ));
-    let (td, tw, tm): (i64, i64, i64) = transfer_rows(whose, now - MONTH_MS)
-        .select(select)
-        .first(conn)?;
-    Ok([daily + td, weekly + tw, monthly + tm])
+    let (td, tw, tm): (i64, i64, i64) =
+        transfer_rows(whose, starts[2]).select(select).first(conn)?;
+    Ok([spent[0] + td, spent[1] + tw, spent[2] + tm])
+}
+
+/// The spend buckets that start after `after`.
+fn bucket_rows(whose: Whose<'_>, after: i64) -> spend_buckets::BoxedQuery<'_, Db> {
+    let q = spend_buckets::table
+        .filter(spend_buckets::bucket_start.gt(after))
+        .into_boxed();
+    match whose {
+        Whose::Account(a) => q.filter(spend_buckets::account_id.eq(a)),
+        Whose::Platform(p) => q.filter(
+            spend_buckets::account_id.eq_any(
+                agents::table
+                    .filter(agents::platform_id.eq(p))
+                    .select(agents::id),
+            ),
+        ),
+    }
 }
 
 /// What open holds reserve.
@@ -485,6 +516,16 @@ pub fn charge(
         }
         Ok((id, balance))
     })
+}
+
+/// What an account spent (charges, captures and wallet transfers) in the last day, week
+/// and month, as the spending limits count it, not counting open holds.
+pub fn account_spending(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    now: i64,
+) -> Result<[Usd; 3], LedgerError> {
+    Ok(spent_since(conn, Whose::Account(account_id), now)?.map(Usd::from_micros))
 }
 
 /// What a platform's agents spent in the last 24 hours plus what their open holds reserve:

@@ -331,3 +331,81 @@ fn hold_account(c: &mut AnyConnection, hold_id: &str) -> String {
         .first(c)
         .unwrap()
 }
+
+/// The spending windows, summed from hourly buckets plus the journal of the hour a window
+/// starts in, equal a plain sum over the journal at every moment, edges included.
+#[test]
+fn spending_windows_match_the_journal_at_every_edge() {
+    use aibank_ledger::limits::{account_spending, platform_usage, DAY_MS, MONTH_MS, WEEK_MS};
+    use aibank_store::models::Agent;
+    use aibank_store::schema::platforms;
+    const HOUR: i64 = 3_600_000;
+    let (pool, _db) = pool();
+    let mut c = pool.get().unwrap();
+    diesel::insert_into(platforms::table)
+        .values((
+            platforms::id.eq("plt_w"),
+            platforms::name.eq("w"),
+            platforms::created_at.eq(0_i64),
+        ))
+        .execute(&mut c)
+        .unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut spends: Vec<(i64, i64)> = Vec::new();
+    for id in ["agt_w1", "agt_w2"] {
+        let agent = Agent {
+            per_tx_limit_micros: i64::MAX / 4,
+            daily_limit_micros: i64::MAX / 4,
+            weekly_limit_micros: i64::MAX / 4,
+            monthly_limit_micros: i64::MAX / 4,
+            ..Agent::new(id.into(), Some("plt_w".into()), "agent", id.into(), None, 0)
+        };
+        aibank_store::repo::agents::insert(&mut c, &agent).unwrap();
+        open_account(&mut c, id, usd(1 << 40), EntryKind::Grant, 0).unwrap();
+    }
+    let base = 100 * DAY_MS;
+    for _ in 0..400 {
+        // Times cluster on hour edges, where the buckets split.
+        let hour = rng.random_range(0..40 * 24_i64);
+        let t = base
+            + hour * HOUR
+            + [0, 1, HOUR - 1, rng.random_range(0..HOUR)][rng.random_range(0..4)];
+        let amount = rng.random_range(1..1_000_000_i64);
+        let who = if rng.random_bool(0.5) {
+            "agt_w1"
+        } else {
+            "agt_w2"
+        };
+        if who == "agt_w1" {
+            spends.push((t, amount));
+        }
+        if rng.random_bool(0.5) {
+            charge(&mut c, who, usd(amount), None, t).unwrap();
+        } else {
+            let h = place_hold(&mut c, who, usd(amount * 2), 1_000_000, None, t).unwrap();
+            capture(&mut c, &h.id, usd(amount), None, t).unwrap();
+        }
+    }
+    for _ in 0..300 {
+        let hour = rng.random_range(0..45 * 24_i64);
+        let now = base
+            + hour * HOUR
+            + [0, 1, HOUR - 1, rng.random_range(0..HOUR)][rng.random_range(0..4)];
+        let brute = |w: i64| -> i64 {
+            spends
+                .iter()
+                .filter(|(t, _)| *t > now - w)
+                .map(|(_, a)| a)
+                .sum()
+        };
+        let got = account_spending(&mut c, "agt_w1", now).unwrap();
+        assert_eq!(
+            got.map(Usd::micros),
+            [brute(DAY_MS), brute(WEEK_MS), brute(MONTH_MS)],
+            "at {now}"
+        );
+        let fleet = platform_usage(&mut c, "plt_w", now).unwrap().micros();
+        let other = account_spending(&mut c, "agt_w2", now).unwrap()[0].micros();
+        assert_eq!(fleet, got[0].micros() + other, "fleet at {now}");
+    }
+}

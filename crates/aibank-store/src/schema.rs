@@ -247,6 +247,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    spend_buckets (account_id, bucket_start) {
+        account_id -> Text,
+        bucket_start -> BigInt,
+        amount_micros -> BigInt,
+    }
+}
+
 diesel::joinable!(master_keys -> platforms (platform_id));
 diesel::joinable!(agents -> platforms (platform_id));
 diesel::joinable!(api_keys -> agents (agent_id));
@@ -276,4 +284,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     wallet_nonces,
     wallet_transfers,
     agent_claims,
+    spend_buckets,
 );

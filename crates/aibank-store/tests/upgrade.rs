@@ -54,3 +54,44 @@ fn keys_and_agents_from_before_key_security_keep_working_with_defaults() {
         .unwrap();
     assert_eq!((w.admitted, w.used, w.window_start), (true, 1, 5000));
 }
+
+#[test]
+fn spending_before_the_hourly_buckets_is_carried_into_them() {
+    use aibank_store::schema::spend_buckets as b;
+    use diesel::prelude::*;
+    let db = TestDb::fresh();
+    let pool = DbPool::connect(&db.url, &pool_options()).unwrap();
+    // The schema before spend buckets.
+    assert_eq!(pool.migrate_first(6).unwrap().len(), 6);
+    let mut c = pool.get().unwrap();
+    // Two charges and a capture in hour 1, a capture in hour 2; holds, releases and
+    // grants are not spending.
+    c.batch_execute(
+        "INSERT INTO accounts (id, balance_micros, total_spent_micros, created_at, updated_at)
+         VALUES ('acct_old', 0, 0, 0, 0);
+         INSERT INTO journal_entries (account_id, delta_micros, balance_after_micros, kind, created_at) VALUES
+         ('acct_old', 1000000, 1000000, 'grant', 3600000),
+         ('acct_old', -10, 0, 'charge', 3600000),
+         ('acct_old', -20, 0, 'charge', 7199999),
+         ('acct_old', -500, 0, 'hold', 7000000),
+         ('acct_old', 500, 0, 'release', 7000001),
+         ('acct_old', -30, 0, 'capture', 7000001),
+         ('acct_old', -40, 0, 'capture', 7200000);",
+    )
+    .unwrap();
+    drop(c);
+    pool.migrate().unwrap();
+    let mut c = pool.get().unwrap();
+    let rows: Vec<(String, i64, i64)> = b::table
+        .select((b::account_id, b::bucket_start, b::amount_micros))
+        .order(b::bucket_start)
+        .load(&mut c)
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("acct_old".to_owned(), 3_600_000, 60),
+            ("acct_old".to_owned(), 7_200_000, 40)
+        ]
+    );
+}
