@@ -198,6 +198,11 @@ impl AuthState {
             .acquire()
             .await
             .map_err(ApiError::internal)?;
+        // Requests that arrived together with the same key waited here for the one that
+        // verified it: they find it verified now instead of each spending argon2's time.
+        if self.cache.check(id, presented, phc) {
+            return Ok(true);
+        }
         let (p, h) = (presented.to_owned(), phc.to_owned());
         let ok = tokio::task::spawn_blocking(move || keys::verify(&p, &h))
             .await
