@@ -153,10 +153,6 @@ pub struct Config {
     /// How long idempotency keys are remembered (at least 24 hours).
     pub idempotency_ttl: Duration,
     pub log_format: LogFormat,
-    pub rpc_url_ethereum: Option<SecretString>,
-    pub rpc_url_base: Option<SecretString>,
-    pub rpc_url_base_sepolia: Option<SecretString>,
-    pub x402_pay_to: Option<String>,
     /// Upstream providers (built-ins plus `AIBANK_PROVIDERS`) with their prices.
     pub providers: aibank_gateway::Registry,
     pub gateway: aibank_gateway::GatewaySettings,
@@ -483,10 +479,6 @@ impl Config {
             sweep_interval,
             idempotency_ttl,
             log_format,
-            rpc_url_ethereum: secret("rpc_url_ethereum"),
-            rpc_url_base: secret("rpc_url_base"),
-            rpc_url_base_sepolia: secret("rpc_url_base_sepolia"),
-            x402_pay_to: get("x402_pay_to").map(str::to_owned),
             providers,
             gateway,
             trusted_proxies,
@@ -549,32 +541,10 @@ fn x402_settings<'a>(
         return Ok(None);
     };
     let pay_to = parse_address("AIBANK_X402_PAY_TO", pay_to)?;
-    let mut chains = Vec::new();
-    for (chain, rpc, usdc, usdc_var) in [
-        (
-            Chain::Base,
-            "rpc_url_base",
-            "usdc_address_base",
-            "AIBANK_USDC_ADDRESS_BASE",
-        ),
-        (
-            Chain::BaseSepolia,
-            "rpc_url_base_sepolia",
-            "usdc_address_base_sepolia",
-            "AIBANK_USDC_ADDRESS_BASE_SEPOLIA",
-        ),
-    ] {
-        if let Some(url) = get(rpc) {
-            chains.push(ChainConfig {
-                chain,
-                rpc_url: SecretString::new(url.trim()),
-                usdc: match get(usdc) {
-                    Some(a) => parse_address(usdc_var, a)?,
-                    None => chain.default_usdc(),
-                },
-            });
-        }
-    }
+    let chains: Vec<ChainConfig> = chain_configs(get)?
+        .into_iter()
+        .filter(|c| c.chain.accepts_payments())
+        .collect();
     let Some(first) = chains.first().map(|c| c.chain) else {
         return Err(ConfigError::Invalid {
             name: "AIBANK_X402_PAY_TO",
@@ -628,10 +598,10 @@ fn x402_settings<'a>(
     }))
 }
 
-/// Wallets use every chain whose RPC URL is set; USDC addresses default to Circle's.
-fn wallet_settings<'a>(
+/// Every chain whose RPC URL is set, with its USDC contract (Circle's unless overridden).
+fn chain_configs<'a>(
     get: &impl Fn(&str) -> Option<&'a str>,
-) -> Result<aibank_wallet::WalletSettings, ConfigError> {
+) -> Result<Vec<aibank_x402::ChainConfig>, ConfigError> {
     use aibank_x402::Chain;
     let mut chains = Vec::new();
     for (chain, rpc, usdc, usdc_var) in [
@@ -655,7 +625,7 @@ fn wallet_settings<'a>(
         ),
     ] {
         if let Some(url) = get(rpc) {
-            chains.push(aibank_wallet::WalletChain {
+            chains.push(aibank_x402::ChainConfig {
                 chain,
                 rpc_url: SecretString::new(url.trim()),
                 usdc: match get(usdc) {
@@ -665,6 +635,14 @@ fn wallet_settings<'a>(
             });
         }
     }
+    Ok(chains)
+}
+
+/// Wallets use every chain with an RPC URL.
+fn wallet_settings<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<aibank_wallet::WalletSettings, ConfigError> {
+    let chains = chain_configs(get)?;
     let eth_usd_price = match get("eth_usd_price") {
         None => None,
         Some(v) => Some(

@@ -220,7 +220,7 @@ async fn create_agent_once(
             c.write_tx(|c| {
                 repo::agents::insert(c, &agent)?;
                 if let Some(w) = &wallet {
-                    aibank_wallet::insert(c, w)?;
+                    aibank_store::repo::wallets::insert(c, w)?;
                 }
                 if let Some(cl) = &claim {
                     match diesel::insert_into(agent_claims::table)

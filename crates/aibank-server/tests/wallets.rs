@@ -15,14 +15,14 @@ use std::time::Duration;
 use aibank_core::SecretBox;
 use aibank_testkit::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
 use aibank_testkit::{captured_logs, spawn_app, spawn_app_with, Resp, TestApp, TEST_SECRET_KEY};
-use aibank_wallet::{Chain, WalletChain, WalletSettings};
+use aibank_wallet::{Chain, ChainConfig, WalletSettings};
 use serde_json::{json, Value};
 
 const ONE_ETH: u128 = 1_000_000_000_000_000_000;
 
 fn settings(anvil: &Anvil) -> WalletSettings {
     WalletSettings {
-        chains: vec![WalletChain {
+        chains: vec![ChainConfig {
             chain: Chain::BaseSepolia,
             rpc_url: anvil.url.clone().into(),
             usdc: Chain::BaseSepolia.default_usdc(),

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use aibank_x402::Chain;
+use aibank_x402::{CallError, Chain, Endpoint};
 use alloy::eips::eip2718::Encodable2718;
 use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{Address, Bytes, B256, U256};
-use alloy::providers::{Provider, RootProvider};
+use alloy::providers::Provider;
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::{RpcError as AlloyRpcError, TransportErrorKind};
@@ -60,9 +60,7 @@ fn abi_call(selector: [u8; 4], words: &[B256]) -> Bytes {
 pub struct ChainRpc {
     pub chain: Chain,
     pub usdc: Address,
-    provider: RootProvider,
-    timeout: Duration,
-    checked: tokio::sync::OnceCell<()>,
+    endpoint: Endpoint,
 }
 
 impl std::fmt::Debug for ChainRpc {
@@ -81,22 +79,21 @@ impl ChainRpc {
         usdc: Address,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let url = rpc_url
-            .parse()
-            .map_err(|_| format!("the RPC URL for {} is not a valid URL", chain.name()))?;
         Ok(ChainRpc {
             chain,
             usdc,
-            provider: RootProvider::new_http(url),
-            timeout,
-            checked: tokio::sync::OnceCell::new(),
+            endpoint: Endpoint::new(chain, rpc_url, timeout)?,
         })
     }
 
-    fn unavailable(&self, message: impl std::fmt::Display) -> RpcError {
-        RpcError::Unavailable {
-            chain: self.chain.name(),
-            message: message.to_string(),
+    fn failed(&self, e: CallError) -> RpcError {
+        let chain = self.chain.name();
+        match e {
+            CallError::Refused(message) => RpcError::Rejected { chain, message },
+            other => RpcError::Unavailable {
+                chain,
+                message: other.to_string(),
+            },
         }
     }
 
@@ -107,41 +104,27 @@ impl ChainRpc {
         what: &str,
         fut: impl std::future::IntoFuture<Output = Result<T, AlloyRpcError<TransportErrorKind>>>,
     ) -> Result<T, RpcError> {
-        match tokio::time::timeout(self.timeout, fut.into_future()).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(AlloyRpcError::ErrorResp(payload))) => Err(RpcError::Rejected {
-                chain: self.chain.name(),
-                message: payload.message.to_string(),
-            }),
-            Ok(Err(e)) => Err(self.unavailable(format!(
-                "{what}: {}",
-                aibank_x402::redact_urls(&e.to_string())
-            ))),
-            Err(_) => Err(self.unavailable(format!("{what}: no answer within {:?}", self.timeout))),
-        }
+        self.endpoint
+            .call(what, fut)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     /// Checks (once per process, while it matches) that the endpoint serves this chain, so
     /// a misconfigured URL never gets a transaction signed for another chain.
     pub async fn check_chain(&self) -> Result<(), RpcError> {
-        if self.checked.initialized() {
-            return Ok(());
-        }
-        let actual = self
-            .call("eth_chainId", self.provider.get_chain_id())
-            .await?;
-        if actual != self.chain.chain_id() {
-            return Err(self.unavailable(format!(
-                "the endpoint serves chain id {actual}, not {}",
-                self.chain.chain_id()
-            )));
-        }
-        let _ = self.checked.set(());
-        Ok(())
+        self.endpoint.check_chain().await.map_err(|e| match e {
+            // Never a refusal of the transfer: the endpoint is misconfigured.
+            e @ CallError::WrongChain { .. } => RpcError::Unavailable {
+                chain: self.chain.name(),
+                message: e.to_string(),
+            },
+            e => self.failed(e),
+        })
     }
 
     pub async fn native_balance(&self, who: Address) -> Result<U256, RpcError> {
-        self.call("eth_getBalance", self.provider.get_balance(who))
+        self.call("eth_getBalance", self.endpoint.provider().get_balance(who))
             .await
     }
 
@@ -149,7 +132,9 @@ impl ChainRpc {
         let tx = TransactionRequest::default()
             .with_to(self.usdc)
             .with_input(abi_call(BALANCE_OF_SELECTOR, &[who.into_word()]));
-        let out = self.call("eth_call", self.provider.call(tx)).await?;
+        let out = self
+            .call("eth_call", self.endpoint.provider().call(tx))
+            .await?;
         if out.len() != 32 {
             return Err(RpcError::Rejected {
                 chain: self.chain.name(),
@@ -170,7 +155,10 @@ impl ChainRpc {
     pub async fn pending_nonce(&self, who: Address) -> Result<u64, RpcError> {
         self.call(
             "eth_getTransactionCount",
-            self.provider.get_transaction_count(who).pending(),
+            self.endpoint
+                .provider()
+                .get_transaction_count(who)
+                .pending(),
         )
         .await
     }
@@ -200,10 +188,16 @@ impl ChainRpc {
         .with_chain_id(self.chain.chain_id())
         .with_nonce(nonce);
         let gas = self
-            .call("eth_estimateGas", self.provider.estimate_gas(tx.clone()))
+            .call(
+                "eth_estimateGas",
+                self.endpoint.provider().estimate_gas(tx.clone()),
+            )
             .await?;
         let fees = self
-            .call("eth_feeHistory", self.provider.estimate_eip1559_fees())
+            .call(
+                "eth_feeHistory",
+                self.endpoint.provider().estimate_eip1559_fees(),
+            )
             .await?;
         let tx = tx
             .with_gas_limit(gas)
@@ -225,7 +219,7 @@ impl ChainRpc {
     pub async fn broadcast(&self, signed: &Signed) -> Result<(), RpcError> {
         self.call(
             "eth_sendRawTransaction",
-            self.provider.send_raw_transaction(&signed.raw),
+            self.endpoint.provider().send_raw_transaction(&signed.raw),
         )
         .await
         .map(|_| ())
@@ -235,7 +229,7 @@ impl ChainRpc {
         let r = self
             .call(
                 "eth_getTransactionReceipt",
-                self.provider.get_transaction_receipt(hash),
+                self.endpoint.provider().get_transaction_receipt(hash),
             )
             .await?;
         Ok(r.and_then(|r| {

@@ -14,15 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aibank_core::ids::new_id;
-use aibank_core::{ApiError, ErrorCode, SecretBox, SecretString, SharedClock, Usd};
+use aibank_core::{ApiError, ErrorCode, SecretBox, SharedClock, Usd};
 use aibank_ledger::LedgerError;
 use aibank_store::models::Wallet;
-use aibank_store::schema::wallets;
-use aibank_store::{is_unique_violation, AnyConnection, DbPool, StoreError};
-use diesel::prelude::*;
+use aibank_store::{is_unique_violation, repo, DbPool, StoreError};
 use rust_decimal::Decimal;
 
-pub use aibank_x402::{Address, Chain};
+pub use aibank_x402::{Address, Chain, ChainConfig};
 pub use alloy::primitives::U256;
 pub use chain::{ChainRpc, Mined, RpcError};
 pub use transfer::{Idempotency, TransferSpec};
@@ -58,19 +56,10 @@ impl Currency {
     }
 }
 
-/// One chain wallets may use.
-#[derive(Debug, Clone)]
-pub struct WalletChain {
-    pub chain: Chain,
-    /// May carry an API key in its path, hence secret.
-    pub rpc_url: SecretString,
-    pub usdc: Address,
-}
-
 #[derive(Debug, Clone)]
 pub struct WalletSettings {
     /// Chains with an RPC endpoint; the others are reported as unavailable.
-    pub chains: Vec<WalletChain>,
+    pub chains: Vec<ChainConfig>,
     /// USD per ETH for spending limits; without it ETH transfers are refused.
     pub eth_usd_price: Option<Decimal>,
     pub rpc_timeout: Duration,
@@ -259,41 +248,18 @@ impl Wallets {
         let agent_id = agent_id.to_owned();
         self.pool
             .run(move |c| {
-                if let Some(w) = find_for_agent(c, &agent_id)? {
+                if let Some(w) = repo::wallets::find_for_agent(c, &agent_id)? {
                     return Ok(w);
                 }
-                match insert(c, &row) {
+                match repo::wallets::insert(c, &row) {
                     Ok(()) => Ok(row),
                     // Another request created it first.
                     Err(e) if is_unique_violation(&e) => {
-                        find_for_agent(c, &agent_id)?.ok_or(WalletError::NotFound)
+                        repo::wallets::find_for_agent(c, &agent_id)?.ok_or(WalletError::NotFound)
                     }
                     Err(e) => Err(e.into()),
                 }
             })
             .await
     }
-}
-
-pub fn insert(conn: &mut AnyConnection, w: &Wallet) -> QueryResult<()> {
-    diesel::insert_into(wallets::table)
-        .values(w)
-        .execute(conn)?;
-    Ok(())
-}
-
-pub fn find_for_agent(conn: &mut AnyConnection, agent_id: &str) -> QueryResult<Option<Wallet>> {
-    wallets::table
-        .filter(wallets::agent_id.eq(agent_id))
-        .select(Wallet::as_select())
-        .first(conn)
-        .optional()
-}
-
-pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<Wallet>> {
-    wallets::table
-        .find(id)
-        .select(Wallet::as_select())
-        .first(conn)
-        .optional()
 }

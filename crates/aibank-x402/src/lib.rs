@@ -23,9 +23,9 @@ use alloy::primitives::U256;
 use serde_json::{json, Value};
 
 pub use alloy::primitives::{Address, B256};
-pub use chain::Chain;
+pub use chain::{redact_urls, CallError, Chain, Endpoint};
 pub use verify::{
-    redact_urls, signed_by, ChainClient, Refused, Requirement, Transfer, Unavailable, VerifyError,
+    signed_by, ChainClient, Refused, Requirement, Transfer, Unavailable, VerifyError,
 };
 
 pub const PAYMENT_HEADER: &str = "x-payment";

@@ -8,9 +8,9 @@ use std::time::Duration;
 use alloy::eips::BlockNumberOrTag;
 use alloy::network::ReceiptResponse as _;
 use alloy::primitives::{b256, Address, Signature, B256, U256};
-use alloy::providers::{Provider, RootProvider};
+use alloy::providers::Provider;
 
-use crate::chain::Chain;
+use crate::chain::{CallError, Chain, Endpoint};
 
 /// `keccak256("Transfer(address,address,uint256)")`.
 pub const TRANSFER_TOPIC: B256 =
@@ -134,10 +134,7 @@ struct Seen {
 pub struct ChainClient {
     pub chain: Chain,
     pub usdc: Address,
-    provider: RootProvider,
-    timeout: Duration,
-    /// Whether the endpoint's chain id was checked and matched.
-    checked: tokio::sync::OnceCell<()>,
+    endpoint: Endpoint,
     seen: Mutex<HashMap<B256, Seen>>,
 }
 
@@ -159,15 +156,10 @@ impl ChainClient {
         usdc: Address,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let url = rpc_url
-            .parse()
-            .map_err(|_| format!("the RPC URL for {} is not a valid URL", chain.name()))?;
         Ok(ChainClient {
             chain,
             usdc,
-            provider: RootProvider::new_http(url),
-            timeout,
-            checked: tokio::sync::OnceCell::new(),
+            endpoint: Endpoint::new(chain, rpc_url, timeout)?,
             seen: Mutex::new(HashMap::new()),
         })
     }
@@ -179,37 +171,32 @@ impl ChainClient {
         }
     }
 
-    /// Runs one RPC call within the timeout.
-    async fn call<T, E: std::fmt::Display>(
+    /// Runs one RPC call within the timeout; any failure leaves the payment unverified.
+    async fn call<T>(
         &self,
         what: &str,
-        fut: impl std::future::IntoFuture<Output = Result<T, E>>,
+        fut: impl std::future::IntoFuture<
+            Output = Result<T, alloy::transports::RpcError<alloy::transports::TransportErrorKind>>,
+        >,
     ) -> Result<T, Unavailable> {
-        match tokio::time::timeout(self.timeout, fut.into_future()).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.unavailable(format!("{what}: {}", redact_urls(&e.to_string())))),
-            Err(_) => Err(self.unavailable(format!("{what}: no answer within {:?}", self.timeout))),
-        }
+        self.endpoint
+            .call(what, fut)
+            .await
+            .map_err(|e| self.unavailable(e))
     }
 
     /// Checks (once per process, while it matches) that the endpoint serves this chain.
     async fn check_chain_id(&self) -> Result<(), VerifyError> {
-        if self.checked.initialized() {
-            return Ok(());
-        }
-        let actual = self
-            .call("eth_chainId", self.provider.get_chain_id())
-            .await?;
-        if actual != self.chain.chain_id() {
-            return Err(Refused::WrongChain {
+        match self.endpoint.check_chain().await {
+            Ok(()) => Ok(()),
+            Err(CallError::WrongChain { expected, actual }) => Err(Refused::WrongChain {
                 chain: self.chain.name(),
-                expected: self.chain.chain_id(),
+                expected,
                 actual,
             }
-            .into());
+            .into()),
+            Err(e) => Err(self.unavailable(e).into()),
         }
-        let _ = self.checked.set(());
-        Ok(())
     }
 
     async fn receipt(&self, hash: B256) -> Result<Seen, VerifyError> {
@@ -219,7 +206,7 @@ impl ChainClient {
         let receipt = self
             .call(
                 "eth_getTransactionReceipt",
-                self.provider.get_transaction_receipt(hash),
+                self.endpoint.provider().get_transaction_receipt(hash),
             )
             .await?;
         let Some(receipt) = receipt else {
@@ -239,7 +226,8 @@ impl ChainClient {
         let block = self
             .call(
                 "eth_getBlockByNumber",
-                self.provider
+                self.endpoint
+                    .provider()
                     .get_block_by_number(BlockNumberOrTag::Number(block_number)),
             )
             .await?
@@ -343,7 +331,10 @@ impl ChainClient {
         }
         if req.confirmations > 1 {
             let head = self
-                .call("eth_blockNumber", self.provider.get_block_number())
+                .call(
+                    "eth_blockNumber",
+                    self.endpoint.provider().get_block_number(),
+                )
                 .await?;
             let have = head.saturating_sub(seen.block_number) + 1;
             if have < req.confirmations {
@@ -375,44 +366,4 @@ pub fn signed_by(hash: B256, signature: &str, payer: Address) -> bool {
         .ok()
         .and_then(|s| s.recover_address_from_msg(hash.as_slice()).ok())
         == Some(payer)
-}
-
-/// `text` with every URL replaced by `<rpc url>`: transport errors name the endpoint, and
-/// an RPC URL often carries an API key in its path, so it must not reach a client or a log.
-pub fn redact_urls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = ["http://", "https://", "ws://", "wss://"]
-        .iter()
-        .filter_map(|scheme| rest.find(scheme))
-        .min()
-    {
-        out.push_str(&rest[..at]);
-        out.push_str("<rpc url>");
-        let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | ',' | '>'))
-            .unwrap_or(tail.len());
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod redact_tests {
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            super::redact_urls(
-                "error sending request for url (https://rpc.example/v2/SECRET): refused"
-            ),
-            "error sending request for url (<rpc url>): refused"
-        );
-        assert_eq!(super::redact_urls("no url here"), "no url here");
-        assert_eq!(
-            super::redact_urls("http://a/x and http://b/y"),
-            "<rpc url> and <rpc url>"
-        );
-    }
 }

@@ -107,7 +107,8 @@ fn find(c: &mut AnyConnection, code: &str) -> QueryResult<Option<Found>> {
     let Some((claim, agent)) = row else {
         return Ok(None);
     };
-    let wallet = aibank_wallet::find_for_agent(c, &agent.id)?.map(|w| WalletSummary::of(&w));
+    let wallet =
+        aibank_store::repo::wallets::find_for_agent(c, &agent.id)?.map(|w| WalletSummary::of(&w));
     Ok(Some(Found {
         claim,
         agent,

@@ -72,7 +72,7 @@ async fn visible(
     let found = state
         .pool
         .run(move |c| {
-            let Some(w) = aibank_wallet::find(c, &id)? else {
+            let Some(w) = repo::wallets::find(c, &id)? else {
                 return Ok(None);
             };
             let agent = repo::agents::find(c, &w.agent_id)?;

@@ -87,3 +87,28 @@ pub fn disallow(conn: &mut AnyConnection, wallet_id: &str, address: &str) -> Que
     .execute(conn)?;
     Ok(n > 0)
 }
+
+pub fn insert(conn: &mut AnyConnection, w: &Wallet) -> QueryResult<()> {
+    diesel::insert_into(wallets::table)
+        .values(w)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The agent's wallet, if it has one.
+pub fn find_for_agent(conn: &mut AnyConnection, agent_id: &str) -> QueryResult<Option<Wallet>> {
+    wallets::table
+        .filter(wallets::agent_id.eq(agent_id))
+        .select(Wallet::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// A wallet by id.
+pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<Wallet>> {
+    wallets::table
+        .find(id)
+        .select(Wallet::as_select())
+        .first(conn)
+        .optional()
+}
