@@ -76,12 +76,9 @@ pub async fn put(
             format!("`apiKey` must be at most {MAX_KEY_CHARS} characters"),
         ));
     }
-    let Some(sb) = gw.secret_box.clone() else {
-        return Err(ApiError::unavailable(
-            "Storing provider keys needs AIBANK_SECRET_KEY to be configured",
-        ));
-    };
-    let sealed = sb.seal(key.as_bytes(), aad(&auth.agent.id, &provider).as_bytes());
+    let sealed = gw
+        .secret_box
+        .seal(key.as_bytes(), aad(&auth.agent.id, &provider).as_bytes());
     let (agent, p, now) = (auth.agent.id.clone(), provider.clone(), gw.now_ms());
     gw.pool()
         .run(move |c| provider_keys::put(c, &agent, &p, &sealed, now).map_err(StoreError::from))

@@ -63,7 +63,7 @@ pub const MESSAGE_WINDOW_MS: i64 = 86_400_000;
 pub struct Gateway {
     pub registry: Registry,
     pub settings: GatewaySettings,
-    pub secret_box: Option<Arc<SecretBox>>,
+    pub secret_box: Arc<SecretBox>,
     /// Sealed provider keys by `agent/provider` (`None`: the agent has none).
     pub(crate) own_keys: aibank_auth::TtlCache<Option<String>>,
     client: reqwest::Client,
@@ -85,7 +85,7 @@ impl Gateway {
     pub fn new(
         registry: Registry,
         settings: GatewaySettings,
-        secret_box: Option<Arc<SecretBox>>,
+        secret_box: Arc<SecretBox>,
         pool: DbPool,
         clock: SharedClock,
     ) -> Result<Self, reqwest::Error> {
@@ -388,31 +388,29 @@ async fn upstream_key(
     agent_id: &str,
     provider: &Provider,
 ) -> Result<(String, bool), ApiError> {
-    if let Some(sb) = gw.secret_box.clone() {
-        let aad = crate::byok::aad(agent_id, &provider.name);
-        // The sealed key (or its absence) is served from memory for the look-up TTL; a
-        // change on this instance drops the entry at once.
-        let sealed = if let Some(cached) = gw.own_keys.get(&aad) {
-            cached
-        } else {
-            let (agent, name) = (agent_id.to_owned(), provider.name.clone());
-            let found = gw
-                .pool
-                .run(move |c| {
-                    aibank_store::repo::provider_keys::find(c, &agent, &name)
-                        .map_err(StoreError::from)
-                })
-                .await?;
-            gw.own_keys.insert(&aad, found.clone());
-            found
-        };
-        if let Some(sealed) = sealed {
-            let plain = sb
-                .open(&sealed, aad.as_bytes())
-                .map_err(ApiError::internal)?;
-            let key = String::from_utf8(plain).map_err(ApiError::internal)?;
-            return Ok((key, true));
-        }
+    let aad = crate::byok::aad(agent_id, &provider.name);
+    // The sealed key (or its absence) is served from memory for the look-up TTL; a
+    // change on this instance drops the entry at once.
+    let sealed = if let Some(cached) = gw.own_keys.get(&aad) {
+        cached
+    } else {
+        let (agent, name) = (agent_id.to_owned(), provider.name.clone());
+        let found = gw
+            .pool
+            .run(move |c| {
+                aibank_store::repo::provider_keys::find(c, &agent, &name).map_err(StoreError::from)
+            })
+            .await?;
+        gw.own_keys.insert(&aad, found.clone());
+        found
+    };
+    if let Some(sealed) = sealed {
+        let plain = gw
+            .secret_box
+            .open(&sealed, aad.as_bytes())
+            .map_err(ApiError::internal)?;
+        let key = String::from_utf8(plain).map_err(ApiError::internal)?;
+        return Ok((key, true));
     }
     platform_key(provider).map(|k| (k, false))
 }

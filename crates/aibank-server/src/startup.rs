@@ -159,7 +159,7 @@ fn gateway(
     Ok(Gateway::new(
         config.providers.clone(),
         config.gateway.clone(),
-        Some(secret_box),
+        secret_box,
         pool.clone(),
         clock.clone(),
     )
