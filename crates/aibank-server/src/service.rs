@@ -204,7 +204,7 @@ async fn create_agent_once(
     };
     let row = api_key_row(key, &agent.id, secret_hash, now);
     let is_agent = key.kind == KeyKind::Agent;
-    let wallet = is_agent.then(|| state.wallets.new_wallet(&agent.id, now));
+    let wallets = state.wallets.clone();
     let claim = is_agent.then(|| AgentClaim {
         agent_id: agent.id.clone(),
         code: new_claim_code(),
@@ -217,6 +217,8 @@ async fn create_agent_once(
     state
         .pool
         .run(move |c| {
+            // Key generation and sealing are CPU work: here, off the HTTP workers.
+            let wallet = is_agent.then(|| wallets.new_wallet(&agent.id, now));
             c.write_tx(|c| {
                 repo::agents::insert(c, &agent)?;
                 if let Some(w) = &wallet {

@@ -226,31 +226,25 @@ impl Wallets {
     }
 
     /// A new wallet row for `agent_id` with fresh sealed keys; insert it in the
-    /// transaction that creates the agent.
+    /// transaction that creates the agent. Key generation is CPU work: call it off the
+    /// HTTP workers (inside `DbPool::run`).
     pub fn new_wallet(&self, agent_id: &str, now: i64) -> Wallet {
-        let id = new_id("wal");
-        let k = keys::generate(&self.secret_box, &id);
-        Wallet {
-            id,
-            agent_id: agent_id.to_owned(),
-            name: DEFAULT_WALLET_NAME.to_owned(),
-            evm_address: k.evm_address,
-            solana_address: k.solana_address,
-            evm_key_sealed: k.evm_key_sealed,
-            solana_key_sealed: k.solana_key_sealed,
-            created_at: now,
-        }
+        new_wallet_row(&self.secret_box, agent_id, now)
     }
 
     /// The agent's wallet, created now if the agent predates wallets.
     pub async fn ensure_wallet(&self, agent_id: &str) -> Result<Wallet, WalletError> {
-        let row = self.new_wallet(agent_id, self.clock.now_ms());
-        let agent_id = agent_id.to_owned();
+        let (agent_id, now, sb) = (
+            agent_id.to_owned(),
+            self.clock.now_ms(),
+            self.secret_box.clone(),
+        );
         self.pool
             .run(move |c| {
                 if let Some(w) = repo::wallets::find_for_agent(c, &agent_id)? {
                     return Ok(w);
                 }
+                let row = new_wallet_row(&sb, &agent_id, now);
                 match repo::wallets::insert(c, &row) {
                     Ok(()) => Ok(row),
                     // Another request created it first.
@@ -261,5 +255,20 @@ impl Wallets {
                 }
             })
             .await
+    }
+}
+
+fn new_wallet_row(secret_box: &SecretBox, agent_id: &str, now: i64) -> Wallet {
+    let id = new_id("wal");
+    let k = keys::generate(secret_box, &id);
+    Wallet {
+        id,
+        agent_id: agent_id.to_owned(),
+        name: DEFAULT_WALLET_NAME.to_owned(),
+        evm_address: k.evm_address,
+        solana_address: k.solana_address,
+        evm_key_sealed: k.evm_key_sealed,
+        solana_key_sealed: k.solana_key_sealed,
+        created_at: now,
     }
 }

@@ -526,15 +526,26 @@ impl Wallets {
     /// Brings `pending` transfers up to date with their receipts (best effort: a chain
     /// that cannot be reached leaves them as they are).
     pub async fn refresh(&self, rows: &mut [WalletTransfer]) {
+        // A chain that fails once is not asked again for this page: a listing must not
+        // wait one RPC timeout per pending transfer.
+        let mut down: Vec<Chain> = Vec::new();
         for row in rows.iter_mut().filter(|r| r.status == PENDING) {
-            let Some(rpc) = Chain::parse(&row.chain).and_then(|c| self.rpc(c)) else {
+            let Some(rpc) = Chain::parse(&row.chain)
+                .filter(|c| !down.contains(c))
+                .and_then(|c| self.rpc(c))
+            else {
                 continue;
             };
             let Some(hash) = row.tx_hash.as_deref().and_then(|h| h.parse().ok()) else {
                 continue;
             };
-            let Ok(Some(m)) = rpc.receipt(hash).await else {
-                continue;
+            let m = match rpc.receipt(hash).await {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(_) => {
+                    down.push(rpc.chain);
+                    continue;
+                }
             };
             row.block_number = i64::try_from(m.block_number).ok();
             if m.success {

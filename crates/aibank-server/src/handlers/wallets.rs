@@ -15,7 +15,7 @@ use aibank_core::{ApiError, Json, Page, PageQuery, Query};
 use aibank_store::models::{AllowedRecipient, Wallet, WalletTransfer};
 use aibank_store::repo::{self, cursor_of};
 use aibank_store::StoreError;
-use aibank_wallet::{transfer_json, Address, Chain, Currency, Idempotency, RpcError};
+use aibank_wallet::{transfer_json, Address, Chain, Currency, Idempotency};
 use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -71,13 +71,7 @@ async fn visible(
 ) -> Result<(Wallet, Option<String>), ApiError> {
     let found = state
         .pool
-        .run(move |c| {
-            let Some(w) = repo::wallets::find(c, &id)? else {
-                return Ok(None);
-            };
-            let agent = repo::agents::find(c, &w.agent_id)?;
-            Ok::<_, StoreError>(agent.map(|a| (w, a.platform_id)))
-        })
+        .run(move |c| repo::wallets::find_with_platform(c, &id).map_err(StoreError::from))
         .await?;
     let (wallet, platform) = found.ok_or_else(not_found)?;
     let allowed = match caller {
@@ -251,9 +245,7 @@ pub async fn balances(
         };
         let read = async {
             rpc.check_chain().await?;
-            let native = rpc.native_balance(address).await?;
-            let usdc = rpc.usdc_balance(address).await?;
-            Ok::<_, RpcError>((native, usdc))
+            tokio::try_join!(rpc.native_balance(address), rpc.usdc_balance(address))
         };
         match read.await {
             Ok((native, usdc)) => out.push(json!({

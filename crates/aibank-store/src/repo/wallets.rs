@@ -88,6 +88,7 @@ pub fn disallow(conn: &mut AnyConnection, wallet_id: &str, address: &str) -> Que
     Ok(n > 0)
 }
 
+/// A new wallet.
 pub fn insert(conn: &mut AnyConnection, w: &Wallet) -> QueryResult<()> {
     diesel::insert_into(wallets::table)
         .values(w)
@@ -104,11 +105,15 @@ pub fn find_for_agent(conn: &mut AnyConnection, agent_id: &str) -> QueryResult<O
         .optional()
 }
 
-/// A wallet by id.
-pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<Wallet>> {
+/// A wallet by id, with the platform of its agent.
+pub fn find_with_platform(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> QueryResult<Option<(Wallet, Option<String>)>> {
     wallets::table
-        .find(id)
-        .select(Wallet::as_select())
+        .inner_join(agents::table)
+        .filter(wallets::id.eq(id))
+        .select((Wallet::as_select(), agents::platform_id))
         .first(conn)
         .optional()
 }
