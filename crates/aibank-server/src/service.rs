@@ -10,7 +10,7 @@ use aibank_ledger::{EntryKind, LedgerError};
 use aibank_store::models::{Agent, AgentClaim, ApiKey, AuditEvent, MasterKey, Wallet};
 use aibank_store::repo::keys as key_repo;
 use aibank_store::schema::agent_claims;
-use aibank_store::{is_unique_violation, repo, AnyConnection, DbPool, StoreError};
+use aibank_store::{is_unique_violation, repo, AnyConnection, DbPool, StoreError, TxStop};
 use diesel::prelude::*;
 use serde_json::Value;
 
@@ -142,8 +142,8 @@ pub async fn create_agent(state: &AppState, spec: NewAgentSpec) -> Result<Create
     // A claim code collision (about one in 4.5e9 per pair) is retried with a new code.
     for _ in 0..3 {
         match create_agent_once(state, &spec, &key, secret_hash.clone(), now, ttl).await {
-            Err(CreateError::CodeTaken) => {}
-            Err(CreateError::Ledger(e)) => return Err(e.into()),
+            Err(TxStop::Stopped(CodeTaken)) => {}
+            Err(TxStop::Failed(e)) => return Err(e.into()),
             Ok((agent, wallet, claim)) => {
                 return Ok(CreatedAgent {
                     agent,
@@ -157,28 +157,8 @@ pub async fn create_agent(state: &AppState, spec: NewAgentSpec) -> Result<Create
     Err(ApiError::internal("could not allocate a unique claim code"))
 }
 
-enum CreateError {
-    CodeTaken,
-    Ledger(LedgerError),
-}
-
-impl From<diesel::result::Error> for CreateError {
-    fn from(e: diesel::result::Error) -> Self {
-        CreateError::Ledger(e.into())
-    }
-}
-
-impl From<LedgerError> for CreateError {
-    fn from(e: LedgerError) -> Self {
-        CreateError::Ledger(e)
-    }
-}
-
-impl From<StoreError> for CreateError {
-    fn from(e: StoreError) -> Self {
-        CreateError::Ledger(e.into())
-    }
-}
+/// A claim code already given to another agent: retry with a new one.
+struct CodeTaken;
 
 async fn create_agent_once(
     state: &AppState,
@@ -187,7 +167,7 @@ async fn create_agent_once(
     secret_hash: String,
     now: i64,
     claim_ttl_ms: i64,
-) -> Result<(Agent, Option<Wallet>, Option<AgentClaim>), CreateError> {
+) -> Result<(Agent, Option<Wallet>, Option<AgentClaim>), TxStop<CodeTaken, LedgerError>> {
     let agent = Agent {
         per_tx_limit_micros: spec.controls.per_tx_limit_usd.micros(),
         daily_limit_micros: spec.controls.daily_limit_usd.micros(),
@@ -230,12 +210,15 @@ async fn create_agent_once(
                         .execute(c)
                     {
                         Ok(_) => {}
-                        Err(e) if is_unique_violation(&e) => return Err(CreateError::CodeTaken),
+                        Err(e) if is_unique_violation(&e) => {
+                            return Err(TxStop::Stopped(CodeTaken))
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 }
                 key_repo::insert_api_key(c, &row)?;
-                aibank_ledger::open_account(c, &agent.id, credits, grant_kind, now)?;
+                aibank_ledger::open_account(c, &agent.id, credits, grant_kind, now)
+                    .map_err(TxStop::Failed)?;
                 Audit {
                     actor: &actor,
                     action: "api_key.created",

@@ -20,3 +20,23 @@ pub fn is_unique_violation(e: &DieselError) -> bool {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
     )
 }
+
+/// Why a write transaction ended without committing: it stopped on an outcome of its own
+/// (a refusal, a lost race; rolled back, not a fault) or it failed.
+#[derive(Debug)]
+pub enum TxStop<S, E> {
+    Stopped(S),
+    Failed(E),
+}
+
+impl<S, E: From<DieselError>> From<DieselError> for TxStop<S, E> {
+    fn from(e: DieselError) -> Self {
+        TxStop::Failed(e.into())
+    }
+}
+
+impl<S, E: From<StoreError>> From<StoreError> for TxStop<S, E> {
+    fn from(e: StoreError) -> Self {
+        TxStop::Failed(e.into())
+    }
+}

@@ -10,7 +10,7 @@ use aibank_core::Usd;
 use aibank_ledger::limits::TRANSFER_FAILED;
 use aibank_store::models::{Wallet, WalletTransfer};
 use aibank_store::schema::{wallet_allowlist, wallet_nonces, wallet_transfers};
-use aibank_store::{is_unique_violation, AnyConnection, StoreError};
+use aibank_store::{is_unique_violation, AnyConnection, StoreError, TxStop};
 use alloy::primitives::{Address, U256};
 use diesel::prelude::*;
 use rust_decimal::prelude::ToPrimitive;
@@ -184,7 +184,7 @@ impl Wallets {
         let row = self.reserve(wallet, spec, idempotency.clone()).await;
         let row = match row {
             Ok(row) => row,
-            Err(Reserve::Raced) => {
+            Err(TxStop::Stopped(Raced)) => {
                 let i = idempotency.as_ref().ok_or(WalletError::NotFound)?;
                 let prev = self
                     .previous(&wallet.agent_id, i)
@@ -192,7 +192,7 @@ impl Wallets {
                     .ok_or(WalletError::NotFound)?;
                 return Ok((prev, true));
             }
-            Err(Reserve::Error(e)) => return Err(e),
+            Err(TxStop::Failed(e)) => return Err(e),
         };
         self.send(rpc, wallet, spec, row).await.map(|t| (t, false))
     }
@@ -273,7 +273,7 @@ impl Wallets {
         wallet: &Wallet,
         spec: &TransferSpec,
         idempotency: Option<Idempotency>,
-    ) -> Result<WalletTransfer, Reserve> {
+    ) -> Result<WalletTransfer, TxStop<Raced, WalletError>> {
         let now = self.clock.now_ms();
         let row = WalletTransfer {
             id: new_id("wtx"),
@@ -301,13 +301,13 @@ impl Wallets {
             .run(move |c| {
                 c.write_tx(|c| {
                     aibank_ledger::authorize(c, &row.agent_id, usd, now)
-                        .map_err(|e| Reserve::Error(e.into()))?;
+                        .map_err(|e| TxStop::Failed(e.into()))?;
                     match diesel::insert_into(wallet_transfers::table)
                         .values(&row)
                         .execute(c)
                     {
                         Ok(_) => Ok(row),
-                        Err(e) if is_unique_violation(&e) => Err(Reserve::Raced),
+                        Err(e) if is_unique_violation(&e) => Err(TxStop::Stopped(Raced)),
                         Err(e) => Err(e.into()),
                     }
                 })
@@ -585,23 +585,8 @@ fn ensure_nonce_row(c: &mut AnyConnection, wallet_id: &str, chain: &str) -> Resu
     }
 }
 
-enum Reserve {
-    /// A concurrent request with the same `Idempotency-Key` recorded its transfer first.
-    Raced,
-    Error(WalletError),
-}
-
-impl From<diesel::result::Error> for Reserve {
-    fn from(e: diesel::result::Error) -> Self {
-        Reserve::Error(e.into())
-    }
-}
-
-impl From<StoreError> for Reserve {
-    fn from(e: StoreError) -> Self {
-        Reserve::Error(e.into())
-    }
-}
+/// A concurrent request with the same `Idempotency-Key` recorded its transfer first.
+struct Raced;
 
 #[cfg(test)]
 mod tests {

@@ -27,7 +27,7 @@ use aibank_core::clock::rfc3339;
 use aibank_core::{ApiError, ErrorCode, Json, SharedClock};
 use aibank_store::models::{Agent, AgentClaim};
 use aibank_store::schema::{agent_claims, agents, master_keys};
-use aibank_store::{AnyConnection, StoreError};
+use aibank_store::{AnyConnection, StoreError, TxStop};
 use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Text};
 use serde::{Deserialize, Serialize};
@@ -214,32 +214,6 @@ pub struct Claimed {
     pub master_key: Option<String>,
 }
 
-enum TxError {
-    Api(ApiError),
-    Store(StoreError),
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(e: diesel::result::Error) -> Self {
-        TxError::Store(e.into())
-    }
-}
-
-impl From<StoreError> for TxError {
-    fn from(e: StoreError) -> Self {
-        TxError::Store(e)
-    }
-}
-
-impl From<TxError> for ApiError {
-    fn from(e: TxError) -> Self {
-        match e {
-            TxError::Api(e) => e,
-            TxError::Store(e) => e.into(),
-        }
-    }
-}
-
 /// Which platform a claim for `email` goes to: the email's own, which takes one of its
 /// master keys, or a new one when the email has none yet.
 async fn target_for(
@@ -294,7 +268,7 @@ fn commit_claim(
     email: &str,
     target: Target,
     now: i64,
-) -> Result<(String, Option<GeneratedKey>), TxError> {
+) -> Result<(String, Option<GeneratedKey>), TxStop<ApiError, StoreError>> {
     let (platform_id, actor, new_key) = match target {
         Target::Existing {
             platform_id,
@@ -305,7 +279,7 @@ fn commit_claim(
             lock_email(c, &email_lower)?;
             // Another claim may have created the email's platform meanwhile.
             if !platforms_of(c, &email_lower)?.is_empty() {
-                return Err(TxError::Api(needs_master_key()));
+                return Err(TxStop::Stopped(needs_master_key()));
             }
             let row =
                 create_master_key(c, &Actor::PUBLIC, None, email, Some(email), &key, hash, now)?;
@@ -324,7 +298,7 @@ fn commit_claim(
     ))
     .execute(c)?;
     if won == 0 {
-        return Err(TxError::Api(already_claimed()));
+        return Err(TxStop::Stopped(already_claimed()));
     }
     diesel::update(agents::table.find(agent_id))
         .set((
@@ -375,7 +349,11 @@ async fn claim_found(
     let (platform_id, new_key) = state
         .pool
         .run(move |c| c.write_tx(|c| commit_claim(c, &tx_agent, &email, target, now)))
-        .await?;
+        .await
+        .map_err(|e| match e {
+            TxStop::Stopped(refusal) => refusal,
+            TxStop::Failed(e) => ApiError::from(e),
+        })?;
     state.auth.forget_agent(&agent_id);
     tracing::info!(
         agent_id = %agent_id,
