@@ -177,6 +177,28 @@ async fn status_of(c: &Client) -> String {
         .unwrap_or_default()
 }
 
+/// Presses the claim form's button.
+async fn submit_claim(c: &Client) {
+    c.find(Locator::Id("claim-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The text of the element `id` once the page that has it is loaded.
+async fn text_once_shown(c: &Client, id: &str) -> String {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id(id))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_claims_an_agent_in_a_real_browser() {
     if !should_run() {
@@ -227,21 +249,8 @@ async fn a_person_claims_an_agent_in_a_real_browser() {
         .send_keys("human@example.com")
         .await
         .unwrap();
-    c.find(Locator::Id("claim-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let key = c
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("master-key"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    submit_claim(&c).await;
+    let key = text_once_shown(&c, "master-key").await;
     assert!(key.starts_with("mk_"), "{key}");
     assert_eq!(status_of(&c).await, "claimed");
     assert!(c
@@ -264,21 +273,8 @@ async fn a_person_claims_an_agent_in_a_real_browser() {
 
     // The second tab's claim is refused.
     c.switch_to_window(second).await.unwrap();
-    c.find(Locator::Id("claim-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let refusal = c
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    submit_claim(&c).await;
+    let refusal = text_once_shown(&c, "error").await;
     assert_eq!(refusal, "This agent has already been claimed");
     assert_eq!(status_of(&c).await, "claimed");
     assert!(c.find(Locator::Id("master-key")).await.is_err());
