@@ -62,6 +62,31 @@ impl std::fmt::Debug for IpRateLimiter {
 
 const PRUNE_AT: usize = 50_000;
 
+/// `key`'s window at `now`, a fresh one if its last has ended. When the map has grown
+/// large, windows older than `keep_ms` are dropped first, so memory stays bounded.
+fn current<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Window>,
+    key: K,
+    now: i64,
+    window_ms: i64,
+    keep_ms: i64,
+) -> &mut Window {
+    if map.len() >= PRUNE_AT {
+        map.retain(|_, w| now - w.start < keep_ms);
+    }
+    let w = map.entry(key).or_insert(Window {
+        start: now,
+        used: 0,
+    });
+    if now - w.start >= window_ms {
+        *w = Window {
+            start: now,
+            used: 0,
+        };
+    }
+    w
+}
+
 impl IpRateLimiter {
     pub fn new(general: Limit, public: Limit, clock: SharedClock) -> Self {
         IpRateLimiter {
@@ -87,20 +112,8 @@ impl IpRateLimiter {
             .windows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= PRUNE_AT {
-            let longest = self.general.window_ms().max(self.public.window_ms());
-            map.retain(|_, w| now - w.start < longest);
-        }
-        let w = map.entry((ip, class)).or_insert(Window {
-            start: now,
-            used: 0,
-        });
-        if now - w.start >= window_ms {
-            *w = Window {
-                start: now,
-                used: 0,
-            };
-        }
+        let longest = self.general.window_ms().max(self.public.window_ms());
+        let w = current(&mut map, (ip, class), now, window_ms, longest);
         if w.used >= limit.max {
             let reset_at = w.start.saturating_add(window_ms);
             return Err(ApiError::rate_limited(
@@ -185,19 +198,7 @@ impl FailureLimiter {
         let now = self.clock.now_ms();
         let window_ms = self.limit.window_ms();
         let mut map = self.windows();
-        if map.len() >= PRUNE_AT {
-            map.retain(|_, w| now - w.start < window_ms);
-        }
-        let w = map.entry(ip).or_insert(Window {
-            start: now,
-            used: 0,
-        });
-        if now - w.start >= window_ms {
-            *w = Window {
-                start: now,
-                used: 0,
-            };
-        }
+        let w = current(&mut map, ip, now, window_ms, window_ms);
         w.used = w.used.saturating_add(1);
     }
 }
