@@ -1,10 +1,11 @@
 //! Accounts, credits and the journal.
 
 use aibank_core::Usd;
-use aibank_store::models::{Account, NewJournalEntry};
+use aibank_store::models::Account;
 use aibank_store::schema::{accounts, journal_entries};
-use aibank_store::AnyConnection;
+use aibank_store::{stmt, AnyConnection};
 use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 
 use crate::{EntryKind, LedgerError};
 
@@ -53,13 +54,24 @@ pub fn credit(
         if current.checked_add(amount.micros()).is_none() {
             return Err(LedgerError::Overflow);
         }
-        diesel::update(accounts::table.find(account_id))
-            .set((
-                accounts::balance_micros.eq(accounts::balance_micros + amount.micros()),
-                accounts::updated_at.eq(now),
-            ))
-            .execute(conn)?;
-        journal(conn, account_id, amount.micros(), kind, reference, now)
+        let after: i64 = stmt(
+            "UPDATE accounts SET balance_micros = balance_micros + ?, updated_at = ? \
+             WHERE id = ? RETURNING balance_micros",
+        )
+        .int(amount.micros())
+        .int(now)
+        .text(account_id)
+        .returning::<BigInt>()
+        .get_result(conn)?;
+        journal(
+            conn,
+            account_id,
+            amount.micros(),
+            after,
+            kind,
+            reference,
+            now,
+        )
     })
 }
 
@@ -67,16 +79,12 @@ pub fn credit(
 /// on PostgreSQL; SQLite's write transaction already holds the database) and returns its
 /// balance.
 pub(crate) fn lock(conn: &mut AnyConnection, account_id: &str) -> Result<i64, LedgerError> {
-    let n = diesel::update(accounts::table.find(account_id))
-        .set(accounts::updated_at.eq(accounts::updated_at))
-        .execute(conn)?;
-    if n == 0 {
-        return Err(LedgerError::AccountNotFound);
-    }
-    Ok(accounts::table
-        .find(account_id)
-        .select(accounts::balance_micros)
-        .first(conn)?)
+    stmt("UPDATE accounts SET updated_at = updated_at WHERE id = ? RETURNING balance_micros")
+        .text(account_id)
+        .returning::<BigInt>()
+        .get_result(conn)
+        .optional()?
+        .ok_or(LedgerError::AccountNotFound)
 }
 
 /// Takes `amount` from the balance if and only if it covers it (one conditional UPDATE),
@@ -94,54 +102,61 @@ pub(crate) fn debit(
     } else {
         (amount.micros(), 0)
     };
-    let updated = diesel::update(
-        accounts::table
-            .find(account_id)
-            .filter(accounts::balance_micros.ge(amount.micros())),
+    let after: Option<i64> = stmt(
+        "UPDATE accounts SET balance_micros = balance_micros - ?, \
+         total_spent_micros = total_spent_micros + ?, held_micros = held_micros + ?, \
+         updated_at = ? WHERE id = ? AND balance_micros >= ? RETURNING balance_micros",
     )
-    .set((
-        accounts::balance_micros.eq(accounts::balance_micros - amount.micros()),
-        accounts::total_spent_micros.eq(accounts::total_spent_micros + spent),
-        accounts::held_micros.eq(accounts::held_micros + held),
-        accounts::updated_at.eq(now),
-    ))
-    .execute(conn)?;
-    if updated == 0 {
+    .int(amount.micros())
+    .int(spent)
+    .int(held)
+    .int(now)
+    .text(account_id)
+    .int(amount.micros())
+    .returning::<BigInt>()
+    .get_result(conn)
+    .optional()?;
+    let Some(after) = after else {
         let account = balance(conn, account_id)?;
         return Err(LedgerError::InsufficientCredits {
             balance: Usd::from_micros(account.balance_micros),
             required: amount,
         });
-    }
-    journal(conn, account_id, -amount.micros(), kind, reference, now)
+    };
+    journal(
+        conn,
+        account_id,
+        -amount.micros(),
+        after,
+        kind,
+        reference,
+        now,
+    )
 }
 
-/// Writes one journal row for a change already applied to the account; returns the balance
-/// after it.
+/// Writes one journal row for a change already applied to the account, whose balance it
+/// left at `after`; returns that balance.
 pub(crate) fn journal(
     conn: &mut AnyConnection,
     account_id: &str,
     delta: i64,
+    after: i64,
     kind: EntryKind,
     reference: Option<&str>,
     now: i64,
 ) -> Result<Usd, LedgerError> {
-    // Read after our own UPDATE: this transaction holds the row (PostgreSQL) or the
-    // database (SQLite) write lock, so the value is the one we produced.
-    let after: i64 = accounts::table
-        .find(account_id)
-        .select(accounts::balance_micros)
-        .first(conn)?;
-    diesel::insert_into(journal_entries::table)
-        .values(&NewJournalEntry {
-            account_id,
-            delta_micros: delta,
-            balance_after_micros: after,
-            kind: kind.as_str(),
-            reference,
-            created_at: now,
-        })
-        .execute(conn)?;
+    stmt(
+        "INSERT INTO journal_entries \
+         (account_id, delta_micros, balance_after_micros, kind, reference, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .text(account_id)
+    .int(delta)
+    .int(after)
+    .text(kind.as_str())
+    .opt_text(reference)
+    .int(now)
+    .execute(conn)?;
     if crate::SPEND_KINDS.contains(&kind.as_str()) {
         add_to_bucket(conn, account_id, now, -delta)?;
     }
@@ -163,27 +178,15 @@ fn add_to_bucket(
     at: i64,
     amount: i64,
 ) -> Result<(), LedgerError> {
-    use aibank_store::schema::spend_buckets as b;
-    let row = (
-        b::account_id.eq(account_id),
-        b::bucket_start.eq(bucket_of(at)),
-        b::amount_micros.eq(amount),
-    );
-    let add = b::amount_micros.eq(b::amount_micros + amount);
-    match conn {
-        AnyConnection::Sqlite(c) => diesel::insert_into(b::table)
-            .values(row)
-            .on_conflict((b::account_id, b::bucket_start))
-            .do_update()
-            .set(add)
-            .execute(c)?,
-        AnyConnection::Postgresql(c) => diesel::insert_into(b::table)
-            .values(row)
-            .on_conflict((b::account_id, b::bucket_start))
-            .do_update()
-            .set(add)
-            .execute(c)?,
-    };
+    stmt(
+        "INSERT INTO spend_buckets (account_id, bucket_start, amount_micros) VALUES (?, ?, ?) \
+         ON CONFLICT (account_id, bucket_start) \
+         DO UPDATE SET amount_micros = spend_buckets.amount_micros + excluded.amount_micros",
+    )
+    .text(account_id)
+    .int(bucket_of(at))
+    .int(amount)
+    .execute(conn)?;
     Ok(())
 }
 

@@ -3,9 +3,10 @@
 use aibank_core::ids::new_id;
 use aibank_core::Usd;
 use aibank_store::models::{Hold, HOLD_CAPTURED, HOLD_EXPIRED, HOLD_OPEN, HOLD_RELEASED};
-use aibank_store::schema::{accounts, holds};
-use aibank_store::AnyConnection;
+use aibank_store::schema::holds;
+use aibank_store::{stmt, AnyConnection};
 use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 
 use crate::accounts::{debit, journal, lock};
 use crate::limits::{authorize, record_usage_with_id, UsageMeta};
@@ -42,19 +43,19 @@ pub fn place_hold(
         let id = new_id("hld");
         let balance = debit(conn, account_id, amount, EntryKind::Hold, Some(&id), now)?;
         let expires_at = now.saturating_add(ttl_ms);
-        diesel::insert_into(holds::table)
-            .values(&Hold {
-                id: id.clone(),
-                account_id: account_id.to_owned(),
-                amount_micros: amount.micros(),
-                captured_micros: None,
-                status: HOLD_OPEN.to_owned(),
-                reference: reference.map(str::to_owned),
-                created_at: now,
-                expires_at,
-                settled_at: None,
-            })
-            .execute(conn)?;
+        stmt(
+            "INSERT INTO holds (id, account_id, amount_micros, captured_micros, status, \
+             reference, created_at, expires_at, settled_at) \
+             VALUES (?, ?, ?, NULL, ?, ?, ?, ?, NULL)",
+        )
+        .text(&id)
+        .text(account_id)
+        .int(amount.micros())
+        .text(HOLD_OPEN)
+        .opt_text(reference)
+        .int(now)
+        .int(expires_at)
+        .execute(conn)?;
         Ok(HoldReceipt {
             id,
             amount,
@@ -76,19 +77,26 @@ fn settle(
 ) -> Result<(), LedgerError> {
     let hold_id = hold.id.as_str();
     lock(conn, &hold.account_id)?;
-    let mut q = diesel::update(holds::table.find(hold_id))
-        .filter(holds::status.eq(HOLD_OPEN))
-        .into_boxed();
-    if let Some(t) = expired_by {
-        q = q.filter(holds::expires_at.le(t));
+    let n = match expired_by {
+        None => stmt(
+            "UPDATE holds SET status = ?, captured_micros = ?, settled_at = ? \
+             WHERE id = ? AND status = ?",
+        ),
+        Some(_) => stmt(
+            "UPDATE holds SET status = ?, captured_micros = ?, settled_at = ? \
+             WHERE id = ? AND status = ? AND expires_at <= ?",
+        ),
     }
-    let n = q
-        .set((
-            holds::status.eq(status),
-            holds::captured_micros.eq(captured),
-            holds::settled_at.eq(now),
-        ))
-        .execute(conn)?;
+    .text(status)
+    .opt_int(captured)
+    .int(now)
+    .text(hold_id)
+    .text(HOLD_OPEN);
+    let n = match expired_by {
+        None => n,
+        Some(t) => n.int(t),
+    }
+    .execute(conn)?;
     if n == 0 {
         let status = holds::table
             .find(hold_id)
@@ -97,17 +105,21 @@ fn settle(
         return Err(LedgerError::HoldNotOpen { status });
     }
     // Return the reservation to the balance.
-    diesel::update(accounts::table.find(&hold.account_id))
-        .set((
-            accounts::balance_micros.eq(accounts::balance_micros + hold.amount_micros),
-            accounts::held_micros.eq(accounts::held_micros - hold.amount_micros),
-            accounts::updated_at.eq(now),
-        ))
-        .execute(conn)?;
+    let after: i64 = stmt(
+        "UPDATE accounts SET balance_micros = balance_micros + ?, \
+         held_micros = held_micros - ?, updated_at = ? WHERE id = ? RETURNING balance_micros",
+    )
+    .int(hold.amount_micros)
+    .int(hold.amount_micros)
+    .int(now)
+    .text(&hold.account_id)
+    .returning::<BigInt>()
+    .get_result(conn)?;
     journal(
         conn,
         &hold.account_id,
         hold.amount_micros,
+        after,
         EntryKind::Release,
         Some(hold_id),
         now,

@@ -11,11 +11,8 @@ use aibank_core::clock::rfc3339;
 use aibank_core::ids::new_id;
 use aibank_core::{ApiError, ErrorCode, Usd};
 use aibank_store::models::UsageEvent;
-use aibank_store::schema::{
-    accounts, agents, journal_entries, platforms, spend_buckets, wallet_transfers,
-};
-use aibank_store::AnyConnection;
-use diesel::dsl::sql;
+use aibank_store::schema::{agents, journal_entries, platforms, wallet_transfers};
+use aibank_store::{stmt, AnyConnection};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
@@ -234,6 +231,86 @@ fn transfer_rows(whose: Whose<'_>, since: i64) -> wallet_transfers::BoxedQuery<'
     }
 }
 
+impl<'a> Whose<'a> {
+    /// The form of a statement for this scope (see [`per_whose`]).
+    fn pick(self, forms: [&'static str; 2]) -> &'static str {
+        match self {
+            Whose::Account(_) => forms[0],
+            Whose::Platform(_) => forms[1],
+        }
+    }
+
+    fn id(self) -> &'a str {
+        match self {
+            Whose::Account(id) | Whose::Platform(id) => id,
+        }
+    }
+}
+
+/// A statement in its two forms: over one account's rows (`column = ?`), and over those of
+/// every agent of a platform; the scope's id is bound at the same place in both.
+macro_rules! per_whose {
+    ($head:expr, $column:literal, $tail:literal) => {
+        [
+            concat!($head, " WHERE ", $column, " = ?", $tail),
+            concat!(
+                $head,
+                " WHERE ",
+                $column,
+                " IN (SELECT id FROM agents WHERE platform_id = ?)",
+                $tail
+            ),
+        ]
+    };
+}
+
+/// Three sums by window (day, week, month: the `?`s are the first two windows' lower
+/// bounds) as BIGINT on both backends.
+macro_rules! three_windows {
+    ($at:literal, $amount:literal) => {
+        concat!(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN ",
+            $at,
+            " > ? THEN ",
+            $amount,
+            " ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN ",
+            $at,
+            " > ? THEN ",
+            $amount,
+            " ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(",
+            $amount,
+            "), 0) AS BIGINT)"
+        )
+    };
+}
+
+const BUCKET_SUMS: [&str; 2] = per_whose!(
+    concat!(
+        three_windows!("bucket_start", "amount_micros"),
+        " FROM spend_buckets"
+    ),
+    "account_id",
+    " AND bucket_start > ?"
+);
+const EDGE_SUM: [&str; 2] = per_whose!(
+    "SELECT CAST(COALESCE(SUM(delta_micros), 0) AS BIGINT) FROM journal_entries",
+    "account_id",
+    " AND kind IN (?, ?) AND created_at > ? AND created_at < ?"
+);
+const TRANSFER_SUMS: [&str; 2] = per_whose!(
+    concat!(
+        three_windows!("created_at", "usd_micros"),
+        " FROM wallet_transfers"
+    ),
+    "agent_id",
+    " AND status <> ? AND created_at > ?"
+);
+const HELD: [&str; 2] = per_whose!(
+    "SELECT CAST(COALESCE(SUM(held_micros), 0) AS BIGINT) FROM accounts",
+    "id",
+    ""
+);
+
 /// Charged-or-captured totals, plus wallet transfers, over the last day, week and month.
 ///
 /// A window (now − W, now] is summed as the hourly spend buckets that start after the
@@ -244,66 +321,45 @@ fn spent_since(
     whose: Whose<'_>,
     now: i64,
 ) -> Result<[i64; 3], LedgerError> {
+    type Sums = (BigInt, BigInt, BigInt);
     let starts = [now - DAY_MS, now - WEEK_MS, now - MONTH_MS];
     let first = starts.map(bucket_of);
-    // Bounds are our own integers, not input; CAST keeps SUM a BIGINT on PostgreSQL.
-    let select = sql::<(BigInt, BigInt, BigInt)>(&format!(
-        "CAST(COALESCE(SUM(CASE WHEN bucket_start > {} THEN amount_micros ELSE 0 END), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(CASE WHEN bucket_start > {} THEN amount_micros ELSE 0 END), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT)",
-        first[0], first[1]
-    ));
-    let (d, w, m): (i64, i64, i64) = bucket_rows(whose, first[2]).select(select).first(conn)?;
+    let (d, w, m): (i64, i64, i64) = stmt(whose.pick(BUCKET_SUMS))
+        .int(first[0])
+        .int(first[1])
+        .text(whose.id())
+        .int(first[2])
+        .returning::<Sums>()
+        .get_result(conn)?;
     let mut spent = [d, w, m];
     for (i, start) in starts.into_iter().enumerate() {
-        let edge: Vec<i64> = spend_rows(whose, start)
-            .filter(journal_entries::created_at.lt(first[i] + BUCKET_MS))
-            .select(journal_entries::delta_micros)
-            .load(conn)?;
-        spent[i] -= edge.iter().sum::<i64>();
+        let edge: i64 = stmt(whose.pick(EDGE_SUM))
+            .text(whose.id())
+            .text(SPEND_KINDS[0])
+            .text(SPEND_KINDS[1])
+            .int(start)
+            .int(first[i] + BUCKET_MS)
+            .returning::<BigInt>()
+            .get_result(conn)?;
+        spent[i] -= edge;
     }
-    let (day, week) = (starts[0], starts[1]);
-    let select = sql::<(BigInt, BigInt, BigInt)>(&format!(
-        "CAST(COALESCE(SUM(CASE WHEN created_at > {day} THEN usd_micros ELSE 0 END), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(CASE WHEN created_at > {week} THEN usd_micros ELSE 0 END), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(usd_micros), 0) AS BIGINT)"
-    ));
-    let (td, tw, tm): (i64, i64, i64) =
-        transfer_rows(whose, starts[2]).select(select).first(conn)?;
+    let (td, tw, tm): (i64, i64, i64) = stmt(whose.pick(TRANSFER_SUMS))
+        .int(starts[0])
+        .int(starts[1])
+        .text(whose.id())
+        .text(TRANSFER_FAILED)
+        .int(starts[2])
+        .returning::<Sums>()
+        .get_result(conn)?;
     Ok([spent[0] + td, spent[1] + tw, spent[2] + tm])
-}
-
-/// The spend buckets that start after `after`.
-fn bucket_rows(whose: Whose<'_>, after: i64) -> spend_buckets::BoxedQuery<'_, Db> {
-    let q = spend_buckets::table
-        .filter(spend_buckets::bucket_start.gt(after))
-        .into_boxed();
-    match whose {
-        Whose::Account(a) => q.filter(spend_buckets::account_id.eq(a)),
-        Whose::Platform(p) => q.filter(
-            spend_buckets::account_id.eq_any(
-                agents::table
-                    .filter(agents::platform_id.eq(p))
-                    .select(agents::id),
-            ),
-        ),
-    }
 }
 
 /// What open holds reserve.
 fn held_by(conn: &mut AnyConnection, whose: Whose<'_>) -> Result<i64, LedgerError> {
-    let q = accounts::table.select(accounts::held_micros).into_boxed();
-    let q = match whose {
-        Whose::Account(a) => q.filter(accounts::id.eq(a)),
-        Whose::Platform(p) => q.filter(
-            accounts::id.eq_any(
-                agents::table
-                    .filter(agents::platform_id.eq(p))
-                    .select(agents::id),
-            ),
-        ),
-    };
-    Ok(q.load::<i64>(conn)?.iter().sum())
+    Ok(stmt(whose.pick(HELD))
+        .text(whose.id())
+        .returning::<BigInt>()
+        .get_result(conn)?)
 }
 
 /// When enough of the window's oldest spending rolls off for `need` to be freed.
@@ -439,8 +495,8 @@ pub fn authorize(
     }
     let policy = load_policy(conn, account_id)?;
     if let Some((platform, _)) = &policy.fleet {
-        diesel::update(platforms::table.find(platform))
-            .set(platforms::id.eq(platforms::id))
+        stmt("UPDATE platforms SET id = id WHERE id = ?")
+            .text(platform)
             .execute(conn)?;
     }
     lock(conn, account_id)?;

@@ -7,9 +7,11 @@ pub mod models;
 pub mod pool;
 pub mod repo;
 pub mod schema;
+pub mod stmt;
 
 pub use conn::AnyConnection;
 pub use pool::{Backend, DbPool, PoolOptions, StoreError};
+pub use stmt::{stmt, Stmt};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 

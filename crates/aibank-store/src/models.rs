@@ -236,17 +236,6 @@ pub struct JournalEntry {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = journal_entries)]
-pub struct NewJournalEntry<'a> {
-    pub account_id: &'a str,
-    pub delta_micros: i64,
-    pub balance_after_micros: i64,
-    pub kind: &'a str,
-    pub reference: Option<&'a str>,
-    pub created_at: i64,
-}
-
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = usage_events)]
 pub struct UsageEvent {

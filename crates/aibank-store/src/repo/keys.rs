@@ -265,23 +265,22 @@ pub fn admit_message(
     now: i64,
 ) -> QueryResult<MessageWindow> {
     let expired_before = now.saturating_sub(window_ms);
-    diesel::update(
-        api_keys::table
-            .find(key_id)
-            .filter(api_keys::msg_window_start.le(expired_before)),
+    // Prepared once per connection: every metered gateway call runs these.
+    crate::stmt(
+        "UPDATE api_keys SET msg_window_start = ?, msg_count = 0 \
+         WHERE id = ? AND msg_window_start <= ?",
     )
-    .set((
-        api_keys::msg_window_start.eq(now),
-        api_keys::msg_count.eq(0),
-    ))
+    .int(now)
+    .text(key_id)
+    .int(expired_before)
     .execute(conn)?;
-    let admitted = diesel::update(
-        api_keys::table
-            .find(key_id)
-            .filter(api_keys::msg_count.lt(limit))
-            .filter(api_keys::msg_window_start.gt(expired_before)),
+    let admitted = crate::stmt(
+        "UPDATE api_keys SET msg_count = msg_count + 1 \
+         WHERE id = ? AND msg_count < ? AND msg_window_start > ?",
     )
-    .set(api_keys::msg_count.eq(api_keys::msg_count + 1))
+    .text(key_id)
+    .int(limit)
+    .int(expired_before)
     .execute(conn)?
         == 1;
     let (window_start, used) = api_keys::table

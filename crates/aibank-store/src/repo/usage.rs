@@ -9,10 +9,25 @@ use crate::models::UsageEvent;
 use crate::schema::usage_events;
 use crate::AnyConnection;
 
+/// Records one metered call (prepared once per connection: every gateway call writes one).
 pub fn insert(conn: &mut AnyConnection, event: &UsageEvent) -> QueryResult<()> {
-    diesel::insert_into(usage_events::table)
-        .values(event)
-        .execute(conn)?;
+    crate::stmt(
+        "INSERT INTO usage_events (id, agent_id, api_key_id, provider, model, input_tokens, \
+         output_tokens, cost_micros, request_id, created_at, description) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .text(&event.id)
+    .text(&event.agent_id)
+    .opt_text(event.api_key_id.as_deref())
+    .text(&event.provider)
+    .text(&event.model)
+    .int(event.input_tokens)
+    .int(event.output_tokens)
+    .int(event.cost_micros)
+    .opt_text(event.request_id.as_deref())
+    .int(event.created_at)
+    .opt_text(event.description.as_deref())
+    .execute(conn)?;
     Ok(())
 }
 
