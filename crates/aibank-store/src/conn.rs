@@ -37,9 +37,13 @@ impl AnyConnection {
         if !self.is_sqlite() {
             return self.transaction(f);
         }
-        let _writer = SqliteWriter::enter();
+        let writer = SqliteWriter::enter();
+        // Nested in a write transaction of this thread (a savepoint), the lock is held.
+        let outermost = writer.ticket.is_some();
         self.transaction(|conn| {
-            conn.batch_execute("UPDATE platforms SET id = id WHERE 0 = 1")?;
+            if outermost {
+                conn.batch_execute("UPDATE platforms SET id = id WHERE 0 = 1")?;
+            }
             f(conn)
         })
     }

@@ -172,11 +172,14 @@ impl Manager {
             Target::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
                 // busy_timeout first, so switching to WAL waits for other openers.
+                // temp_store: the sub-journals of savepoints (every group-committed write
+                // runs in one) stay in memory instead of spilling to temporary files.
                 conn.batch_execute(
                     "PRAGMA busy_timeout = 10000;
                      PRAGMA journal_mode = WAL;
                      PRAGMA synchronous = FULL;
-                     PRAGMA foreign_keys = ON;",
+                     PRAGMA foreign_keys = ON;
+                     PRAGMA temp_store = MEMORY;",
                 )?;
                 Ok(AnyConnection::Sqlite(conn))
             }
