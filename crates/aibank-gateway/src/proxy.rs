@@ -497,8 +497,11 @@ async fn reserve(
     let max = bill.max_cost(max_out);
     let ttl = gw.hold_ttl_ms();
     let (agent, now, reference) = (bill.agent_id.clone(), gw.now_ms(), bill.request_id.clone());
+    // Not waiting for the disk: if a crash loses the hold, it loses the call's capture
+    // with it (a later durable commit would have saved both), and the account is as if the
+    // call had never been made — what the sweeper makes of a durable hold never captured.
     gw.pool
-        .write(move |c| {
+        .write_unsynced(move |c| {
             if let Some(q) = &quota {
                 if let Err(e) = q.admit(c, now)? {
                     return Ok(Err(e));

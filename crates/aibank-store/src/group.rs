@@ -11,6 +11,7 @@
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 
+use diesel::connection::SimpleConnection;
 use diesel::Connection;
 
 use crate::{AnyConnection, StoreError};
@@ -24,9 +25,12 @@ trait Job: Send {
     fn run(&mut self, conn: &mut AnyConnection);
     /// Answers the submitter once the batch committed (`None`) or could not (`Some`).
     fn finish(self: Box<Self>, failure: Option<&str>);
+    /// Whether the answer must wait for the commit to be on disk.
+    fn synced(&self) -> bool;
 }
 
 struct Pending<T, E, F> {
+    synced: bool,
     write: Option<F>,
     result: Option<Result<T, E>>,
     reply: tokio::sync::oneshot::Sender<Result<T, E>>,
@@ -55,6 +59,10 @@ where
         };
         let _ = self.reply.send(out);
     }
+
+    fn synced(&self) -> bool {
+        self.synced
+    }
 }
 
 /// The handle writes are submitted through; the thread ends when every handle is gone.
@@ -76,7 +84,8 @@ impl GroupWriter {
         Ok(GroupWriter { jobs })
     }
 
-    pub(crate) async fn write<T, E, F>(&self, write: F) -> Result<T, E>
+    /// Submits a write; `synced`: answer only once its commit is on disk.
+    pub(crate) async fn write<T, E, F>(&self, synced: bool, write: F) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -84,6 +93,7 @@ impl GroupWriter {
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = Box::new(Pending {
+            synced,
             write: Some(write),
             result: None,
             reply,
@@ -102,6 +112,8 @@ where
     O: Fn() -> Result<AnyConnection, StoreError>,
 {
     let mut conn: Option<AnyConnection> = None;
+    // The connection's `synchronous` setting: FULL when opened.
+    let mut syncing = true;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -110,7 +122,13 @@ where
                 Err(_) => break,
             }
         }
-        let c = match conn.take().map_or_else(open, Ok) {
+        let c = match conn.take().map_or_else(
+            || {
+                syncing = true;
+                open()
+            },
+            Ok,
+        ) {
             Ok(c) => conn.insert(c),
             Err(e) => {
                 tracing::warn!(error = %e, "the SQLite writer cannot open its connection");
@@ -121,6 +139,24 @@ where
                 continue;
             }
         };
+        let sync = batch.iter().any(|j| j.synced());
+        if sync != syncing {
+            let pragma = if sync {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            if let Err(e) = c.batch_execute(pragma) {
+                tracing::warn!(error = %e, "the SQLite writer cannot set its sync mode");
+                let why = e.to_string();
+                for job in batch {
+                    job.finish(Some(&why));
+                }
+                conn = None;
+                continue;
+            }
+            syncing = sync;
+        }
         // A panic inside a write must not stop every later one: drop the connection (its
         // transaction state is unknown) and answer the batch as failed.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

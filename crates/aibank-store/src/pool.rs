@@ -296,8 +296,39 @@ impl DbPool {
         E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
     {
         match &self.writer {
-            Some(w) => w.write(f).await,
+            Some(w) => w.write(true, f).await,
             None => self.run(move |c| c.write_tx(f)).await,
+        }
+    }
+
+    /// Like [`DbPool::write`], but answered once committed — visible to every later
+    /// transaction — without waiting for the commit to reach the disk: a crash of the
+    /// machine (on PostgreSQL, of the database server) may undo it. Every later durable
+    /// commit makes it durable too (both backends replay their log in order).
+    ///
+    /// Only for writes whose loss is harmless by construction: a gateway call's hold is one.
+    /// If the hold is lost, so is everything the call would have written after it, and
+    /// the account is as it was before the call: the same outcome as a durable hold that
+    /// nobody captured, which the sweeper releases.
+    pub async fn write_unsynced<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
+    {
+        match &self.writer {
+            Some(w) => w.write(false, f).await,
+            None => {
+                self.run(move |c| {
+                    c.write_tx(|c| {
+                        if !c.is_sqlite() {
+                            c.batch_execute("SET LOCAL synchronous_commit = off")?;
+                        }
+                        f(c)
+                    })
+                })
+                .await
+            }
         }
     }
 

@@ -90,3 +90,96 @@ async fn concurrent_writes_commit_or_roll_back_each_on_its_own() {
         .unwrap();
     assert_eq!(after, 1);
 }
+
+/// The running transaction's commit setting: SQLite's `synchronous` level (2 = FULL, an
+/// fsync at every commit; 1 = NORMAL) or PostgreSQL's `synchronous_commit`.
+fn commit_setting(c: &mut aibank_store::AnyConnection) -> QueryResult<String> {
+    use diesel::sql_types::{BigInt, Text};
+    #[derive(QueryableByName)]
+    struct Level {
+        #[diesel(sql_type = BigInt)]
+        synchronous: i64,
+    }
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        synchronous_commit: String,
+    }
+    Ok(if c.is_sqlite() {
+        diesel::sql_query("PRAGMA synchronous")
+            .get_result::<Level>(c)?
+            .synchronous
+            .to_string()
+    } else {
+        diesel::sql_query("SHOW synchronous_commit")
+            .get_result::<Setting>(c)?
+            .synchronous_commit
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unsynced_write_never_takes_a_durable_one_with_it() {
+    let db = TestDb::fresh();
+    let pool = DbPool::connect(&db.url, &pool_options()).unwrap();
+    pool.migrate().unwrap();
+    // Durable writes keep the connections' setting (SQLite: FULL; PostgreSQL: the
+    // server's, which the throwaway test clusters turn off for speed).
+    let durable = commit_setting(&mut pool.get().unwrap()).unwrap();
+    let unsynced = if pool.backend() == aibank_store::Backend::Sqlite {
+        assert_eq!(durable, "2");
+        "1"
+    } else {
+        "off"
+    };
+    // Alone, each gets its own kind of commit.
+    let seen = pool
+        .write_unsynced(|c| commit_setting(c).map_err(E::from))
+        .await
+        .unwrap();
+    assert_eq!(seen, unsynced);
+    let seen = pool
+        .write(|c| commit_setting(c).map_err(E::from))
+        .await
+        .unwrap();
+    assert_eq!(seen, durable);
+    // Mixed and concurrent (on SQLite they share batches): every durable write is
+    // committed durably, and every write is committed and visible.
+    let writes = (0..200).map(|i| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let write = move |c: &mut aibank_store::AnyConnection| {
+                insert(c, &format!("w_{i}"))?;
+                commit_setting(c).map_err(E::from)
+            };
+            let is_durable = i % 3 == 0;
+            let seen = if is_durable {
+                pool.write(write).await
+            } else {
+                pool.write_unsynced(write).await
+            };
+            (is_durable, seen.unwrap())
+        })
+    });
+    for r in futures_util::future::join_all(writes).await {
+        let (is_durable, seen) = r.unwrap();
+        if is_durable {
+            assert_eq!(
+                seen, durable,
+                "a durable write was committed without waiting"
+            );
+        }
+    }
+    let mut c = pool.get().unwrap();
+    let n: i64 = platforms::table
+        .filter(platforms::id.like("w_%"))
+        .count()
+        .get_result(&mut c)
+        .unwrap();
+    assert_eq!(n, 200);
+    // The writer is back to durable commits for the next durable write.
+    let seen = pool
+        .write(|c| commit_setting(c).map_err(E::from))
+        .await
+        .unwrap();
+    assert_eq!(seen, durable);
+}
