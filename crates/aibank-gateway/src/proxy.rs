@@ -334,37 +334,19 @@ async fn settle(
     let res = gw
         .pool
         .write(move |c| -> Result<(Usd, Usd), LedgerError> {
-                let collected = match hold {
-                    None => Usd::ZERO,
-                    Some(hold) => {
-                        let covered = if cost > hold.amount { hold.amount } else { cost };
-                        match aibank_ledger::capture(c, &hold.id, covered, None, now) {
-                            Ok(_) if cost > hold.amount && !within_hold => {
-                                let over = Usd::from_micros(cost.micros() - hold.amount.micros());
-                                match aibank_ledger::charge(c, &agent, over, None, now) {
-                                    Ok(_) => cost,
-                                    Err(e) => {
-                                        tracing::warn!(agent_id = %agent, overage = %over, error = %e, "usage beyond the hold was not collected");
-                                        covered
-                                    }
-                                }
-                            }
-                            Ok(_) => covered,
-                            // The hold expired under a very long call: charge directly.
-                            Err(LedgerError::HoldNotOpen { .. }) => {
-                                aibank_ledger::charge(c, &agent, cost, None, now)?;
-                                cost
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                };
-                aibank_ledger::record_usage(c, &agent, collected, &meta, now)?;
-                if let Some((chain, hash)) = &payment {
-                    aibank_store::repo::payments::set_cost(c, chain, hash, collected.micros())?;
-                }
-                let balance = aibank_ledger::balance(c, &agent)?.balance_micros;
-                Ok((collected, Usd::from_micros(balance)))
+            let (collected, balance) = match hold {
+                None => (Usd::ZERO, None),
+                Some(hold) => collect(c, &agent, &hold, cost, within_hold, now)?,
+            };
+            aibank_ledger::record_usage(c, &agent, collected, &meta, now)?;
+            if let Some((chain, hash)) = &payment {
+                aibank_store::repo::payments::set_cost(c, chain, hash, collected.micros())?;
+            }
+            let balance = match balance {
+                Some(b) => b,
+                None => Usd::from_micros(aibank_ledger::balance(c, &agent)?.balance_micros),
+            };
+            Ok((collected, balance))
         })
         .await;
     match res {
@@ -373,6 +355,43 @@ async fn settle(
             tracing::error!(agent_id = %bill.agent_id, error = %e, "settling a gateway call failed");
             (Usd::ZERO, None)
         }
+    }
+}
+
+/// Takes a call's `cost` from its hold (the hold's account is the agent's): what was
+/// collected and, when that left it known, the balance after.
+fn collect(
+    c: &mut AnyConnection,
+    agent: &str,
+    hold: &HoldReceipt,
+    cost: Usd,
+    within_hold: bool,
+    now: i64,
+) -> Result<(Usd, Option<Usd>), LedgerError> {
+    let covered = if cost > hold.amount {
+        hold.amount
+    } else {
+        cost
+    };
+    match aibank_ledger::capture(c, &hold.id, covered, None, now) {
+        Ok(captured) if cost > hold.amount && !within_hold => {
+            let over = Usd::from_micros(cost.micros() - hold.amount.micros());
+            match aibank_ledger::charge(c, agent, over, None, now) {
+                Ok((_, balance)) => Ok((cost, Some(balance))),
+                Err(e) => {
+                    tracing::warn!(agent_id = %agent, overage = %over, error = %e,
+                        "usage beyond the hold was not collected");
+                    Ok((covered, Some(captured.balance)))
+                }
+            }
+        }
+        Ok(captured) => Ok((covered, Some(captured.balance))),
+        // The hold expired under a very long call: charge directly.
+        Err(LedgerError::HoldNotOpen { .. }) => {
+            let (_, balance) = aibank_ledger::charge(c, agent, cost, None, now)?;
+            Ok((cost, Some(balance)))
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -295,10 +295,7 @@ impl DbPool {
         T: Send + 'static,
         E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
     {
-        match &self.writer {
-            Some(w) => w.write(true, f).await,
-            None => self.run(move |c| c.write_tx(f)).await,
-        }
+        self.write_as(true, f).await
     }
 
     /// Like [`DbPool::write`], but answered once committed — visible to every later
@@ -316,12 +313,21 @@ impl DbPool {
         T: Send + 'static,
         E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
     {
+        self.write_as(false, f).await
+    }
+
+    async fn write_as<T, E, F>(&self, synced: bool, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
+    {
         match &self.writer {
-            Some(w) => w.write(false, f).await,
+            Some(w) => w.write(synced, f).await,
             None => {
                 self.run(move |c| {
                     c.write_tx(|c| {
-                        if !c.is_sqlite() {
+                        if !synced && !c.is_sqlite() {
                             c.batch_execute("SET LOCAL synchronous_commit = off")?;
                         }
                         f(c)
