@@ -224,40 +224,51 @@ pub async fn balances(
         .evm_address
         .parse()
         .map_err(|_| ApiError::internal("stored wallet address is not an address"))?;
-    let mut out = Vec::new();
+    // Each chain once, in the order asked; every name checked before any chain is asked.
+    let mut chains: Vec<Option<Chain>> = Vec::new();
     for name in &names {
-        if name == "solana" {
-            out.push(unavailable(
-                "solana",
-                "Solana balances are not supported yet",
-            ));
-            continue;
-        }
-        let Some(chain) = Chain::parse(name) else {
-            return Err(ApiError::invalid_field(
-                "chains",
-                format!("Unknown chain `{name}`: use ethereum, base, base-sepolia or solana"),
-            ));
+        let chain = if name == "solana" {
+            None
+        } else {
+            Some(Chain::parse(name).ok_or_else(|| {
+                ApiError::invalid_field(
+                    "chains",
+                    format!("Unknown chain `{name}`: use ethereum, base, base-sepolia or solana"),
+                )
+            })?)
         };
-        let Some(rpc) = state.wallets.rpc(chain) else {
-            out.push(unavailable(chain.name(), "no RPC endpoint is configured"));
-            continue;
-        };
-        let read = async {
-            rpc.check_chain().await?;
-            tokio::try_join!(rpc.native_balance(address), rpc.usdc_balance(address))
-        };
-        match read.await {
-            Ok((native, usdc)) => out.push(json!({
-                "chain": chain.name(),
-                "available": true,
-                "address": w.evm_address,
-                "native": token(Currency::Eth, native),
-                "usdc": token(Currency::Usdc, usdc),
-            })),
-            Err(e) => out.push(unavailable(chain.name(), e)),
+        if !chains.contains(&chain) {
+            chains.push(chain);
         }
     }
+    // The chains are asked at once: a slow endpoint costs its own timeout, not everyone's.
+    let reads = chains.into_iter().map(|chain| {
+        let evm_address = &w.evm_address;
+        let wallets = &state.wallets;
+        async move {
+            let Some(chain) = chain else {
+                return unavailable("solana", "Solana balances are not supported yet");
+            };
+            let Some(rpc) = wallets.rpc(chain) else {
+                return unavailable(chain.name(), "no RPC endpoint is configured");
+            };
+            let read = async {
+                rpc.check_chain().await?;
+                tokio::try_join!(rpc.native_balance(address), rpc.usdc_balance(address))
+            };
+            match read.await {
+                Ok((native, usdc)) => json!({
+                    "chain": chain.name(),
+                    "available": true,
+                    "address": evm_address,
+                    "native": token(Currency::Eth, native),
+                    "usdc": token(Currency::Usdc, usdc),
+                }),
+                Err(e) => unavailable(chain.name(), e),
+            }
+        }
+    });
+    let out = futures_util::future::join_all(reads).await;
     Ok(web::Json(json!({ "wallet_id": w.id, "balances": out })))
 }
 
@@ -279,7 +290,9 @@ pub async fn transactions(
                 .map_err(StoreError::from)
         })
         .await?;
-    state.wallets.refresh(&mut rows).await;
+    // The extra row only tells whether there is a next page: it is not shown.
+    let shown = rows.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
+    state.wallets.refresh(&mut rows[..shown]).await;
     Ok(web::Json(Page::from_rows(
         rows,
         limit,
