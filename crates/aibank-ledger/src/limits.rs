@@ -211,7 +211,7 @@ fn spend_rows(whose: Whose<'_>, since: i64) -> journal_entries::BoxedQuery<'_, D
 }
 
 /// A wallet transfer counts against the limits unless it failed (nothing moved).
-pub const TRANSFER_FAILED: &str = "failed";
+pub use aibank_store::models::TRANSFER_FAILED;
 
 /// The wallet transfers that count as spending after `since`.
 fn transfer_rows(whose: Whose<'_>, since: i64) -> wallet_transfers::BoxedQuery<'_, Db> {

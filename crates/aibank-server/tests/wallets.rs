@@ -1003,3 +1003,114 @@ fn alloy_signer_from(secret: &[u8]) -> String {
     let signer = alloy::signers::local::PrivateKeySigner::from_slice(secret).expect("a valid key");
     signer.address().to_checksum(None)
 }
+
+/// A transfer row as `reserve` writes it, with this nonce and status.
+fn transfer_row(
+    id: &str,
+    agent: &str,
+    wallet: &str,
+    chain: &str,
+    nonce: Option<i64>,
+    status: &str,
+) -> aibank_store::models::WalletTransfer {
+    aibank_store::models::WalletTransfer {
+        id: id.to_owned(),
+        wallet_id: wallet.to_owned(),
+        agent_id: agent.to_owned(),
+        chain: chain.to_owned(),
+        from_address: stranger(1),
+        to_address: stranger(2),
+        currency: "USDC".to_owned(),
+        amount: "1".to_owned(),
+        amount_base: "1000000".to_owned(),
+        usd_micros: 1_000_000,
+        nonce,
+        tx_hash: None,
+        status: status.to_owned(),
+        error: None,
+        block_number: None,
+        idempotency_key: None,
+        request_hash: None,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nonce_freed_by_a_failed_transfer_is_taken_again() {
+    use aibank_store::repo::wallets::take_nonce;
+    use diesel::prelude::*;
+
+    let app = spawn_app().await;
+    let (agent_id, _, wallet, _) = agent(&app).await;
+    let rows = [
+        ("held5", "base-sepolia", Some(5), "pending"),
+        // Failed before it reached the chain: its nonce is free again.
+        ("free6", "base-sepolia", Some(6), "failed"),
+        ("held7", "base-sepolia", Some(7), "sending"),
+        ("held9", "base-sepolia", Some(9), "confirmed"),
+        // Another chain counts its own nonces.
+        ("other6", "ethereum", Some(6), "pending"),
+    ];
+    let mut c = app.pool.get().unwrap();
+    for (id, chain, nonce, status) in rows {
+        diesel::insert_into(aibank_store::schema::wallet_transfers::table)
+            .values(&transfer_row(id, &agent_id, &wallet, chain, nonce, status))
+            .execute(&mut c)
+            .unwrap();
+    }
+    let mut take = |id: &str, floor: i64| {
+        diesel::insert_into(aibank_store::schema::wallet_transfers::table)
+            .values(&transfer_row(
+                id,
+                &agent_id,
+                &wallet,
+                "base-sepolia",
+                None,
+                "sending",
+            ))
+            .execute(&mut c)
+            .unwrap();
+        take_nonce(&mut c, id, &wallet, "base-sepolia", floor).unwrap()
+    };
+    // The gap a failed transfer left is filled first, then the next free ones.
+    assert_eq!(take("new1", 5), 6);
+    assert_eq!(take("new2", 5), 8);
+    assert_eq!(take("new3", 5), 10);
+    // What the node counts is the floor.
+    assert_eq!(take("new4", 12), 12);
+    let recorded: Option<i64> = aibank_store::schema::wallet_transfers::table
+        .find("new1")
+        .select(aibank_store::schema::wallet_transfers::nonce)
+        .first(&mut c)
+        .unwrap();
+    assert_eq!(recorded, Some(6));
+    drop(c);
+
+    // Concurrent allocations never hand out one nonce twice.
+    let takes = (0..10).map(|i| {
+        let (pool, agent_id, wallet) = (app.pool.clone(), agent_id.clone(), wallet.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut c = pool.get().unwrap();
+            let id = format!("par{i}");
+            diesel::insert_into(aibank_store::schema::wallet_transfers::table)
+                .values(&transfer_row(
+                    &id,
+                    &agent_id,
+                    &wallet,
+                    "base-sepolia",
+                    None,
+                    "sending",
+                ))
+                .execute(&mut c)
+                .unwrap();
+            take_nonce(&mut c, &id, &wallet, "base-sepolia", 20).unwrap()
+        })
+    });
+    let got: BTreeSet<i64> = futures_util::future::join_all(takes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, (20..30).collect());
+}

@@ -252,6 +252,10 @@ pub struct UsageEvent {
     pub description: Option<String>,
 }
 
+/// The status of a wallet transfer that moved nothing (it counts against no limit and
+/// holds no nonce).
+pub const TRANSFER_FAILED: &str = "failed";
+
 pub const HOLD_OPEN: &str = "open";
 pub const HOLD_CAPTURED: &str = "captured";
 pub const HOLD_RELEASED: &str = "released";

@@ -9,7 +9,7 @@ use aibank_core::ids::new_id;
 use aibank_core::Usd;
 use aibank_ledger::limits::TRANSFER_FAILED;
 use aibank_store::models::{Wallet, WalletTransfer};
-use aibank_store::schema::{wallet_allowlist, wallet_nonces, wallet_transfers};
+use aibank_store::schema::{wallet_allowlist, wallet_transfers};
 use aibank_store::{is_unique_violation, AnyConnection, StoreError, TxStop};
 use alloy::primitives::{Address, U256};
 use diesel::prelude::*;
@@ -177,7 +177,6 @@ impl Wallets {
                 return Ok((prev, true));
             }
         }
-        self.check_allowed(&wallet.id, spec.to).await?;
         let rpc = self
             .rpc(spec.chain)
             .ok_or(WalletError::NoRpc(spec.chain.name()))?;
@@ -241,33 +240,32 @@ impl Wallets {
         }
     }
 
-    async fn check_allowed(&self, wallet_id: &str, to: Address) -> Result<(), WalletError> {
-        let (wallet_id, to_lower) = (wallet_id.to_owned(), format!("{to:#x}"));
-        let (entries, listed): (i64, i64) = self
-            .pool
-            .run(move |c| {
-                let entries = wallet_allowlist::table
-                    .filter(wallet_allowlist::wallet_id.eq(&wallet_id))
-                    .count()
-                    .get_result(c)?;
-                let listed = wallet_allowlist::table
-                    .filter(wallet_allowlist::wallet_id.eq(&wallet_id))
-                    .filter(wallet_allowlist::address.eq(&to_lower))
-                    .count()
-                    .get_result(c)?;
-                Ok::<_, StoreError>((entries, listed))
-            })
-            .await?;
-        if entries > 0 && listed == 0 {
-            return Err(WalletError::AddressNotAllowed {
-                to: to.to_checksum(None),
-            });
+    /// Refuses a recipient the wallet's allowlist does not name (an empty list allows all).
+    fn check_allowed(
+        c: &mut AnyConnection,
+        wallet_id: &str,
+        to: Address,
+    ) -> Result<(), TxStop<Raced, WalletError>> {
+        let to_lower = format!("{to:#x}");
+        let listed = wallet_allowlist::table.filter(wallet_allowlist::wallet_id.eq(wallet_id));
+        let entries: i64 = listed.count().get_result(c)?;
+        if entries > 0 {
+            let allowed: i64 = listed
+                .filter(wallet_allowlist::address.eq(&to_lower))
+                .count()
+                .get_result(c)?;
+            if allowed == 0 {
+                return Err(TxStop::Failed(WalletError::AddressNotAllowed {
+                    to: to.to_checksum(None),
+                }));
+            }
         }
         Ok(())
     }
 
-    /// Checks the spending limits and records the transfer, atomically: concurrent
-    /// transfers (and credit spends) of one agent serialise on its account row.
+    /// Checks the recipient allowlist and the spending limits and records the transfer,
+    /// atomically: concurrent transfers (and credit spends) of one agent serialise on its
+    /// account row, and a recipient removed from the list is not paid after.
     async fn reserve(
         &self,
         wallet: &Wallet,
@@ -296,10 +294,11 @@ impl Wallets {
             created_at: now,
             updated_at: now,
         };
-        let usd = spec.usd;
+        let (usd, to) = (spec.usd, spec.to);
         self.pool
             .run(move |c| {
                 c.write_tx(|c| {
+                    Self::check_allowed(c, &row.wallet_id, to)?;
                     aibank_ledger::authorize(c, &row.agent_id, usd, now)
                         .map_err(|e| TxStop::Failed(e.into()))?;
                     match diesel::insert_into(wallet_transfers::table)
@@ -359,19 +358,21 @@ impl Wallets {
             Ok(n) => n,
             Err(e) => return Err(self.refused(&mut row, e).await),
         };
-        let nonce = self
-            .allocate_nonce(&wallet.id, spec.chain, chain_nonce)
-            .await?;
+        // A failure from here to the broadcast marks the row failed, which frees the nonce.
+        let nonce = match self.take_nonce(&row, chain_nonce).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.fail(&mut row, "no nonce could be allocated").await?;
+                return Err(e);
+            }
+        };
         row.nonce = Some(i64::try_from(nonce).unwrap_or(i64::MAX));
         let raw_tx = match rpc
             .sign_transfer(signer, spec.currency, spec.to, spec.base_units, nonce)
             .await
         {
             Ok(s) => s,
-            Err(e) => {
-                self.give_back_nonce(&wallet.id, spec.chain, nonce).await;
-                return Err(self.refused(&mut row, e).await);
-            }
+            Err(e) => return Err(self.refused(&mut row, e).await),
         };
         // The hash is on record before the transaction can exist anywhere else.
         row.tx_hash = Some(format!("{:#x}", raw_tx.hash));
@@ -379,7 +380,6 @@ impl Wallets {
         match rpc.broadcast(&raw_tx).await {
             Ok(()) => {}
             Err(e @ RpcError::Rejected { .. }) => {
-                self.give_back_nonce(&wallet.id, spec.chain, nonce).await;
                 row.tx_hash = None;
                 return Err(self.refused(&mut row, e).await);
             }
@@ -463,90 +463,63 @@ impl Wallets {
         Ok(())
     }
 
-    /// The next nonce for this wallet on this chain: the larger of what the node counts
-    /// (mined and pooled) and what this server has handed out, under the row's lock.
-    async fn allocate_nonce(
-        &self,
-        wallet_id: &str,
-        chain: Chain,
-        chain_nonce: u64,
-    ) -> Result<u64, WalletError> {
-        let (wallet_id, chain) = (wallet_id.to_owned(), chain.name());
-        let chain_nonce = i64::try_from(chain_nonce).unwrap_or(i64::MAX);
-        let nonce: i64 = self
+    /// This transfer's nonce: see [`aibank_store::repo::wallets::take_nonce`].
+    async fn take_nonce(&self, row: &WalletTransfer, chain_nonce: u64) -> Result<u64, WalletError> {
+        let (id, wallet_id, chain) = (row.id.clone(), row.wallet_id.clone(), row.chain.clone());
+        let floor = i64::try_from(chain_nonce).unwrap_or(i64::MAX);
+        let nonce = self
             .pool
             .run(move |c| {
-                ensure_nonce_row(c, &wallet_id, chain)?;
-                c.write_tx(|c| {
-                    let row = wallet_nonces::table
-                        .filter(wallet_nonces::wallet_id.eq(&wallet_id))
-                        .filter(wallet_nonces::chain.eq(chain));
-                    // Lock the row first (both backends), then read it.
-                    diesel::update(row)
-                        .set(wallet_nonces::next_nonce.eq(wallet_nonces::next_nonce))
-                        .execute(c)?;
-                    let stored: i64 = row.select(wallet_nonces::next_nonce).first(c)?;
-                    let nonce = stored.max(chain_nonce);
-                    diesel::update(row)
-                        .set(wallet_nonces::next_nonce.eq(nonce + 1))
-                        .execute(c)?;
-                    Ok::<_, StoreError>(nonce)
-                })
+                aibank_store::repo::wallets::take_nonce(c, &id, &wallet_id, &chain, floor)
+                    .map_err(StoreError::from)
             })
             .await?;
         Ok(u64::try_from(nonce).unwrap_or_default())
     }
 
-    /// Returns a nonce that was never broadcast, if no later one was handed out since, so
-    /// the next transfer does not leave a gap the chain would wait on forever.
-    async fn give_back_nonce(&self, wallet_id: &str, chain: Chain, nonce: u64) {
-        let (wallet_id, chain) = (wallet_id.to_owned(), chain.name());
-        let Ok(nonce) = i64::try_from(nonce) else {
-            return;
-        };
-        let res = self
-            .pool
-            .run(move |c| {
-                diesel::update(
-                    wallet_nonces::table
-                        .filter(wallet_nonces::wallet_id.eq(&wallet_id))
-                        .filter(wallet_nonces::chain.eq(chain))
-                        .filter(wallet_nonces::next_nonce.eq(nonce + 1)),
-                )
-                .set(wallet_nonces::next_nonce.eq(nonce))
-                .execute(c)
-                .map_err(StoreError::from)
-            })
-            .await;
-        if let Err(e) = res {
-            tracing::warn!(error = %e, "could not return an unused nonce");
-        }
-    }
-
-    /// Brings `pending` transfers up to date with their receipts (best effort: a chain
-    /// that cannot be reached leaves them as they are).
+    /// Brings transfers that went out but are not settled up to date with their receipts
+    /// (best effort: a chain that cannot be reached leaves them as they are). That is
+    /// `pending` ones, and `sending` ones with a hash, which a crash may have left between
+    /// the broadcast and the record of it.
     pub async fn refresh(&self, rows: &mut [WalletTransfer]) {
-        // A chain that fails once is not asked again for this page: a listing must not
-        // wait one RPC timeout per pending transfer.
-        let mut down: Vec<Chain> = Vec::new();
-        for row in rows.iter_mut().filter(|r| r.status == PENDING) {
-            let Some(rpc) = Chain::parse(&row.chain)
-                .filter(|c| !down.contains(c))
-                .and_then(|c| self.rpc(c))
-            else {
-                continue;
-            };
-            let Some(hash) = row.tx_hash.as_deref().and_then(|h| h.parse().ok()) else {
-                continue;
-            };
-            let m = match rpc.receipt(hash).await {
-                Ok(Some(m)) => m,
-                Ok(None) => continue,
-                Err(_) => {
-                    down.push(rpc.chain);
-                    continue;
+        use futures_util::StreamExt;
+        // A few receipts at a time; a chain that fails once is not asked again for this
+        // page: a listing must not wait one RPC timeout per transfer.
+        let down = std::sync::Mutex::new(Vec::<Chain>::new());
+        let is_down = |chain: Chain| {
+            down.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&chain)
+        };
+        let unsettled = rows
+            .iter_mut()
+            .filter(|r| r.status == PENDING || (r.status == SENDING && r.tx_hash.is_some()));
+        let mined: Vec<_> = futures_util::stream::iter(unsettled)
+            .filter_map(|row| {
+                let rpc = Chain::parse(&row.chain)
+                    .filter(|c| !is_down(*c))
+                    .and_then(|c| self.rpc(c));
+                let hash = row.tx_hash.as_deref().and_then(|h| h.parse().ok());
+                std::future::ready(rpc.zip(hash).map(|(rpc, hash)| (row, rpc, hash)))
+            })
+            .map(|(row, rpc, hash)| {
+                let down = &down;
+                async move {
+                    if let Ok(m) = rpc.receipt(hash).await {
+                        m.map(|m| (row, m))
+                    } else {
+                        down.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(rpc.chain);
+                        None
+                    }
                 }
-            };
+            })
+            .buffer_unordered(RECEIPTS_AT_ONCE)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        for (row, m) in mined {
             row.block_number = i64::try_from(m.block_number).ok();
             if m.success {
                 CONFIRMED.clone_into(&mut row.status);
@@ -562,28 +535,8 @@ impl Wallets {
     }
 }
 
-fn ensure_nonce_row(c: &mut AnyConnection, wallet_id: &str, chain: &str) -> Result<(), StoreError> {
-    let exists: i64 = wallet_nonces::table
-        .filter(wallet_nonces::wallet_id.eq(wallet_id))
-        .filter(wallet_nonces::chain.eq(chain))
-        .count()
-        .get_result(c)?;
-    if exists > 0 {
-        return Ok(());
-    }
-    match diesel::insert_into(wallet_nonces::table)
-        .values((
-            wallet_nonces::wallet_id.eq(wallet_id),
-            wallet_nonces::chain.eq(chain),
-            wallet_nonces::next_nonce.eq(0_i64),
-        ))
-        .execute(c)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_unique_violation(&e) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
+/// How many receipts a listing reads concurrently.
+const RECEIPTS_AT_ONCE: usize = 8;
 
 /// A concurrent request with the same `Idempotency-Key` recorded its transfer first.
 struct Raced;

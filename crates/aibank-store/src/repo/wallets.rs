@@ -117,3 +117,65 @@ pub fn find_with_platform(
         .first(conn)
         .optional()
 }
+
+/// Gives transfer `transfer_id` its nonce for `wallet_id` on `chain` and records it on the
+/// transfer's row, in one transaction: the lowest nonce at or above `floor` (what the node
+/// counts, mined and pooled) that no transfer of the wallet on that chain still holds. A
+/// transfer holds its nonce until it fails; one that failed before reaching the chain
+/// leaves its nonce to the next transfer, so no gap is left for later ones to wait on.
+/// Concurrent allocations for one wallet and chain serialise on its `wallet_nonces` row.
+pub fn take_nonce(
+    conn: &mut AnyConnection,
+    transfer_id: &str,
+    wallet_id: &str,
+    chain: &str,
+    floor: i64,
+) -> QueryResult<i64> {
+    use crate::schema::wallet_nonces;
+    conn.write_tx(|c| {
+        crate::stmt(
+            "INSERT INTO wallet_nonces (wallet_id, chain, next_nonce) VALUES (?, ?, 0) \
+             ON CONFLICT (wallet_id, chain) DO NOTHING",
+        )
+        .text(wallet_id)
+        .text(chain)
+        .execute(c)?;
+        let lock = wallet_nonces::table
+            .filter(wallet_nonces::wallet_id.eq(wallet_id))
+            .filter(wallet_nonces::chain.eq(chain));
+        diesel::update(lock)
+            .set(wallet_nonces::next_nonce.eq(wallet_nonces::next_nonce))
+            .execute(c)?;
+        let held: Vec<Option<i64>> = wallet_transfers::table
+            .filter(wallet_transfers::wallet_id.eq(wallet_id))
+            .filter(wallet_transfers::chain.eq(chain))
+            .filter(wallet_transfers::status.ne(crate::models::TRANSFER_FAILED))
+            .filter(wallet_transfers::nonce.ge(floor))
+            .order(wallet_transfers::nonce.asc())
+            .select(wallet_transfers::nonce)
+            .load(c)?;
+        let mut nonce = floor;
+        for h in held.into_iter().flatten() {
+            if h > nonce {
+                break;
+            }
+            if h == nonce {
+                nonce += 1;
+            }
+        }
+        diesel::update(wallet_transfers::table.find(transfer_id))
+            .set(wallet_transfers::nonce.eq(nonce))
+            .execute(c)?;
+        // The highest nonce handed out, plus one (kept for inspection).
+        crate::stmt(
+            "UPDATE wallet_nonces SET next_nonce = ? WHERE wallet_id = ? AND chain = ? \
+             AND next_nonce < ?",
+        )
+        .int(nonce + 1)
+        .text(wallet_id)
+        .text(chain)
+        .int(nonce + 1)
+        .execute(c)?;
+        Ok(nonce)
+    })
+}
