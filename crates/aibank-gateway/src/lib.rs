@@ -7,7 +7,6 @@ pub mod prices;
 pub mod providers;
 pub mod proxy;
 
-pub use aibank_core::SecretBox;
 pub use meter::Wire;
 pub use prices::{Price, PriceTable, Tokens};
 pub use providers::{CustomProvider, Provider, Registry};

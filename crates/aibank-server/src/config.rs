@@ -779,7 +779,7 @@ fn parse_url(name: &'static str, v: &str) -> Result<String, ConfigError> {
 }
 
 fn validate_secret_key(v: &str) -> Result<(), ConfigError> {
-    aibank_gateway::SecretBox::from_key_text(v)
+    aibank_core::SecretBox::from_key_text(v)
         .map(|_| ())
         .map_err(|e| ConfigError::Invalid {
             name: "AIBANK_SECRET_KEY",

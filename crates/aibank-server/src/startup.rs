@@ -18,7 +18,8 @@ use futures_util::future::Either;
 use serde_json::Value;
 use tracing_actix_web::{RequestId, TracingLogger};
 
-use aibank_gateway::{Gateway, SecretBox};
+use aibank_core::SecretBox;
+use aibank_gateway::Gateway;
 use aibank_wallet::Wallets;
 
 use crate::bootstrap::{self, Outcome};

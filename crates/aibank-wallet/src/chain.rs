@@ -113,14 +113,11 @@ impl ChainRpc {
     /// Checks (once per process, while it matches) that the endpoint serves this chain, so
     /// a misconfigured URL never gets a transaction signed for another chain.
     pub async fn check_chain(&self) -> Result<(), RpcError> {
-        self.endpoint.check_chain().await.map_err(|e| match e {
-            // Never a refusal of the transfer: the endpoint is misconfigured.
-            e @ CallError::WrongChain { .. } => RpcError::Unavailable {
-                chain: self.chain.name(),
-                message: e.to_string(),
-            },
-            e => self.failed(e),
-        })
+        // A wrong chain is the endpoint's misconfiguration: unavailable, never a refusal.
+        self.endpoint
+            .check_chain()
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     pub async fn native_balance(&self, who: Address) -> Result<U256, RpcError> {
