@@ -1114,3 +1114,37 @@ async fn a_nonce_freed_by_a_failed_transfer_is_taken_again() {
         .collect();
     assert_eq!(got, (20..30).collect());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_adds_of_one_recipient_list_it_once() {
+    let app = spawn_app().await;
+    let (_, _, wallet, _) = platform_agent(&app, json!({})).await;
+    let path = format!("/v1/wallets/{wallet}/allowlist");
+    let (app, path) = (&app, &path);
+    // Rounds of simultaneous adds, each of a new address: the racing adds meet in the
+    // insert, and every one of them must succeed.
+    for round in 0..10_u8 {
+        let to = stranger(0x60 + round);
+        let to = &to;
+        let adds = (0..16).map(|i| async move {
+            app.post(
+                path,
+                json!({"address": to, "label": format!("label {i}")}),
+                &[("X-Master-Key", &app.master_key)],
+            )
+            .await
+        });
+        let statuses: Vec<u16> = futures_util::future::join_all(adds)
+            .await
+            .into_iter()
+            .map(|r| {
+                assert!(r.status == 200 || r.status == 201, "{}", r.text);
+                r.status
+            })
+            .collect();
+        assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1);
+    }
+    let r = app.get(path, &[("X-Master-Key", &app.master_key)]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 10);
+}

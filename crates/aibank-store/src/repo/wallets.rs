@@ -65,16 +65,30 @@ pub fn allow(
     let listed = wallet_allowlist::table
         .filter(wallet_allowlist::wallet_id.eq(&entry.wallet_id))
         .filter(wallet_allowlist::address.eq(&entry.address));
-    let updated = diesel::update(listed)
-        .set(wallet_allowlist::label.eq(&entry.label))
-        .execute(conn)?;
-    if updated == 0 {
-        diesel::insert_into(wallet_allowlist::table)
-            .values(entry)
-            .execute(conn)?;
+    let relabel = |conn: &mut AnyConnection| {
+        diesel::update(listed)
+            .set(wallet_allowlist::label.eq(&entry.label))
+            .execute(conn)
+    };
+    let mut new = relabel(conn)? == 0;
+    if new {
+        // In a savepoint: on PostgreSQL a failed statement would abort the transaction.
+        match conn.transaction(|c| {
+            diesel::insert_into(wallet_allowlist::table)
+                .values(entry)
+                .execute(c)
+        }) {
+            Ok(_) => {}
+            // A concurrent add of the same address got in first: this one relabels it.
+            Err(e) if crate::is_unique_violation(&e) => {
+                relabel(conn)?;
+                new = false;
+            }
+            Err(e) => return Err(e),
+        }
     }
     let stored = listed.select(AllowedRecipient::as_select()).first(conn)?;
-    Ok((stored, updated == 0))
+    Ok((stored, new))
 }
 
 /// Removes a recipient; returns whether it was listed.
