@@ -198,8 +198,9 @@ impl AuthState {
             .acquire()
             .await
             .map_err(ApiError::internal)?;
-        // Requests that arrived together with the same key waited here for the one that
-        // verified it: they find it verified now instead of each spending argon2's time.
+        // A herd of requests with one new key is larger than the permits: those that had
+        // to wait find it verified by an earlier one instead of each spending argon2's
+        // time (at most as many verifications as permits run for one key).
         if self.cache.check(id, presented, phc) {
             return Ok(true);
         }
