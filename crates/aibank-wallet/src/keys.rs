@@ -67,13 +67,11 @@ pub fn evm_signer(
             .open(sealed, &aad(wallet_id, "evm"))
             .map_err(|_| WalletError::KeyUnavailable)?,
     );
-    let secret: Zeroizing<[u8; 32]> = Zeroizing::new(
-        bytes[..]
-            .try_into()
-            .map_err(|_| WalletError::KeyUnavailable)?,
-    );
-    let signer = PrivateKeySigner::from_bytes(&B256::from(*secret))
-        .map_err(|_| WalletError::KeyUnavailable)?;
+    if bytes.len() != 32 {
+        return Err(WalletError::KeyUnavailable);
+    }
+    // Straight from the zeroizing buffer: no copy of the key is left behind.
+    let signer = PrivateKeySigner::from_slice(&bytes).map_err(|_| WalletError::KeyUnavailable)?;
     if !signer
         .address()
         .to_checksum(None)
