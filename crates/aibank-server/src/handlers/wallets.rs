@@ -60,7 +60,7 @@ impl FromRequest for Caller {
 }
 
 fn not_found() -> ApiError {
-    ApiError::not_found("Wallet not found")
+    aibank_wallet::WalletError::NotFound.into()
 }
 
 /// The wallet `id`, if the caller may see it, with its agent's platform.
