@@ -1,9 +1,10 @@
 //! Per-client-IP request limits, kept in this instance's memory: with several instances
 //! behind a balancer each enforces its own share. (Per-key limits that must hold across
 //! instances live in the database; see `aibank_store::repo::keys::admit_message`.)
+//! They count per client: an IPv4 address, or an IPv6 /64 (see `client_key`).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -36,14 +37,26 @@ pub enum Class {
     Public,
 }
 
+/// The client that `ip` counts as: an IPv4 address (also written IPv4-mapped) on its
+/// own, an IPv6 address by its /64 prefix. A /64 is the smallest block a network hands a
+/// subscriber or a LAN, and a client picks addresses within it at will, so counting the
+/// single address would give it a fresh budget with each one.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Window {
     start: i64,
     used: u32,
 }
 
-/// Fixed windows per (IP, class). Expired windows are dropped when the map grows, so memory
-/// stays bounded by the number of addresses seen within one window.
+/// Fixed windows per (client, class), a client as `client_key` has it. Expired windows are
+/// dropped when the map grows, so memory stays bounded by the number of clients seen
+/// within one window.
 pub struct IpRateLimiter {
     general: Limit,
     public: Limit,
@@ -97,7 +110,7 @@ impl IpRateLimiter {
         }
     }
 
-    /// Counts one request from `ip`; the 429 to answer when it is over the limit.
+    /// Counts one request from `ip`'s client; the 429 to answer when it is over the limit.
     pub fn check(&self, ip: IpAddr, class: Class) -> Result<(), ApiError> {
         let limit = match class {
             Class::General => self.general,
@@ -113,7 +126,7 @@ impl IpRateLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let longest = self.general.window_ms().max(self.public.window_ms());
-        let w = current(&mut map, (ip, class), now, window_ms, longest);
+        let w = current(&mut map, (client_key(ip), class), now, window_ms, longest);
         if w.used >= limit.max {
             let reset_at = w.start.saturating_add(window_ms);
             return Err(ApiError::rate_limited(
@@ -129,13 +142,13 @@ impl IpRateLimiter {
     }
 }
 
-/// Counts failures (such as guesses of unknown codes) per IP in fixed windows, and refuses
-/// an IP outright once its failures in the current window reach the limit. Unlike
-/// [`IpRateLimiter`], successful requests cost nothing: [`check`] only looks, and
-/// [`record_failure`] counts.
-///
-/// [`check`]: FailureLimiter::check
-/// [`record_failure`]: FailureLimiter::record_failure
+/// Counts failed attempts (such as guesses of unknown codes) per client (see
+/// `client_key`) in fixed windows, and refuses a client outright once its count in the
+/// current window reaches the limit. An attempt takes its slot up front, in the same step
+/// that checks the limit, so concurrent attempts from one client cannot all slip in
+/// before any of them is counted; an attempt that turns out not to have failed gives its
+/// slot back with [`Attempt::refund`], so unlike with [`IpRateLimiter`] successful
+/// requests cost nothing.
 pub struct FailureLimiter {
     limit: Limit,
     clock: SharedClock,
@@ -148,6 +161,36 @@ impl std::fmt::Debug for FailureLimiter {
         f.debug_struct("FailureLimiter")
             .field("limit", &self.limit)
             .finish_non_exhaustive()
+    }
+}
+
+/// One attempt's slot in a [`FailureLimiter`]: counted as a failure unless refunded.
+#[must_use = "dropping an attempt keeps it counted as a failure; refund it if it did not fail"]
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    limiter: &'a FailureLimiter,
+    /// The client and the start of the window the slot was taken in; `None` when the
+    /// limiter is off.
+    slot: Option<(IpAddr, i64)>,
+}
+
+impl Attempt<'_> {
+    /// Gives the slot back: the attempt did not fail. Nothing to give back when its window
+    /// has ended meanwhile, as the next window never counted it. A window left with no
+    /// slots taken is dropped, so the next window starts at the next attempt.
+    pub fn refund(self) {
+        let Some((key, start)) = self.slot else {
+            return;
+        };
+        let mut map = self.limiter.windows();
+        if let Some(w) = map.get_mut(&key) {
+            if w.start == start {
+                w.used = w.used.saturating_sub(1);
+                if w.used == 0 {
+                    map.remove(&key);
+                }
+            }
+        }
     }
 }
 
@@ -169,37 +212,35 @@ impl FailureLimiter {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The 429 to answer when `ip` has used up its failures in the current window.
-    pub fn check(&self, ip: IpAddr) -> Result<(), ApiError> {
+    /// Takes a slot for one attempt from `ip`, counted as a failure unless refunded; the
+    /// 429 to answer when the client's slots in the current window are all taken (by
+    /// failures or by attempts still under way). The window starts at the first attempt.
+    pub fn try_take(&self, ip: IpAddr) -> Result<Attempt<'_>, ApiError> {
         if self.limit.max == 0 {
-            return Ok(());
+            return Ok(Attempt {
+                limiter: self,
+                slot: None,
+            });
         }
-        let now = self.clock.now_ms();
-        let window_ms = self.limit.window_ms();
-        match self.windows().get(&ip) {
-            Some(w) if now - w.start < window_ms && w.used >= self.limit.max => {
-                Err(ApiError::rate_limited(
-                    self.message,
-                    i64::from(self.limit.max),
-                    i64::from(w.used),
-                    w.start.saturating_add(window_ms),
-                    now,
-                ))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts one failure of `ip`; the window starts at its first failure.
-    pub fn record_failure(&self, ip: IpAddr) {
-        if self.limit.max == 0 {
-            return;
-        }
+        let key = client_key(ip);
         let now = self.clock.now_ms();
         let window_ms = self.limit.window_ms();
         let mut map = self.windows();
-        let w = current(&mut map, ip, now, window_ms, window_ms);
-        w.used = w.used.saturating_add(1);
+        let w = current(&mut map, key, now, window_ms, window_ms);
+        if w.used >= self.limit.max {
+            return Err(ApiError::rate_limited(
+                self.message,
+                i64::from(self.limit.max),
+                i64::from(w.used),
+                w.start.saturating_add(window_ms),
+                now,
+            ));
+        }
+        w.used += 1;
+        Ok(Attempt {
+            limiter: self,
+            slot: Some((key, w.start)),
+        })
     }
 }
 
@@ -237,42 +278,135 @@ mod tests {
         rl.check(a, Class::General).unwrap();
     }
 
+    fn failure_limiter(max: u32, clock: SharedClock) -> FailureLimiter {
+        FailureLimiter::new(
+            Limit {
+                max,
+                window: Duration::from_secs(900),
+            },
+            clock,
+            "Too many failures",
+        )
+    }
+
     #[test]
     fn failures_are_counted_and_refused_only_past_the_limit() {
         let clock = Arc::new(ManualClock::new(1_000_000));
-        let fl = FailureLimiter::new(
-            Limit {
-                max: 2,
-                window: Duration::from_secs(900),
-            },
-            clock.clone(),
-            "Too many failures",
-        );
+        let fl = failure_limiter(2, clock.clone());
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        // Looking costs nothing.
+        // Attempts that did not fail cost nothing, nor do they start the window. An
+        // attempt dropped without a refund (`let _ =`) failed.
         for _ in 0..5 {
-            fl.check(a).unwrap();
+            fl.try_take(a).unwrap().refund();
         }
-        fl.record_failure(a);
         clock.advance(Duration::from_secs(10));
-        fl.check(a).unwrap();
-        fl.record_failure(a);
-        let body = fl.check(a).unwrap_err().body();
+        let _ = fl.try_take(a).unwrap();
+        clock.advance(Duration::from_secs(10));
+        fl.try_take(a).unwrap().refund();
+        let _ = fl.try_take(a).unwrap();
+        let body = fl.try_take(a).unwrap_err().body();
         assert_eq!(body["error"], "Too many failures");
         assert_eq!(body["limit"], 2);
         assert_eq!(body["used"], 2);
-        assert_eq!(body["resetAt"], 1_900_000);
-        fl.check(b).unwrap();
+        assert_eq!(body["resetAt"], 1_910_000);
+        fl.try_take(b).unwrap().refund();
         clock.advance(Duration::from_secs(890));
-        fl.check(a).unwrap();
-        fl.record_failure(a);
-        fl.check(a).unwrap();
+        let _ = fl.try_take(a).unwrap();
+        fl.try_take(a).unwrap().refund();
 
         let off = FailureLimiter::new(Limit::OFF, clock, "x");
         for _ in 0..10 {
-            off.record_failure(a);
+            let _ = off.try_take(a).unwrap();
         }
-        off.check(a).unwrap();
+        off.try_take(a).unwrap().refund();
+    }
+
+    #[test]
+    fn concurrent_attempts_past_the_limit_are_refused_before_any_has_failed() {
+        const THREADS: usize = 16;
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let fl = failure_limiter(4, clock);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let start = std::sync::Barrier::new(THREADS);
+        let taken = std::sync::Barrier::new(THREADS);
+        // Every thread takes at once and holds its attempt until all have taken: none has
+        // failed yet when the others ask.
+        let outcomes: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        let attempt = fl.try_take(ip);
+                        taken.wait();
+                        attempt.is_ok()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 4);
+        // The four failed: the window stays spent.
+        let body = fl.try_take(ip).unwrap_err().body();
+        assert_eq!(body["used"], 4);
+    }
+
+    #[test]
+    fn refunds_restore_the_budget_of_their_own_window_only() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let fl = failure_limiter(2, clock.clone());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = fl.try_take(ip).unwrap();
+        let second = fl.try_take(ip).unwrap();
+        // Under way, both hold their slots.
+        assert_eq!(fl.try_take(ip).unwrap_err().body()["used"], 2);
+        second.refund();
+        let third = fl.try_take(ip).unwrap();
+        third.refund();
+        let _ = fl.try_take(ip).unwrap();
+        assert_eq!(fl.try_take(ip).unwrap_err().body()["used"], 2);
+        // `first` outlives its window: its refund leaves the next one alone.
+        clock.advance(Duration::from_secs(900));
+        let late = fl.try_take(ip).unwrap();
+        let _ = fl.try_take(ip).unwrap();
+        first.refund();
+        assert_eq!(fl.try_take(ip).unwrap_err().body()["used"], 2);
+        late.refund();
+        let _ = fl.try_take(ip).unwrap();
+        assert_eq!(fl.try_take(ip).unwrap_err().body()["used"], 2);
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let fl = failure_limiter(2, clock.clone());
+        let _ = fl.try_take(ip("2001:db8:1:2::1")).unwrap();
+        let _ = fl.try_take(ip("2001:db8:1:2:ffff:ffff:ffff:fffe")).unwrap();
+        for same in ["2001:db8:1:2::1", "2001:db8:1:2:a:b:c:d"] {
+            assert_eq!(fl.try_take(ip(same)).unwrap_err().body()["used"], 2);
+        }
+        for other in ["2001:db8:1:3::1", "2001:db8:1:1:ffff:ffff:ffff:ffff"] {
+            fl.try_take(ip(other)).unwrap().refund();
+        }
+        let _ = fl.try_take(ip("192.0.2.1")).unwrap();
+        let _ = fl.try_take(ip("::ffff:192.0.2.1")).unwrap();
+        assert!(fl.try_take(ip("192.0.2.1")).is_err());
+        // IPv4 addresses count one by one.
+        fl.try_take(ip("192.0.2.2")).unwrap().refund();
+
+        let rl = IpRateLimiter::new(
+            Limit {
+                max: 1,
+                window: Duration::from_secs(60),
+            },
+            Limit::OFF,
+            clock,
+        );
+        rl.check(ip("2001:db8:1:2::1"), Class::General).unwrap();
+        rl.check(ip("2001:db8:1:2::2"), Class::General).unwrap_err();
+        rl.check(ip("2001:db8:1:3::1"), Class::General).unwrap();
+        rl.check(ip("::ffff:192.0.2.1"), Class::General).unwrap();
+        rl.check(ip("192.0.2.1"), Class::General).unwrap_err();
     }
 }

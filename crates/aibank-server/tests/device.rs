@@ -1,6 +1,6 @@
 //! The human claim flow over real HTTP, on the configured backend: the status and claim
 //! API (`/v1/device/…`), the `/device` pages, who may claim what, concurrent claims, the
-//! audit entry, and the per-IP budget for unknown codes.
+//! audit entry, and the per-client budget for unknown codes, concurrent guesses included.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -918,6 +918,87 @@ async fn unknown_codes_spend_a_per_ip_budget_then_every_device_request_is_refuse
     clock.advance(Duration::from_secs(890));
     assert_eq!(status(&app, &code).await.status, 200);
     assert_eq!(status(&app, &code).await.body["status"], "unclaimed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_from_one_client_never_outrun_the_budget() {
+    const LIMIT: u32 = 5;
+    const GUESSES: usize = 40;
+    const POOL: u32 = 2;
+    let clock = Arc::new(ManualClock::new(T0));
+    let app = spawn_app_with_clock(clock.clone(), |c| {
+        c.database_pool_size = POOL;
+        c.claim_guess_limit = Limit {
+            max: LIMIT,
+            window: Duration::from_secs(900),
+        };
+    })
+    .await;
+    let reg = register(&app, json!({})).await;
+    let code = code_of(&reg);
+    let guesses: Vec<String> = (0..)
+        .map(|i| format!("QQQQ-{i:04}"))
+        .filter(|g| *g != code)
+        .take(GUESSES)
+        .collect();
+
+    // Every connection is held, so no look-up can answer until they are let go and all
+    // requests are under way at once: a budget checked first and counted after the
+    // look-up would let every one of them through.
+    let pool = app.pool.clone();
+    let held = tokio::task::spawn_blocking(move || {
+        (0..POOL).map(|_| pool.get().unwrap()).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let answered = &std::sync::atomic::AtomicUsize::new(0);
+    let app = &app;
+    // The four ways of looking a code up in turn.
+    let requests =
+        futures_util::future::join_all(guesses.iter().enumerate().map(|(i, guess)| async move {
+            let status = match i % 4 {
+                0 => status(app, guess).await.status,
+                1 => app.get(&format!("/device?code={guess}"), &[]).await.status,
+                2 => claim(app, guess, "g@example.com", None).await.status,
+                _ => {
+                    post_form(app, &[("code", guess), ("email", "g@example.com")])
+                        .await
+                        .status
+                }
+            };
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            status
+        }));
+    // Those past the budget are refused without waiting for the database; the
+    // connections are let go once they have been, or after a while (well within the
+    // pool's checkout timeout) if they are not.
+    let release = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < GUESSES - LIMIT as usize
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(held);
+    };
+    let (statuses, ()) = tokio::join!(requests, release);
+    let not_found = statuses.iter().filter(|s| **s == 404).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(not_found <= LIMIT as usize, "{statuses:?}");
+    assert_eq!(not_found + limited, GUESSES, "{statuses:?}");
+    // None was given back: the budget is spent, all of it and no more.
+    assert_eq!(not_found, LIMIT as usize, "{statuses:?}");
+    let r = status(app, &code).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(r.body["used"], LIMIT);
+
+    clock.advance(Duration::from_secs(900));
+    // Concurrent look-ups of a known code, no more at once than the budget, cost nothing.
+    for _ in 0..3 {
+        let ok = futures_util::future::join_all((0..LIMIT).map(|_| status(app, &code))).await;
+        assert!(ok.iter().all(|r| r.status == 200), "{ok:?}");
+    }
+    assert_eq!(status(app, &guesses[0]).await.status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,11 @@
 //! server-rendered page (`/device`), both through the same service below.
 //!
 //! The code is the bearer secret of the flow, so look-ups of unknown codes count against a
-//! per-client-IP budget ([`ClaimGuard`]): once it is spent, every device request from that
-//! address is refused until the window ends, which keeps the code space from being walked.
+//! per-client budget ([`ClaimGuard`]; an IPv4 address or an IPv6 /64): once it is spent,
+//! every device request from that client is refused until the window ends, which keeps the
+//! code space from being walked. Each request takes its slot before it looks anything up
+//! and gives it back unless the code was unknown, so concurrent guesses cannot outrun the
+//! count.
 //!
 //! Who may claim:
 //! - an agent registered with an email address can only be claimed with that address
@@ -21,7 +24,7 @@ use std::net::IpAddr;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use aibank_auth::access::client_ip;
-use aibank_auth::ratelimit::{FailureLimiter, Limit};
+use aibank_auth::ratelimit::{Attempt, FailureLimiter, Limit};
 use aibank_auth::{GeneratedKey, KeyKind};
 use aibank_core::clock::rfc3339;
 use aibank_core::{ApiError, ErrorCode, Json, SharedClock};
@@ -39,7 +42,7 @@ use crate::validate;
 
 pub use page::error_page;
 
-/// Per-IP budget of failed code look-ups, shared by all workers of this instance.
+/// Per-client budget of failed code look-ups, shared by all workers of this instance.
 #[derive(Debug)]
 pub struct ClaimGuard(FailureLimiter);
 
@@ -52,13 +55,23 @@ impl ClaimGuard {
         ))
     }
 
-    fn check(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        ip.map_or(Ok(()), |ip| self.0.check(ip))
+    /// A slot for one device request from `ip`, or the 429 when the client's budget is
+    /// spent (by failures, or by requests still under way). A request without a peer
+    /// address is not limited.
+    fn take(&self, ip: Option<IpAddr>) -> Result<Guess<'_>, ApiError> {
+        ip.map(|ip| self.0.try_take(ip)).transpose().map(Guess)
     }
+}
 
-    fn record_failure(&self, ip: Option<IpAddr>) {
-        if let Some(ip) = ip {
-            self.0.record_failure(ip);
+/// A device request's slot in the [`ClaimGuard`]: it counts as a guess unless given back
+/// with [`Guess::refund`], which every outcome but an unknown code does.
+#[must_use = "dropping a guess counts it; refund it unless the code was unknown"]
+struct Guess<'a>(Option<Attempt<'a>>);
+
+impl Guess<'_> {
+    fn refund(self) {
+        if let Some(attempt) = self.0 {
+            attempt.refund();
         }
     }
 }
@@ -131,28 +144,29 @@ fn needs_master_key() -> ApiError {
     .with("needsMasterKey", true)
 }
 
-/// Finds the agent of a code for the client at `ip`: 404 for an unknown code (counted
-/// against the client's guess budget) or an unclaimed one past its expiry. A claimed
-/// agent's code keeps showing its status.
-async fn lookup(
-    state: &AppState,
-    guard: &ClaimGuard,
-    ip: Option<IpAddr>,
-    raw: &str,
-) -> Result<Found, ApiError> {
+/// Finds the agent of a code: 404 for an unknown code (which keeps `guess` counted
+/// against the client's budget) or an unclaimed one past its expiry. A claimed agent's
+/// code keeps showing its status. Any outcome but an unknown code gives `guess` back.
+async fn lookup(state: &AppState, guess: Guess<'_>, raw: &str) -> Result<Found, ApiError> {
     let found = match normalize_code(raw) {
-        None => None,
+        None => Ok(None),
         Some(code) => {
             state
                 .pool
                 .run(move |c| find(c, &code).map_err(StoreError::from))
-                .await?
+                .await
         }
     };
-    let Some(found) = found else {
-        guard.record_failure(ip);
-        return Err(unknown_code());
+    let found = match found {
+        Ok(Some(found)) => found,
+        // `guess` is not given back: the guess counts.
+        Ok(None) => return Err(unknown_code()),
+        Err(e) => {
+            guess.refund();
+            return Err(e.into());
+        }
     };
+    guess.refund();
     if !found.is_claimed() && found.claim.expires_at <= state.clock.now_ms() {
         return Err(ApiError::not_found("This claim code has expired").with("expired", true));
     }
@@ -426,9 +440,8 @@ pub async fn status(
     guard: web::Data<ClaimGuard>,
     path: web::Path<String>,
 ) -> Result<web::Json<DeviceStatus>, ApiError> {
-    let ip = ip_of(&req, &state);
-    guard.check(ip)?;
-    let found = lookup(&state, &guard, ip, &path).await?;
+    let guess = guard.take(ip_of(&req, &state))?;
+    let found = lookup(&state, guess, &path).await?;
     Ok(web::Json(found.into()))
 }
 
@@ -456,15 +469,20 @@ pub async fn claim(
     guard: web::Data<ClaimGuard>,
     body: Json<ClaimRequest>,
 ) -> Result<web::Json<Claimed>, ApiError> {
-    let ip = ip_of(&req, &state);
-    guard.check(ip)?;
-    let code = require_code(&body.code)?;
+    let guess = guard.take(ip_of(&req, &state))?;
+    let code = match require_code(&body.code) {
+        Ok(code) => code,
+        Err(e) => {
+            guess.refund();
+            return Err(e);
+        }
+    };
     // A value that is not text is a wrong key like any other.
     let master_key = req
         .headers()
         .get(aibank_auth::extract::MASTER_KEY_HEADER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let found = lookup(&state, &guard, ip, code).await?;
+    let found = lookup(&state, guess, code).await?;
     Ok(web::Json(
         claim_found(&state, &found, &body.email, master_key.as_deref()).await?,
     ))
@@ -495,10 +513,10 @@ pub async fn page(
     state: web::Data<AppState>,
     guard: web::Data<ClaimGuard>,
 ) -> HttpResponse {
-    let ip = ip_of(&req, &state);
-    if let Err(e) = guard.check(ip) {
-        return error_page(&e);
-    }
+    let guess = match guard.take(ip_of(&req, &state)) {
+        Ok(guess) => guess,
+        Err(e) => return error_page(&e),
+    };
     let query = web::Query::<PageQuery>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .unwrap_or_default();
@@ -508,9 +526,10 @@ pub async fn page(
         .map(str::trim)
         .filter(|c| !c.is_empty())
     else {
+        guess.refund();
         return page::enter_code(None, None);
     };
-    match lookup(&state, &guard, ip, code).await {
+    match lookup(&state, guess, code).await {
         Ok(found) => page::agent(&found, None, None),
         Err(e) => page::enter_code(Some(code), Some(&e)),
     }
@@ -525,10 +544,10 @@ pub async fn submit(
     guard: web::Data<ClaimGuard>,
     payload: web::Payload,
 ) -> HttpResponse {
-    let ip = ip_of(&req, &state);
-    if let Err(e) = guard.check(ip) {
-        return error_page(&e);
-    }
+    let guess = match guard.take(ip_of(&req, &state)) {
+        Ok(guess) => guess,
+        Err(e) => return error_page(&e),
+    };
     let form = match aibank_core::extract::read_body(payload.into_inner(), MAX_FORM_BYTES).await {
         Ok(body) => std::str::from_utf8(&body)
             .ok()
@@ -537,15 +556,19 @@ pub async fn submit(
         Err(_) => None,
     };
     let Some(form) = form else {
+        guess.refund();
         let e = ApiError::invalid_field("body", "The form could not be read");
         return page::enter_code(None, Some(&e));
     };
     let code = form.code.as_deref().unwrap_or_default();
     let code = match require_code(code) {
         Ok(c) => c,
-        Err(e) => return page::enter_code(None, Some(&e)),
+        Err(e) => {
+            guess.refund();
+            return page::enter_code(None, Some(&e));
+        }
     };
-    let found = match lookup(&state, &guard, ip, code).await {
+    let found = match lookup(&state, guess, code).await {
         Ok(f) => f,
         Err(e) => return page::enter_code(Some(code), Some(&e)),
     };
