@@ -60,18 +60,28 @@ impl Anvil {
         let mut a = Anvil {
             url: String::new(),
             chain_id,
-            port: free_port(),
+            port: 0,
             child: None,
             client: reqwest::Client::new(),
         };
-        a.url = format!("http://127.0.0.1:{}", a.port);
-        a.spawn().await;
-        a
+        // The port was free when picked, but anything on the machine (an outgoing
+        // connection's ephemeral port, another test's server) may take it before anvil
+        // binds it: then anvil exits at once, and another port is tried.
+        for _ in 0..5 {
+            a.port = free_port();
+            a.url = format!("http://127.0.0.1:{}", a.port);
+            if a.spawn().await {
+                return a;
+            }
+        }
+        panic!("anvil could not start on any of five ports");
     }
 
-    async fn spawn(&mut self) {
+    /// Starts the process on `self.port`; true once it answers, false if it exited first
+    /// (its port was taken). Panics if it neither answers nor exits within 20 s.
+    async fn spawn(&mut self) -> bool {
         let bin = anvil_bin();
-        let child = Command::new(&bin)
+        let mut child = Command::new(&bin)
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -88,14 +98,27 @@ impl Anvil {
                     bin.display()
                 )
             });
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if self.try_rpc("eth_chainId", json!([])).await.is_ok() {
-                return;
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            // Bounded: whatever holds a taken port may accept and never answer.
+            let probe = self.try_rpc("eth_chainId", json!([]));
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), probe).await {
+                // An answer from whatever holds the port is ours only if our process
+                // lives on: one that could not bind exits at once.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if child.try_wait().ok().flatten().is_some() {
+                    return false;
+                }
+                self.child = Some(child);
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("anvil did not answer on {}", self.url);
     }
 
@@ -112,7 +135,13 @@ impl Anvil {
 
     /// Starts the node again on the same port with the chain [`Anvil::stop`] returned.
     pub async fn resume(&mut self, state: Value) {
-        self.spawn().await;
+        // Same port (the server under test keeps its URL): wait for it to be free again.
+        let mut tries = 0;
+        while !self.spawn().await {
+            tries += 1;
+            assert!(tries < 50, "anvil could not take back port {}", self.port);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let loaded = self.rpc("anvil_loadState", json!([state])).await;
         assert_eq!(loaded, json!(true), "anvil_loadState");
     }
@@ -393,4 +422,32 @@ fn assemble(program: &[Asm]) -> Vec<u8> {
         }
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_is_detected_and_another_one_used() {
+        // Something else holds the port anvil is told to use: it must not be mistaken
+        // for the node, and `start` must end up on a port of its own.
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut a = Anvil {
+            url: String::new(),
+            chain_id: CHAIN_BASE_SEPOLIA,
+            port: taken.local_addr().unwrap().port(),
+            child: None,
+            client: reqwest::Client::new(),
+        };
+        a.url = format!("http://127.0.0.1:{}", a.port);
+        assert!(!a.spawn().await);
+        assert!(a.child.is_none());
+        let b = Anvil::start(CHAIN_BASE_SEPOLIA).await;
+        assert_eq!(
+            b.rpc("eth_chainId", json!([])).await,
+            json!(format!("{CHAIN_BASE_SEPOLIA:#x}"))
+        );
+    }
 }
