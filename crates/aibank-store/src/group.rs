@@ -14,6 +14,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use diesel::connection::SimpleConnection;
 use diesel::Connection;
 
+use crate::checkpoint::Checkpointer;
 use crate::{AnyConnection, StoreError};
 
 /// Most writes one commit carries.
@@ -72,15 +73,16 @@ pub(crate) struct GroupWriter {
 }
 
 impl GroupWriter {
-    /// Starts the writer thread; `open` makes its connection (again after a failure).
-    pub(crate) fn start<O>(open: O) -> std::io::Result<Self>
+    /// Starts the writer thread; `open` makes its connection (again after a failure), and
+    /// `checkpointer` is nudged after each commit.
+    pub(crate) fn start<O>(open: O, checkpointer: Checkpointer) -> std::io::Result<Self>
     where
         O: Fn() -> Result<AnyConnection, StoreError> + Send + 'static,
     {
         let (jobs, rx) = channel();
         std::thread::Builder::new()
             .name("aibank-sqlite-writer".into())
-            .spawn(move || writer_loop(&open, &rx))?;
+            .spawn(move || writer_loop(&open, &rx, &checkpointer))?;
         Ok(GroupWriter { jobs })
     }
 
@@ -107,7 +109,7 @@ impl GroupWriter {
     }
 }
 
-fn writer_loop<O>(open: &O, rx: &Receiver<Box<dyn Job>>)
+fn writer_loop<O>(open: &O, rx: &Receiver<Box<dyn Job>>, checkpointer: &Checkpointer)
 where
     O: Fn() -> Result<AnyConnection, StoreError>,
 {
@@ -173,6 +175,8 @@ where
                 for job in batch {
                     job.finish(None);
                 }
+                checkpointer.nudge();
+                checkpointer.finish_if_long(c);
             }
             Ok((Err(e), batch)) => {
                 tracing::warn!(error = %e, writes = batch.len(), "group commit failed");

@@ -1,6 +1,7 @@
 //! Storage: one diesel codebase over SQLite (embedded default) and PostgreSQL (production),
 //! an r2d2 pool, embedded migrations, and the row types of every table.
 
+mod checkpoint;
 pub mod conn;
 mod group;
 pub mod models;
@@ -9,6 +10,7 @@ pub mod repo;
 pub mod schema;
 pub mod stmt;
 
+pub use checkpoint::{CheckpointStats, RESTART_FRAMES};
 pub use conn::AnyConnection;
 pub use pool::{Backend, DbPool, PoolOptions, StoreError};
 pub use stmt::{stmt, Stmt};

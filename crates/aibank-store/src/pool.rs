@@ -12,6 +12,7 @@ use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, ConnectionError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+use crate::checkpoint::{CheckpointStats, Checkpointer};
 use crate::group::GroupWriter;
 use crate::AnyConnection;
 
@@ -174,12 +175,17 @@ impl Manager {
                 // busy_timeout first, so switching to WAL waits for other openers.
                 // temp_store: the sub-journals of savepoints (every group-committed write
                 // runs in one) stay in memory instead of spilling to temporary files.
+                // wal_autocheckpoint: no commit checkpoints; the checkpointer thread does
+                // (see `checkpoint.rs`), and the log file is cut back to 64 MiB when it
+                // starts over.
                 conn.batch_execute(
                     "PRAGMA busy_timeout = 10000;
                      PRAGMA journal_mode = WAL;
                      PRAGMA synchronous = FULL;
                      PRAGMA foreign_keys = ON;
-                     PRAGMA temp_store = MEMORY;",
+                     PRAGMA temp_store = MEMORY;
+                     PRAGMA wal_autocheckpoint = 0;
+                     PRAGMA journal_size_limit = 67108864;",
                 )?;
                 Ok(AnyConnection::Sqlite(conn))
             }
@@ -212,6 +218,8 @@ pub struct DbPool {
     backend: Backend,
     /// SQLite: the group-commit writer behind [`DbPool::write`].
     writer: Option<GroupWriter>,
+    /// SQLite: the thread that checkpoints the write-ahead log.
+    checkpointer: Option<Checkpointer>,
 }
 
 impl std::fmt::Debug for DbPool {
@@ -233,14 +241,20 @@ impl DbPool {
         let manager = Manager { target };
         // Prove the target works before building the pool, with the real error in hand.
         manager.open().map_err(StoreError::from)?;
-        let writer = match backend {
-            Backend::Postgres => None,
+        let (writer, checkpointer) = match backend {
+            Backend::Postgres => (None, None),
             Backend::Sqlite => {
+                let thread_failed = |e: std::io::Error| StoreError::GroupCommit(e.to_string());
                 let m = manager.clone();
-                Some(
-                    GroupWriter::start(move || m.open().map_err(StoreError::from))
-                        .map_err(|e| StoreError::GroupCommit(e.to_string()))?,
+                let checkpointer = Checkpointer::start(move || m.open().map_err(StoreError::from))
+                    .map_err(thread_failed)?;
+                let m = manager.clone();
+                let writer = GroupWriter::start(
+                    move || m.open().map_err(StoreError::from),
+                    checkpointer.clone(),
                 )
+                .map_err(thread_failed)?;
+                (Some(writer), Some(checkpointer))
             }
         };
         let pool = r2d2::Pool::builder()
@@ -257,11 +271,17 @@ impl DbPool {
             pool,
             backend,
             writer,
+            checkpointer,
         })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// SQLite: what the checkpointer thread has done so far (`None` on PostgreSQL).
+    pub fn checkpoint_stats(&self) -> Option<&CheckpointStats> {
+        self.checkpointer.as_ref().map(Checkpointer::stats)
     }
 
     /// A connection for blocking code that is already off the async runtime.
