@@ -89,7 +89,10 @@ impl Gateway {
         pool: DbPool,
         clock: SharedClock,
     ) -> Result<Self, reqwest::Error> {
+        // Redirects are the client's to follow: followed here, the request would go
+        // elsewhere with the upstream key in `x-api-key`, which reqwest does not strip.
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)

@@ -259,6 +259,37 @@ async fn upstream_errors_pass_through_and_charge_nothing() {
 }
 
 #[tokio::test]
+async fn upstream_redirects_go_back_to_the_client_with_the_key_kept_home() {
+    let (app, mock) = setup(|_| {}).await;
+    let elsewhere = MockUpstream::start().await;
+    let (agent, key) = app.register().await;
+    let to = format!("{}/v1/messages", elsewhere.base);
+    for path in [
+        "/v1/gateway/anthropic/v1/messages",
+        "/v1/gateway/openai/v1/chat/completions",
+    ] {
+        let body = if path.ends_with("messages") {
+            messages(false)
+        } else {
+            chat(false)
+        };
+        let r = app
+            .post(path, body, &[("X-API-Key", &key), ("x-mock-redirect", &to)])
+            .await;
+        assert_eq!(r.status, 307, "{}", r.text);
+        assert_eq!(r.headers["location"], to);
+        assert_eq!(r.headers["x-aibank-cost-usd"], "0.0");
+    }
+    assert_eq!(mock.requests().len(), 2);
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the gateway followed a redirect, upstream key and all"
+    );
+    assert_eq!(held(&app, &agent).await, 0, "every hold released");
+    assert_eq!(app.ledger_state(&agent).await, (10_000_000, 10_000_000));
+}
+
+#[tokio::test]
 async fn unreachable_and_silent_upstreams_are_502_and_504() {
     let mock = MockUpstream::start().await;
     let base = mock.base.clone();

@@ -244,7 +244,11 @@ pub async fn spawn_app_on(
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
         port,
-        client: reqwest::Client::new(),
+        // Redirects are answers to look at, not to follow.
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("test HTTP client"),
         pool,
         master_key,
         db,

@@ -13,6 +13,7 @@
 //! - `x-mock-chunk-delay-ms: N` — delay before each SSE event after the first (default 0).
 //! - `x-mock-chunks: N` — number of text deltas (default 3): "Hello", " from", " mock",
 //!   then " more" repeated.
+//! - `x-mock-redirect: URL` — answer `307 Temporary Redirect` to `URL`, nothing else.
 //!
 //! An unknown behaviour or a malformed control header is answered with a 400 in the
 //! provider's error shape (without `x-mock-error`), so a typo in a test fails loudly.
@@ -164,6 +165,7 @@ struct Usage {
 }
 
 struct Controls {
+    redirect: Option<String>,
     behavior: Behavior,
     usage: Usage,
     delay: Duration,
@@ -227,6 +229,11 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
             return error_response(provider, StatusCode::BAD_REQUEST, &message, false);
         }
     };
+    if let Some(to) = controls.redirect {
+        return HttpResponse::TemporaryRedirect()
+            .insert_header(("location", to))
+            .finish();
+    }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return error_response(
             provider,
@@ -342,6 +349,7 @@ fn controls(req: &HttpRequest) -> Result<Controls, String> {
     let chunks = usize::try_from(number("x-mock-chunks", 3)?)
         .map_err(|_| "mock upstream: x-mock-chunks is too large".to_owned())?;
     Ok(Controls {
+        redirect: header("x-mock-redirect")?,
         behavior,
         usage,
         delay,
