@@ -474,6 +474,25 @@ mod tests {
         assert_eq!(sqlite, migration_names("postgres"));
     }
 
+    /// Set in `.cargo/config.toml`: without it, every statement with a `LIMIT ?` (diesel's
+    /// `.first()`) is compiled again each time it runs, cached or not.
+    #[test]
+    fn sqlite_is_built_with_the_query_planner_stability_guarantee() {
+        use diesel::sql_types::Text;
+        #[derive(diesel::QueryableByName)]
+        struct Opt {
+            #[diesel(sql_type = Text)]
+            compile_options: String,
+        }
+        let mut c = SqliteConnection::establish(":memory:").unwrap();
+        let opts: Vec<Opt> =
+            diesel::RunQueryDsl::load(diesel::sql_query("PRAGMA compile_options"), &mut c).unwrap();
+        assert!(
+            opts.iter().any(|o| o.compile_options == "ENABLE_QPSG"),
+            "SQLite was built without SQLITE_ENABLE_QPSG (LIBSQLITE3_FLAGS)"
+        );
+    }
+
     #[test]
     fn sqlite_pool_migrates() {
         let dir = std::env::temp_dir().join(format!("aibank-store-{}", std::process::id()));
