@@ -91,7 +91,7 @@ impl Checkpointer {
                 self.stats.writer_runs.fetch_add(1, Ordering::Relaxed);
                 self.stats.log_frames.store(0, Ordering::Relaxed);
             }
-            // This thread is checkpointing: try again after the next batch.
+            // The checkpointer thread is running one: try again after the next batch.
             Ok(_) => {}
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
