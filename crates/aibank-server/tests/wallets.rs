@@ -698,12 +698,34 @@ async fn ten_parallel_transfers_all_land_with_distinct_nonces() {
     )
     .await;
     let mut nonces = BTreeSet::new();
+    let mut pending = 0;
     for r in &results {
         assert_eq!(r.status, 200, "{}", r.text);
-        assert_eq!(r.body["status"], "confirmed", "{}", r.text);
+        match r.body["status"].as_str() {
+            Some("confirmed") => {}
+            Some("pending") => pending += 1,
+            _ => panic!("a transfer did not go out: {}", r.text),
+        }
         nonces.insert(r.body["nonce"].as_u64().unwrap());
     }
     assert_eq!(nonces, (0..10).collect());
+    if pending > 0 {
+        // Broadcast in parallel, a transfer can reach the node before the one with the
+        // nonce below it; anvil's automine may then leave it in the pool once the gap is
+        // filled (foundry-rs/foundry#10122) where a real chain takes it into the next
+        // block. Mine that block; the listing then sees every transfer's receipt.
+        anvil.mine(1).await;
+    }
+    let r = app
+        .get(
+            &format!("/v1/wallets/{wallet}/transactions"),
+            &[("X-API-Key", &key)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let txs = r.body["data"].as_array().unwrap();
+    assert_eq!(txs.len(), 10, "{}", r.text);
+    assert!(txs.iter().all(|t| t["status"] == "confirmed"), "{}", r.text);
     assert_eq!(anvil.balance_of(USDC_BASE_SEPOLIA, &to).await, 10_000_000);
     assert_eq!(nonce_of(&anvil, &address).await, 10);
 }
