@@ -292,11 +292,37 @@ const BUCKET_SUMS: [&str; 2] = per_whose!(
     "account_id",
     " AND bucket_start > ?"
 );
-const EDGE_SUM: [&str; 2] = per_whose!(
-    "SELECT CAST(COALESCE(SUM(delta_micros), 0) AS BIGINT) FROM journal_entries",
-    "account_id",
-    " AND kind IN (?, ?) AND created_at > ? AND created_at < ?"
-);
+/// The spending journal rows of one scope with `created_at` in (?, ?), summed: a scalar
+/// subquery, three of which make [`EDGE_SUMS`].
+macro_rules! edge_sum {
+    ($scope:literal) => {
+        concat!(
+            "(SELECT CAST(COALESCE(SUM(delta_micros), 0) AS BIGINT) FROM journal_entries \
+             WHERE account_id ",
+            $scope,
+            " AND kind IN (?, ?) AND created_at > ? AND created_at < ?)"
+        )
+    };
+}
+
+/// The three windows' edge sums (day, week, month) in one statement, in both scope forms.
+macro_rules! three_edges {
+    ($scope:literal) => {
+        concat!(
+            "SELECT ",
+            edge_sum!($scope),
+            ", ",
+            edge_sum!($scope),
+            ", ",
+            edge_sum!($scope)
+        )
+    };
+}
+
+const EDGE_SUMS: [&str; 2] = [
+    three_edges!("= ?"),
+    three_edges!("IN (SELECT id FROM agents WHERE platform_id = ?)"),
+];
 const TRANSFER_SUMS: [&str; 2] = per_whose!(
     concat!(
         three_windows!("created_at", "usd_micros"),
@@ -331,18 +357,17 @@ fn spent_since(
         .int(first[2])
         .returning::<Sums>()
         .get_result(conn)?;
-    let mut spent = [d, w, m];
-    for (i, start) in starts.into_iter().enumerate() {
-        let edge: i64 = stmt(whose.pick(EDGE_SUM))
+    let mut edges = stmt(whose.pick(EDGE_SUMS));
+    for (start, first) in starts.into_iter().zip(first) {
+        edges = edges
             .text(whose.id())
             .text(SPEND_KINDS[0])
             .text(SPEND_KINDS[1])
             .int(start)
-            .int(first[i] + BUCKET_MS)
-            .returning::<BigInt>()
-            .get_result(conn)?;
-        spent[i] -= edge;
+            .int(first + BUCKET_MS);
     }
+    let (ed, ew, em): (i64, i64, i64) = edges.returning::<Sums>().get_result(conn)?;
+    let spent = [d - ed, w - ew, m - em];
     let (td, tw, tm): (i64, i64, i64) = stmt(whose.pick(TRANSFER_SUMS))
         .int(starts[0])
         .int(starts[1])
