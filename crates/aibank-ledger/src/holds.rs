@@ -77,25 +77,17 @@ fn settle(
 ) -> Result<(), LedgerError> {
     let hold_id = hold.id.as_str();
     lock(conn, &hold.account_id)?;
-    let n = match expired_by {
-        None => stmt(
-            "UPDATE holds SET status = ?, captured_micros = ?, settled_at = ? \
-             WHERE id = ? AND status = ?",
-        ),
-        Some(_) => stmt(
-            "UPDATE holds SET status = ?, captured_micros = ?, settled_at = ? \
-             WHERE id = ? AND status = ? AND expires_at <= ?",
-        ),
-    }
+    // A capture or release settles whenever the hold is open (no deadline to meet).
+    let n = stmt(
+        "UPDATE holds SET status = ?, captured_micros = ?, settled_at = ? \
+         WHERE id = ? AND status = ? AND expires_at <= ?",
+    )
     .text(status)
     .opt_int(captured)
     .int(now)
     .text(hold_id)
-    .text(HOLD_OPEN);
-    let n = match expired_by {
-        None => n,
-        Some(t) => n.int(t),
-    }
+    .text(HOLD_OPEN)
+    .int(expired_by.unwrap_or(i64::MAX))
     .execute(conn)?;
     if n == 0 {
         let status = holds::table
