@@ -1058,6 +1058,18 @@ fn transfer_row(
     }
 }
 
+/// Writes a transfer row straight into the database (see [`transfer_row`]).
+fn insert_transfer(
+    c: &mut aibank_store::AnyConnection,
+    row: &aibank_store::models::WalletTransfer,
+) {
+    use diesel::prelude::*;
+    diesel::insert_into(aibank_store::schema::wallet_transfers::table)
+        .values(row)
+        .execute(c)
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_nonce_freed_by_a_failed_transfer_is_taken_again() {
     use aibank_store::repo::wallets::take_nonce;
@@ -1076,23 +1088,14 @@ async fn a_nonce_freed_by_a_failed_transfer_is_taken_again() {
     ];
     let mut c = app.pool.get().unwrap();
     for (id, chain, nonce, status) in rows {
-        diesel::insert_into(aibank_store::schema::wallet_transfers::table)
-            .values(&transfer_row(id, &agent_id, &wallet, chain, nonce, status))
-            .execute(&mut c)
-            .unwrap();
+        insert_transfer(
+            &mut c,
+            &transfer_row(id, &agent_id, &wallet, chain, nonce, status),
+        );
     }
     let mut take = |id: &str, floor: i64| {
-        diesel::insert_into(aibank_store::schema::wallet_transfers::table)
-            .values(&transfer_row(
-                id,
-                &agent_id,
-                &wallet,
-                "base-sepolia",
-                None,
-                "sending",
-            ))
-            .execute(&mut c)
-            .unwrap();
+        let row = transfer_row(id, &agent_id, &wallet, "base-sepolia", None, "sending");
+        insert_transfer(&mut c, &row);
         take_nonce(&mut c, id, &wallet, "base-sepolia", floor).unwrap()
     };
     // The gap a failed transfer left is filled first, then the next free ones.
@@ -1115,17 +1118,8 @@ async fn a_nonce_freed_by_a_failed_transfer_is_taken_again() {
         tokio::task::spawn_blocking(move || {
             let mut c = pool.get().unwrap();
             let id = format!("par{i}");
-            diesel::insert_into(aibank_store::schema::wallet_transfers::table)
-                .values(&transfer_row(
-                    &id,
-                    &agent_id,
-                    &wallet,
-                    "base-sepolia",
-                    None,
-                    "sending",
-                ))
-                .execute(&mut c)
-                .unwrap();
+            let row = transfer_row(&id, &agent_id, &wallet, "base-sepolia", None, "sending");
+            insert_transfer(&mut c, &row);
             take_nonce(&mut c, &id, &wallet, "base-sepolia", 20).unwrap()
         })
     });
@@ -1135,6 +1129,52 @@ async fn a_nonce_freed_by_a_failed_transfer_is_taken_again() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(got, (20..30).collect());
+}
+
+#[tokio::test]
+async fn a_settled_transfer_is_never_moved_back_by_a_staler_save() {
+    use aibank_store::repo::wallets::record_progress;
+    use diesel::prelude::*;
+
+    let app = spawn_app().await;
+    let (agent_id, _, wallet, _) = agent(&app).await;
+    let mut c = app.pool.get().unwrap();
+    let status = |c: &mut aibank_store::AnyConnection, id: &str| -> (String, Option<i64>) {
+        aibank_store::schema::wallet_transfers::table
+            .find(id)
+            .select((
+                aibank_store::schema::wallet_transfers::status,
+                aibank_store::schema::wallet_transfers::block_number,
+            ))
+            .first(c)
+            .unwrap()
+    };
+    // A listing read the receipt first: the sender's later "pending" changes nothing.
+    for settled in ["confirmed", "failed"] {
+        let mut row = transfer_row(
+            settled,
+            &agent_id,
+            &wallet,
+            "base-sepolia",
+            Some(1),
+            settled,
+        );
+        row.block_number = Some(7);
+        insert_transfer(&mut c, &row);
+        row.status = "pending".to_owned();
+        row.block_number = None;
+        assert!(!record_progress(&mut c, &row).unwrap());
+        assert_eq!(status(&mut c, settled), (settled.to_owned(), Some(7)));
+    }
+    // Unsettled transfers move on as before.
+    for open in ["sending", "pending"] {
+        let mut row = transfer_row(open, &agent_id, &wallet, "base-sepolia", Some(2), open);
+        insert_transfer(&mut c, &row);
+        row.status = "confirmed".to_owned();
+        row.block_number = Some(9);
+        assert!(record_progress(&mut c, &row).unwrap());
+        assert_eq!(status(&mut c, open), ("confirmed".to_owned(), Some(9)));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -255,6 +255,8 @@ pub struct UsageEvent {
 /// The status of a wallet transfer that moved nothing (it counts against no limit and
 /// holds no nonce).
 pub const TRANSFER_FAILED: &str = "failed";
+/// The status of a wallet transfer mined and successful.
+pub const TRANSFER_CONFIRMED: &str = "confirmed";
 
 pub const HOLD_OPEN: &str = "open";
 pub const HOLD_CAPTURED: &str = "captured";

@@ -8,7 +8,8 @@
 use aibank_core::ids::new_id;
 use aibank_core::Usd;
 use aibank_ledger::limits::TRANSFER_FAILED;
-use aibank_store::models::{Wallet, WalletTransfer};
+use aibank_store::models::{Wallet, WalletTransfer, TRANSFER_CONFIRMED as CONFIRMED};
+use aibank_store::repo::wallets;
 use aibank_store::schema::{wallet_allowlist, wallet_transfers};
 use aibank_store::{is_unique_violation, AnyConnection, StoreError, TxStop};
 use alloy::primitives::{Address, U256};
@@ -21,7 +22,6 @@ use crate::{keys, Chain, Currency, WalletError, Wallets};
 
 const SENDING: &str = "sending";
 const PENDING: &str = "pending";
-const CONFIRMED: &str = "confirmed";
 const REVERTED: &str = "the transaction reverted on chain: nothing was transferred";
 
 pub(crate) fn public_status(stored: &str) -> &str {
@@ -445,20 +445,9 @@ impl Wallets {
     async fn save(&self, row: &WalletTransfer) -> Result<(), WalletError> {
         let mut row = row.clone();
         row.updated_at = self.clock.now_ms();
+        // A transfer a listing already settled keeps what the chain said.
         self.pool
-            .run(move |c| {
-                diesel::update(wallet_transfers::table.find(&row.id))
-                    .set((
-                        wallet_transfers::status.eq(&row.status),
-                        wallet_transfers::error.eq(&row.error),
-                        wallet_transfers::nonce.eq(row.nonce),
-                        wallet_transfers::tx_hash.eq(&row.tx_hash),
-                        wallet_transfers::block_number.eq(row.block_number),
-                        wallet_transfers::updated_at.eq(row.updated_at),
-                    ))
-                    .execute(c)
-                    .map_err(StoreError::from)
-            })
+            .run(move |c| wallets::record_progress(c, &row).map_err(StoreError::from))
             .await?;
         Ok(())
     }
@@ -470,8 +459,7 @@ impl Wallets {
         let nonce = self
             .pool
             .run(move |c| {
-                aibank_store::repo::wallets::take_nonce(c, &id, &wallet_id, &chain, floor)
-                    .map_err(StoreError::from)
+                wallets::take_nonce(c, &id, &wallet_id, &chain, floor).map_err(StoreError::from)
             })
             .await?;
         Ok(u64::try_from(nonce).unwrap_or_default())

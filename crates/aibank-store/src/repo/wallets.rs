@@ -5,7 +5,9 @@ use diesel::prelude::*;
 use diesel::QueryResult;
 
 use super::after_cursor;
-use crate::models::{AllowedRecipient, Wallet, WalletTransfer};
+use crate::models::{
+    AllowedRecipient, Wallet, WalletTransfer, TRANSFER_CONFIRMED, TRANSFER_FAILED,
+};
 use crate::schema::{agents, wallet_allowlist, wallet_transfers, wallets};
 use crate::AnyConnection;
 
@@ -100,6 +102,28 @@ pub fn disallow(conn: &mut AnyConnection, wallet_id: &str, address: &str) -> Que
     )
     .execute(conn)?;
     Ok(n > 0)
+}
+
+/// Records a transfer's progress (status, error, nonce, hash, block), unless the transfer
+/// is already settled — confirmed or failed. A listing may read the receipt and settle a
+/// transfer while its sender is still between broadcasting and saving `pending`; the
+/// sender's staler save must not undo that. Returns whether the row was written.
+pub fn record_progress(conn: &mut AnyConnection, row: &WalletTransfer) -> QueryResult<bool> {
+    let n = diesel::update(
+        wallet_transfers::table
+            .find(&row.id)
+            .filter(wallet_transfers::status.ne_all([TRANSFER_CONFIRMED, TRANSFER_FAILED])),
+    )
+    .set((
+        wallet_transfers::status.eq(&row.status),
+        wallet_transfers::error.eq(&row.error),
+        wallet_transfers::nonce.eq(row.nonce),
+        wallet_transfers::tx_hash.eq(&row.tx_hash),
+        wallet_transfers::block_number.eq(row.block_number),
+        wallet_transfers::updated_at.eq(row.updated_at),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
 }
 
 /// A new wallet.
