@@ -146,9 +146,9 @@ impl IpRateLimiter {
 /// `client_key`) in fixed windows, and refuses a client outright once its count in the
 /// current window reaches the limit. An attempt takes its slot up front, in the same step
 /// that checks the limit, so concurrent attempts from one client cannot all slip in
-/// before any of them is counted; an attempt that turns out not to have failed gives its
-/// slot back with [`Attempt::refund`], so unlike with [`IpRateLimiter`] successful
-/// requests cost nothing.
+/// before any of them is counted. Only an attempt marked [`Attempt::fail`] keeps its slot;
+/// any other gives it back when dropped, so unlike with [`IpRateLimiter`] successful (or
+/// abandoned) requests cost nothing.
 pub struct FailureLimiter {
     limit: Limit,
     clock: SharedClock,
@@ -164,8 +164,9 @@ impl std::fmt::Debug for FailureLimiter {
     }
 }
 
-/// One attempt's slot in a [`FailureLimiter`]: counted as a failure unless refunded.
-#[must_use = "dropping an attempt keeps it counted as a failure; refund it if it did not fail"]
+/// One attempt's slot in a [`FailureLimiter`]: held while the attempt is under way, kept
+/// as a failure by [`Attempt::fail`], given back when dropped otherwise.
+#[must_use = "an attempt holds its slot until dropped; call fail() to count it"]
 #[derive(Debug)]
 pub struct Attempt<'a> {
     limiter: &'a FailureLimiter,
@@ -175,11 +176,18 @@ pub struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
+    /// The attempt failed: its slot stays taken for the rest of its window.
+    pub fn fail(mut self) {
+        self.slot = None;
+    }
+}
+
+impl Drop for Attempt<'_> {
     /// Gives the slot back: the attempt did not fail. Nothing to give back when its window
     /// has ended meanwhile, as the next window never counted it. A window left with no
     /// slots taken is dropped, so the next window starts at the next attempt.
-    pub fn refund(self) {
-        let Some((key, start)) = self.slot else {
+    fn drop(&mut self) {
+        let Some((key, start)) = self.slot.take() else {
             return;
         };
         let mut map = self.limiter.windows();
@@ -212,7 +220,7 @@ impl FailureLimiter {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Takes a slot for one attempt from `ip`, counted as a failure unless refunded; the
+    /// Takes a slot for one attempt from `ip`, held until the attempt is dropped or fails; the
     /// 429 to answer when the client's slots in the current window are all taken (by
     /// failures or by attempts still under way). The window starts at the first attempt.
     pub fn try_take(&self, ip: IpAddr) -> Result<Attempt<'_>, ApiError> {
@@ -295,31 +303,30 @@ mod tests {
         let fl = failure_limiter(2, clock.clone());
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        // Attempts that did not fail cost nothing, nor do they start the window. An
-        // attempt dropped without a refund (`let _ =`) failed.
+        // Attempts that did not fail cost nothing, nor do they start the window.
         for _ in 0..5 {
-            fl.try_take(a).unwrap().refund();
+            drop(fl.try_take(a).unwrap());
         }
         clock.advance(Duration::from_secs(10));
-        let _ = fl.try_take(a).unwrap();
+        fl.try_take(a).unwrap().fail();
         clock.advance(Duration::from_secs(10));
-        fl.try_take(a).unwrap().refund();
-        let _ = fl.try_take(a).unwrap();
+        drop(fl.try_take(a).unwrap());
+        fl.try_take(a).unwrap().fail();
         let body = fl.try_take(a).unwrap_err().body();
         assert_eq!(body["error"], "Too many failures");
         assert_eq!(body["limit"], 2);
         assert_eq!(body["used"], 2);
         assert_eq!(body["resetAt"], 1_910_000);
-        fl.try_take(b).unwrap().refund();
+        drop(fl.try_take(b).unwrap());
         clock.advance(Duration::from_secs(890));
-        let _ = fl.try_take(a).unwrap();
-        fl.try_take(a).unwrap().refund();
+        fl.try_take(a).unwrap().fail();
+        drop(fl.try_take(a).unwrap());
 
         let off = FailureLimiter::new(Limit::OFF, clock, "x");
         for _ in 0..10 {
-            let _ = off.try_take(a).unwrap();
+            off.try_take(a).unwrap().fail();
         }
-        off.try_take(a).unwrap().refund();
+        drop(off.try_take(a).unwrap());
     }
 
     #[test]
@@ -339,7 +346,7 @@ mod tests {
                         start.wait();
                         let attempt = fl.try_take(ip);
                         taken.wait();
-                        attempt.is_ok()
+                        attempt.map(Attempt::fail).is_ok()
                     })
                 })
                 .collect();
@@ -360,19 +367,19 @@ mod tests {
         let second = fl.try_take(ip).unwrap();
         // Under way, both hold their slots.
         assert_eq!(fl.try_take(ip).unwrap_err().body()["used"], 2);
-        second.refund();
+        drop(second);
         let third = fl.try_take(ip).unwrap();
-        third.refund();
-        let _ = fl.try_take(ip).unwrap();
+        drop(third);
+        fl.try_take(ip).unwrap().fail();
         assert_eq!(fl.try_take(ip).unwrap_err().body()["used"], 2);
         // `first` outlives its window: its refund leaves the next one alone.
         clock.advance(Duration::from_secs(900));
         let late = fl.try_take(ip).unwrap();
-        let _ = fl.try_take(ip).unwrap();
-        first.refund();
+        fl.try_take(ip).unwrap().fail();
+        drop(first);
         assert_eq!(fl.try_take(ip).unwrap_err().body()["used"], 2);
-        late.refund();
-        let _ = fl.try_take(ip).unwrap();
+        drop(late);
+        fl.try_take(ip).unwrap().fail();
         assert_eq!(fl.try_take(ip).unwrap_err().body()["used"], 2);
     }
 
@@ -381,19 +388,21 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1_000_000));
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let fl = failure_limiter(2, clock.clone());
-        let _ = fl.try_take(ip("2001:db8:1:2::1")).unwrap();
-        let _ = fl.try_take(ip("2001:db8:1:2:ffff:ffff:ffff:fffe")).unwrap();
+        fl.try_take(ip("2001:db8:1:2::1")).unwrap().fail();
+        fl.try_take(ip("2001:db8:1:2:ffff:ffff:ffff:fffe"))
+            .unwrap()
+            .fail();
         for same in ["2001:db8:1:2::1", "2001:db8:1:2:a:b:c:d"] {
             assert_eq!(fl.try_take(ip(same)).unwrap_err().body()["used"], 2);
         }
         for other in ["2001:db8:1:3::1", "2001:db8:1:1:ffff:ffff:ffff:ffff"] {
-            fl.try_take(ip(other)).unwrap().refund();
+            drop(fl.try_take(ip(other)).unwrap());
         }
-        let _ = fl.try_take(ip("192.0.2.1")).unwrap();
-        let _ = fl.try_take(ip("::ffff:192.0.2.1")).unwrap();
+        fl.try_take(ip("192.0.2.1")).unwrap().fail();
+        fl.try_take(ip("::ffff:192.0.2.1")).unwrap().fail();
         assert!(fl.try_take(ip("192.0.2.1")).is_err());
         // IPv4 addresses count one by one.
-        fl.try_take(ip("192.0.2.2")).unwrap().refund();
+        drop(fl.try_take(ip("192.0.2.2")).unwrap());
 
         let rl = IpRateLimiter::new(
             Limit {

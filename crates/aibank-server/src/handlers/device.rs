@@ -63,15 +63,17 @@ impl ClaimGuard {
     }
 }
 
-/// A device request's slot in the [`ClaimGuard`]: it counts as a guess unless given back
-/// with [`Guess::refund`], which every outcome but an unknown code does.
-#[must_use = "dropping a guess counts it; refund it unless the code was unknown"]
+/// A device request's slot in the [`ClaimGuard`], held while the request is under way: an
+/// unknown code keeps it as a guess ([`Guess::wrong`]); every other outcome, an early
+/// return or a client that leaves gives it back when it is dropped.
+#[must_use = "a guess holds its slot until dropped"]
 struct Guess<'a>(Option<Attempt<'a>>);
 
 impl Guess<'_> {
-    fn refund(self) {
+    /// The code was unknown: the guess counts against the client's budget.
+    fn wrong(self) {
         if let Some(attempt) = self.0 {
-            attempt.refund();
+            attempt.fail();
         }
     }
 }
@@ -146,7 +148,7 @@ fn needs_master_key() -> ApiError {
 
 /// Finds the agent of a code: 404 for an unknown code (which keeps `guess` counted
 /// against the client's budget) or an unclaimed one past its expiry. A claimed agent's
-/// code keeps showing its status. Any outcome but an unknown code gives `guess` back.
+/// code keeps showing its status.
 async fn lookup(state: &AppState, guess: Guess<'_>, raw: &str) -> Result<Found, ApiError> {
     let found = match normalize_code(raw) {
         None => Ok(None),
@@ -159,14 +161,13 @@ async fn lookup(state: &AppState, guess: Guess<'_>, raw: &str) -> Result<Found, 
     };
     let found = match found {
         Ok(Some(found)) => found,
-        // `guess` is not given back: the guess counts.
-        Ok(None) => return Err(unknown_code()),
-        Err(e) => {
-            guess.refund();
-            return Err(e.into());
+        Ok(None) => {
+            guess.wrong();
+            return Err(unknown_code());
         }
+        Err(e) => return Err(e.into()),
     };
-    guess.refund();
+    drop(guess);
     if !found.is_claimed() && found.claim.expires_at <= state.clock.now_ms() {
         return Err(ApiError::not_found("This claim code has expired").with("expired", true));
     }
@@ -470,13 +471,7 @@ pub async fn claim(
     body: Json<ClaimRequest>,
 ) -> Result<web::Json<Claimed>, ApiError> {
     let guess = guard.take(ip_of(&req, &state))?;
-    let code = match require_code(&body.code) {
-        Ok(code) => code,
-        Err(e) => {
-            guess.refund();
-            return Err(e);
-        }
-    };
+    let code = require_code(&body.code)?;
     // A value that is not text is a wrong key like any other.
     let master_key = req
         .headers()
@@ -526,7 +521,6 @@ pub async fn page(
         .map(str::trim)
         .filter(|c| !c.is_empty())
     else {
-        guess.refund();
         return page::enter_code(None, None);
     };
     match lookup(&state, guess, code).await {
@@ -556,17 +550,13 @@ pub async fn submit(
         Err(_) => None,
     };
     let Some(form) = form else {
-        guess.refund();
         let e = ApiError::invalid_field("body", "The form could not be read");
         return page::enter_code(None, Some(&e));
     };
     let code = form.code.as_deref().unwrap_or_default();
     let code = match require_code(code) {
         Ok(c) => c,
-        Err(e) => {
-            guess.refund();
-            return page::enter_code(None, Some(&e));
-        }
+        Err(e) => return page::enter_code(None, Some(&e)),
     };
     let found = match lookup(&state, guess, code).await {
         Ok(f) => f,
