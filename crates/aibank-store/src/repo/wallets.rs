@@ -67,27 +67,22 @@ pub fn allow(
     let listed = wallet_allowlist::table
         .filter(wallet_allowlist::wallet_id.eq(&entry.wallet_id))
         .filter(wallet_allowlist::address.eq(&entry.address));
-    let relabel = |conn: &mut AnyConnection| {
+    // A concurrent add of the same address meets this one here and does nothing (on
+    // PostgreSQL after waiting for it): it then relabels the entry the other one made.
+    let new = crate::stmt(
+        "INSERT INTO wallet_allowlist (wallet_id, address, label, created_at) \
+         VALUES (?, ?, ?, ?) ON CONFLICT (wallet_id, address) DO NOTHING",
+    )
+    .text(&entry.wallet_id)
+    .text(&entry.address)
+    .opt_text(entry.label.as_deref())
+    .int(entry.created_at)
+    .execute(conn)?
+        == 1;
+    if !new {
         diesel::update(listed)
             .set(wallet_allowlist::label.eq(&entry.label))
-            .execute(conn)
-    };
-    let mut new = relabel(conn)? == 0;
-    if new {
-        // In a savepoint: on PostgreSQL a failed statement would abort the transaction.
-        match conn.transaction(|c| {
-            diesel::insert_into(wallet_allowlist::table)
-                .values(entry)
-                .execute(c)
-        }) {
-            Ok(_) => {}
-            // A concurrent add of the same address got in first: this one relabels it.
-            Err(e) if crate::is_unique_violation(&e) => {
-                relabel(conn)?;
-                new = false;
-            }
-            Err(e) => return Err(e),
-        }
+            .execute(conn)?;
     }
     let stored = listed.select(AllowedRecipient::as_select()).first(conn)?;
     Ok((stored, new))
