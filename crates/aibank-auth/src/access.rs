@@ -1,4 +1,6 @@
-//! Where a request comes from, and whether a key may be used from there.
+//! Where a request comes from, and whether a key may be used from there. IPv4-mapped IPv6
+//! addresses (`::ffff:1.2.3.4`, what a dual-stack socket reports for an IPv4 peer) are
+//! taken as the IPv4 address they carry (`IpAddr::to_canonical`).
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -9,15 +11,6 @@ pub use ipnet::IpNet;
 /// At most this many entries in one allowlist.
 pub const MAX_ALLOWED_IPS: usize = 50;
 
-/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`, what a dual-stack socket reports for an
-/// IPv4 peer) are compared as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 @ IpAddr::V4(_) => v4,
-    }
-}
-
 /// An address or a CIDR block, as written in settings and config.
 pub fn parse_net(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
@@ -25,7 +18,7 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
         return Ok(net.trunc());
     }
     IpAddr::from_str(s)
-        .map(|ip| IpNet::from(canonical(ip)))
+        .map(|ip| IpNet::from(ip.to_canonical()))
         .map_err(|_| format!("`{s}` is not an IP address or CIDR block"))
 }
 
@@ -84,7 +77,7 @@ impl AllowList {
     }
 
     pub fn allows(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         self.0.is_empty() || self.0.iter().any(|n| n.contains(&ip))
     }
 }
@@ -93,7 +86,7 @@ impl AllowList {
 /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy (entries to its left
 /// were written by the client and prove nothing).
 pub fn client_ip(req: &HttpRequest, trusted_proxies: &[IpNet]) -> Option<IpAddr> {
-    let peer = canonical(req.peer_addr()?.ip());
+    let peer = req.peer_addr()?.ip().to_canonical();
     let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|n| n.contains(ip));
     if trusted_proxies.is_empty() || !trusted(&peer) {
         return Some(peer);
@@ -107,7 +100,7 @@ pub fn client_ip(req: &HttpRequest, trusted_proxies: &[IpNet]) -> Option<IpAddr>
             let Ok(ip) = IpAddr::from_str(hop.trim()) else {
                 return Some(client);
             };
-            client = canonical(ip);
+            client = ip.to_canonical();
             if !trusted(&client) {
                 return Some(client);
             }
