@@ -4,6 +4,7 @@
 //! The binary comes from the npm registry (`@foundry-rs/anvil-linux-amd64`, installed by
 //! `scripts/install-anvil`); `AIBANK_ANVIL` names another one.
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -77,8 +78,11 @@ impl Anvil {
         panic!("anvil could not start on any of five ports");
     }
 
-    /// Starts the process on `self.port`; true once it answers, false if it exited first
-    /// (its port was taken). Panics if it neither answers nor exits within 20 s.
+    /// Starts the process on `self.port`; true once it listens there, false if it exited
+    /// first (its port was taken). Panics if it does neither within 20 s.
+    ///
+    /// anvil says `Listening on …` only after its own bind succeeded, so an answer from
+    /// whatever else holds the port (another test's node) is never taken for ours.
     async fn spawn(&mut self) -> bool {
         let bin = anvil_bin();
         let mut child = Command::new(&bin)
@@ -87,9 +91,8 @@ impl Anvil {
                 &self.port.to_string(),
                 "--chain-id",
                 &self.chain_id.to_string(),
-                "--silent",
             ])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
@@ -98,28 +101,35 @@ impl Anvil {
                     bin.display()
                 )
             });
+        let stdout = child.stdout.take().expect("anvil's stdout is piped");
+        let (listening, listens) = std::sync::mpsc::channel();
+        // Read to the end: after the banner anvil logs a line per request, and a full
+        // pipe would stall it.
+        std::thread::spawn(move || {
+            let mut listening = Some(listening);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("Listening on") {
+                    if let Some(tx) = listening.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if child.try_wait().ok().flatten().is_some() {
-                return false;
-            }
-            // Bounded: whatever holds a taken port may accept and never answer.
-            let probe = self.try_rpc("eth_chainId", json!([]));
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), probe).await {
-                // An answer from whatever holds the port is ours only if our process
-                // lives on: one that could not bind exits at once.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if child.try_wait().ok().flatten().is_some() {
-                    return false;
-                }
+            if listens.try_recv().is_ok() {
                 self.child = Some(child);
                 return true;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("anvil did not answer on {}", self.url);
+        panic!("anvil did not start listening on {}", self.url);
     }
 
     /// Stops the node, keeping its chain: the RPC port refuses connections until
@@ -449,5 +459,10 @@ mod tests {
             b.rpc("eth_chainId", json!([])).await,
             json!(format!("{CHAIN_BASE_SEPOLIA:#x}"))
         );
+        // Another node on the port answers every probe: still not ours.
+        a.port = b.port;
+        a.url.clone_from(&b.url);
+        assert!(!a.spawn().await);
+        assert!(a.child.is_none());
     }
 }
