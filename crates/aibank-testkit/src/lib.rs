@@ -359,7 +359,7 @@ impl TestApp {
 /// transaction that holds the account's lock.
 pub fn assert_account_consistent(c: &mut aibank_store::AnyConnection, id: &str) {
     use aibank_store::models::HOLD_OPEN;
-    use aibank_store::schema::holds;
+    use aibank_store::schema::{holds, journal_entries as j, spend_buckets};
     use diesel::prelude::*;
     let account = aibank_ledger::balance(c, id).unwrap();
     let open: i64 = holds::table
@@ -382,6 +382,38 @@ pub fn assert_account_consistent(c: &mut aibank_store::AnyConnection, id: &str) 
     assert!(
         account.balance_micros >= 0 && account.held_micros >= 0,
         "account {id} is negative"
+    );
+    // Each journal row states the balance its change left, in the order they were written.
+    let rows: Vec<(i64, i64, String)> = j::table
+        .filter(j::account_id.eq(id))
+        .order(j::id.asc())
+        .select((j::delta_micros, j::balance_after_micros, j::kind))
+        .load(c)
+        .unwrap();
+    let (mut running, mut spent) = (0_i64, 0_i64);
+    for (delta, after, kind) in &rows {
+        running += delta;
+        assert_eq!(
+            *after, running,
+            "account {id}: a {kind} entry's balance after is its running sum"
+        );
+        if aibank_ledger::SPEND_KINDS.contains(&kind.as_str()) {
+            spent -= delta;
+        }
+    }
+    // Spending is counted three ways that must agree: the account's total, the journal's
+    // spend entries, and the hourly buckets the limits read.
+    let buckets: i64 = spend_buckets::table
+        .filter(spend_buckets::account_id.eq(id))
+        .select(spend_buckets::amount_micros)
+        .load::<i64>(c)
+        .unwrap()
+        .iter()
+        .sum();
+    assert_eq!(
+        (account.total_spent_micros, buckets),
+        (spent, spent),
+        "account {id}: total spent and spend buckets equal its spend entries"
     );
 }
 
