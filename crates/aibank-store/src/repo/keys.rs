@@ -2,6 +2,7 @@
 
 use aibank_core::page::Cursor;
 use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 use diesel::QueryResult;
 
 use super::after_cursor;
@@ -254,8 +255,9 @@ pub struct MessageWindow {
 }
 
 /// Admits one call against a key's rolling window of `window_ms` that starts at the first
-/// call, when fewer than `limit` were admitted in it. Each step is one conditional update,
-/// so instances sharing a database can never admit more than `limit` per window.
+/// call, when fewer than `limit` were admitted in it. An admission is one conditional
+/// update (a window that has run out starts over at `now`), so instances sharing a
+/// database can never admit more than `limit` per window; a refusal reads the window.
 /// Run it inside a write transaction.
 pub fn admit_message(
     conn: &mut AnyConnection,
@@ -265,28 +267,34 @@ pub fn admit_message(
     now: i64,
 ) -> QueryResult<MessageWindow> {
     let expired_before = now.saturating_sub(window_ms);
-    // Prepared once per connection: every metered gateway call runs these.
-    crate::stmt(
-        "UPDATE api_keys SET msg_window_start = ?, msg_count = 0 \
-         WHERE id = ? AND msg_window_start <= ?",
+    // Prepared once per connection: every metered gateway call runs it. Both backends
+    // evaluate every SET expression on the row as it was before the update.
+    let admitted: Option<(i64, i64)> = crate::stmt(
+        "UPDATE api_keys SET \
+         msg_count = CASE WHEN msg_window_start <= ? THEN 1 ELSE msg_count + 1 END, \
+         msg_window_start = CASE WHEN msg_window_start <= ? THEN ? ELSE msg_window_start END \
+         WHERE id = ? AND (msg_window_start <= ? OR msg_count < ?) \
+         RETURNING msg_window_start, msg_count",
     )
+    .int(expired_before)
+    .int(expired_before)
     .int(now)
     .text(key_id)
     .int(expired_before)
-    .execute(conn)?;
-    let admitted = crate::stmt(
-        "UPDATE api_keys SET msg_count = msg_count + 1 \
-         WHERE id = ? AND msg_count < ? AND msg_window_start > ?",
-    )
-    .text(key_id)
     .int(limit)
-    .int(expired_before)
-    .execute(conn)?
-        == 1;
-    let (window_start, used) = api_keys::table
-        .find(key_id)
-        .select((api_keys::msg_window_start, api_keys::msg_count))
-        .first(conn)?;
+    .returning::<(BigInt, BigInt)>()
+    .get_result(conn)
+    .optional()?;
+    let (admitted, (window_start, used)) = match admitted {
+        Some(w) => (true, w),
+        None => (
+            false,
+            api_keys::table
+                .find(key_id)
+                .select((api_keys::msg_window_start, api_keys::msg_count))
+                .first(conn)?,
+        ),
+    };
     Ok(MessageWindow {
         admitted,
         used,
