@@ -145,32 +145,30 @@ struct Policy {
     fleet: Option<(String, i64)>,
 }
 
+/// An agent's platform, per-transaction, daily, weekly and monthly limits, and its
+/// platform's fleet limit.
+type PolicyRow = (Option<String>, i64, i64, i64, i64, Option<i64>);
+
 fn load_policy(conn: &mut AnyConnection, account_id: &str) -> Result<Policy, LedgerError> {
-    let agent: Option<(Option<String>, i64, i64, i64, i64)> = agents::table
-        .find(account_id)
+    // The agent's limits and its platform's fleet limit, in one statement.
+    let agent: Option<PolicyRow> = agents::table
+        .left_join(platforms::table)
+        .filter(agents::id.eq(account_id))
         .select((
             agents::platform_id,
             agents::per_tx_limit_micros,
             agents::daily_limit_micros,
             agents::weekly_limit_micros,
             agents::monthly_limit_micros,
+            platforms::daily_limit_micros.nullable(),
         ))
         .first(conn)
         .optional()?;
     // Accounts that are not agents (x402 payers) have no spending controls.
-    let Some((platform_id, per_tx, daily, weekly, monthly)) = agent else {
+    let Some((platform_id, per_tx, daily, weekly, monthly, fleet_limit)) = agent else {
         return Ok(Policy::default());
     };
-    let fleet = match platform_id {
-        Some(p) => platforms::table
-            .find(&p)
-            .select(platforms::daily_limit_micros)
-            .first::<Option<i64>>(conn)
-            .optional()?
-            .flatten()
-            .map(|limit| (p, limit)),
-        None => None,
-    };
+    let fleet = platform_id.zip(fleet_limit);
     Ok(Policy {
         per_tx: Some(per_tx),
         windows: vec![
@@ -232,7 +230,7 @@ fn transfer_rows(whose: Whose<'_>, since: i64) -> wallet_transfers::BoxedQuery<'
 }
 
 impl<'a> Whose<'a> {
-    /// The form of a statement for this scope (see [`per_whose`]).
+    /// The form of a statement for this scope (see [`scoped`]).
     fn pick(self, forms: [&'static str; 2]) -> &'static str {
         match self {
             Whose::Account(_) => forms[0],
@@ -247,25 +245,20 @@ impl<'a> Whose<'a> {
     }
 }
 
-/// A statement in its two forms: over one account's rows (`column = ?`), and over those of
-/// every agent of a platform; the scope's id is bound at the same place in both.
-macro_rules! per_whose {
-    ($head:expr, $column:literal, $tail:literal) => {
-        [
-            concat!($head, " WHERE ", $column, " = ?", $tail),
-            concat!(
-                $head,
-                " WHERE ",
-                $column,
-                " IN (SELECT id FROM agents WHERE platform_id = ?)",
-                $tail
-            ),
-        ]
+/// A `WHERE` condition on `column` in one of the two scopes: one account's rows
+/// (`column = ?`), or those of every agent of a platform; the scope's id is bound at the
+/// same place in both.
+macro_rules! scoped {
+    ($column:literal, one) => {
+        concat!($column, " = ?")
+    };
+    ($column:literal, fleet) => {
+        concat!($column, " IN (SELECT id FROM agents WHERE platform_id = ?)")
     };
 }
 
 /// Three sums by window (day, week, month: the `?`s are the first two windows' lower
-/// bounds) as BIGINT on both backends.
+/// bounds) as BIGINT columns `d`, `w` and `m` on both backends.
 macro_rules! three_windows {
     ($at:literal, $amount:literal) => {
         concat!(
@@ -273,118 +266,109 @@ macro_rules! three_windows {
             $at,
             " > ? THEN ",
             $amount,
-            " ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN ",
+            " ELSE 0 END), 0) AS BIGINT) AS d, CAST(COALESCE(SUM(CASE WHEN ",
             $at,
             " > ? THEN ",
             $amount,
-            " ELSE 0 END), 0) AS BIGINT), CAST(COALESCE(SUM(",
+            " ELSE 0 END), 0) AS BIGINT) AS w, CAST(COALESCE(SUM(",
             $amount,
-            "), 0) AS BIGINT)"
+            "), 0) AS BIGINT) AS m"
         )
     };
 }
 
-const BUCKET_SUMS: [&str; 2] = per_whose!(
-    concat!(
-        three_windows!("bucket_start", "amount_micros"),
-        " FROM spend_buckets"
-    ),
-    "account_id",
-    " AND bucket_start > ?"
-);
-/// The spending journal rows of one scope with `created_at` in (?, ?), summed: a scalar
-/// subquery, three of which make [`EDGE_SUMS`].
+/// The spending journal rows of a scope with `created_at` in (?, ?), summed: a scalar
+/// subquery, one per window's edge.
 macro_rules! edge_sum {
-    ($scope:literal) => {
+    ($form:ident) => {
         concat!(
             "(SELECT CAST(COALESCE(SUM(delta_micros), 0) AS BIGINT) FROM journal_entries \
-             WHERE account_id ",
-            $scope,
+             WHERE ",
+            scoped!("account_id", $form),
             " AND kind IN (?, ?) AND created_at > ? AND created_at < ?)"
         )
     };
 }
 
-/// The three windows' edge sums (day, week, month) in one statement, in both scope forms.
-macro_rules! three_edges {
-    ($scope:literal) => {
+/// Everything a spend check reads, in one statement: the spend buckets' sums by window
+/// (`b`), the journal at the three windows' edges (`e`), wallet transfers by window (`t`)
+/// and what open holds reserve (`h`). Each derived table is one aggregate row.
+macro_rules! usage_sums {
+    ($form:ident) => {
         concat!(
-            "SELECT ",
-            edge_sum!($scope),
-            ", ",
-            edge_sum!($scope),
-            ", ",
-            edge_sum!($scope)
+            "SELECT b.d, b.w, b.m, e.d, e.w, e.m, t.d, t.w, t.m, h.held FROM (",
+            three_windows!("bucket_start", "amount_micros"),
+            " FROM spend_buckets WHERE ",
+            scoped!("account_id", $form),
+            " AND bucket_start > ?) AS b, (SELECT ",
+            edge_sum!($form),
+            " AS d, ",
+            edge_sum!($form),
+            " AS w, ",
+            edge_sum!($form),
+            " AS m) AS e, (",
+            three_windows!("created_at", "usd_micros"),
+            " FROM wallet_transfers WHERE ",
+            scoped!("agent_id", $form),
+            " AND status <> ? AND created_at > ?) AS t, \
+             (SELECT CAST(COALESCE(SUM(held_micros), 0) AS BIGINT) AS held FROM accounts WHERE ",
+            scoped!("id", $form),
+            ") AS h"
         )
     };
 }
 
-const EDGE_SUMS: [&str; 2] = [
-    three_edges!("= ?"),
-    three_edges!("IN (SELECT id FROM agents WHERE platform_id = ?)"),
-];
-const TRANSFER_SUMS: [&str; 2] = per_whose!(
-    concat!(
-        three_windows!("created_at", "usd_micros"),
-        " FROM wallet_transfers"
-    ),
-    "agent_id",
-    " AND status <> ? AND created_at > ?"
-);
-const HELD: [&str; 2] = per_whose!(
-    "SELECT CAST(COALESCE(SUM(held_micros), 0) AS BIGINT) FROM accounts",
-    "id",
-    ""
-);
+const USAGE_SUMS: [&str; 2] = [usage_sums!(one), usage_sums!(fleet)];
 
-/// Charged-or-captured totals, plus wallet transfers, over the last day, week and month.
+/// What a scope has used: spent in each window (charged or captured, plus wallet
+/// transfers), and what its open holds reserve now.
+#[derive(Debug, Clone, Copy)]
+struct Used {
+    spent: [i64; 3],
+    held: i64,
+}
+
+/// Reads [`Used`] for a scope in one statement.
 ///
 /// A window (now − W, now] is summed as the hourly spend buckets that start after the
 /// bucket its start falls in, plus the journal rows of that one bucket that are inside the
 /// window: exact to the millisecond, and reading at most an hour of journal per window.
-fn spent_since(
-    conn: &mut AnyConnection,
-    whose: Whose<'_>,
-    now: i64,
-) -> Result<[i64; 3], LedgerError> {
-    type Sums = (BigInt, BigInt, BigInt);
+fn used_by(conn: &mut AnyConnection, whose: Whose<'_>, now: i64) -> Result<Used, LedgerError> {
+    type Sums = (
+        (BigInt, BigInt, BigInt),
+        (BigInt, BigInt, BigInt),
+        (BigInt, BigInt, BigInt),
+        BigInt,
+    );
+    type Row = ((i64, i64, i64), (i64, i64, i64), (i64, i64, i64), i64);
     let starts = [now - DAY_MS, now - WEEK_MS, now - MONTH_MS];
     let first = starts.map(bucket_of);
-    let (d, w, m): (i64, i64, i64) = stmt(whose.pick(BUCKET_SUMS))
+    let mut q = stmt(whose.pick(USAGE_SUMS))
         .int(first[0])
         .int(first[1])
         .text(whose.id())
-        .int(first[2])
-        .returning::<Sums>()
-        .get_result(conn)?;
-    let mut edges = stmt(whose.pick(EDGE_SUMS));
+        .int(first[2]);
     for (start, first) in starts.into_iter().zip(first) {
-        edges = edges
+        q = q
             .text(whose.id())
             .text(SPEND_KINDS[0])
             .text(SPEND_KINDS[1])
             .int(start)
             .int(first + BUCKET_MS);
     }
-    let (ed, ew, em): (i64, i64, i64) = edges.returning::<Sums>().get_result(conn)?;
-    let spent = [d - ed, w - ew, m - em];
-    let (td, tw, tm): (i64, i64, i64) = stmt(whose.pick(TRANSFER_SUMS))
+    let ((d, w, m), (ed, ew, em), (td, tw, tm), held): Row = q
         .int(starts[0])
         .int(starts[1])
         .text(whose.id())
         .text(TRANSFER_FAILED)
         .int(starts[2])
+        .text(whose.id())
         .returning::<Sums>()
         .get_result(conn)?;
-    Ok([spent[0] + td, spent[1] + tw, spent[2] + tm])
-}
-
-/// What open holds reserve.
-fn held_by(conn: &mut AnyConnection, whose: Whose<'_>) -> Result<i64, LedgerError> {
-    Ok(stmt(whose.pick(HELD))
-        .text(whose.id())
-        .returning::<BigInt>()
-        .get_result(conn)?)
+    Ok(Used {
+        spent: [d - ed + td, w - ew + tw, m - em + tm],
+        held,
+    })
 }
 
 /// When enough of the window's oldest spending rolls off for `need` to be freed.
@@ -467,8 +451,7 @@ fn check(
     }
     let agent = Whose::Account(account_id);
     if !policy.windows.is_empty() {
-        let spent = spent_since(conn, agent, now)?;
-        let held = held_by(conn, agent)?;
+        let Used { spent, held } = used_by(conn, agent, now)?;
         for (i, &(window, limit)) in policy.windows.iter().enumerate() {
             let used = spent[i] + held;
             if used + amount > limit {
@@ -487,7 +470,8 @@ fn check(
     }
     if let Some((platform, limit)) = &policy.fleet {
         let fleet = Whose::Platform(platform);
-        let used = spent_since(conn, fleet, now)?[0] + held_by(conn, fleet)?;
+        let fleet_used = used_by(conn, fleet, now)?;
+        let used = fleet_used.spent[0] + fleet_used.held;
         if used + amount > *limit {
             let b = window_breach(
                 conn,
@@ -606,7 +590,9 @@ pub fn account_spending(
     account_id: &str,
     now: i64,
 ) -> Result<[Usd; 3], LedgerError> {
-    Ok(spent_since(conn, Whose::Account(account_id), now)?.map(Usd::from_micros))
+    Ok(used_by(conn, Whose::Account(account_id), now)?
+        .spent
+        .map(Usd::from_micros))
 }
 
 /// What a platform's agents spent in the last 24 hours plus what their open holds reserve:
@@ -616,7 +602,6 @@ pub fn platform_usage(
     platform_id: &str,
     now: i64,
 ) -> Result<Usd, LedgerError> {
-    let spent = spent_since(conn, Whose::Platform(platform_id), now)?[0];
-    let held = held_by(conn, Whose::Platform(platform_id))?;
-    Ok(Usd::from_micros(spent + held))
+    let used = used_by(conn, Whose::Platform(platform_id), now)?;
+    Ok(Usd::from_micros(used.spent[0] + used.held))
 }
