@@ -163,6 +163,42 @@ pub(crate) fn journal(
     Ok(Usd::from_micros(after))
 }
 
+/// Writes two journal rows of one change in one statement, in order: each is (delta,
+/// balance after, kind), with the same reference. Spending is added to its bucket as
+/// [`journal`] does.
+pub(crate) fn journal_pair(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    rows: [(i64, i64, EntryKind); 2],
+    reference: &str,
+    now: i64,
+) -> Result<(), LedgerError> {
+    let mut q = stmt(
+        "INSERT INTO journal_entries \
+         (account_id, delta_micros, balance_after_micros, kind, reference, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)",
+    );
+    for (delta, after, kind) in rows {
+        q = q
+            .text(account_id)
+            .int(delta)
+            .int(after)
+            .text(kind.as_str())
+            .text(reference)
+            .int(now);
+    }
+    q.execute(conn)?;
+    let spent: i64 = rows
+        .iter()
+        .filter(|(_, _, kind)| crate::SPEND_KINDS.contains(&kind.as_str()))
+        .map(|(delta, _, _)| -delta)
+        .sum();
+    if spent != 0 {
+        add_to_bucket(conn, account_id, now, spent)?;
+    }
+    Ok(())
+}
+
 /// The spend buckets' width: one hour.
 pub(crate) const BUCKET_MS: i64 = 3_600_000;
 

@@ -6,9 +6,9 @@ use aibank_store::models::{Hold, HOLD_CAPTURED, HOLD_EXPIRED, HOLD_OPEN, HOLD_RE
 use aibank_store::schema::holds;
 use aibank_store::{stmt, AnyConnection};
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{BigInt, Text};
 
-use crate::accounts::{debit, journal, lock};
+use crate::accounts::{debit, journal, journal_pair};
 use crate::limits::{authorize, record_usage_with_id, UsageMeta};
 use crate::{EntryKind, LedgerError};
 
@@ -65,69 +65,116 @@ pub fn place_hold(
     })
 }
 
-/// Moves an open hold to `status`; exactly one settlement wins a race (capture, release and
-/// the sweeper all go through here).
+/// How a hold is to be settled.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// Captured for this many micro-USD (at most the hold); the rest is released.
+    Captured(i64),
+    /// Released in full by its owner.
+    Released,
+    /// Released in full by the sweeper: only if it is due by this time.
+    Expired { due_by: i64 },
+}
+
+/// Settles an open hold and moves its money; exactly one settlement wins a race (capture,
+/// release and the sweeper all go through here). Returns the settled hold's account and
+/// amount, and the account's balance after.
+///
+/// The hold's row is locked first (its conditional `UPDATE`), then its account's: every
+/// settlement takes them in that order, and a spend only inserts holds, so two never wait
+/// on each other in a cycle.
 fn settle(
     conn: &mut AnyConnection,
-    hold: &Hold,
-    status: &str,
-    captured: Option<i64>,
-    expired_by: Option<i64>,
+    hold_id: &str,
+    outcome: Outcome,
     now: i64,
-) -> Result<(), LedgerError> {
-    let hold_id = hold.id.as_str();
-    lock(conn, &hold.account_id)?;
-    // A capture or release settles whenever the hold is open (no deadline to meet).
-    let n = stmt(
+) -> Result<(String, i64, i64), LedgerError> {
+    let (status, captured, due_by) = match outcome {
+        Outcome::Captured(c) => (HOLD_CAPTURED, Some(c), i64::MAX),
+        Outcome::Released => (HOLD_RELEASED, None, i64::MAX),
+        Outcome::Expired { due_by } => (HOLD_EXPIRED, None, due_by),
+    };
+    let cost = captured.unwrap_or(0);
+    // A capture or release settles whenever the hold is open (no deadline to meet); a
+    // capture only within the hold's amount.
+    let settled: Option<(String, i64)> = stmt(
         "UPDATE holds SET status = ?, captured_micros = ?, settled_at = ? \
-         WHERE id = ? AND status = ? AND expires_at <= ?",
+         WHERE id = ? AND status = ? AND expires_at <= ? AND amount_micros >= ? \
+         RETURNING account_id, amount_micros",
     )
     .text(status)
     .opt_int(captured)
     .int(now)
     .text(hold_id)
     .text(HOLD_OPEN)
-    .int(expired_by.unwrap_or(i64::MAX))
-    .execute(conn)?;
-    if n == 0 {
-        let status = holds::table
-            .find(hold_id)
-            .select(holds::status)
-            .first::<String>(conn)?;
-        return Err(LedgerError::HoldNotOpen { status });
-    }
-    // Return the reservation to the balance.
+    .int(due_by)
+    .int(cost)
+    .returning::<(Text, BigInt)>()
+    .get_result(conn)
+    .optional()?;
+    let Some((account_id, amount)) = settled else {
+        return Err(why_unsettled(conn, hold_id, cost)?);
+    };
+    // Return the reservation to the balance and take the cost from it, in one change.
     let after: i64 = stmt(
-        "UPDATE accounts SET balance_micros = balance_micros + ?, \
-         held_micros = held_micros - ?, updated_at = ? WHERE id = ? RETURNING balance_micros",
+        "UPDATE accounts SET balance_micros = balance_micros + ? - ?, \
+         held_micros = held_micros - ?, total_spent_micros = total_spent_micros + ?, \
+         updated_at = ? WHERE id = ? RETURNING balance_micros",
     )
-    .int(hold.amount_micros)
-    .int(hold.amount_micros)
+    .int(amount)
+    .int(cost)
+    .int(amount)
+    .int(cost)
     .int(now)
-    .text(&hold.account_id)
+    .text(&account_id)
     .returning::<BigInt>()
     .get_result(conn)?;
-    journal(
-        conn,
-        &hold.account_id,
-        hold.amount_micros,
-        after,
-        EntryKind::Release,
-        Some(hold_id),
-        now,
-    )?;
-    Ok(())
+    if captured.is_some_and(|c| c > 0) {
+        journal_pair(
+            conn,
+            &account_id,
+            [
+                (amount, after + cost, EntryKind::Release),
+                (-cost, after, EntryKind::Capture),
+            ],
+            hold_id,
+            now,
+        )?;
+    } else {
+        journal(
+            conn,
+            &account_id,
+            amount,
+            after,
+            EntryKind::Release,
+            Some(hold_id),
+            now,
+        )?;
+    }
+    Ok((account_id, amount, after))
 }
 
-/// A hold as placed. Its amount and account never change, so they may be read before the
-/// account is locked; its status is only ever changed by [`settle`], under the lock.
-fn load(conn: &mut AnyConnection, hold_id: &str) -> Result<Hold, LedgerError> {
-    holds::table
+/// Why [`settle`] found nothing to settle.
+fn why_unsettled(
+    conn: &mut AnyConnection,
+    hold_id: &str,
+    cost: i64,
+) -> Result<LedgerError, LedgerError> {
+    let hold = holds::table
         .find(hold_id)
         .select(Hold::as_select())
         .first(conn)
-        .optional()?
-        .ok_or(LedgerError::HoldNotFound)
+        .optional()?;
+    Ok(match hold {
+        None => LedgerError::HoldNotFound,
+        Some(h) if h.status != HOLD_OPEN => LedgerError::HoldNotOpen { status: h.status },
+        Some(h) if cost > h.amount_micros => LedgerError::CaptureExceedsHold {
+            held: Usd::from_micros(h.amount_micros),
+            requested: Usd::from_micros(cost),
+        },
+        // Open, and not yet due for the sweeper.
+        Some(h) => LedgerError::HoldNotOpen { status: h.status },
+    })
 }
 
 /// Captures `amount` (at most the hold) and releases the rest, with the usage recorded.
@@ -142,35 +189,15 @@ pub fn capture(
         return Err(LedgerError::NonPositiveAmount);
     }
     conn.write_tx(|conn| {
-        let hold = load(conn, hold_id)?;
-        let reserved = hold.amount_micros;
-        if amount.micros() > reserved {
-            return Err(LedgerError::CaptureExceedsHold {
-                held: Usd::from_micros(reserved),
-                requested: amount,
-            });
-        }
-        settle(conn, &hold, HOLD_CAPTURED, Some(amount.micros()), None, now)?;
-        // The reservation covered it, so this debit cannot fail for lack of credits.
-        let balance = if amount.is_zero() {
-            crate::balance(conn, &hold.account_id).map(|a| Usd::from_micros(a.balance_micros))?
-        } else {
-            debit(
-                conn,
-                &hold.account_id,
-                amount,
-                EntryKind::Capture,
-                Some(hold_id),
-                now,
-            )?
-        };
+        let (account_id, reserved, balance) =
+            settle(conn, hold_id, Outcome::Captured(amount.micros()), now)?;
         if let Some(meta) = usage {
-            record_usage_with_id(conn, hold_id, &hold.account_id, amount, meta, now)?;
+            record_usage_with_id(conn, hold_id, &account_id, amount, meta, now)?;
         }
         Ok(Settlement {
             charged: amount,
             released: Usd::from_micros(reserved - amount.micros()),
-            balance,
+            balance: Usd::from_micros(balance),
         })
     })
 }
@@ -182,12 +209,10 @@ pub fn release(
     now: i64,
 ) -> Result<Settlement, LedgerError> {
     conn.write_tx(|conn| {
-        let hold = load(conn, hold_id)?;
-        settle(conn, &hold, HOLD_RELEASED, None, None, now)?;
-        let balance = crate::balance(conn, &hold.account_id)?.balance_micros;
+        let (_, reserved, balance) = settle(conn, hold_id, Outcome::Released, now)?;
         Ok(Settlement {
             charged: Usd::ZERO,
-            released: Usd::from_micros(hold.amount_micros),
+            released: Usd::from_micros(reserved),
             balance: Usd::from_micros(balance),
         })
     })
@@ -205,10 +230,8 @@ pub fn expire_due(conn: &mut AnyConnection, now: i64, batch: i64) -> Result<usiz
         .load(conn)?;
     let mut expired = 0;
     for id in due {
-        match conn.write_tx(|c| {
-            load(c, &id).and_then(|h| settle(c, &h, HOLD_EXPIRED, None, Some(now), now))
-        }) {
-            Ok(()) => expired += 1,
+        match conn.write_tx(|c| settle(c, &id, Outcome::Expired { due_by: now }, now)) {
+            Ok(_) => expired += 1,
             Err(LedgerError::HoldNotOpen { .. }) => {}
             Err(e) => return Err(e),
         }
