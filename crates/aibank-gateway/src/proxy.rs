@@ -381,6 +381,8 @@ fn collect(
             let over = Usd::from_micros(cost.micros() - hold.amount.micros());
             match aibank_ledger::charge(c, agent, over, None, now) {
                 Ok((_, balance)) => Ok((cost, Some(balance))),
+                // A refusal changed nothing; a store error rolls the settlement back.
+                Err(e @ LedgerError::Store(_)) => Err(e),
                 Err(e) => {
                     tracing::warn!(agent_id = %agent, overage = %over, error = %e,
                         "usage beyond the hold was not collected");

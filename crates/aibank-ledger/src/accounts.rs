@@ -49,7 +49,7 @@ pub fn credit(
     if amount.micros() <= 0 {
         return Err(LedgerError::NonPositiveAmount);
     }
-    conn.write_tx(|conn| {
+    crate::atomic(conn, |conn| {
         let current = lock(conn, account_id)?;
         if current.checked_add(amount.micros()).is_none() {
             return Err(LedgerError::Overflow);

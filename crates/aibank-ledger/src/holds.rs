@@ -38,7 +38,7 @@ pub fn place_hold(
     reference: Option<&str>,
     now: i64,
 ) -> Result<HoldReceipt, LedgerError> {
-    conn.write_tx(|conn| {
+    crate::atomic(conn, |conn| {
         authorize(conn, account_id, amount, now)?;
         let id = new_id("hld");
         let balance = debit(conn, account_id, amount, EntryKind::Hold, Some(&id), now)?;
@@ -188,7 +188,7 @@ pub fn capture(
     if amount.is_negative() {
         return Err(LedgerError::NonPositiveAmount);
     }
-    conn.write_tx(|conn| {
+    crate::atomic(conn, |conn| {
         let (account_id, reserved, balance) =
             settle(conn, hold_id, Outcome::Captured(amount.micros()), now)?;
         if let Some(meta) = usage {
@@ -208,7 +208,7 @@ pub fn release(
     hold_id: &str,
     now: i64,
 ) -> Result<Settlement, LedgerError> {
-    conn.write_tx(|conn| {
+    crate::atomic(conn, |conn| {
         let (_, reserved, balance) = settle(conn, hold_id, Outcome::Released, now)?;
         Ok(Settlement {
             charged: Usd::ZERO,
@@ -230,7 +230,9 @@ pub fn expire_due(conn: &mut AnyConnection, now: i64, batch: i64) -> Result<usiz
         .load(conn)?;
     let mut expired = 0;
     for id in due {
-        match conn.write_tx(|c| settle(c, &id, Outcome::Expired { due_by: now }, now)) {
+        match crate::atomic(conn, |c| {
+            settle(c, &id, Outcome::Expired { due_by: now }, now)
+        }) {
             Ok(_) => expired += 1,
             Err(LedgerError::HoldNotOpen { .. }) => {}
             Err(e) => return Err(e),

@@ -11,6 +11,11 @@
 //!   −amount), then capture the real cost (journal `release` +amount, `capture` −cost) or
 //!   release it all. Unsettled holds expire and are released by the sweeper. A crash between
 //!   hold and capture leaves an open hold: the money is reserved, never lost or doubled.
+//! - Every operation refuses (returns any error but [`LedgerError::Store`]) before it
+//!   changes anything. So an operation called inside its caller's write transaction joins
+//!   it without a savepoint of its own (see [`atomic`]), and a caller that catches a
+//!   refusal and goes on has nothing to undo. A store error leaves the caller's
+//!   transaction to be rolled back.
 
 mod accounts;
 pub mod holds;
@@ -22,7 +27,28 @@ pub use holds::{capture, expire_due, place_hold, release, HoldReceipt, Settlemen
 pub use limits::{authorize, charge, record_usage, LimitBreach, Scope, UsageMeta, Window};
 
 use aibank_core::{ApiError, ErrorCode, Usd};
-use aibank_store::StoreError;
+use aibank_store::{AnyConnection, StoreError};
+
+/// Runs a ledger operation as one atomic write: inside the caller's transaction when there
+/// is one — its writes then commit or roll back with the caller's — and in a write
+/// transaction of its own otherwise.
+///
+/// No savepoint is needed because operations refuse before they change anything (see the
+/// module's notes); a savepoint would cost two more statements per operation, and on
+/// PostgreSQL two more round trips.
+pub(crate) fn atomic<T, F>(conn: &mut AnyConnection, f: F) -> Result<T, LedgerError>
+where
+    F: FnOnce(&mut AnyConnection) -> Result<T, LedgerError>,
+{
+    use diesel::connection::{Connection, TransactionManager};
+    type Manager = <AnyConnection as Connection>::TransactionManager;
+    let depth = Manager::transaction_manager_status_mut(conn).transaction_depth()?;
+    if depth.is_some() {
+        f(conn)
+    } else {
+        conn.write_tx(f)
+    }
+}
 
 /// Why a journal entry was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

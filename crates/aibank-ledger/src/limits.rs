@@ -572,7 +572,7 @@ pub fn charge(
     usage: Option<&UsageMeta>,
     now: i64,
 ) -> Result<(String, Usd), LedgerError> {
-    conn.write_tx(|conn| {
+    crate::atomic(conn, |conn| {
         authorize(conn, account_id, amount, now)?;
         let id = new_id("chg");
         let balance = debit(conn, account_id, amount, EntryKind::Charge, Some(&id), now)?;

@@ -167,6 +167,64 @@ fn holds_capture_release_and_expire_exactly_once() {
     assert_invariants(&mut c, "acct_h");
 }
 
+/// Inside a caller's transaction an operation has no savepoint of its own: every refusal
+/// must come before any change, so a caller can catch it, go on, and commit.
+#[test]
+fn refusals_inside_a_callers_transaction_leave_nothing_to_undo() {
+    let (pool, _db) = pool();
+    let mut c = pool.get().unwrap();
+    open_account(&mut c, "acct_n", usd(1_000), EntryKind::SignupGrant, 0).unwrap();
+    open_account(&mut c, "acct_full", usd(1), EntryKind::SignupGrant, 0).unwrap();
+    c.write_tx(|c| {
+        let h = place_hold(c, "acct_n", usd(600), 1_000, None, 1)?;
+        let refusals = [
+            place_hold(c, "acct_n", usd(401), 1_000, None, 2).map(|_| ()),
+            charge(c, "acct_n", usd(401), None, 2).map(|_| ()),
+            capture(c, &h.id, usd(601), None, 3).map(|_| ()),
+            place_hold(c, "nope", usd(1), 1_000, None, 3).map(|_| ()),
+            credit(c, "acct_full", usd(i64::MAX), EntryKind::Grant, None, 3).map(|_| ()),
+        ];
+        for r in refusals {
+            assert!(
+                r.is_err() && !matches!(r, Err(LedgerError::Store(_))),
+                "{r:?}"
+            );
+        }
+        capture(c, &h.id, usd(100), None, 4)?;
+        assert!(matches!(
+            capture(c, &h.id, usd(1), None, 5),
+            Err(LedgerError::HoldNotOpen { .. })
+        ));
+        assert!(matches!(
+            release(c, &h.id, 5),
+            Err(LedgerError::HoldNotOpen { .. })
+        ));
+        assert!(matches!(
+            release(c, "hld_nope", 5),
+            Err(LedgerError::HoldNotFound)
+        ));
+        assert_eq!(expire_due(c, i64::MAX, 10)?, 0);
+        Ok::<_, LedgerError>(())
+    })
+    .unwrap();
+    // What committed is the hold and its capture, nothing of the refusals.
+    let a = balance(&mut c, "acct_n").unwrap();
+    assert_eq!(
+        (a.balance_micros, a.held_micros, a.total_spent_micros),
+        (900, 0, 100)
+    );
+    let kinds: Vec<String> = aibank_store::schema::journal_entries::table
+        .filter(aibank_store::schema::journal_entries::account_id.eq("acct_n"))
+        .order(aibank_store::schema::journal_entries::id.asc())
+        .select(aibank_store::schema::journal_entries::kind)
+        .load(&mut c)
+        .unwrap();
+    assert_eq!(kinds, ["signup_grant", "hold", "release", "capture"]);
+    assert_eq!(balance(&mut c, "acct_full").unwrap().balance_micros, 1);
+    assert_invariants(&mut c, "acct_n");
+    assert_invariants(&mut c, "acct_full");
+}
+
 /// Many concurrent charges against one balance: exactly as many succeed as the balance
 /// covers, and the balance never goes below zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
