@@ -305,10 +305,17 @@ impl DbPool {
         .map_err(StoreError::from)?
     }
 
-    /// Runs `f` as one write transaction (rolled back if it returns an error). On SQLite,
-    /// concurrent writes share one durable commit (group commit, see `group.rs`); on
-    /// PostgreSQL it is a transaction on a pooled connection. Either way the answer comes
-    /// after the commit.
+    /// Runs `f` as one write transaction (rolled back if it returns an error); the answer
+    /// comes once its commit is durable.
+    ///
+    /// On SQLite, concurrent writes share one durable commit (group commit, see
+    /// `group.rs`). On PostgreSQL it is a transaction on a pooled connection that commits
+    /// without waiting for the log flush, so the row locks it took are released at once;
+    /// the answer then waits for the flush (see [`flush_log`]). Held through the flush, a
+    /// lock makes every spend of one account wait a whole flush for the one before it.
+    /// The price: another transaction may read the write a flush before it is durable. It
+    /// is never answered as done before it is, and whatever builds on it comes later in
+    /// the log, so a crash that undoes it undoes those too.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
@@ -346,12 +353,14 @@ impl DbPool {
             Some(w) => w.write(synced, f).await,
             None => {
                 self.run(move |c| {
-                    c.write_tx(|c| {
-                        if !synced && !c.is_sqlite() {
-                            c.batch_execute("SET LOCAL synchronous_commit = off")?;
-                        }
+                    let out = c.write_tx(|c| {
+                        c.batch_execute("SET LOCAL synchronous_commit = off")?;
                         f(c)
-                    })
+                    })?;
+                    if synced {
+                        flush_log(c)?;
+                    }
+                    Ok(out)
                 })
                 .await
             }
@@ -381,6 +390,17 @@ impl DbPool {
             }
         }
     }
+}
+
+/// PostgreSQL: returns once the log is durable up to here, as the server's
+/// `synchronous_commit` setting defines durable (flushed to disk, or also on synchronous
+/// standbys): one round trip, no rows, no locks. A transaction that writes to the log
+/// commits under that setting, and its commit flushes the log up to its record, with every
+/// commit before it; writing an empty logical-decoding message (prefix `aibank`, which
+/// change-data-capture consumers may see and skip) is the least such a write can be.
+/// Assigning a transaction id alone writes nothing, and PostgreSQL skips the flush.
+fn flush_log(c: &mut AnyConnection) -> Result<(), StoreError> {
+    Ok(c.batch_execute("BEGIN; SELECT pg_logical_emit_message(true, 'aibank', ''); COMMIT")?)
 }
 
 fn apply<C>(conn: &mut C, migrations: EmbeddedMigrations) -> Result<Vec<String>, StoreError>

@@ -183,3 +183,54 @@ async fn an_unsynced_write_never_takes_a_durable_one_with_it() {
         .unwrap();
     assert_eq!(seen, durable);
 }
+
+/// PostgreSQL commits a durable write without waiting for the log flush (so its row locks
+/// go at once), then waits for the flush before answering: once `write` returns, the log
+/// is durable past everything the write wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_write_on_postgres_is_answered_once_the_log_is_flushed_past_it() {
+    use diesel::connection::SimpleConnection;
+    use diesel::sql_types::{Bool, Text};
+    let db = TestDb::fresh();
+    if db.backend != aibank_store::Backend::Postgres {
+        return;
+    }
+    // The throwaway test clusters commit without flushing; this database flushes, as a
+    // real server does.
+    let mut admin = PgConnection::establish(&db.url).unwrap();
+    let name: String = diesel::select(diesel::dsl::sql::<Text>("current_database()"))
+        .get_result(&mut admin)
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET synchronous_commit = on"
+        ))
+        .unwrap();
+    let pool = DbPool::connect(&db.url, &pool_options()).unwrap();
+    pool.migrate().unwrap();
+    for i in 0..20 {
+        let written: String = pool
+            .write(move |c| {
+                insert(c, &format!("f_{i}"))?;
+                diesel::select(diesel::dsl::sql::<Text>(
+                    "pg_current_wal_insert_lsn()::text",
+                ))
+                .get_result(c)
+                .map_err(E::from)
+            })
+            .await
+            .unwrap();
+        let (flushed, at): (bool, String) = diesel::select((
+            diesel::dsl::sql::<Bool>(&format!(
+                "pg_current_wal_flush_lsn() >= '{written}'::pg_lsn"
+            )),
+            diesel::dsl::sql::<Text>("pg_current_wal_flush_lsn()::text"),
+        ))
+        .get_result(&mut admin)
+        .unwrap();
+        assert!(
+            flushed,
+            "write {i} was answered with the log flushed to {at}, before {written}"
+        );
+    }
+}
