@@ -511,7 +511,34 @@ fn meter_request(
     Ok((bill, max_out, streamed))
 }
 
-/// Reserves the most the call can cost.
+/// Why a call's reservation was not made; either way its transaction rolls back.
+#[derive(Debug)]
+enum Unreserved {
+    /// The key's daily message limit is reached.
+    Refused(ApiError),
+    Ledger(LedgerError),
+}
+
+impl From<LedgerError> for Unreserved {
+    fn from(e: LedgerError) -> Self {
+        Unreserved::Ledger(e)
+    }
+}
+
+impl From<StoreError> for Unreserved {
+    fn from(e: StoreError) -> Self {
+        Unreserved::Ledger(e.into())
+    }
+}
+
+impl From<diesel::result::Error> for Unreserved {
+    fn from(e: diesel::result::Error) -> Self {
+        Unreserved::Ledger(e.into())
+    }
+}
+
+/// Reserves the most the call can cost, and counts the call against its key's message
+/// limit, in one transaction.
 async fn reserve(
     gw: &Gateway,
     bill: &Bill,
@@ -526,16 +553,20 @@ async fn reserve(
     // call had never been made — what the sweeper makes of a durable hold never captured.
     gw.pool
         .write_unsynced(move |c| {
-            if let Some(q) = &quota {
-                if let Err(e) = q.admit(c, now)? {
-                    return Ok(Err(e));
-                }
-            }
-            // A refused hold rolls the count back too: only calls that go out count.
             let hold = aibank_ledger::place_hold(c, &agent, max, ttl, Some(&reference), now)?;
-            Ok::<_, LedgerError>(Ok(hold))
+            // Counted last: the count locks the key's row until the commit, and calls on
+            // one key wait for each other only that long. A refused count rolls the hold
+            // back; a refused hold is never counted.
+            if let Some(q) = &quota {
+                q.admit(c, now)?.map_err(Unreserved::Refused)?;
+            }
+            Ok(hold)
         })
-        .await?
+        .await
+        .map_err(|e| match e {
+            Unreserved::Refused(e) => e,
+            Unreserved::Ledger(e) => e.into(),
+        })
 }
 
 /// The upstream request: same method, path, query and safe headers, the upstream's
