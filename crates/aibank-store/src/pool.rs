@@ -315,7 +315,9 @@ impl DbPool {
     /// lock makes every spend of one account wait a whole flush for the one before it.
     /// The price: another transaction may read the write a flush before it is durable. It
     /// is never answered as done before it is, and whatever builds on it comes later in
-    /// the log, so a crash that undoes it undoes those too.
+    /// the log, so a crash that undoes it undoes those too. If the flush cannot be
+    /// confirmed (the connection drops), the write is answered as failed although it
+    /// committed, as when a commit's own answer is lost.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
