@@ -20,7 +20,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use aibank_auth::{ApiKeyAuth, AuthState, Capability};
 use aibank_core::{ApiError, ErrorCode, SharedClock, Usd};
 use aibank_ledger::{HoldReceipt, LedgerError, UsageMeta};
-use aibank_store::{AnyConnection, DbPool, StoreError};
+use aibank_store::{AnyConnection, DbPool, StoreError, TxStop};
 use aibank_x402::X402;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -511,32 +511,6 @@ fn meter_request(
     Ok((bill, max_out, streamed))
 }
 
-/// Why a call's reservation was not made; either way its transaction rolls back.
-#[derive(Debug)]
-enum Unreserved {
-    /// The key's daily message limit is reached.
-    Refused(ApiError),
-    Ledger(LedgerError),
-}
-
-impl From<LedgerError> for Unreserved {
-    fn from(e: LedgerError) -> Self {
-        Unreserved::Ledger(e)
-    }
-}
-
-impl From<StoreError> for Unreserved {
-    fn from(e: StoreError) -> Self {
-        Unreserved::Ledger(e.into())
-    }
-}
-
-impl From<diesel::result::Error> for Unreserved {
-    fn from(e: diesel::result::Error) -> Self {
-        Unreserved::Ledger(e.into())
-    }
-}
-
 /// Reserves the most the call can cost, and counts the call against its key's message
 /// limit, in one transaction.
 async fn reserve(
@@ -553,19 +527,20 @@ async fn reserve(
     // call had never been made — what the sweeper makes of a durable hold never captured.
     gw.pool
         .write_unsynced(move |c| {
-            let hold = aibank_ledger::place_hold(c, &agent, max, ttl, Some(&reference), now)?;
+            let hold = aibank_ledger::place_hold(c, &agent, max, ttl, Some(&reference), now)
+                .map_err(TxStop::Failed)?;
             // Counted last: the count locks the key's row until the commit, and calls on
             // one key wait for each other only that long. A refused count rolls the hold
             // back; a refused hold is never counted.
             if let Some(q) = &quota {
-                q.admit(c, now)?.map_err(Unreserved::Refused)?;
+                q.admit(c, now)?.map_err(TxStop::Stopped)?;
             }
             Ok(hold)
         })
         .await
-        .map_err(|e| match e {
-            Unreserved::Refused(e) => e,
-            Unreserved::Ledger(e) => e.into(),
+        .map_err(|e: TxStop<ApiError, LedgerError>| match e {
+            TxStop::Stopped(refusal) => refusal,
+            TxStop::Failed(e) => e.into(),
         })
 }
 
