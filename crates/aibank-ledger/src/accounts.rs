@@ -163,40 +163,37 @@ pub(crate) fn journal(
     Ok(Usd::from_micros(after))
 }
 
-/// Writes two journal rows of one change in one statement, in order: each is (delta,
-/// balance after, kind), with the same reference. Spending is added to its bucket as
-/// [`journal`] does.
-pub(crate) fn journal_pair(
+/// Journals a hold captured for `cost` (more than zero) out of the `reserved` amount, the
+/// account left at `after`: the reservation's release and the capture, in one statement
+/// and in that order; the cost goes to its spend bucket as [`journal`] would put it.
+pub(crate) fn journal_capture(
     conn: &mut AnyConnection,
     account_id: &str,
-    rows: [(i64, i64, EntryKind); 2],
-    reference: &str,
+    hold_id: &str,
+    reserved: i64,
+    cost: i64,
+    after: i64,
     now: i64,
 ) -> Result<(), LedgerError> {
-    let mut q = stmt(
+    stmt(
         "INSERT INTO journal_entries \
          (account_id, delta_micros, balance_after_micros, kind, reference, created_at) \
          VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)",
-    );
-    for (delta, after, kind) in rows {
-        q = q
-            .text(account_id)
-            .int(delta)
-            .int(after)
-            .text(kind.as_str())
-            .text(reference)
-            .int(now);
-    }
-    q.execute(conn)?;
-    let spent: i64 = rows
-        .iter()
-        .filter(|(_, _, kind)| crate::SPEND_KINDS.contains(&kind.as_str()))
-        .map(|(delta, _, _)| -delta)
-        .sum();
-    if spent != 0 {
-        add_to_bucket(conn, account_id, now, spent)?;
-    }
-    Ok(())
+    )
+    .text(account_id)
+    .int(reserved)
+    .int(after + cost)
+    .text(EntryKind::Release.as_str())
+    .text(hold_id)
+    .int(now)
+    .text(account_id)
+    .int(-cost)
+    .int(after)
+    .text(EntryKind::Capture.as_str())
+    .text(hold_id)
+    .int(now)
+    .execute(conn)?;
+    add_to_bucket(conn, account_id, now, cost)
 }
 
 /// The spend buckets' width: one hour.

@@ -8,7 +8,7 @@ use aibank_store::{stmt, AnyConnection};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
-use crate::accounts::{debit, journal, journal_pair};
+use crate::accounts::{debit, journal, journal_capture};
 use crate::limits::{authorize, record_usage_with_id, UsageMeta};
 use crate::{EntryKind, LedgerError};
 
@@ -129,17 +129,8 @@ fn settle(
     .text(&account_id)
     .returning::<BigInt>()
     .get_result(conn)?;
-    if captured.is_some_and(|c| c > 0) {
-        journal_pair(
-            conn,
-            &account_id,
-            [
-                (amount, after + cost, EntryKind::Release),
-                (-cost, after, EntryKind::Capture),
-            ],
-            hold_id,
-            now,
-        )?;
+    if cost > 0 {
+        journal_capture(conn, &account_id, hold_id, amount, cost, after, now)?;
     } else {
         journal(
             conn,
