@@ -148,6 +148,9 @@ enum Endpoint {
 }
 
 fn endpoint(wire: Wire, method: &str, tail: &str) -> Option<Endpoint> {
+    if !plain_path(tail) {
+        return None;
+    }
     let tail = tail.trim_end_matches('/');
     match (wire, method) {
         (Wire::Anthropic, "POST") if tail == "v1/messages" => Some(Endpoint::Metered),
@@ -156,6 +159,23 @@ fn endpoint(wire: Wire, method: &str, tail: &str) -> Option<Endpoint> {
         (_, "GET") if tail == "v1/models" || tail.starts_with("v1/models/") => Some(Endpoint::Free),
         _ => None,
     }
+}
+
+/// Whether a path is safe to append to a provider's base URL as it is: segments of
+/// letters, digits and `-._~:@+`, none empty (a trailing `/` aside), none `.` or `..`.
+/// The URL parser would resolve dot segments (and `\` as `/`) before sending, so
+/// `v1/models/../chat/completions` would reach an endpoint the gateway never allowed, with
+/// the platform's key. Percent escapes are refused too: the router has decoded the path
+/// already, except the escapes (`%2F`, `%25`, `%2B`) an upstream could decode again.
+fn plain_path(tail: &str) -> bool {
+    let tail = tail.strip_suffix('/').unwrap_or(tail);
+    !tail.is_empty()
+        && tail.split('/').all(|segment| {
+            !matches!(segment, "" | "." | "..")
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~:@+".contains(&b))
+        })
 }
 
 /// The aibank key: `X-API-Key`, or `Authorization: Bearer` as the OpenAI SDK sends it.

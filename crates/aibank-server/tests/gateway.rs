@@ -530,6 +530,60 @@ async fn refusals_before_forwarding() {
     assert!(r.headers.get("x-aibank-cost-usd").is_none());
 }
 
+/// Sends `GET {target}` byte for byte (an HTTP client would resolve dot segments before
+/// sending) and returns the status code.
+async fn raw_get(app: &TestApp, target: &str, key: &str) -> u16 {
+    use std::io::{Read, Write};
+    let (port, request) = (
+        app.port,
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer[9..12].parse().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn paths_cannot_climb_out_of_the_allowed_endpoints() {
+    let (app, mock) = setup(|_| {}).await;
+    let (_, key) = app.register().await;
+    // A model's page is forwarded (the mock has none: its 404 comes back).
+    raw_get(&app, "/v1/gateway/openai/v1/models/gpt-4o", &key).await;
+    assert_eq!(mock.requests().len(), 1);
+    assert_eq!(mock.last_request().unwrap().path, "/v1/models/gpt-4o");
+    for target in [
+        "/v1/gateway/openai/v1/models/../chat/completions",
+        "/v1/gateway/openai/v1/models/%2e%2e/chat/completions",
+        "/v1/gateway/openai/v1/models/.%2E/.%2e/v1/files",
+        "/v1/gateway/openai/v1/models/..%5Cchat/completions",
+        "/v1/gateway/openai/v1/models/x/%2E%2E/%2e%2e/chat/completions",
+        "/v1/gateway/openai/v1/models/%2F..%2Fchat/completions",
+        "/v1/gateway/openai/v1/models/./gpt-4o",
+        "/v1/gateway/openai/v1/models//gpt-4o",
+        "/v1/gateway/anthropic/v1/models/../messages/batches",
+    ] {
+        let status = raw_get(&app, target, &key).await;
+        assert!(status == 404 || status == 400, "{target} answered {status}");
+    }
+    assert_eq!(
+        mock.requests().len(),
+        1,
+        "nothing else reached the upstream: {:?}",
+        mock.requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
 #[tokio::test]
 async fn credentials_and_hop_headers_never_reach_the_upstream() {
     let (app, mock) = setup(|_| {}).await;
