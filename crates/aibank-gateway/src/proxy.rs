@@ -206,7 +206,8 @@ fn forwardable(name: &str) -> bool {
         && !name.starts_with("x-aibank-")
 }
 
-/// Response headers not passed back.
+/// Response headers not passed back: hop-by-hop ones, cookies, and ours (the gateway
+/// sets its own `x-aibank-*` and request id).
 fn returnable(name: &str) -> bool {
     !matches!(
         name,
@@ -215,9 +216,37 @@ fn returnable(name: &str) -> bool {
             | "transfer-encoding"
             | "connection"
             | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "upgrade"
             | "set-cookie"
             | "x-request-id"
+    ) && !name.starts_with("x-aibank-")
+}
+
+/// Headers that choose or name the account behind an upstream key: a caller may send them
+/// with its own key, never with the platform's, and the platform's are not shown to callers.
+fn names_the_key_owner(name: &str) -> bool {
+    matches!(
+        name,
+        "openai-organization" | "openai-project" | "anthropic-organization-id"
     )
+}
+
+/// The header names a `Connection` header lists: hop-by-hop for this message only.
+fn connection_listed(headers: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Vec<String> {
+    headers
+        .into_iter()
+        .filter_map(|v| std::str::from_utf8(v.as_ref()).ok().map(str::to_owned))
+        .flat_map(|v| {
+            v.split(',')
+                .map(|n| n.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 fn upstream_error(
@@ -572,6 +601,7 @@ fn upstream_request(
     provider: &Provider,
     tail: &str,
     key: String,
+    own_key: bool,
     body: Bytes,
 ) -> Result<reqwest::RequestBuilder, ApiError> {
     let query = req.query_string();
@@ -583,9 +613,20 @@ fn upstream_request(
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(ApiError::internal)?;
     let mut out = gw.client.request(method, &url);
+    let listed = connection_listed(
+        req.headers()
+            .get_all("connection")
+            .map(actix_web::http::header::HeaderValue::as_bytes),
+    );
     for (name, value) in req.headers() {
-        if forwardable(name.as_str()) {
-            out = out.header(name.as_str(), value.as_bytes());
+        let name = name.as_str();
+        let ours = provider.wire == Wire::Anthropic && name == "anthropic-version";
+        if forwardable(name)
+            && !ours
+            && !listed.iter().any(|n| n == name)
+            && (own_key || !names_the_key_owner(name))
+        {
+            out = out.header(name, value.as_bytes());
         }
     }
     out = match provider.wire {
@@ -621,14 +662,26 @@ async fn send(gw: &Gateway, out: reqwest::RequestBuilder) -> Result<reqwest::Res
     }
 }
 
-/// Our response head: the upstream's status and headers, less hop-by-hop ones.
-fn response_head(upstream: &reqwest::Response) -> actix_web::HttpResponseBuilder {
+/// Our response head: the upstream's status and headers, less hop-by-hop ones (and,
+/// on the platform's key, those naming its account).
+fn response_head(upstream: &reqwest::Response, own_key: bool) -> actix_web::HttpResponseBuilder {
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut res = HttpResponse::build(status);
+    let listed = connection_listed(
+        upstream
+            .headers()
+            .get_all("connection")
+            .iter()
+            .map(reqwest::header::HeaderValue::as_bytes),
+    );
     for (name, value) in upstream.headers() {
-        if returnable(name.as_str()) {
-            res.append_header((name.as_str(), value.as_bytes()));
+        let name = name.as_str();
+        if returnable(name)
+            && !listed.iter().any(|n| n == name)
+            && (own_key || !names_the_key_owner(name))
+        {
+            res.append_header((name, value.as_bytes()));
         }
     }
     if let Some(v) = upstream.headers().get("x-request-id") {
@@ -684,7 +737,8 @@ pub async fn proxy(
     let mut streamed = false;
     let (key, bill) = match (caller, paying) {
         (Some(caller), _) => {
-            let (key, own_key) = upstream_key(&gw, &caller.agent.id, provider).await?;
+            let key = upstream_key(&gw, &caller.agent.id, provider).await?;
+            let own_key = key.1;
             let bill = match metered {
                 Some((mut bill, max_out, s)) => {
                     streamed = s;
@@ -705,7 +759,7 @@ pub async fn proxy(
         }
         (None, Some(x402)) => {
             // Payers have no keys of their own; without the platform's, take no payment.
-            let key = platform_key(provider)?;
+            let key = (platform_key(provider)?, false);
             let paid = pay(&gw, &x402, &req, metered, &request_id).await?;
             streamed = paid.streamed;
             guard.hold = paid.hold;
@@ -714,7 +768,8 @@ pub async fn proxy(
         }
         (None, None) => return Err(ApiError::internal("no caller and no payment")),
     };
-    let out = upstream_request(&gw, &req, provider, &tail, key, body)?;
+    let (key, own_key) = key;
+    let out = upstream_request(&gw, &req, provider, &tail, key, own_key, body)?;
     let upstream = match send(&gw, out).await {
         Ok(r) => r,
         Err(e) => {
@@ -722,7 +777,7 @@ pub async fn proxy(
             return Err(e);
         }
     };
-    respond(gw, wire, bill, guard, upstream, streamed).await
+    respond(gw, wire, bill, guard, upstream, streamed, own_key).await
 }
 
 /// Whether the request names a credential (then it never pays with x402).
@@ -878,8 +933,9 @@ async fn respond(
     mut guard: HoldGuard,
     upstream: reqwest::Response,
     streamed: bool,
+    own_key: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let mut res = response_head(&upstream);
+    let mut res = response_head(&upstream, own_key);
     let is_sse = upstream
         .headers()
         .get("content-type")

@@ -600,6 +600,22 @@ async fn credentials_and_hop_headers_never_reach_the_upstream() {
                 ("Cookie", "session=1"),
                 ("Accept-Encoding", "gzip"),
                 ("x-custom-trace", "t-1"),
+                ("anthropic-version", "2023-06-01"),
+                ("Connection", "x-hop-only"),
+                ("x-hop-only", "1"),
+                ("OpenAI-Organization", "org-of-the-caller"),
+                ("OpenAI-Project", "proj-of-the-caller"),
+                // What the upstream answers with (the mock adds these to its response).
+                (
+                    "x-mock-response-header",
+                    "anthropic-organization-id: org-platform",
+                ),
+                ("x-mock-response-header", "x-aibank-balance-usd: 1000000"),
+                ("x-mock-response-header", "proxy-authenticate: Basic"),
+                (
+                    "x-mock-response-header",
+                    "anthropic-ratelimit-requests-limit: 50",
+                ),
             ],
         )
         .await;
@@ -613,6 +629,9 @@ async fn credentials_and_hop_headers_never_reach_the_upstream() {
         "x-payment-chain",
         "cookie",
         "accept-encoding",
+        "x-hop-only",
+        "openai-organization",
+        "openai-project",
     ] {
         assert!(
             !names.contains(&banned),
@@ -621,6 +640,21 @@ async fn credentials_and_hop_headers_never_reach_the_upstream() {
     }
     assert_eq!(up.header("x-api-key"), Some(ANTHROPIC_KEY));
     assert_eq!(up.header("x-custom-trace"), Some("t-1"));
+    let versions: Vec<&str> = up
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "anthropic-version")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(versions, ["2023-06-01"], "sent once, the caller's");
+    // The answer: the upstream's own headers, less what names the platform's account and
+    // what would pass for ours.
+    assert_eq!(r.headers["anthropic-ratelimit-requests-limit"], "50");
+    assert!(r.headers.get("anthropic-organization-id").is_none());
+    assert!(r.headers.get("proxy-authenticate").is_none());
+    let balances: Vec<_> = r.headers.get_all("x-aibank-balance-usd").iter().collect();
+    // $10 less 11 × $3/M + 7 × $15/M.
+    assert_eq!(balances, ["9.999862"], "the balance is the ledger's");
     let all: Vec<String> = up.headers.iter().map(|(n, v)| format!("{n}:{v}")).collect();
     let all = all.join(
         "
@@ -696,6 +730,27 @@ async fn bring_your_own_key_wins_and_is_not_charged() {
         Some("sk-ant-my-own-key")
     );
     assert_eq!(r.headers["x-aibank-cost-usd"], "0.0");
+    // On its own key a caller may pick the upstream account's project, and sees its id.
+    let r = app
+        .post(
+            "/v1/gateway/anthropic/v1/messages",
+            messages(false),
+            &[
+                k[0],
+                ("OpenAI-Project", "proj-own"),
+                (
+                    "x-mock-response-header",
+                    "anthropic-organization-id: org-own",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        mock.last_request().unwrap().header("openai-project"),
+        Some("proj-own")
+    );
+    assert_eq!(r.headers["anthropic-organization-id"], "org-own");
     assert_eq!(
         app.ledger_state(&agent).await,
         (10_000_000, 10_000_000),

@@ -14,6 +14,8 @@
 //! - `x-mock-chunks: N` — number of text deltas (default 3): "Hello", " from", " mock",
 //!   then " more" repeated.
 //! - `x-mock-redirect: URL` — answer `307 Temporary Redirect` to `URL`, nothing else.
+//! - `x-mock-response-header: NAME: VALUE` (may repeat) — add this header to the answer,
+//!   whatever it is.
 //!
 //! An unknown behaviour or a malformed control header is answered with a 400 in the
 //! provider's error shape (without `x-mock-error`), so a typo in a test fails loudly.
@@ -23,7 +25,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::dev::Service;
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
@@ -94,6 +97,27 @@ impl MockUpstream {
         let data = web::Data::from(shared.clone());
         let server = HttpServer::new(move || {
             App::new()
+                .wrap_fn(|req, service| {
+                    let extra: Vec<(String, String)> = req
+                        .headers()
+                        .get_all("x-mock-response-header")
+                        .filter_map(|v| v.to_str().ok()?.split_once(':'))
+                        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                        .collect();
+                    let answer = service.call(req);
+                    async move {
+                        let mut res = answer.await?;
+                        for (name, value) in extra {
+                            if let (Ok(n), Ok(v)) = (
+                                HeaderName::try_from(name.as_str()),
+                                HeaderValue::try_from(value.as_str()),
+                            ) {
+                                res.headers_mut().append(n, v);
+                            }
+                        }
+                        Ok(res)
+                    }
+                })
                 .app_data(data.clone())
                 .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
                 .default_service(web::to(handle))
