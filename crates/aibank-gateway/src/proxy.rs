@@ -542,7 +542,20 @@ fn meter_request(
         && json["stream_options"]["include_usage"].as_bool() != Some(true)
     {
         // Ask for the final usage chunk, which is what the call is billed from.
-        json["stream_options"]["include_usage"] = Value::Bool(true);
+        match json.get_mut("stream_options") {
+            Some(Value::Object(options)) => {
+                options.insert("include_usage".into(), Value::Bool(true));
+            }
+            None | Some(Value::Null) => {
+                json["stream_options"] = serde_json::json!({"include_usage": true});
+            }
+            Some(_) => {
+                return Err(ApiError::invalid_field(
+                    "stream_options",
+                    "`stream_options` must be an object",
+                ))
+            }
+        }
         *body = Bytes::from(serde_json::to_vec(&json).map_err(ApiError::internal)?);
     }
     let bill = Bill {
@@ -936,11 +949,13 @@ async fn respond(
     own_key: bool,
 ) -> Result<HttpResponse, ApiError> {
     let mut res = response_head(&upstream, own_key);
-    let is_sse = upstream
+    let content_type = upstream
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let is_sse = content_type.starts_with("text/event-stream");
 
     // Failures are passed back as the provider wrote them; nothing is charged.
     if !upstream.status().is_success() {
@@ -952,13 +967,15 @@ async fn respond(
     let Some(bill) = bill else {
         let body = read_upstream(upstream, gw.settings.idle_timeout)
             .await
-            .map_err(|e| upstream_error("The upstream response broke off", e))?;
+            .map_err(ReadError::into_api)?;
         if let Some(cost) = guard.capture_flat().await {
             res.insert_header(("x-aibank-cost-usd", cost.to_string()));
         }
         return Ok(res.body(body));
     };
-    if is_sse || streamed {
+    // A streamed request is relayed as a stream unless the upstream answered plain JSON
+    // (a compatible provider may ignore `stream`).
+    if is_sse || (streamed && !content_type.starts_with("application/json")) {
         let hold = guard.take();
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
         tokio::spawn(pump(gw.into_inner(), wire, bill, hold, upstream, tx));
@@ -971,7 +988,7 @@ async fn respond(
         Ok(b) => b,
         Err(e) => {
             guard.release().await;
-            return Err(upstream_error("The upstream response broke off", e));
+            return Err(e.into_api());
         }
     };
     let tokens = tokens_from_json(wire, &body).unwrap_or(Tokens {
@@ -994,10 +1011,29 @@ enum ReadError {
     Http(#[from] reqwest::Error),
 }
 
-async fn read_upstream(r: reqwest::Response, idle: Duration) -> Result<Bytes, ReadError> {
-    match tokio::time::timeout(idle, r.bytes()).await {
-        Err(_) => Err(ReadError::Timeout),
-        Ok(res) => Ok(res?),
+impl ReadError {
+    /// 504 when the upstream went quiet, 502 when its answer broke off.
+    fn into_api(self) -> ApiError {
+        match self {
+            ReadError::Timeout => upstream_timeout("The upstream provider stopped answering"),
+            ReadError::Http(e) if e.is_timeout() => {
+                upstream_timeout("The upstream provider stopped answering")
+            }
+            ReadError::Http(e) => upstream_error("The upstream response broke off", e),
+        }
+    }
+}
+
+/// Reads a whole answer; `idle` is the longest silence allowed between two of its chunks.
+async fn read_upstream(mut r: reqwest::Response, idle: Duration) -> Result<Bytes, ReadError> {
+    let mut body = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle, r.chunk()).await {
+            Err(_) => return Err(ReadError::Timeout),
+            Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+            Ok(Ok(None)) => return Ok(body.freeze()),
+            Ok(Err(e)) => return Err(e.into()),
+        }
     }
 }
 

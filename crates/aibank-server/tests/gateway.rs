@@ -343,6 +343,83 @@ async fn unreachable_and_silent_upstreams_are_502_and_504() {
 }
 
 #[tokio::test]
+async fn an_answer_that_breaks_off_or_goes_quiet_costs_nothing() {
+    let (app, mock) = setup(|c| c.gateway.idle_timeout = Duration::from_secs(1)).await;
+    let (agent, key) = app.register().await;
+    for (behavior, status, code) in [
+        ("cut", 502, "UPSTREAM_ERROR"),
+        ("stall-stream", 504, "UPSTREAM_TIMEOUT"),
+    ] {
+        let start = Instant::now();
+        let r = app
+            .post(
+                "/v1/gateway/anthropic/v1/messages",
+                messages(false),
+                &[("X-API-Key", &key), ("x-mock-behavior", behavior)],
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.body["code"].as_str()),
+            (status, Some(code)),
+            "{behavior}: {}",
+            r.text
+        );
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+    assert_eq!(mock.requests().len(), 2);
+    assert_eq!(held(&app, &agent).await, 0, "every hold released");
+    assert_eq!(app.ledger_state(&agent).await, (10_000_000, 10_000_000));
+}
+
+#[tokio::test]
+async fn stream_requests_are_asked_for_usage_and_a_json_answer_to_one_stays_json() {
+    let (app, mock) = setup(|_| {}).await;
+    let (agent, key) = app.register().await;
+    let k = [("X-API-Key", key.as_str())];
+    let mut bad = chat(true);
+    bad["stream_options"] = json!(1);
+    let r = app
+        .post("/v1/gateway/openai/v1/chat/completions", bad, &k)
+        .await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (400, Some("stream_options")),
+        "{}",
+        r.text
+    );
+    assert!(mock.requests().is_empty());
+
+    // A client that said no to the usage chunk still gets it: the call is billed from it.
+    let mut no_usage = chat(true);
+    no_usage["stream_options"] = json!({"include_usage": false, "other": 1});
+    let r = app
+        .post("/v1/gateway/openai/v1/chat/completions", no_usage, &k)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        mock.last_request().unwrap().json()["stream_options"],
+        json!({"include_usage": true, "other": 1})
+    );
+    settled(&app, &agent).await;
+    // gpt-4o-mini: 11 × $0.15/M + 7 × $0.60/M = 1.65 + 4.2 → 6 micro-dollars (rounded up).
+    assert_eq!(app.ledger_state(&agent).await, (9_999_994, 9_999_994));
+
+    // A provider that answers a stream request with JSON: relayed as it came, billed from
+    // its usage.
+    let r = app
+        .post(
+            "/v1/gateway/openai/v1/chat/completions",
+            chat(true),
+            &[k[0], ("x-mock-stream", "ignore")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["object"], "chat.completion", "{}", r.text);
+    assert_eq!(r.headers["x-aibank-cost-usd"], "0.000006");
+    assert_eq!(app.ledger_state(&agent).await, (9_999_988, 9_999_988));
+}
+
+#[tokio::test]
 async fn a_cut_stream_is_billed_for_what_it_delivered_and_says_so() {
     let (app, _mock) = setup(|_| {}).await;
     let (agent, key) = app.register().await;

@@ -9,7 +9,10 @@
 //! - `x-mock-behavior:` `ok` (default), `error-400|401|429|500|529`, `stall` (60 s before
 //!   anything), `cut` (streams: first half of the events, then the connection is cut;
 //!   non-stream: the first 20 bytes of the JSON body, then cut), `stall-stream` (streams:
-//!   first half of the events, then silence with the connection held open).
+//!   first half of the events, then silence with the connection held open; non-stream: the
+//!   first 20 bytes of the JSON body, then silence).
+//! - `x-mock-stream: ignore` — answer JSON even to a request that asks for a stream, as
+//!   some compatible providers do.
 //! - `x-mock-chunk-delay-ms: N` — delay before each SSE event after the first (default 0).
 //! - `x-mock-chunks: N` — number of text deltas (default 3): "Hello", " from", " mock",
 //!   then " more" repeated.
@@ -190,6 +193,7 @@ struct Usage {
 
 struct Controls {
     redirect: Option<String>,
+    ignore_stream: bool,
     behavior: Behavior,
     usage: Usage,
     delay: Duration,
@@ -281,7 +285,8 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
         .and_then(Value::as_str)
         .unwrap_or("mock-model")
         .to_owned();
-    let streaming = request.get("stream").and_then(Value::as_bool) == Some(true);
+    let streaming =
+        request.get("stream").and_then(Value::as_bool) == Some(true) && !controls.ignore_stream;
     let n = shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
     let texts = texts(controls.chunks);
 
@@ -305,7 +310,9 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
         };
         let bytes = Bytes::from(body.to_string());
         if controls.behavior == Behavior::Cut {
-            truncated_json(bytes)
+            truncated_json(bytes, false)
+        } else if controls.behavior == Behavior::StallStream {
+            truncated_json(bytes, true)
         } else {
             HttpResponse::Ok()
                 .content_type("application/json")
@@ -374,6 +381,11 @@ fn controls(req: &HttpRequest) -> Result<Controls, String> {
         .map_err(|_| "mock upstream: x-mock-chunks is too large".to_owned())?;
     Ok(Controls {
         redirect: header("x-mock-redirect")?,
+        ignore_stream: match header("x-mock-stream")?.as_deref() {
+            None => false,
+            Some("ignore") => true,
+            Some(other) => return Err(format!("mock upstream: unknown x-mock-stream {other:?}")),
+        },
         behavior,
         usage,
         delay,
@@ -642,17 +654,20 @@ fn sse_response(mut events: Vec<Bytes>, controls: &Controls, shared: Arc<Shared>
 
 /// Announces the whole JSON body's length, sends its first 20 bytes, then cuts the
 /// connection.
-fn truncated_json(full: Bytes) -> HttpResponse {
+/// The first 20 bytes of a JSON body, then the connection is cut (or, `stall`, held
+/// open in silence for a minute).
+fn truncated_json(full: Bytes, stall: bool) -> HttpResponse {
     let len = full.len();
     let head = full.slice(..len.min(20));
     let parts: Vec<Result<Bytes, actix_web::Error>> = vec![
         Ok(head),
         Err(actix_web::error::ErrorInternalServerError("mock cut")),
     ];
-    let body = stream::unfold(parts.into_iter(), |mut it| async move {
+    let body = stream::unfold(parts.into_iter(), move |mut it| async move {
         let item = it.next()?;
         if item.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let pause = if stall { 60_000 } else { 20 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
         Some((item, it))
     });
