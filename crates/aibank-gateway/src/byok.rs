@@ -76,6 +76,13 @@ pub async fn put(
             format!("`apiKey` must be at most {MAX_KEY_CHARS} characters"),
         ));
     }
+    // It is sent as a header value: a key that cannot be one would fail every call.
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::invalid_field(
+            "apiKey",
+            "`apiKey` must be printable ASCII, without spaces or line breaks",
+        ));
+    }
     let sealed = gw
         .secret_box
         .seal(key.as_bytes(), aad(&auth.agent.id, &provider).as_bytes());

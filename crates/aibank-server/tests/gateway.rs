@@ -768,6 +768,9 @@ async fn bring_your_own_key_wins_and_is_not_charged() {
     for (body, field) in [
         (json!({"apiKey": "  "}), "apiKey"),
         (json!({"apiKey": "x".repeat(513)}), "apiKey"),
+        (json!({"apiKey": "sk-ant-one\nsk-ant-two"}), "apiKey"),
+        (json!({"apiKey": "sk-ant my key"}), "apiKey"),
+        (json!({"apiKey": "sk-ant-ключ"}), "apiKey"),
         (json!({}), "apiKey"),
     ] {
         let r = app.post("/v1/provider-keys/anthropic", body, &k).await;
