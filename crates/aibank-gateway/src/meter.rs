@@ -159,7 +159,14 @@ impl SseMeter {
                 }
                 if let Some(choices) = v["choices"].as_array() {
                     for c in choices {
-                        if let Some(s) = c["delta"]["content"].as_str() {
+                        let d = &c["delta"];
+                        let calls = d["tool_calls"].as_array().into_iter().flatten();
+                        let texts = [&d["content"], &d["refusal"], &d["reasoning_content"]]
+                            .into_iter()
+                            .chain(calls.flat_map(|t| {
+                                [&t["function"]["name"], &t["function"]["arguments"]]
+                            }));
+                        for s in texts.filter_map(Value::as_str) {
                             self.text_chars += s.chars().count() as u64;
                         }
                     }
@@ -271,6 +278,22 @@ mod tests {
                 cache_read: 0
             }
         );
+    }
+
+    #[test]
+    fn a_cut_openai_stream_counts_tool_calls_and_refusals_too() {
+        let s = concat!(
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":",
+            "{\"name\":\"lookup\",\"arguments\":\"\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":",
+            "{\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"refusal\":\"No.\"}}]}\n\n",
+        );
+        let mut m = SseMeter::new(Wire::OpenAi);
+        m.feed(s.as_bytes());
+        assert!(!m.complete());
+        // "lookup" (6) + {"city":"Paris"} (16) + "No." (3) = 25 characters: 7 tokens.
+        assert_eq!(m.billable(50).output, 7);
     }
 
     #[test]
