@@ -411,7 +411,7 @@ async fn settle(
 }
 
 /// Takes a call's `cost` from its hold (the hold's account is the agent's): what was
-/// collected and, when that left it known, the balance after.
+/// collected and the balance after.
 fn collect(
     c: &mut AnyConnection,
     agent: &str,
@@ -420,33 +420,12 @@ fn collect(
     within_hold: bool,
     now: i64,
 ) -> Result<(Usd, Option<Usd>), LedgerError> {
-    let covered = if cost > hold.amount {
-        hold.amount
-    } else {
-        cost
-    };
-    match aibank_ledger::capture(c, &hold.id, covered, None, now) {
-        Ok(captured) if cost > hold.amount && !within_hold => {
-            let over = Usd::from_micros(cost.micros() - hold.amount.micros());
-            match aibank_ledger::charge(c, agent, over, None, now) {
-                Ok((_, balance)) => Ok((cost, Some(balance))),
-                // A refusal changed nothing; a store error rolls the settlement back.
-                Err(e @ LedgerError::Store(_)) => Err(e),
-                Err(e) => {
-                    tracing::warn!(agent_id = %agent, overage = %over, error = %e,
-                        "usage beyond the hold was not collected");
-                    Ok((covered, Some(captured.balance)))
-                }
-            }
-        }
-        Ok(captured) => Ok((covered, Some(captured.balance))),
-        // The hold expired under a very long call: charge directly.
-        Err(LedgerError::HoldNotOpen { .. }) => {
-            let (_, balance) = aibank_ledger::charge(c, agent, cost, None, now)?;
-            Ok((cost, Some(balance)))
-        }
-        Err(e) => Err(e),
+    let got = aibank_ledger::capture_usage(c, agent, hold, cost, !within_hold, now)?;
+    if let Some((over, e)) = &got.uncollected {
+        tracing::warn!(agent_id = %agent, overage = %over, error = %e,
+            "usage beyond the hold was not collected");
     }
+    Ok((got.charged, Some(got.balance)))
 }
 
 async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {

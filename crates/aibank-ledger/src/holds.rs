@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
 use crate::accounts::{debit, journal, journal_capture};
-use crate::limits::{authorize, record_usage_with_id, UsageMeta};
+use crate::limits::{authorize, charge, lock_fleet, record_usage_with_id, UsageMeta};
 use crate::{EntryKind, LedgerError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +190,80 @@ pub fn capture(
             released: Usd::from_micros(reserved - amount.micros()),
             balance: Usd::from_micros(balance),
         })
+    })
+}
+
+/// What [`capture_usage`] took.
+#[derive(Debug)]
+pub struct Collected {
+    /// Taken from the account: from the hold, plus any overage charged.
+    pub charged: Usd,
+    pub balance: Usd,
+    /// An overage that was not charged, and why (insufficient credits, a spending limit).
+    pub uncollected: Option<(Usd, LedgerError)>,
+}
+
+/// Settles a metered call's hold at its `cost`, which may exceed what the hold reserved.
+/// The hold covers what it can. With `overage`, the rest is charged as a spend of its own,
+/// limits checked; when that is refused it is left uncollected (and said so), the capture
+/// stands. Without, the rest is not taken. A hold no longer open (it expired under a very long call) is charged `cost`
+/// directly, as a spend.
+///
+/// Locks: a spend takes the fleet's platform before the account, a settlement the hold
+/// before the account. With an overage possible this takes the platform first, then the
+/// hold and the account, so neither a spend nor a settlement can wait on it in a cycle.
+pub fn capture_usage(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    hold: &HoldReceipt,
+    cost: Usd,
+    overage: bool,
+    now: i64,
+) -> Result<Collected, LedgerError> {
+    if cost.is_negative() {
+        return Err(LedgerError::NonPositiveAmount);
+    }
+    crate::atomic(conn, |conn| {
+        let over = cost.micros() - hold.amount.micros();
+        let overage = overage && over > 0;
+        if overage {
+            lock_fleet(conn, account_id)?;
+        }
+        let covered = Usd::from_micros(cost.micros().min(hold.amount.micros()));
+        let captured = match capture(conn, &hold.id, covered, None, now) {
+            Ok(captured) => captured,
+            Err(LedgerError::HoldNotOpen { .. }) => {
+                let (_, balance) = charge(conn, account_id, cost, None, now)?;
+                return Ok(Collected {
+                    charged: cost,
+                    balance,
+                    uncollected: None,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        if !overage {
+            return Ok(Collected {
+                charged: covered,
+                balance: captured.balance,
+                uncollected: None,
+            });
+        }
+        let over = Usd::from_micros(over);
+        match charge(conn, account_id, over, None, now) {
+            Ok((_, balance)) => Ok(Collected {
+                charged: cost,
+                balance,
+                uncollected: None,
+            }),
+            // A refusal changed nothing; a store error rolls the settlement back.
+            Err(e @ LedgerError::Store(_)) => Err(e),
+            Err(e) => Ok(Collected {
+                charged: covered,
+                balance: captured.balance,
+                uncollected: Some((over, e)),
+            }),
+        }
     })
 }
 

@@ -23,7 +23,9 @@ pub mod limits;
 pub mod sweeper;
 
 pub use accounts::{balance, balances, credit, journal_sum, open_account};
-pub use holds::{capture, expire_due, place_hold, release, HoldReceipt, Settlement};
+pub use holds::{
+    capture, capture_usage, expire_due, place_hold, release, Collected, HoldReceipt, Settlement,
+};
 pub use limits::{authorize, charge, record_usage, LimitBreach, Scope, UsageMeta, Window};
 
 use aibank_core::{ApiError, ErrorCode, Usd};

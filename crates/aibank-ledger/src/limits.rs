@@ -504,12 +504,28 @@ pub fn authorize(
     }
     let policy = load_policy(conn, account_id)?;
     if let Some((platform, _)) = &policy.fleet {
-        stmt("UPDATE platforms SET id = id WHERE id = ?")
-            .text(platform)
-            .execute(conn)?;
+        lock_platform(conn, platform)?;
     }
     lock(conn, account_id)?;
     check(conn, account_id, &policy, amount.micros(), now)
+}
+
+fn lock_platform(conn: &mut AnyConnection, platform_id: &str) -> Result<(), LedgerError> {
+    stmt("UPDATE platforms SET id = id WHERE id = ?")
+        .text(platform_id)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Takes the lock a spend from this account takes before the account's own: its platform's,
+/// when a fleet limit applies. Whoever will settle a hold (which locks the hold, then the
+/// account) and then spend from the same account takes it first, so that it never waits for
+/// the platform while holding the account a spend is waiting for.
+pub(crate) fn lock_fleet(conn: &mut AnyConnection, account_id: &str) -> Result<(), LedgerError> {
+    if let Some((platform, _)) = load_policy(conn, account_id)?.fleet {
+        lock_platform(conn, &platform)?;
+    }
+    Ok(())
 }
 
 /// What a metered call was, recorded with its charge in `usage_events`.

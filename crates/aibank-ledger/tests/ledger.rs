@@ -467,3 +467,75 @@ fn spending_windows_match_the_journal_at_every_edge() {
         assert_eq!(fleet, got[0].micros() + other, "fleet at {now}");
     }
 }
+
+/// Settling a hold with an overage locks the hold and the account, then charges the
+/// overage, which needs the fleet's platform; a spend from the same account takes the
+/// platform, then the account. Taking the platform first, the settlement waits for such a
+/// spend instead of closing a cycle with it (PostgreSQL would abort one as a deadlock).
+#[test]
+fn an_overage_waits_for_a_spend_holding_the_fleet_instead_of_deadlocking_with_it() {
+    use aibank_ledger::capture_usage;
+    use aibank_store::models::Agent;
+    use aibank_store::schema::platforms;
+    let (pool, _db) = pool();
+    let mut c = pool.get().unwrap();
+    diesel::insert_into(platforms::table)
+        .values((
+            platforms::id.eq("plt_o"),
+            platforms::name.eq("o"),
+            platforms::created_at.eq(0_i64),
+            platforms::daily_limit_micros.eq(Some(1_000_000_i64)),
+        ))
+        .execute(&mut c)
+        .unwrap();
+    let agent = Agent {
+        per_tx_limit_micros: 1_000_000,
+        daily_limit_micros: 1_000_000,
+        weekly_limit_micros: 1_000_000,
+        monthly_limit_micros: 1_000_000,
+        ..Agent::new(
+            "agt_o".into(),
+            Some("plt_o".into()),
+            "agent",
+            "agt_o".into(),
+            None,
+            0,
+        )
+    };
+    aibank_store::repo::agents::insert(&mut c, &agent).unwrap();
+    open_account(&mut c, "agt_o", usd(10_000), EntryKind::Grant, 0).unwrap();
+    let hold = place_hold(&mut c, "agt_o", usd(100), 60_000, None, 1).unwrap();
+
+    // A spend from the account, under way: it holds the platform and is about to lock the
+    // account.
+    diesel::sql_query("BEGIN").execute(&mut c).unwrap();
+    aibank_store::stmt("UPDATE platforms SET id = id WHERE id = ?")
+        .text("plt_o")
+        .execute(&mut c)
+        .unwrap();
+    let settler = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            let mut c = pool.get().unwrap();
+            capture_usage(&mut c, "agt_o", &hold, usd(150), true, 2)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let spend = aibank_store::stmt("UPDATE accounts SET updated_at = updated_at WHERE id = ?")
+        .text("agt_o")
+        .execute(&mut c);
+    diesel::sql_query(if spend.is_ok() { "COMMIT" } else { "ROLLBACK" })
+        .execute(&mut c)
+        .unwrap();
+    let settled = settler.join().unwrap();
+    assert!(spend.is_ok(), "the spend failed: {spend:?}");
+    let got = settled.unwrap();
+    assert_eq!((got.charged, got.balance), (usd(150), usd(9_850)));
+    assert!(got.uncollected.is_none());
+    let a = balance(&mut c, "agt_o").unwrap();
+    assert_eq!(
+        (a.balance_micros, a.held_micros, a.total_spent_micros),
+        (9_850, 0, 150)
+    );
+    assert_invariants(&mut c, "agt_o");
+}

@@ -420,6 +420,43 @@ async fn stream_requests_are_asked_for_usage_and_a_json_answer_to_one_stays_json
 }
 
 #[tokio::test]
+async fn usage_beyond_the_hold_is_charged_when_the_account_can_pay_it() {
+    let (app, _mock) = setup(|_| {}).await;
+    let (agent, key) = app.register().await;
+    let call = |usage: &'static str| {
+        let (app, key) = (&app, key.clone());
+        async move {
+            app.post(
+                "/v1/gateway/anthropic/v1/messages",
+                messages(false),
+                &[("X-API-Key", &key), ("x-mock-usage", usage)],
+            )
+            .await
+        }
+    };
+    // 11 in × $3/M + 5,000 out × $15/M: far beyond the 100 output tokens the hold reserved.
+    let r = call("11,5000").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.headers["x-aibank-cost-usd"], "0.075033");
+    assert_eq!(r.headers["x-aibank-balance-usd"], "9.924967");
+    assert_eq!(app.ledger_state(&agent).await, (9_924_967, 9_924_967));
+    // A million output tokens ($15) is more than the account holds: the hold is taken, the
+    // rest is not.
+    let r = call("11,1000000").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let cost: rust_decimal::Decimal = r.headers["x-aibank-cost-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cost = aibank_core::Usd::from_decimal(cost).unwrap().micros();
+    assert!(cost > 1_500 && cost < 10_000, "the hold's amount: {cost}");
+    let left = 9_924_967 - cost;
+    assert_eq!(app.ledger_state(&agent).await, (left, left));
+    assert_eq!(held(&app, &agent).await, 0);
+}
+
+#[tokio::test]
 async fn a_cut_stream_is_billed_for_what_it_delivered_and_says_so() {
     let (app, _mock) = setup(|_| {}).await;
     let (agent, key) = app.register().await;
