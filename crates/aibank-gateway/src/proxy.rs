@@ -478,16 +478,21 @@ fn platform_key(provider: &Provider) -> Result<String, ApiError> {
     }
 }
 
-/// The most output a request may produce, from its own limit fields.
+/// The most output a request may produce, from its own limit fields: per choice, times
+/// the `n` choices an OpenAI request may ask for.
 fn max_output(wire: Wire, body: &Value, default: u64) -> u64 {
-    let fields: &[&str] = match wire {
-        Wire::Anthropic => &["max_tokens"],
-        Wire::OpenAi => &["max_completion_tokens", "max_tokens"],
+    let (fields, choices): (&[&str], u64) = match wire {
+        Wire::Anthropic => (&["max_tokens"], 1),
+        Wire::OpenAi => (
+            &["max_completion_tokens", "max_tokens"],
+            body["n"].as_u64().unwrap_or(1).max(1),
+        ),
     };
     fields
         .iter()
         .find_map(|f| body[*f].as_u64())
         .unwrap_or(default)
+        .saturating_mul(choices)
 }
 
 /// Reads a metered request: its model and price, whether it streams, the most it can
@@ -1073,4 +1078,47 @@ async fn pump(
     let balance = balance.map_or_else(String::new, |b| format!(" balance_usd={b}"));
     let trailer = format!(": aibank cost_usd={cost}{balance}\n\n");
     let _ = tx.send(Bytes::from(trailer)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_most_output_counts_every_choice() {
+        let o = |body: Value| max_output(Wire::OpenAi, &body, 4096);
+        assert_eq!(o(json!({"max_completion_tokens": 100})), 100);
+        assert_eq!(o(json!({"max_completion_tokens": 100, "n": 3})), 300);
+        assert_eq!(o(json!({"max_tokens": 50, "n": 0})), 50);
+        assert_eq!(o(json!({"n": 2})), 8192);
+        assert_eq!(o(json!({"max_tokens": u64::MAX, "n": 2})), u64::MAX);
+        let a = max_output(Wire::Anthropic, &json!({"max_tokens": 100, "n": 3}), 4096);
+        assert_eq!(a, 100, "Anthropic has no `n`");
+    }
+
+    #[test]
+    fn only_plain_paths_are_forwarded() {
+        for ok in [
+            "v1/messages",
+            "v1/models/gpt-4o",
+            "v1/models/ft:gpt-4o:org:x@1/",
+            "v1/models/meta-llama/Llama-3.3",
+        ] {
+            assert!(plain_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/",
+            "v1/models/..",
+            "v1/models/./x",
+            "v1//models",
+            "v1/models/a%2Fb",
+            "v1/models/..\\x",
+            "v1/models/a b",
+            "v1/models/ä",
+        ] {
+            assert!(!plain_path(bad), "{bad}");
+        }
+    }
 }
