@@ -1,9 +1,12 @@
 //! Token prices, in USD per million tokens, and the cost of a call.
 //!
-//! Models are matched by the longest table key that is a prefix of the requested model, so
-//! `claude-sonnet-4-5` prices `claude-sonnet-4-5-20250929`. A provider may have a default
-//! price (`*`) for models not in its table; without one, an unknown model is refused before
-//! anything is forwarded.
+//! A table key prices the model of that name and its dated versions: the longest key that
+//! is the model's name, or the start of it followed by `-` and a digit, `-latest` or `@`,
+//! wins. So `claude-sonnet-4-5` prices `claude-sonnet-4-5-20250929`, and `gpt-4o` prices
+//! `gpt-4o-2024-08-06` but not `gpt-4o-mini` (a model of its own) nor `gpt-4o-audio-preview`
+//! (a variant priced differently). A provider may have a default price (`*`) for models not
+//! in its table; without one, an unknown model is refused before anything is forwarded, so
+//! a variant is never billed at its base model's price.
 
 use std::collections::BTreeMap;
 
@@ -88,11 +91,16 @@ pub struct PriceTable {
 }
 
 impl PriceTable {
-    /// The price of `model`: the longest matching prefix, else the default.
+    /// The price of `model`: the longest key naming it or a dated version of it, else the
+    /// default.
     pub fn lookup(&self, model: &str) -> Option<Price> {
         self.models
             .iter()
-            .filter(|(k, _)| model.starts_with(k.as_str()))
+            .filter(|(k, _)| {
+                model
+                    .strip_prefix(k.as_str())
+                    .is_some_and(is_version_suffix)
+            })
             .max_by_key(|(k, _)| k.len())
             .map(|(_, p)| *p)
             .or(self.default)
@@ -108,6 +116,17 @@ impl PriceTable {
             }
         }
     }
+}
+
+/// What may follow a table key in a model name it prices: nothing, a date or version
+/// (`-20250929`, `-2024-08-06`), `-latest`, or `@…`.
+fn is_version_suffix(rest: &str) -> bool {
+    rest.is_empty()
+        || rest == "-latest"
+        || rest.starts_with('@')
+        || rest
+            .strip_prefix('-')
+            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 fn p(input: &str, output: &str, cache_write: Option<&str>, cache_read: &str) -> Price {
@@ -147,14 +166,20 @@ pub fn openai_defaults() -> PriceTable {
     let mut models = BTreeMap::new();
     for (m, price) in [
         ("gpt-5", p("1.25", "10", None, "0.125")),
+        ("gpt-5-chat-latest", p("1.25", "10", None, "0.125")),
+        ("gpt-5-codex", p("1.25", "10", None, "0.125")),
+        ("gpt-5-pro", p("15", "120", None, "15")),
         ("gpt-5-mini", p("0.25", "2", None, "0.025")),
         ("gpt-5-nano", p("0.05", "0.4", None, "0.005")),
         ("gpt-4.1", p("2", "8", None, "0.5")),
         ("gpt-4.1-mini", p("0.4", "1.6", None, "0.1")),
         ("gpt-4.1-nano", p("0.1", "0.4", None, "0.025")),
         ("gpt-4o", p("2.5", "10", None, "1.25")),
+        ("gpt-4o-2024-05-13", p("5", "15", None, "5")),
         ("gpt-4o-mini", p("0.15", "0.6", None, "0.075")),
         ("o3", p("2", "8", None, "0.5")),
+        ("o3-mini", p("1.1", "4.4", None, "0.55")),
+        ("o3-pro", p("20", "80", None, "20")),
         ("o4-mini", p("1.1", "4.4", None, "0.275")),
     ] {
         models.insert(m.to_owned(), price);
@@ -168,6 +193,48 @@ pub fn openai_defaults() -> PriceTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_prices_its_dated_versions_not_other_models() {
+        let t = openai_defaults();
+        let input = |m: &str| t.lookup(m).map(|p| p.input.to_string());
+        for (model, price) in [
+            ("gpt-4o", Some("2.5")),
+            ("gpt-4o-2024-08-06", Some("2.5")),
+            ("gpt-4o-2024-05-13", Some("5")),
+            ("gpt-4o-mini-2024-07-18", Some("0.15")),
+            ("gpt-4o-audio-preview", None),
+            ("gpt-4o-mini-search-preview", None),
+            ("o3-2025-04-16", Some("2")),
+            ("o3-mini", Some("1.1")),
+            ("o3-mini-2025-01-31", Some("1.1")),
+            ("o3-pro", Some("20")),
+            ("o3-deep-research", None),
+            ("gpt-5-pro-2025-10-06", Some("15")),
+            ("gpt-5-2025-08-07", Some("1.25")),
+            ("gpt-5x", None),
+            ("o1", None),
+        ] {
+            assert_eq!(input(model).as_deref(), price, "{model}");
+        }
+        let a = anthropic_defaults();
+        for model in [
+            "claude-sonnet-4-5",
+            "claude-sonnet-4-5-20250929",
+            "claude-sonnet-4-5@20250929",
+            "claude-3-7-sonnet-latest",
+        ] {
+            assert_eq!(a.lookup(model).unwrap().input, Decimal::from(3), "{model}");
+        }
+        assert_eq!(
+            a.lookup("claude-opus-4-1-20250805").unwrap().input,
+            Decimal::from(15)
+        );
+        assert_eq!(
+            a.lookup("claude-opus-4-5-20251101").unwrap().input,
+            Decimal::from(5)
+        );
+    }
 
     #[test]
     fn longest_prefix_wins() {
@@ -219,6 +286,11 @@ mod tests {
         o.insert("special".to_owned(), p("9", "9", None, "9"));
         t.merge(o);
         assert_eq!(t.lookup("anything").unwrap().input, Decimal::from(1));
-        assert_eq!(t.lookup("special-v2").unwrap().input, Decimal::from(9));
+        assert_eq!(t.lookup("special-2").unwrap().input, Decimal::from(9));
+        assert_eq!(
+            t.lookup("special-v2").unwrap().input,
+            Decimal::from(1),
+            "a variant of a listed model takes the default"
+        );
     }
 }
