@@ -29,12 +29,21 @@ pub fn tokens_from_usage(wire: Wire, u: &Value) -> Option<Tokens> {
         return None;
     }
     Some(match wire {
-        Wire::Anthropic => Tokens {
-            input: n(&u["input_tokens"]),
-            output: n(&u["output_tokens"]),
-            cache_write: n(&u["cache_creation_input_tokens"]),
-            cache_read: n(&u["cache_read_input_tokens"]),
-        },
+        Wire::Anthropic => {
+            // `cache_creation_input_tokens` counts both caches' writes; `cache_creation`
+            // splits them by lifetime, priced apart.
+            let split = &u["cache_creation"];
+            let hour = n(&split["ephemeral_1h_input_tokens"]);
+            let written = n(&u["cache_creation_input_tokens"])
+                .max(n(&split["ephemeral_5m_input_tokens"]).saturating_add(hour));
+            Tokens {
+                input: n(&u["input_tokens"]),
+                output: n(&u["output_tokens"]),
+                cache_write: written - hour.min(written),
+                cache_write_1h: hour.min(written),
+                cache_read: n(&u["cache_read_input_tokens"]),
+            }
+        }
         Wire::OpenAi => {
             let (prompt, output, cached) = if u.get("prompt_tokens").is_some() {
                 (
@@ -53,6 +62,7 @@ pub fn tokens_from_usage(wire: Wire, u: &Value) -> Option<Tokens> {
                 input: prompt.saturating_sub(cached),
                 output,
                 cache_write: 0,
+                cache_write_1h: 0,
                 cache_read: cached.min(prompt),
             }
         }
@@ -124,6 +134,7 @@ impl SseMeter {
                     if let Some(t) = tokens_from_usage(Wire::Anthropic, &v["message"]["usage"]) {
                         self.tokens.input = t.input;
                         self.tokens.cache_write = t.cache_write;
+                        self.tokens.cache_write_1h = t.cache_write_1h;
                         self.tokens.cache_read = t.cache_read;
                         self.tokens.output = t.output;
                         self.prompt_reported = true;
@@ -228,6 +239,7 @@ mod tests {
                     input: 25,
                     output: 15,
                     cache_write: 3,
+                    cache_write_1h: 0,
                     cache_read: 4
                 }
             );
@@ -247,6 +259,7 @@ mod tests {
                 input: 25,
                 output: 3,
                 cache_write: 3,
+                cache_write_1h: 0,
                 cache_read: 4
             }
         );
@@ -264,6 +277,7 @@ mod tests {
                 input: 30,
                 output: 9,
                 cache_write: 0,
+                cache_write_1h: 0,
                 cache_read: 10
             }
         );
@@ -275,6 +289,7 @@ mod tests {
                 input: 50,
                 output: 2,
                 cache_write: 0,
+                cache_write_1h: 0,
                 cache_read: 0
             }
         );
@@ -305,6 +320,7 @@ mod tests {
                 input: 11,
                 output: 7,
                 cache_write: 0,
+                cache_write_1h: 0,
                 cache_read: 2
             })
         );
@@ -315,9 +331,21 @@ mod tests {
                 input: 11,
                 output: 7,
                 cache_write: 0,
+                cache_write_1h: 0,
                 cache_read: 0
             })
         );
         assert_eq!(tokens_from_json(Wire::OpenAi, b"{}"), None);
+        let hour = br#"{"usage":{"input_tokens":5,"output_tokens":2,"cache_creation_input_tokens":30,"cache_creation":{"ephemeral_5m_input_tokens":10,"ephemeral_1h_input_tokens":20},"cache_read_input_tokens":1}}"#;
+        assert_eq!(
+            tokens_from_json(Wire::Anthropic, hour),
+            Some(Tokens {
+                input: 5,
+                output: 2,
+                cache_write: 10,
+                cache_write_1h: 20,
+                cache_read: 1
+            })
+        );
     }
 }

@@ -22,13 +22,20 @@ pub struct Price {
     pub input: Decimal,
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
     pub output: Decimal,
-    /// Writing the prompt cache (Anthropic); defaults to the input price.
+    /// Writing the prompt cache (Anthropic; its 5-minute cache); defaults to the input price.
     #[serde(
         default,
         with = "rust_decimal::serde::arbitrary_precision_option",
         skip_serializing_if = "Option::is_none"
     )]
     pub cache_write: Option<Decimal>,
+    /// Writing Anthropic's 1-hour prompt cache; defaults to the cache write price.
+    #[serde(
+        default,
+        with = "rust_decimal::serde::arbitrary_precision_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache_write_1h: Option<Decimal>,
     /// Reading the prompt cache; defaults to the input price.
     #[serde(
         default,
@@ -43,14 +50,17 @@ pub struct Price {
 pub struct Tokens {
     pub input: u64,
     pub output: u64,
+    /// Written to the (5-minute) prompt cache.
     pub cache_write: u64,
+    /// Written to Anthropic's 1-hour prompt cache.
+    pub cache_write_1h: u64,
     pub cache_read: u64,
 }
 
 impl Tokens {
     /// Every prompt token, cached or not.
     pub fn prompt(&self) -> u64 {
-        self.input + self.cache_write + self.cache_read
+        self.input + self.cache_write + self.cache_write_1h + self.cache_read
     }
 }
 
@@ -59,6 +69,10 @@ const MILLION: i64 = 1_000_000;
 impl Price {
     fn cache_write(&self) -> Decimal {
         self.cache_write.unwrap_or(self.input)
+    }
+
+    fn cache_write_1h(&self) -> Decimal {
+        self.cache_write_1h.unwrap_or_else(|| self.cache_write())
     }
 
     fn cache_read(&self) -> Decimal {
@@ -70,6 +84,7 @@ impl Price {
         let total = Decimal::from(tokens.input) * self.input
             + Decimal::from(tokens.output) * self.output
             + Decimal::from(tokens.cache_write) * self.cache_write()
+            + Decimal::from(tokens.cache_write_1h) * self.cache_write_1h()
             + Decimal::from(tokens.cache_read) * self.cache_read();
         Usd::from_decimal_ceil(total / Decimal::from(MILLION)).unwrap_or(Usd::from_micros(i64::MAX))
     }
@@ -77,7 +92,11 @@ impl Price {
     /// The most `prompt` input tokens and `output` output tokens can cost (input priced at
     /// the dearest of the input rates, since the split into cached and not is unknown).
     pub fn max_cost(&self, prompt: u64, output: u64) -> Usd {
-        let dearest = self.input.max(self.cache_write()).max(self.cache_read());
+        let dearest = self
+            .input
+            .max(self.cache_write())
+            .max(self.cache_write_1h())
+            .max(self.cache_read());
         let total = Decimal::from(prompt) * dearest + Decimal::from(output) * self.output;
         Usd::from_decimal_ceil(total / Decimal::from(MILLION)).unwrap_or(Usd::from_micros(i64::MAX))
     }
@@ -135,7 +154,22 @@ fn p(input: &str, output: &str, cache_write: Option<&str>, cache_read: &str) -> 
         input: d(input),
         output: d(output),
         cache_write: cache_write.map(d),
+        cache_write_1h: None,
         cache_read: Some(d(cache_read)),
+    }
+}
+
+/// An Anthropic price: its 5-minute cache writes cost 1.25 times input, its 1-hour ones
+/// twice, its cache reads a tenth.
+fn anthropic(input: &str, output: &str) -> Price {
+    let d = |s: &str| s.parse::<Decimal>().unwrap_or_default();
+    let input = d(input);
+    Price {
+        input,
+        output: d(output),
+        cache_write: Some((input * Decimal::new(125, 2)).normalize()),
+        cache_write_1h: Some((input * Decimal::TWO).normalize()),
+        cache_read: Some((input / Decimal::TEN).normalize()),
     }
 }
 
@@ -143,15 +177,21 @@ fn p(input: &str, output: &str, cache_write: Option<&str>, cache_read: &str) -> 
 pub fn anthropic_defaults() -> PriceTable {
     let mut models = BTreeMap::new();
     for (m, price) in [
-        ("claude-opus-4-5", p("5", "25", Some("6.25"), "0.5")),
-        ("claude-opus-4-1", p("15", "75", Some("18.75"), "1.5")),
-        ("claude-opus-4", p("15", "75", Some("18.75"), "1.5")),
-        ("claude-sonnet-4-5", p("3", "15", Some("3.75"), "0.3")),
-        ("claude-sonnet-4", p("3", "15", Some("3.75"), "0.3")),
-        ("claude-3-7-sonnet", p("3", "15", Some("3.75"), "0.3")),
-        ("claude-haiku-4-5", p("1", "5", Some("1.25"), "0.1")),
-        ("claude-3-5-haiku", p("0.8", "4", Some("1"), "0.08")),
-        ("claude-3-haiku", p("0.25", "1.25", Some("0.3"), "0.03")),
+        ("claude-opus-4-5", anthropic("5", "25")),
+        ("claude-opus-4-1", anthropic("15", "75")),
+        ("claude-opus-4", anthropic("15", "75")),
+        ("claude-sonnet-4-5", anthropic("3", "15")),
+        ("claude-sonnet-4", anthropic("3", "15")),
+        ("claude-3-7-sonnet", anthropic("3", "15")),
+        ("claude-haiku-4-5", anthropic("1", "5")),
+        ("claude-3-5-haiku", anthropic("0.8", "4")),
+        (
+            "claude-3-haiku",
+            Price {
+                cache_write_1h: Some(Decimal::new(5, 1)),
+                ..p("0.25", "1.25", Some("0.3"), "0.03")
+            },
+        ),
     ] {
         models.insert(m.to_owned(), price);
     }
@@ -262,6 +302,7 @@ mod tests {
             input: 1000,
             output: 500,
             cache_write: 200,
+            cache_write_1h: 0,
             cache_read: 100,
         };
         // 1000*3 + 500*15 + 200*3.75 + 100*0.3 = 3000 + 7500 + 750 + 30 = 11280 / 1e6 USD
@@ -276,6 +317,19 @@ mod tests {
             "0.15 micro-dollars rounds up"
         );
         assert_eq!(price.max_cost(1000, 500), Usd::from_micros(3_750 + 7_500));
+        // Anthropic's 1-hour cache writes cost twice the input price.
+        let sonnet = anthropic_defaults().lookup("claude-sonnet-4-5").unwrap();
+        let hour = Tokens {
+            cache_write: 100,
+            cache_write_1h: 1000,
+            ..Tokens::default()
+        };
+        assert_eq!(sonnet.cost(&hour), Usd::from_micros(375 + 6_000));
+        assert_eq!(
+            sonnet.max_cost(1000, 0),
+            Usd::from_micros(6_000),
+            "the dearest rate"
+        );
     }
 
     #[test]

@@ -79,19 +79,20 @@ async fn anthropic_json_call_costs_exactly_the_price_table_times_usage() {
             messages(false),
             &[
                 ("X-API-Key", &key),
-                ("x-mock-usage", "1000,500,200,100"),
+                ("x-mock-usage", "1000,500,200,100,50"),
                 ("anthropic-beta", "tools-2024"),
             ],
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["content"][0]["text"], "Hello from mock");
-    // 1000×3 + 500×15 + 200×3.75 + 100×0.3 = 11 280 micro-dollars.
-    assert_eq!(r.headers["x-aibank-cost-usd"], "0.01128");
-    assert_eq!(r.headers["x-aibank-balance-usd"], "9.98872");
-    assert_eq!(balance(&app, &key).await, json!(9.98872));
+    // 1000×3 + 500×15 + 200×3.75 (5-minute cache writes) + 100×0.3 + 50×6 (1-hour cache
+    // writes) = 11 580 micro-dollars.
+    assert_eq!(r.headers["x-aibank-cost-usd"], "0.01158");
+    assert_eq!(r.headers["x-aibank-balance-usd"], "9.98842");
+    assert_eq!(balance(&app, &key).await, json!(9.98842));
     assert_eq!(held(&app, &agent).await, 0);
-    assert_eq!(app.ledger_state(&agent).await, (9_988_720, 9_988_720));
+    assert_eq!(app.ledger_state(&agent).await, (9_988_420, 9_988_420));
 
     let up = mock.last_request().unwrap();
     assert_eq!(
@@ -115,9 +116,9 @@ async fn anthropic_json_call_costs_exactly_the_price_table_times_usage() {
             u["input_tokens"].clone(),
             u["output_tokens"].clone()
         ),
-        (json!("anthropic"), json!(1300), json!(500))
+        (json!("anthropic"), json!(1350), json!(500))
     );
-    assert_eq!(u["cost_usd"], json!(0.01128));
+    assert_eq!(u["cost_usd"], json!(0.01158));
     assert_eq!(
         u["request_id"].as_str(),
         r.headers["x-request-id"].to_str().ok()

@@ -4,8 +4,9 @@
 //!
 //! Each response is steered by request headers (a gateway forwards them untouched):
 //!
-//! - `x-mock-usage: IN,OUT[,CACHE_WRITE[,CACHE_READ]]` — token counts to report
-//!   (default `11,7,0,0`).
+//! - `x-mock-usage: IN,OUT[,CACHE_WRITE[,CACHE_READ[,CACHE_WRITE_1H]]]` — token counts to
+//!   report (default `11,7,0,0,0`); Anthropic's cache writes are reported in total and
+//!   split into the 5-minute (`CACHE_WRITE`) and 1-hour (`CACHE_WRITE_1H`) caches.
 //! - `x-mock-behavior:` `ok` (default), `error-400|401|429|500|529`, `stall` (60 s before
 //!   anything), `cut` (streams: first half of the events, then the connection is cut;
 //!   non-stream: the first 20 bytes of the JSON body, then cut), `stall-stream` (streams:
@@ -188,6 +189,7 @@ struct Usage {
     input: u64,
     output: u64,
     cache_write: u64,
+    cache_write_1h: u64,
     cache_read: u64,
 }
 
@@ -349,6 +351,7 @@ fn controls(req: &HttpRequest) -> Result<Controls, String> {
             input: 11,
             output: 7,
             cache_write: 0,
+            cache_write_1h: 0,
             cache_read: 0,
         },
         Some(v) => {
@@ -357,9 +360,9 @@ fn controls(req: &HttpRequest) -> Result<Controls, String> {
                 .map(|p| p.trim().parse::<u64>())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("mock upstream: bad x-mock-usage {v:?}: {e}"))?;
-            if !(2..=4).contains(&parts.len()) {
+            if !(2..=5).contains(&parts.len()) {
                 return Err(format!(
-                    "mock upstream: x-mock-usage wants IN,OUT[,CACHE_WRITE[,CACHE_READ]], got {v:?}"
+                    "mock upstream: x-mock-usage wants IN,OUT[,CACHE_WRITE[,CACHE_READ[,CACHE_WRITE_1H]]], got {v:?}"
                 ));
             }
             Usage {
@@ -367,6 +370,7 @@ fn controls(req: &HttpRequest) -> Result<Controls, String> {
                 output: parts[1],
                 cache_write: parts.get(2).copied().unwrap_or(0),
                 cache_read: parts.get(3).copied().unwrap_or(0),
+                cache_write_1h: parts.get(4).copied().unwrap_or(0),
             }
         }
     };
@@ -459,7 +463,11 @@ fn anthropic_message(n: u64, model: &str, u: Usage, text: &str) -> Value {
         "usage": {
             "input_tokens": u.input,
             "output_tokens": u.output,
-            "cache_creation_input_tokens": u.cache_write,
+            "cache_creation_input_tokens": u.cache_write + u.cache_write_1h,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": u.cache_write,
+                "ephemeral_1h_input_tokens": u.cache_write_1h,
+            },
             "cache_read_input_tokens": u.cache_read,
         },
     })
@@ -508,7 +516,11 @@ fn anthropic_events(n: u64, model: &str, u: Usage, texts: &[&str]) -> Vec<Bytes>
             "usage": {
                 "input_tokens": u.input,
                 "output_tokens": 1,
-                "cache_creation_input_tokens": u.cache_write,
+                "cache_creation_input_tokens": u.cache_write + u.cache_write_1h,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": u.cache_write,
+                    "ephemeral_1h_input_tokens": u.cache_write_1h,
+                },
                 "cache_read_input_tokens": u.cache_read,
             },
         },

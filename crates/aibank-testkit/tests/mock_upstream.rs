@@ -69,7 +69,8 @@ async fn anthropic_non_stream() {
         json!({"id":"msg_mock_1","type":"message","role":"assistant","model":"claude-x",
             "content":[{"type":"text","text":"Hello from mock"}],"stop_reason":"end_turn",
             "stop_sequence":null,"usage":{"input_tokens":100,"output_tokens":20,
-            "cache_creation_input_tokens":5,"cache_read_input_tokens":3}})
+            "cache_creation_input_tokens":5,"cache_creation":{"ephemeral_5m_input_tokens":5,
+            "ephemeral_1h_input_tokens":0},"cache_read_input_tokens":3}})
     );
     assert_eq!(mock.streams_started(), 0);
 }
@@ -165,7 +166,9 @@ async fn anthropic_stream() {
         start["message"],
         json!({"id":"msg_mock_1","type":"message","role":"assistant","model":"claude-s",
             "content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":9,
-            "output_tokens":1,"cache_creation_input_tokens":2,"cache_read_input_tokens":1}})
+            "output_tokens":1,"cache_creation_input_tokens":2,"cache_creation":
+            {"ephemeral_5m_input_tokens":2,"ephemeral_1h_input_tokens":0},
+            "cache_read_input_tokens":1}})
     );
     let text: String = events[3..7]
         .iter()
