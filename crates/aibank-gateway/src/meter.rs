@@ -42,6 +42,7 @@ pub fn tokens_from_usage(wire: Wire, u: &Value) -> Option<Tokens> {
                 cache_write: written - hour.min(written),
                 cache_write_1h: hour.min(written),
                 cache_read: n(&u["cache_read_input_tokens"]),
+                web_searches: n(&u["server_tool_use"]["web_search_requests"]),
             }
         }
         Wire::OpenAi => {
@@ -64,6 +65,7 @@ pub fn tokens_from_usage(wire: Wire, u: &Value) -> Option<Tokens> {
                 cache_write: 0,
                 cache_write_1h: 0,
                 cache_read: cached.min(prompt),
+                web_searches: 0,
             }
         }
     })
@@ -135,6 +137,7 @@ impl SseMeter {
                         self.tokens.input = t.input;
                         self.tokens.cache_write = t.cache_write;
                         self.tokens.cache_write_1h = t.cache_write_1h;
+                        self.tokens.web_searches = t.web_searches;
                         self.tokens.cache_read = t.cache_read;
                         self.tokens.output = t.output;
                         self.prompt_reported = true;
@@ -150,6 +153,9 @@ impl SseMeter {
                     if let Some(i) = u["input_tokens"].as_u64() {
                         self.tokens.input = i;
                         self.prompt_reported = true;
+                    }
+                    if let Some(s) = u["server_tool_use"]["web_search_requests"].as_u64() {
+                        self.tokens.web_searches = s;
                     }
                 }
                 Some("content_block_delta") => {
@@ -240,7 +246,8 @@ mod tests {
                     output: 15,
                     cache_write: 3,
                     cache_write_1h: 0,
-                    cache_read: 4
+                    cache_read: 4,
+                    web_searches: 0,
                 }
             );
         }
@@ -260,7 +267,8 @@ mod tests {
                 output: 3,
                 cache_write: 3,
                 cache_write_1h: 0,
-                cache_read: 4
+                cache_read: 4,
+                web_searches: 0,
             }
         );
     }
@@ -278,7 +286,8 @@ mod tests {
                 output: 9,
                 cache_write: 0,
                 cache_write_1h: 0,
-                cache_read: 10
+                cache_read: 10,
+                web_searches: 0,
             }
         );
         let mut m = SseMeter::new(Wire::OpenAi);
@@ -290,7 +299,8 @@ mod tests {
                 output: 2,
                 cache_write: 0,
                 cache_write_1h: 0,
-                cache_read: 0
+                cache_read: 0,
+                web_searches: 0,
             }
         );
     }
@@ -321,7 +331,8 @@ mod tests {
                 output: 7,
                 cache_write: 0,
                 cache_write_1h: 0,
-                cache_read: 2
+                cache_read: 2,
+                web_searches: 0,
             })
         );
         let o = br#"{"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#;
@@ -332,7 +343,8 @@ mod tests {
                 output: 7,
                 cache_write: 0,
                 cache_write_1h: 0,
-                cache_read: 0
+                cache_read: 0,
+                web_searches: 0,
             })
         );
         assert_eq!(tokens_from_json(Wire::OpenAi, b"{}"), None);
@@ -344,7 +356,8 @@ mod tests {
                 output: 2,
                 cache_write: 10,
                 cache_write_1h: 20,
-                cache_read: 1
+                cache_read: 1,
+                web_searches: 0,
             })
         );
     }

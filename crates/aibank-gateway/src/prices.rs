@@ -43,6 +43,78 @@ pub struct Price {
         skip_serializing_if = "Option::is_none"
     )]
     pub cache_read: Option<Decimal>,
+    /// USD per 1,000 web searches the upstream ran for a call (Anthropic's server-side web
+    /// search tool); none is free.
+    #[serde(
+        default,
+        with = "rust_decimal::serde::arbitrary_precision_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub web_search_per_1k: Option<Decimal>,
+    /// Other prices for a call whose prompt is longer than a threshold (Anthropic's long
+    /// context): all of its tokens are priced at them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_context: Option<LongContext>,
+}
+
+/// Prices for a call whose prompt (cached or not) is more than `above_tokens` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongContext {
+    pub above_tokens: u64,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub input: Decimal,
+    #[serde(with = "rust_decimal::serde::arbitrary_precision")]
+    pub output: Decimal,
+    /// Defaults to the long-context input price.
+    #[serde(
+        default,
+        with = "rust_decimal::serde::arbitrary_precision_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache_write: Option<Decimal>,
+    /// Defaults to the long-context cache write price.
+    #[serde(
+        default,
+        with = "rust_decimal::serde::arbitrary_precision_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache_write_1h: Option<Decimal>,
+    /// Defaults to the long-context input price.
+    #[serde(
+        default,
+        with = "rust_decimal::serde::arbitrary_precision_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache_read: Option<Decimal>,
+}
+
+/// The rates one call is priced at, defaults resolved.
+struct Rates {
+    input: Decimal,
+    output: Decimal,
+    cache_write: Decimal,
+    cache_write_1h: Decimal,
+    cache_read: Decimal,
+}
+
+impl Rates {
+    fn new(
+        input: Decimal,
+        output: Decimal,
+        cache_write: Option<Decimal>,
+        cache_write_1h: Option<Decimal>,
+        cache_read: Option<Decimal>,
+    ) -> Rates {
+        let cache_write = cache_write.unwrap_or(input);
+        Rates {
+            input,
+            output,
+            cache_write,
+            cache_write_1h: cache_write_1h.unwrap_or(cache_write),
+            cache_read: cache_read.unwrap_or(input),
+        }
+    }
 }
 
 /// Tokens of one call, normalised: `input` excludes cache reads and writes.
@@ -55,6 +127,8 @@ pub struct Tokens {
     /// Written to Anthropic's 1-hour prompt cache.
     pub cache_write_1h: u64,
     pub cache_read: u64,
+    /// Server-side web searches the upstream ran.
+    pub web_searches: u64,
 }
 
 impl Tokens {
@@ -67,37 +141,55 @@ impl Tokens {
 const MILLION: i64 = 1_000_000;
 
 impl Price {
-    fn cache_write(&self) -> Decimal {
-        self.cache_write.unwrap_or(self.input)
-    }
-
-    fn cache_write_1h(&self) -> Decimal {
-        self.cache_write_1h.unwrap_or_else(|| self.cache_write())
-    }
-
-    fn cache_read(&self) -> Decimal {
-        self.cache_read.unwrap_or(self.input)
+    /// The rates for a call with `prompt` tokens of prompt.
+    fn rates(&self, prompt: u64) -> Rates {
+        match self.long_context {
+            Some(l) if prompt > l.above_tokens => Rates::new(
+                l.input,
+                l.output,
+                l.cache_write,
+                l.cache_write_1h,
+                l.cache_read,
+            ),
+            _ => Rates::new(
+                self.input,
+                self.output,
+                self.cache_write,
+                self.cache_write_1h,
+                self.cache_read,
+            ),
+        }
     }
 
     /// The cost of `tokens`, rounded up to the micro-dollar.
     pub fn cost(&self, tokens: &Tokens) -> Usd {
-        let total = Decimal::from(tokens.input) * self.input
-            + Decimal::from(tokens.output) * self.output
-            + Decimal::from(tokens.cache_write) * self.cache_write()
-            + Decimal::from(tokens.cache_write_1h) * self.cache_write_1h()
-            + Decimal::from(tokens.cache_read) * self.cache_read();
-        Usd::from_decimal_ceil(total / Decimal::from(MILLION)).unwrap_or(Usd::from_micros(i64::MAX))
+        let r = self.rates(tokens.prompt());
+        let per_million = Decimal::from(tokens.input) * r.input
+            + Decimal::from(tokens.output) * r.output
+            + Decimal::from(tokens.cache_write) * r.cache_write
+            + Decimal::from(tokens.cache_write_1h) * r.cache_write_1h
+            + Decimal::from(tokens.cache_read) * r.cache_read;
+        let searches =
+            Decimal::from(tokens.web_searches) * self.web_search_per_1k.unwrap_or_default();
+        let total = per_million
+            .checked_div(Decimal::from(MILLION))
+            .zip(searches.checked_div(Decimal::ONE_THOUSAND))
+            .and_then(|(a, b)| a.checked_add(b));
+        total
+            .and_then(|t| Usd::from_decimal_ceil(t).ok())
+            .unwrap_or(Usd::from_micros(i64::MAX))
     }
 
     /// The most `prompt` input tokens and `output` output tokens can cost (input priced at
     /// the dearest of the input rates, since the split into cached and not is unknown).
     pub fn max_cost(&self, prompt: u64, output: u64) -> Usd {
-        let dearest = self
+        let r = self.rates(prompt);
+        let dearest = r
             .input
-            .max(self.cache_write())
-            .max(self.cache_write_1h())
-            .max(self.cache_read());
-        let total = Decimal::from(prompt) * dearest + Decimal::from(output) * self.output;
+            .max(r.cache_write)
+            .max(r.cache_write_1h)
+            .max(r.cache_read);
+        let total = Decimal::from(prompt) * dearest + Decimal::from(output) * r.output;
         Usd::from_decimal_ceil(total / Decimal::from(MILLION)).unwrap_or(Usd::from_micros(i64::MAX))
     }
 }
@@ -156,11 +248,13 @@ fn p(input: &str, output: &str, cache_write: Option<&str>, cache_read: &str) -> 
         cache_write: cache_write.map(d),
         cache_write_1h: None,
         cache_read: Some(d(cache_read)),
+        web_search_per_1k: None,
+        long_context: None,
     }
 }
 
 /// An Anthropic price: its 5-minute cache writes cost 1.25 times input, its 1-hour ones
-/// twice, its cache reads a tenth.
+/// twice, its cache reads a tenth; web searches $10 per 1,000.
 fn anthropic(input: &str, output: &str) -> Price {
     let d = |s: &str| s.parse::<Decimal>().unwrap_or_default();
     let input = d(input);
@@ -170,6 +264,26 @@ fn anthropic(input: &str, output: &str) -> Price {
         cache_write: Some((input * Decimal::new(125, 2)).normalize()),
         cache_write_1h: Some((input * Decimal::TWO).normalize()),
         cache_read: Some((input / Decimal::TEN).normalize()),
+        web_search_per_1k: Some(Decimal::TEN),
+        long_context: None,
+    }
+}
+
+/// Sonnet 4 and 4.5 with a prompt over 200,000 tokens (their 1M-token context): input and
+/// its cache rates doubled, output 1.5 times.
+fn sonnet_long() -> Price {
+    let base = anthropic("3", "15");
+    let long = anthropic("6", "22.5");
+    Price {
+        long_context: Some(LongContext {
+            above_tokens: 200_000,
+            input: long.input,
+            output: long.output,
+            cache_write: long.cache_write,
+            cache_write_1h: long.cache_write_1h,
+            cache_read: long.cache_read,
+        }),
+        ..base
     }
 }
 
@@ -180,8 +294,8 @@ pub fn anthropic_defaults() -> PriceTable {
         ("claude-opus-4-5", anthropic("5", "25")),
         ("claude-opus-4-1", anthropic("15", "75")),
         ("claude-opus-4", anthropic("15", "75")),
-        ("claude-sonnet-4-5", anthropic("3", "15")),
-        ("claude-sonnet-4", anthropic("3", "15")),
+        ("claude-sonnet-4-5", sonnet_long()),
+        ("claude-sonnet-4", sonnet_long()),
         ("claude-3-7-sonnet", anthropic("3", "15")),
         ("claude-haiku-4-5", anthropic("1", "5")),
         ("claude-3-5-haiku", anthropic("0.8", "4")),
@@ -189,6 +303,7 @@ pub fn anthropic_defaults() -> PriceTable {
             "claude-3-haiku",
             Price {
                 cache_write_1h: Some(Decimal::new(5, 1)),
+                web_search_per_1k: Some(Decimal::TEN),
                 ..p("0.25", "1.25", Some("0.3"), "0.03")
             },
         ),
@@ -304,6 +419,7 @@ mod tests {
             cache_write: 200,
             cache_write_1h: 0,
             cache_read: 100,
+            web_searches: 0,
         };
         // 1000*3 + 500*15 + 200*3.75 + 100*0.3 = 3000 + 7500 + 750 + 30 = 11280 / 1e6 USD
         assert_eq!(price.cost(&tokens), Usd::from_micros(11_280));
@@ -329,6 +445,48 @@ mod tests {
             sonnet.max_cost(1000, 0),
             Usd::from_micros(6_000),
             "the dearest rate"
+        );
+    }
+
+    #[test]
+    fn long_prompts_and_web_searches_have_their_own_prices() {
+        let sonnet = anthropic_defaults()
+            .lookup("claude-sonnet-4-5-20250929")
+            .unwrap();
+        let at = |input: u64, cache_read: u64| Tokens {
+            input,
+            output: 1000,
+            cache_read,
+            ..Tokens::default()
+        };
+        // 200,000 prompt tokens: the standard rates, 200,000 × $3 + 1,000 × $15.
+        assert_eq!(sonnet.cost(&at(200_000, 0)), Usd::from_micros(615_000));
+        // One more, counting cached tokens: every token at the long-context rates,
+        // 100,000 × $6 + 100,001 × $0.60 + 1,000 × $22.50.
+        assert_eq!(
+            sonnet.cost(&at(100_000, 100_001)),
+            Usd::from_micros(600_000 + 60_001 + 22_500)
+        );
+        assert_eq!(
+            sonnet.max_cost(300_000, 1000),
+            Usd::from_micros(3_600_000 + 22_500),
+            "300,000 at the dearest long-context input rate (1-hour cache writes, $12)"
+        );
+        let searches = Tokens {
+            web_searches: 3,
+            ..Tokens::default()
+        };
+        assert_eq!(
+            sonnet.cost(&searches),
+            Usd::from_micros(30_000),
+            "$10 per 1,000"
+        );
+        let gpt = openai_defaults().lookup("gpt-4o").unwrap();
+        assert_eq!(gpt.cost(&searches), Usd::ZERO, "no search price, no charge");
+        assert_eq!(
+            gpt.cost(&at(300_000, 0)),
+            Usd::from_micros(750_000 + 10_000),
+            "no long-context price"
         );
     }
 

@@ -458,6 +458,36 @@ async fn usage_beyond_the_hold_is_charged_when_the_account_can_pay_it() {
 }
 
 #[tokio::test]
+async fn long_prompts_and_web_searches_are_billed_at_their_prices() {
+    let (app, _mock) = setup(|_| {}).await;
+    let (agent, key) = app.register().await;
+    let mut spent = 0;
+    for stream in [false, true] {
+        let r = app
+            .post(
+                "/v1/gateway/anthropic/v1/messages",
+                messages(stream),
+                &[
+                    ("X-API-Key", &key),
+                    ("x-mock-usage", "250000,100"),
+                    ("x-mock-web-searches", "2"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        settled(&app, &agent).await;
+        // Over 200,000 prompt tokens, Sonnet 4.5's long-context rates: 250,000 × $6 +
+        // 100 × $22.50; and two web searches at $10 per 1,000.
+        spent += 1_500_000 + 2_250 + 20_000;
+        assert_eq!(
+            app.ledger_state(&agent).await,
+            (10_000_000 - spent, 10_000_000 - spent),
+            "stream: {stream}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_cut_stream_is_billed_for_what_it_delivered_and_says_so() {
     let (app, _mock) = setup(|_| {}).await;
     let (agent, key) = app.register().await;

@@ -7,6 +7,8 @@
 //! - `x-mock-usage: IN,OUT[,CACHE_WRITE[,CACHE_READ[,CACHE_WRITE_1H]]]` — token counts to
 //!   report (default `11,7,0,0,0`); Anthropic's cache writes are reported in total and
 //!   split into the 5-minute (`CACHE_WRITE`) and 1-hour (`CACHE_WRITE_1H`) caches.
+//! - `x-mock-web-searches: N` — Anthropic: report N server-side web searches
+//!   (`usage.server_tool_use.web_search_requests`; default none).
 //! - `x-mock-behavior:` `ok` (default), `error-400|401|429|500|529`, `stall` (60 s before
 //!   anything), `cut` (streams: first half of the events, then the connection is cut;
 //!   non-stream: the first 20 bytes of the JSON body, then cut), `stall-stream` (streams:
@@ -191,6 +193,7 @@ struct Usage {
     cache_write: u64,
     cache_write_1h: u64,
     cache_read: u64,
+    web_searches: u64,
 }
 
 struct Controls {
@@ -346,13 +349,14 @@ fn controls(req: &HttpRequest) -> Result<Controls, String> {
         Some("stall-stream") => Behavior::StallStream,
         Some(other) => return Err(format!("mock upstream: unknown x-mock-behavior {other:?}")),
     };
-    let usage = match header("x-mock-usage")? {
+    let mut usage = match header("x-mock-usage")? {
         None => Usage {
             input: 11,
             output: 7,
             cache_write: 0,
             cache_write_1h: 0,
             cache_read: 0,
+            web_searches: 0,
         },
         Some(v) => {
             let parts = v
@@ -371,6 +375,7 @@ fn controls(req: &HttpRequest) -> Result<Controls, String> {
                 cache_write: parts.get(2).copied().unwrap_or(0),
                 cache_read: parts.get(3).copied().unwrap_or(0),
                 cache_write_1h: parts.get(4).copied().unwrap_or(0),
+                web_searches: 0,
             }
         }
     };
@@ -380,6 +385,7 @@ fn controls(req: &HttpRequest) -> Result<Controls, String> {
                 .map_err(|e| format!("mock upstream: bad {name} {v:?}: {e}"))
         })
     };
+    usage.web_searches = number("x-mock-web-searches", 0)?;
     let delay = Duration::from_millis(number("x-mock-chunk-delay-ms", 0)?);
     let chunks = usize::try_from(number("x-mock-chunks", 3)?)
         .map_err(|_| "mock upstream: x-mock-chunks is too large".to_owned())?;
@@ -451,6 +457,24 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Anthropic's usage object, as a message or a stream's `message_start` carries it.
+fn anthropic_usage(u: Usage, output: u64) -> Value {
+    let mut usage = json!({
+        "input_tokens": u.input,
+        "output_tokens": output,
+        "cache_creation_input_tokens": u.cache_write + u.cache_write_1h,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": u.cache_write,
+            "ephemeral_1h_input_tokens": u.cache_write_1h,
+        },
+        "cache_read_input_tokens": u.cache_read,
+    });
+    if u.web_searches > 0 {
+        usage["server_tool_use"] = json!({"web_search_requests": u.web_searches});
+    }
+    usage
+}
+
 fn anthropic_message(n: u64, model: &str, u: Usage, text: &str) -> Value {
     json!({
         "id": format!("msg_mock_{n}"),
@@ -460,16 +484,7 @@ fn anthropic_message(n: u64, model: &str, u: Usage, text: &str) -> Value {
         "content": [{"type": "text", "text": text}],
         "stop_reason": "end_turn",
         "stop_sequence": null,
-        "usage": {
-            "input_tokens": u.input,
-            "output_tokens": u.output,
-            "cache_creation_input_tokens": u.cache_write + u.cache_write_1h,
-            "cache_creation": {
-                "ephemeral_5m_input_tokens": u.cache_write,
-                "ephemeral_1h_input_tokens": u.cache_write_1h,
-            },
-            "cache_read_input_tokens": u.cache_read,
-        },
+        "usage": anthropic_usage(u, u.output),
     })
 }
 
@@ -513,16 +528,7 @@ fn anthropic_events(n: u64, model: &str, u: Usage, texts: &[&str]) -> Vec<Bytes>
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,
-            "usage": {
-                "input_tokens": u.input,
-                "output_tokens": 1,
-                "cache_creation_input_tokens": u.cache_write + u.cache_write_1h,
-                "cache_creation": {
-                    "ephemeral_5m_input_tokens": u.cache_write,
-                    "ephemeral_1h_input_tokens": u.cache_write_1h,
-                },
-                "cache_read_input_tokens": u.cache_read,
-            },
+            "usage": anthropic_usage(Usage { web_searches: 0, ..u }, 1),
         },
     });
     let mut events = vec![
@@ -543,11 +549,14 @@ fn anthropic_events(n: u64, model: &str, u: Usage, texts: &[&str]) -> Vec<Bytes>
         "content_block_stop",
         &json!({"type":"content_block_stop","index":0}).to_string(),
     ));
-    let delta = json!({
+    let mut delta = json!({
         "type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": null},
         "usage": {"output_tokens": u.output},
     });
+    if u.web_searches > 0 {
+        delta["usage"]["server_tool_use"] = json!({"web_search_requests": u.web_searches});
+    }
     events.push(anthropic_event("message_delta", &delta.to_string()));
     events.push(anthropic_event(
         "message_stop",
