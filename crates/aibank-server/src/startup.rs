@@ -219,6 +219,33 @@ fn limit_ip(limiter: &IpRateLimiter, trusted: &[IpNet], req: &HttpRequest) -> Re
 
 /// The answer to a request refused before routing: a page on the claim page, which people
 /// read, else the JSON envelope.
+/// Echoes the id TracingLogger put on this request's log lines.
+async fn echo_request_id<B>(
+    id: Option<String>,
+    answer: impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    let mut res = answer.await?;
+    if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        res.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    Ok(res)
+}
+
+/// A request whose handler panics is answered `500 INTERNAL`, alone, instead of the panic
+/// taking down its worker thread and every connection the worker serves.
+async fn answer_panics<B>(
+    answer: impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    use futures_util::FutureExt as _;
+    std::panic::AssertUnwindSafe(answer)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!("a request handler panicked; answered 500");
+            Err(ApiError::internal("a request handler panicked").into())
+        })
+}
+
 fn refused(req: ServiceRequest, e: ApiError) -> ServiceResponse {
     if req.path() == "/device" {
         let res = device::error_page(&e);
@@ -318,6 +345,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             let (limiter, trusted) = (limiter.clone(), auth.trusted_proxies().to_vec());
             App::new()
+                .wrap_fn(|req, srv| answer_panics(srv.call(req)))
                 .wrap_fn(
                     move |req, srv| match limit_ip(&limiter, &trusted, req.request()) {
                         Ok(()) => Either::Left(srv.call(req)),
@@ -325,16 +353,8 @@ impl Application {
                     },
                 )
                 .wrap_fn(|req, srv| {
-                    // Echo the id TracingLogger put on this request's log lines.
                     let id = req.extensions().get::<RequestId>().map(ToString::to_string);
-                    let fut = srv.call(req);
-                    async move {
-                        let mut res = fut.await?;
-                        if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-                            res.headers_mut().insert(REQUEST_ID_HEADER, v);
-                        }
-                        Ok(res)
-                    }
+                    echo_request_id(id, srv.call(req))
                 })
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
@@ -370,5 +390,45 @@ impl Application {
     /// Serves until the process is asked to stop (SIGINT/SIGTERM: graceful shutdown).
     pub async fn run(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use actix_web::test;
+
+    #[actix_web::test]
+    async fn a_handler_that_panics_is_answered_500_and_the_app_goes_on() {
+        async fn boom(path: web::Path<String>) -> &'static str {
+            // What serde_json does with a key on a number: panic.
+            let mut v = serde_json::json!(1);
+            v[path.as_str()] = Value::Null;
+            "never"
+        }
+        let app = test::init_service(
+            App::new()
+                .wrap_fn(|req, srv| answer_panics(srv.call(req)))
+                .route("/boom/{key}", web::get().to(boom))
+                .route("/ok", web::get().to(|| async { "fine" })),
+        )
+        .await;
+        let err =
+            test::try_call_service(&app, test::TestRequest::get().uri("/boom/k").to_request())
+                .await
+                .expect_err("a panic is an error response");
+        let res = err.error_response();
+        assert_eq!(res.status(), 500);
+        let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "INTERNAL");
+        assert!(
+            !body.to_string().contains("panicked"),
+            "nothing of it is told"
+        );
+        let res = test::call_service(&app, test::TestRequest::get().uri("/ok").to_request()).await;
+        assert_eq!(res.status(), 200);
     }
 }
