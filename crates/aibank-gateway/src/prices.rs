@@ -57,36 +57,17 @@ pub struct Price {
     pub long_context: Option<LongContext>,
 }
 
-/// Prices for a call whose prompt (cached or not) is more than `above_tokens` tokens.
+/// For a call whose prompt (cached or not) is more than `above_tokens` tokens: every token
+/// of it is priced at the model's prices times these factors (the input factor for input
+/// and the prompt cache's reads and writes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LongContext {
     pub above_tokens: u64,
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
-    pub input: Decimal,
+    pub input_factor: Decimal,
     #[serde(with = "rust_decimal::serde::arbitrary_precision")]
-    pub output: Decimal,
-    /// Defaults to the long-context input price.
-    #[serde(
-        default,
-        with = "rust_decimal::serde::arbitrary_precision_option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub cache_write: Option<Decimal>,
-    /// Defaults to the long-context cache write price.
-    #[serde(
-        default,
-        with = "rust_decimal::serde::arbitrary_precision_option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub cache_write_1h: Option<Decimal>,
-    /// Defaults to the long-context input price.
-    #[serde(
-        default,
-        with = "rust_decimal::serde::arbitrary_precision_option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub cache_read: Option<Decimal>,
+    pub output_factor: Decimal,
 }
 
 /// The rates one call is priced at, defaults resolved.
@@ -96,25 +77,6 @@ struct Rates {
     cache_write: Decimal,
     cache_write_1h: Decimal,
     cache_read: Decimal,
-}
-
-impl Rates {
-    fn new(
-        input: Decimal,
-        output: Decimal,
-        cache_write: Option<Decimal>,
-        cache_write_1h: Option<Decimal>,
-        cache_read: Option<Decimal>,
-    ) -> Rates {
-        let cache_write = cache_write.unwrap_or(input);
-        Rates {
-            input,
-            output,
-            cache_write,
-            cache_write_1h: cache_write_1h.unwrap_or(cache_write),
-            cache_read: cache_read.unwrap_or(input),
-        }
-    }
 }
 
 /// Tokens of one call, normalised: `input` excludes cache reads and writes.
@@ -143,21 +105,17 @@ const MILLION: i64 = 1_000_000;
 impl Price {
     /// The rates for a call with `prompt` tokens of prompt.
     fn rates(&self, prompt: u64) -> Rates {
-        match self.long_context {
-            Some(l) if prompt > l.above_tokens => Rates::new(
-                l.input,
-                l.output,
-                l.cache_write,
-                l.cache_write_1h,
-                l.cache_read,
-            ),
-            _ => Rates::new(
-                self.input,
-                self.output,
-                self.cache_write,
-                self.cache_write_1h,
-                self.cache_read,
-            ),
+        let (i, o) = match self.long_context {
+            Some(l) if prompt > l.above_tokens => (l.input_factor, l.output_factor),
+            _ => (Decimal::ONE, Decimal::ONE),
+        };
+        let cache_write = self.cache_write.unwrap_or(self.input);
+        Rates {
+            input: self.input * i,
+            output: self.output * o,
+            cache_write: cache_write * i,
+            cache_write_1h: self.cache_write_1h.unwrap_or(cache_write) * i,
+            cache_read: self.cache_read.unwrap_or(self.input) * i,
         }
     }
 
@@ -269,21 +227,16 @@ fn anthropic(input: &str, output: &str) -> Price {
     }
 }
 
-/// Sonnet 4 and 4.5 with a prompt over 200,000 tokens (their 1M-token context): input and
-/// its cache rates doubled, output 1.5 times.
+/// Sonnet 4 and 4.5: a prompt over 200,000 tokens (their 1M-token context) costs twice
+/// as much per token, its output 1.5 times.
 fn sonnet_long() -> Price {
-    let base = anthropic("3", "15");
-    let long = anthropic("6", "22.5");
     Price {
         long_context: Some(LongContext {
             above_tokens: 200_000,
-            input: long.input,
-            output: long.output,
-            cache_write: long.cache_write,
-            cache_write_1h: long.cache_write_1h,
-            cache_read: long.cache_read,
+            input_factor: Decimal::TWO,
+            output_factor: Decimal::new(15, 1),
         }),
-        ..base
+        ..anthropic("3", "15")
     }
 }
 

@@ -466,8 +466,8 @@ async fn providers_show_configuration_and_prices_but_no_secret() {
     assert_eq!(
         p[0]["models"]["claude-sonnet-4-5"],
         json!({"input": 3, "output": 15, "cache_write": 3.75, "cache_write_1h": 6, "cache_read": 0.3,
-               "web_search_per_1k": 10, "long_context": {"above_tokens": 200000, "input": 6,
-               "output": 22.5, "cache_write": 7.5, "cache_write_1h": 12, "cache_read": 0.6}})
+               "web_search_per_1k": 10,
+               "long_context": {"above_tokens": 200000, "input_factor": 2, "output_factor": 1.5}})
     );
     assert_eq!(
         (&p[1]["name"], &p[1]["base_url"], &p[1]["configured"]),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use aibank_gateway::Registry;
 use aibank_server::Config;
 use aibank_testkit::mock_upstream::MockUpstream;
-use aibank_testkit::{spawn_app_with, TestApp};
+use aibank_testkit::{spawn_app_with, Resp, TestApp};
 use serde_json::{json, Value};
 
 use aibank_testkit::{
@@ -42,6 +42,16 @@ fn messages(stream: bool) -> Value {
 fn chat(stream: bool) -> Value {
     json!({"model": "gpt-4o-mini", "max_completion_tokens": 100, "stream": stream,
            "messages": [{"role": "user", "content": "Hello"}]})
+}
+
+/// An Anthropic Messages call (`messages(stream)`) through the gateway.
+async fn anthropic_call(app: &TestApp, stream: bool, headers: &[(&str, &str)]) -> Resp {
+    app.post(
+        "/v1/gateway/anthropic/v1/messages",
+        messages(stream),
+        headers,
+    )
+    .await
 }
 
 async fn balance(app: &TestApp, key: &str) -> Value {
@@ -73,17 +83,16 @@ async fn settled(app: &TestApp, agent: &str) {
 async fn anthropic_json_call_costs_exactly_the_price_table_times_usage() {
     let (app, mock) = setup(|_| {}).await;
     let (agent, key) = app.register().await;
-    let r = app
-        .post(
-            "/v1/gateway/anthropic/v1/messages",
-            messages(false),
-            &[
-                ("X-API-Key", &key),
-                ("x-mock-usage", "1000,500,200,100,50"),
-                ("anthropic-beta", "tools-2024"),
-            ],
-        )
-        .await;
+    let r = anthropic_call(
+        &app,
+        false,
+        &[
+            ("X-API-Key", &key),
+            ("x-mock-usage", "1000,500,200,100,50"),
+            ("anthropic-beta", "tools-2024"),
+        ],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["content"][0]["text"], "Hello from mock");
     // 1000×3 + 500×15 + 200×3.75 (5-minute cache writes) + 100×0.3 + 50×6 (1-hour cache
@@ -230,13 +239,12 @@ async fn upstream_errors_pass_through_and_charge_nothing() {
     let (app, mock) = setup(|_| {}).await;
     let (agent, key) = app.register().await;
     for (behavior, status) in [("error-429", 429), ("error-500", 500), ("error-400", 400)] {
-        let r = app
-            .post(
-                "/v1/gateway/anthropic/v1/messages",
-                messages(false),
-                &[("X-API-Key", &key), ("x-mock-behavior", behavior)],
-            )
-            .await;
+        let r = anthropic_call(
+            &app,
+            false,
+            &[("X-API-Key", &key), ("x-mock-behavior", behavior)],
+        )
+        .await;
         assert_eq!(r.status, status, "{}", r.text);
         assert_eq!(
             r.body["type"], "error",
@@ -311,13 +319,7 @@ async fn unreachable_and_silent_upstreams_are_502_and_504() {
     })
     .await;
     let (agent, key) = app.register().await;
-    let r = app
-        .post(
-            "/v1/gateway/anthropic/v1/messages",
-            messages(false),
-            &[("X-API-Key", &key)],
-        )
-        .await;
+    let r = anthropic_call(&app, false, &[("X-API-Key", &key)]).await;
     assert_eq!(
         (r.status, r.body["code"].as_str()),
         (502, Some("UPSTREAM_ERROR")),
@@ -352,13 +354,12 @@ async fn an_answer_that_breaks_off_or_goes_quiet_costs_nothing() {
         ("stall-stream", 504, "UPSTREAM_TIMEOUT"),
     ] {
         let start = Instant::now();
-        let r = app
-            .post(
-                "/v1/gateway/anthropic/v1/messages",
-                messages(false),
-                &[("X-API-Key", &key), ("x-mock-behavior", behavior)],
-            )
-            .await;
+        let r = anthropic_call(
+            &app,
+            false,
+            &[("X-API-Key", &key), ("x-mock-behavior", behavior)],
+        )
+        .await;
         assert_eq!(
             (r.status, r.body["code"].as_str()),
             (status, Some(code)),
@@ -424,26 +425,21 @@ async fn stream_requests_are_asked_for_usage_and_a_json_answer_to_one_stays_json
 async fn usage_beyond_the_hold_is_charged_when_the_account_can_pay_it() {
     let (app, _mock) = setup(|_| {}).await;
     let (agent, key) = app.register().await;
-    let call = |usage: &'static str| {
-        let (app, key) = (&app, key.clone());
-        async move {
-            app.post(
-                "/v1/gateway/anthropic/v1/messages",
-                messages(false),
-                &[("X-API-Key", &key), ("x-mock-usage", usage)],
-            )
-            .await
-        }
-    };
     // 11 in × $3/M + 5,000 out × $15/M: far beyond the 100 output tokens the hold reserved.
-    let r = call("11,5000").await;
+    let r = anthropic_call(
+        &app,
+        false,
+        &[("X-API-Key", &key), ("x-mock-usage", "11,5000")],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.headers["x-aibank-cost-usd"], "0.075033");
     assert_eq!(r.headers["x-aibank-balance-usd"], "9.924967");
     assert_eq!(app.ledger_state(&agent).await, (9_924_967, 9_924_967));
     // A million output tokens ($15) is more than the account holds: the hold is taken, the
     // rest is not.
-    let r = call("11,1000000").await;
+    let usage = ("x-mock-usage", "11,1000000");
+    let r = anthropic_call(&app, false, &[("X-API-Key", &key), usage]).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let cost: rust_decimal::Decimal = r.headers["x-aibank-cost-usd"]
         .to_str()
@@ -463,17 +459,16 @@ async fn long_prompts_and_web_searches_are_billed_at_their_prices() {
     let (agent, key) = app.register().await;
     let mut spent = 0;
     for stream in [false, true] {
-        let r = app
-            .post(
-                "/v1/gateway/anthropic/v1/messages",
-                messages(stream),
-                &[
-                    ("X-API-Key", &key),
-                    ("x-mock-usage", "250000,100"),
-                    ("x-mock-web-searches", "2"),
-                ],
-            )
-            .await;
+        let r = anthropic_call(
+            &app,
+            stream,
+            &[
+                ("X-API-Key", &key),
+                ("x-mock-usage", "250000,100"),
+                ("x-mock-web-searches", "2"),
+            ],
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.text);
         settled(&app, &agent).await;
         // Over 200,000 prompt tokens, Sonnet 4.5's long-context rates: 250,000 × $6 +
@@ -491,17 +486,16 @@ async fn long_prompts_and_web_searches_are_billed_at_their_prices() {
 async fn a_cut_stream_is_billed_for_what_it_delivered_and_says_so() {
     let (app, _mock) = setup(|_| {}).await;
     let (agent, key) = app.register().await;
-    let r = app
-        .post(
-            "/v1/gateway/anthropic/v1/messages",
-            messages(true),
-            &[
-                ("X-API-Key", &key),
-                ("x-mock-behavior", "cut"),
-                ("x-mock-usage", "40,12"),
-            ],
-        )
-        .await;
+    let r = anthropic_call(
+        &app,
+        true,
+        &[
+            ("X-API-Key", &key),
+            ("x-mock-behavior", "cut"),
+            ("x-mock-usage", "40,12"),
+        ],
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert!(
         r.text.contains("message_start") && !r.text.contains("message_stop"),
@@ -523,17 +517,16 @@ async fn a_cut_stream_is_billed_for_what_it_delivered_and_says_so() {
 async fn an_idle_stream_times_out_and_is_billed_for_what_it_delivered() {
     let (app, _mock) = setup(|c| c.gateway.idle_timeout = Duration::from_secs(1)).await;
     let (agent, key) = app.register().await;
-    let r = app
-        .post(
-            "/v1/gateway/anthropic/v1/messages",
-            messages(true),
-            &[
-                ("X-API-Key", &key),
-                ("x-mock-behavior", "stall-stream"),
-                ("x-mock-usage", "40,12"),
-            ],
-        )
-        .await;
+    let r = anthropic_call(
+        &app,
+        true,
+        &[
+            ("X-API-Key", &key),
+            ("x-mock-behavior", "stall-stream"),
+            ("x-mock-usage", "40,12"),
+        ],
+    )
+    .await;
     assert!(r.text.contains("event: error"), "{}", r.text);
     settled(&app, &agent).await;
     assert_eq!(app.ledger_state(&agent).await, (9_999_850, 9_999_850));
@@ -616,9 +609,7 @@ async fn refusals_before_forwarding() {
         )
         .await;
     assert_eq!(r.status, 400);
-    let r = app
-        .post("/v1/gateway/anthropic/v1/messages", messages(false), &[])
-        .await;
+    let r = anthropic_call(&app, false, &[]).await;
     assert_eq!(
         r.text,
         r#"{"error":"Missing X-API-Key header","code":"UNAUTHORIZED"}"#
@@ -634,13 +625,7 @@ async fn refusals_before_forwarding() {
         )
         .await;
     let broke_key = broke.body["apiKey"].as_str().unwrap();
-    let r = app
-        .post(
-            "/v1/gateway/anthropic/v1/messages",
-            messages(false),
-            &[("X-API-Key", broke_key)],
-        )
-        .await;
+    let r = anthropic_call(&app, false, &[("X-API-Key", broke_key)]).await;
     assert_eq!(
         (r.status, r.body["code"].as_str()),
         (402, Some("INSUFFICIENT_CREDITS")),
@@ -820,9 +805,7 @@ async fn bring_your_own_key_wins_and_is_not_charged() {
     let (agent, key) = app.register().await;
     let k = [("X-API-Key", key.as_str())];
 
-    let r = app
-        .post("/v1/gateway/anthropic/v1/messages", messages(false), &k)
-        .await;
+    let r = anthropic_call(&app, false, &k).await;
     assert_eq!(r.status, 503);
     assert_eq!(
         r.text,
@@ -869,9 +852,7 @@ async fn bring_your_own_key_wins_and_is_not_charged() {
         true
     );
 
-    let r = app
-        .post("/v1/gateway/anthropic/v1/messages", messages(false), &k)
-        .await;
+    let r = anthropic_call(&app, false, &k).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
         mock.last_request().unwrap().header("x-api-key"),
@@ -928,13 +909,7 @@ async fn bring_your_own_key_wins_and_is_not_charged() {
 
     // Another agent does not get this key.
     let (_, other) = app.register().await;
-    let r = app
-        .post(
-            "/v1/gateway/anthropic/v1/messages",
-            messages(false),
-            &[("X-API-Key", &other)],
-        )
-        .await;
+    let r = anthropic_call(&app, false, &[("X-API-Key", &other)]).await;
     assert_eq!(r.status, 503);
 
     let r = app.delete("/v1/provider-keys/anthropic", &k).await;
@@ -942,12 +917,7 @@ async fn bring_your_own_key_wins_and_is_not_charged() {
         r.body,
         json!({"provider": "anthropic", "configured": false})
     );
-    assert_eq!(
-        app.post("/v1/gateway/anthropic/v1/messages", messages(false), &k)
-            .await
-            .status,
-        503
-    );
+    assert_eq!(anthropic_call(&app, false, &k).await.status, 503);
 }
 
 /// Instances sharing PostgreSQL must share the sealing key, so none is invented there: the
@@ -1030,13 +1000,7 @@ async fn oversize_bodies_and_limit_breaching_holds_are_refused_before_forwarding
 
 /// Makes a call and returns the upstream key the mock received with it.
 async fn upstream_key_used(app: &TestApp, key: &str, mock: &MockUpstream) -> String {
-    let r = app
-        .post(
-            "/v1/gateway/anthropic/v1/messages",
-            messages(false),
-            &[("X-API-Key", key)],
-        )
-        .await;
+    let r = anthropic_call(app, false, &[("X-API-Key", key)]).await;
     assert_eq!(r.status, 200, "{}", r.text);
     mock.last_request()
         .unwrap()
