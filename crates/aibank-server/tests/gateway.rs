@@ -733,6 +733,11 @@ async fn credentials_and_hop_headers_never_reach_the_upstream() {
                 ("anthropic-version", "2023-06-01"),
                 ("Connection", "x-hop-only"),
                 ("x-hop-only", "1"),
+                ("Proxy-Authorization", "Basic c2VjcmV0"),
+                ("Forwarded", "for=192.0.2.60"),
+                ("X-Forwarded-For", "192.0.2.60"),
+                ("X-Real-IP", "192.0.2.60"),
+                ("Keep-Alive", "timeout=5"),
                 ("OpenAI-Organization", "org-of-the-caller"),
                 ("OpenAI-Project", "proj-of-the-caller"),
                 // What the upstream answers with (the mock adds these to its response).
@@ -762,6 +767,11 @@ async fn credentials_and_hop_headers_never_reach_the_upstream() {
         "x-hop-only",
         "openai-organization",
         "openai-project",
+        "proxy-authorization",
+        "forwarded",
+        "x-forwarded-for",
+        "x-real-ip",
+        "keep-alive",
     ] {
         assert!(
             !names.contains(&banned),
