@@ -1,10 +1,11 @@
 //! Token prices, in USD per million tokens, and the cost of a call.
 //!
 //! A table key prices the model of that name and its dated versions: the longest key that
-//! is the model's name, or the start of it followed by `-` and a digit, `-latest` or `@`,
-//! wins. So `claude-sonnet-4-5` prices `claude-sonnet-4-5-20250929`, and `gpt-4o` prices
-//! `gpt-4o-2024-08-06` but not `gpt-4o-mini` (a model of its own) nor `gpt-4o-audio-preview`
-//! (a variant priced differently). A provider may have a default price (`*`) for models not
+//! is the model's name, or the start of it followed by a date (`-20250929`, `-2024-08-06`),
+//! `-latest` or `@…`, wins. So `claude-sonnet-4-5` prices `claude-sonnet-4-5-20250929`, and
+//! `gpt-4o` prices `gpt-4o-2024-08-06` but not `gpt-4o-mini` (a model of its own), nor
+//! `gpt-4o-audio-preview` (a variant priced differently), and `claude-opus-4` does not price
+//! a later `claude-opus-4-6`. A provider may have a default price (`*`) for models not
 //! in its table; without one, an unknown model is refused before anything is forwarded, so
 //! a variant is never billed at its base model's price.
 
@@ -187,15 +188,20 @@ impl PriceTable {
     }
 }
 
-/// What may follow a table key in a model name it prices: nothing, a date or version
-/// (`-20250929`, `-2024-08-06`), `-latest`, or `@…`.
+/// What may follow a table key in a model name it prices: nothing, a date (`-20250929`,
+/// `-2024-08-06`), `-latest`, or `@…` (a dated name on some clouds). A bare number is a
+/// version of its own (`claude-opus-4-6` is not `claude-opus-4`).
 fn is_version_suffix(rest: &str) -> bool {
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let date = |d: &str| match d.split('-').collect::<Vec<_>>()[..] {
+        [ymd] => digits(ymd, 8),
+        [y, m, d] => digits(y, 4) && digits(m, 2) && digits(d, 2),
+        _ => false,
+    };
     rest.is_empty()
         || rest == "-latest"
         || rest.starts_with('@')
-        || rest
-            .strip_prefix('-')
-            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        || rest.strip_prefix('-').is_some_and(date)
 }
 
 fn p(input: &str, output: &str, cache_write: Option<&str>, cache_read: &str) -> Price {
@@ -247,8 +253,10 @@ pub fn anthropic_defaults() -> PriceTable {
         ("claude-opus-4-5", anthropic("5", "25")),
         ("claude-opus-4-1", anthropic("15", "75")),
         ("claude-opus-4", anthropic("15", "75")),
+        ("claude-opus-4-0", anthropic("15", "75")),
         ("claude-sonnet-4-5", sonnet_long()),
         ("claude-sonnet-4", sonnet_long()),
+        ("claude-sonnet-4-0", sonnet_long()),
         ("claude-3-7-sonnet", anthropic("3", "15")),
         ("claude-haiku-4-5", anthropic("1", "5")),
         ("claude-3-5-haiku", anthropic("0.8", "4")),
@@ -321,6 +329,8 @@ mod tests {
             ("gpt-5-pro-2025-10-06", Some("15")),
             ("gpt-5-2025-08-07", Some("1.25")),
             ("gpt-5x", None),
+            ("gpt-5-1", None),
+            ("gpt-4o-2024", None),
             ("o1", None),
         ] {
             assert_eq!(input(model).as_deref(), price, "{model}");
@@ -341,6 +351,14 @@ mod tests {
         assert_eq!(
             a.lookup("claude-opus-4-5-20251101").unwrap().input,
             Decimal::from(5)
+        );
+        assert_eq!(
+            a.lookup("claude-opus-4-0").unwrap().input,
+            Decimal::from(15)
+        );
+        assert!(
+            a.lookup("claude-opus-4-6").is_none(),
+            "a later version is not its base model"
         );
     }
 
@@ -451,7 +469,10 @@ mod tests {
         o.insert("special".to_owned(), p("9", "9", None, "9"));
         t.merge(o);
         assert_eq!(t.lookup("anything").unwrap().input, Decimal::from(1));
-        assert_eq!(t.lookup("special-2").unwrap().input, Decimal::from(9));
+        assert_eq!(
+            t.lookup("special-20250101").unwrap().input,
+            Decimal::from(9)
+        );
         assert_eq!(
             t.lookup("special-v2").unwrap().input,
             Decimal::from(1),
