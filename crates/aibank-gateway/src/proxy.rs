@@ -166,7 +166,8 @@ fn endpoint(wire: Wire, method: &str, tail: &str) -> Option<Endpoint> {
 /// The URL parser would resolve dot segments (and `\` as `/`) before sending, so
 /// `v1/models/../chat/completions` would reach an endpoint the gateway never allowed, with
 /// the platform's key. Percent escapes are refused too: the router has decoded the path
-/// already, except the escapes (`%2F`, `%25`, `%2B`) an upstream could decode again.
+/// already, except the escapes (`%25`, `%2B`; `%2F` is read as `/` before this check) an
+/// upstream could decode again.
 fn plain_path(tail: &str) -> bool {
     let tail = tail.strip_suffix('/').unwrap_or(tail);
     !tail.is_empty()
@@ -701,7 +702,14 @@ pub async fn proxy(
         .get("provider")
         .unwrap_or_default()
         .to_owned();
-    let tail = req.match_info().get("tail").unwrap_or_default().to_owned();
+    // The router keeps `%2F` escaped; SDKs that escape the `/` in a model id (OpenAI's Node
+    // SDK) mean a `/`, which is how the other SDKs send it.
+    let tail = req
+        .match_info()
+        .get("tail")
+        .unwrap_or_default()
+        .replace("%2F", "/")
+        .replace("%2f", "/");
     let paying = gw.x402.clone().filter(|_| !has_credential(&req));
     let caller = if paying.is_some() {
         None
