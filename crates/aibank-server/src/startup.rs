@@ -217,23 +217,32 @@ fn limit_ip(limiter: &IpRateLimiter, trusted: &[IpNet], req: &HttpRequest) -> Re
     }
 }
 
-/// The answer to a request refused before routing: a page on the claim page, which people
-/// read, else the JSON envelope.
-/// Echoes the id TracingLogger put on this request's log lines.
+/// The id TracingLogger put on this request's log lines, as a header value.
+fn request_id(req: &ServiceRequest) -> Option<HeaderValue> {
+    let id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(ToString::to_string)?;
+    HeaderValue::from_str(&id).ok()
+}
+
+/// Echoes the request's id on its answer.
 async fn echo_request_id<B>(
-    id: Option<String>,
+    id: Option<HeaderValue>,
     answer: impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
 ) -> Result<ServiceResponse<B>, actix_web::Error> {
     let mut res = answer.await?;
-    if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+    if let Some(v) = id {
         res.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     Ok(res)
 }
 
-/// A request whose handler panics is answered `500 INTERNAL`, alone, instead of the panic
-/// taking down its worker thread and every connection the worker serves.
+/// A request whose handler panics is answered `500 INTERNAL` (with its request id), alone,
+/// instead of the panic taking down its worker thread and every connection the worker
+/// serves.
 async fn answer_panics<B>(
+    id: Option<HeaderValue>,
     answer: impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
 ) -> Result<ServiceResponse<B>, actix_web::Error> {
     use futures_util::FutureExt as _;
@@ -242,10 +251,17 @@ async fn answer_panics<B>(
         .await
         .unwrap_or_else(|_| {
             tracing::error!("a request handler panicked; answered 500");
-            Err(ApiError::internal("a request handler panicked").into())
+            let e = ApiError::internal("a request handler panicked");
+            Err(match id {
+                Some(v) => e.with_header(REQUEST_ID_HEADER, v),
+                None => e,
+            }
+            .into())
         })
 }
 
+/// The answer to a request refused before routing: a page on the claim page, which people
+/// read, else the JSON envelope.
 fn refused(req: ServiceRequest, e: ApiError) -> ServiceResponse {
     if req.path() == "/device" {
         let res = device::error_page(&e);
@@ -345,17 +361,14 @@ impl Application {
         let mut server = HttpServer::new(move || {
             let (limiter, trusted) = (limiter.clone(), auth.trusted_proxies().to_vec());
             App::new()
-                .wrap_fn(|req, srv| answer_panics(srv.call(req)))
+                .wrap_fn(|req, srv| answer_panics(request_id(&req), srv.call(req)))
                 .wrap_fn(
                     move |req, srv| match limit_ip(&limiter, &trusted, req.request()) {
                         Ok(()) => Either::Left(srv.call(req)),
                         Err(e) => Either::Right(std::future::ready(Ok(refused(req, e)))),
                     },
                 )
-                .wrap_fn(|req, srv| {
-                    let id = req.extensions().get::<RequestId>().map(ToString::to_string);
-                    echo_request_id(id, srv.call(req))
-                })
+                .wrap_fn(|req, srv| echo_request_id(request_id(&req), srv.call(req)))
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(auth.clone())
@@ -410,7 +423,8 @@ mod tests {
         }
         let app = test::init_service(
             App::new()
-                .wrap_fn(|req, srv| answer_panics(srv.call(req)))
+                .wrap_fn(|req, srv| answer_panics(request_id(&req), srv.call(req)))
+                .wrap(TracingLogger::default())
                 .route("/boom/{key}", web::get().to(boom))
                 .route("/ok", web::get().to(|| async { "fine" })),
         )
@@ -421,6 +435,10 @@ mod tests {
                 .expect_err("a panic is an error response");
         let res = err.error_response();
         assert_eq!(res.status(), 500);
+        assert!(
+            res.headers().contains_key(REQUEST_ID_HEADER),
+            "the answer names its request"
+        );
         let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["code"], "INTERNAL");
