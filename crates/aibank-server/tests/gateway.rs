@@ -685,10 +685,22 @@ async fn raw_get(app: &TestApp, target: &str, key: &str) -> u16 {
 async fn paths_cannot_climb_out_of_the_allowed_endpoints() {
     let (app, mock) = setup(|_| {}).await;
     let (_, key) = app.register().await;
-    // A model's page is forwarded (the mock has none: its 404 comes back).
+    // A model's page is forwarded (the mock has none: its 404 comes back), with a `/` in
+    // its id escaped or not.
     raw_get(&app, "/v1/gateway/openai/v1/models/gpt-4o", &key).await;
     assert_eq!(mock.requests().len(), 1);
     assert_eq!(mock.last_request().unwrap().path, "/v1/models/gpt-4o");
+    raw_get(
+        &app,
+        "/v1/gateway/openai/v1/models/meta-llama%2FLlama-3",
+        &key,
+    )
+    .await;
+    assert_eq!(mock.requests().len(), 2);
+    assert_eq!(
+        mock.last_request().unwrap().path,
+        "/v1/models/meta-llama/Llama-3"
+    );
     for target in [
         "/v1/gateway/openai/v1/models/../chat/completions",
         "/v1/gateway/openai/v1/models/%2e%2e/chat/completions",
@@ -696,6 +708,8 @@ async fn paths_cannot_climb_out_of_the_allowed_endpoints() {
         "/v1/gateway/openai/v1/models/..%5Cchat/completions",
         "/v1/gateway/openai/v1/models/x/%2E%2E/%2e%2e/chat/completions",
         "/v1/gateway/openai/v1/models/%2F..%2Fchat/completions",
+        "/v1/gateway/openai/v1/models/x%2F..%2F..%2Fchat/completions",
+        "/v1/gateway/openai/v1/models/%252e%252e/chat/completions",
         "/v1/gateway/openai/v1/models/./gpt-4o",
         "/v1/gateway/openai/v1/models//gpt-4o",
         "/v1/gateway/anthropic/v1/models/../messages/batches",
@@ -705,7 +719,7 @@ async fn paths_cannot_climb_out_of_the_allowed_endpoints() {
     }
     assert_eq!(
         mock.requests().len(),
-        1,
+        2,
         "nothing else reached the upstream: {:?}",
         mock.requests()
             .iter()
@@ -795,6 +809,18 @@ async fn credentials_and_hop_headers_never_reach_the_upstream() {
     let balances: Vec<_> = r.headers.get_all("x-aibank-balance-usd").iter().collect();
     // $10 less 11 × $3/M + 7 × $15/M.
     assert_eq!(balances, ["9.999862"], "the balance is the ledger's");
+    // Where the gateway states no cost (a free endpoint), the upstream cannot state one.
+    let r = app
+        .get(
+            "/v1/gateway/anthropic/v1/models",
+            &[
+                ("X-API-Key", &key),
+                ("x-mock-response-header", "x-aibank-cost-usd: 0.5"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.headers.get("x-aibank-cost-usd").is_none());
     let all: Vec<String> = up.headers.iter().map(|(n, v)| format!("{n}:{v}")).collect();
     let all = all.join(
         "
