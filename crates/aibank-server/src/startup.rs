@@ -226,38 +226,28 @@ fn request_id(req: &ServiceRequest) -> Option<HeaderValue> {
     HeaderValue::from_str(&id).ok()
 }
 
-/// Echoes the request's id on its answer.
-async fn echo_request_id<B>(
-    id: Option<HeaderValue>,
-    answer: impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
-) -> Result<ServiceResponse<B>, actix_web::Error> {
-    let mut res = answer.await?;
-    if let Some(v) = id {
-        res.headers_mut().insert(REQUEST_ID_HEADER, v);
-    }
-    Ok(res)
-}
-
-/// A request whose handler panics is answered `500 INTERNAL` (with its request id), alone,
-/// instead of the panic taking down its worker thread and every connection the worker
-/// serves.
-async fn answer_panics<B>(
+/// Echoes the request's id on its answer. A request whose handler panics is answered
+/// `500 INTERNAL` (with its id), alone, instead of the panic taking down its worker thread
+/// and every connection the worker serves.
+async fn answer_with_id<B>(
     id: Option<HeaderValue>,
     answer: impl std::future::Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
 ) -> Result<ServiceResponse<B>, actix_web::Error> {
     use futures_util::FutureExt as _;
-    std::panic::AssertUnwindSafe(answer)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| {
-            tracing::error!("a request handler panicked; answered 500");
-            let e = ApiError::internal("a request handler panicked");
-            Err(match id {
-                Some(v) => e.with_header(REQUEST_ID_HEADER, v),
-                None => e,
-            }
-            .into())
-        })
+    let Ok(answer) = std::panic::AssertUnwindSafe(answer).catch_unwind().await else {
+        tracing::error!("a request handler panicked; answered 500");
+        let e = ApiError::internal("a request handler panicked");
+        return Err(match id {
+            Some(v) => e.with_header(REQUEST_ID_HEADER, v),
+            None => e,
+        }
+        .into());
+    };
+    let mut res = answer?;
+    if let Some(v) = id {
+        res.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    Ok(res)
 }
 
 /// The answer to a request refused before routing: a page on the claim page, which people
@@ -361,14 +351,13 @@ impl Application {
         let mut server = HttpServer::new(move || {
             let (limiter, trusted) = (limiter.clone(), auth.trusted_proxies().to_vec());
             App::new()
-                .wrap_fn(|req, srv| answer_panics(request_id(&req), srv.call(req)))
                 .wrap_fn(
                     move |req, srv| match limit_ip(&limiter, &trusted, req.request()) {
                         Ok(()) => Either::Left(srv.call(req)),
                         Err(e) => Either::Right(std::future::ready(Ok(refused(req, e)))),
                     },
                 )
-                .wrap_fn(|req, srv| echo_request_id(request_id(&req), srv.call(req)))
+                .wrap_fn(|req, srv| answer_with_id(request_id(&req), srv.call(req)))
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(auth.clone())
@@ -423,7 +412,7 @@ mod tests {
         }
         let app = test::init_service(
             App::new()
-                .wrap_fn(|req, srv| answer_panics(request_id(&req), srv.call(req)))
+                .wrap_fn(|req, srv| answer_with_id(request_id(&req), srv.call(req)))
                 .wrap(TracingLogger::default())
                 .route("/boom/{key}", web::get().to(boom))
                 .route("/ok", web::get().to(|| async { "fine" })),
@@ -448,5 +437,6 @@ mod tests {
         );
         let res = test::call_service(&app, test::TestRequest::get().uri("/ok").to_request()).await;
         assert_eq!(res.status(), 200);
+        assert!(res.headers().contains_key(REQUEST_ID_HEADER));
     }
 }
