@@ -134,12 +134,7 @@ impl SseMeter {
             Wire::Anthropic => match v["type"].as_str() {
                 Some("message_start") => {
                     if let Some(t) = tokens_from_usage(Wire::Anthropic, &v["message"]["usage"]) {
-                        self.tokens.input = t.input;
-                        self.tokens.cache_write = t.cache_write;
-                        self.tokens.cache_write_1h = t.cache_write_1h;
-                        self.tokens.web_searches = t.web_searches;
-                        self.tokens.cache_read = t.cache_read;
-                        self.tokens.output = t.output;
+                        self.tokens = t;
                         self.prompt_reported = true;
                     }
                 }

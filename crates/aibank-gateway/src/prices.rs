@@ -192,16 +192,21 @@ impl PriceTable {
 /// `-2024-08-06`), `-latest`, or `@…` (a dated name on some clouds). A bare number is a
 /// version of its own (`claude-opus-4-6` is not `claude-opus-4`).
 fn is_version_suffix(rest: &str) -> bool {
-    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
-    let date = |d: &str| match d.split('-').collect::<Vec<_>>()[..] {
-        [ymd] => digits(ymd, 8),
-        [y, m, d] => digits(y, 4) && digits(m, 2) && digits(d, 2),
-        _ => false,
-    };
     rest.is_empty()
         || rest == "-latest"
         || rest.starts_with('@')
-        || rest.strip_prefix('-').is_some_and(date)
+        || rest.strip_prefix('-').is_some_and(is_date)
+}
+
+/// `YYYYMMDD` or `YYYY-MM-DD`.
+fn is_date(d: &str) -> bool {
+    let b = d.as_bytes();
+    let digit = |i: usize| b[i].is_ascii_digit();
+    match b.len() {
+        8 => (0..8).all(digit),
+        10 => b[4] == b'-' && b[7] == b'-' && [0, 1, 2, 3, 5, 6, 8, 9].into_iter().all(digit),
+        _ => false,
+    }
 }
 
 fn p(input: &str, output: &str, cache_write: Option<&str>, cache_read: &str) -> Price {

@@ -236,18 +236,21 @@ fn names_the_key_owner(name: &str) -> bool {
     )
 }
 
-/// The header names a `Connection` header lists: hop-by-hop for this message only.
-fn connection_listed(headers: impl IntoIterator<Item = impl AsRef<[u8]>>) -> Vec<String> {
-    headers
-        .into_iter()
-        .filter_map(|v| std::str::from_utf8(v.as_ref()).ok().map(str::to_owned))
-        .flat_map(|v| {
-            v.split(',')
-                .map(|n| n.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
+/// The header names the `Connection` header values list: hop-by-hop for this message only.
+fn connection_listed<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    values
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
         .filter(|n| !n.is_empty())
         .collect()
+}
+
+/// Whether a `Content-Type` value is of `media` (compared without regard to case).
+fn is_media(content_type: &str, media: &str) -> bool {
+    content_type
+        .get(..media.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(media))
 }
 
 fn upstream_error(
@@ -389,7 +392,10 @@ async fn settle(
         .write(move |c| -> Result<(Usd, Usd), LedgerError> {
             let (collected, balance) = match hold {
                 None => (Usd::ZERO, None),
-                Some(hold) => collect(c, &agent, &hold, cost, within_hold, now)?,
+                Some(hold) => {
+                    let (charged, balance) = collect(c, &agent, &hold, cost, within_hold, now)?;
+                    (charged, Some(balance))
+                }
             };
             aibank_ledger::record_usage(c, &agent, collected, &meta, now)?;
             if let Some((chain, hash)) = &payment {
@@ -420,13 +426,13 @@ fn collect(
     cost: Usd,
     within_hold: bool,
     now: i64,
-) -> Result<(Usd, Option<Usd>), LedgerError> {
+) -> Result<(Usd, Usd), LedgerError> {
     let got = aibank_ledger::capture_usage(c, agent, hold, cost, !within_hold, now)?;
     if let Some((over, e)) = &got.uncollected {
         tracing::warn!(agent_id = %agent, overage = %over, error = %e,
             "usage beyond the hold was not collected");
     }
-    Ok((got.charged, Some(got.balance)))
+    Ok((got.charged, got.balance))
 }
 
 async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
@@ -704,12 +710,12 @@ pub async fn proxy(
         .to_owned();
     // The router keeps `%2F` escaped; SDKs that escape the `/` in a model id (OpenAI's Node
     // SDK) mean a `/`, which is how the other SDKs send it.
-    let tail = req
-        .match_info()
-        .get("tail")
-        .unwrap_or_default()
-        .replace("%2F", "/")
-        .replace("%2f", "/");
+    let tail = req.match_info().get("tail").unwrap_or_default();
+    let tail = if tail.contains('%') {
+        tail.replace("%2F", "/").replace("%2f", "/")
+    } else {
+        tail.to_owned()
+    };
     let paying = gw.x402.clone().filter(|_| !has_credential(&req));
     let caller = if paying.is_some() {
         None
@@ -740,10 +746,9 @@ pub async fn proxy(
         flat: None,
     };
     let mut streamed = false;
-    let (key, bill) = match (caller, paying) {
+    let (key, own_key, bill) = match (caller, paying) {
         (Some(caller), _) => {
-            let key = upstream_key(&gw, &caller.agent.id, provider).await?;
-            let own_key = key.1;
+            let (key, own_key) = upstream_key(&gw, &caller.agent.id, provider).await?;
             let bill = match metered {
                 Some((mut bill, max_out, s)) => {
                     streamed = s;
@@ -760,20 +765,19 @@ pub async fn proxy(
                 }
                 None => None,
             };
-            (key, bill)
+            (key, own_key, bill)
         }
         (None, Some(x402)) => {
             // Payers have no keys of their own; without the platform's, take no payment.
-            let key = (platform_key(provider)?, false);
+            let key = platform_key(provider)?;
             let paid = pay(&gw, &x402, &req, metered, &request_id).await?;
             streamed = paid.streamed;
             guard.hold = paid.hold;
             guard.flat = paid.flat;
-            (key, paid.bill)
+            (key, false, paid.bill)
         }
         (None, None) => return Err(ApiError::internal("no caller and no payment")),
     };
-    let (key, own_key) = key;
     let out = upstream_request(&gw, &req, provider, &tail, key, own_key, body)?;
     let upstream = match send(&gw, out).await {
         Ok(r) => r,
@@ -945,9 +949,8 @@ async fn respond(
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let is_sse = content_type.starts_with("text/event-stream");
+        .unwrap_or_default();
+    let is_sse = is_media(content_type, "text/event-stream");
 
     // Failures are passed back as the provider wrote them; nothing is charged.
     if !upstream.status().is_success() {
@@ -967,7 +970,7 @@ async fn respond(
     };
     // A streamed request is relayed as a stream unless the upstream answered plain JSON
     // (a compatible provider may ignore `stream`).
-    if is_sse || (streamed && !content_type.starts_with("application/json")) {
+    if is_sse || (streamed && !is_media(content_type, "application/json")) {
         let hold = guard.take();
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
         tokio::spawn(pump(gw.into_inner(), wire, bill, hold, upstream, tx));
@@ -1017,15 +1020,26 @@ impl ReadError {
 }
 
 /// Reads a whole answer; `idle` is the longest silence allowed between two of its chunks.
+/// An answer in one chunk (most are) is not copied.
 async fn read_upstream(mut r: reqwest::Response, idle: Duration) -> Result<Bytes, ReadError> {
-    let mut body = bytes::BytesMut::new();
-    loop {
-        match tokio::time::timeout(idle, r.chunk()).await {
-            Err(_) => return Err(ReadError::Timeout),
-            Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
-            Ok(Ok(None)) => return Ok(body.freeze()),
-            Ok(Err(e)) => return Err(e.into()),
-        }
+    let Some(first) = next_chunk(&mut r, idle).await? else {
+        return Ok(Bytes::new());
+    };
+    let Some(second) = next_chunk(&mut r, idle).await? else {
+        return Ok(first);
+    };
+    let mut body = bytes::BytesMut::from(&first[..]);
+    body.extend_from_slice(&second);
+    while let Some(chunk) = next_chunk(&mut r, idle).await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+async fn next_chunk(r: &mut reqwest::Response, idle: Duration) -> Result<Option<Bytes>, ReadError> {
+    match tokio::time::timeout(idle, r.chunk()).await {
+        Err(_) => Err(ReadError::Timeout),
+        Ok(chunk) => Ok(chunk?),
     }
 }
 

@@ -206,8 +206,8 @@ pub struct Collected {
 /// Settles a metered call's hold at its `cost`, which may exceed what the hold reserved.
 /// The hold covers what it can. With `overage`, the rest is charged as a spend of its own,
 /// limits checked; when that is refused it is left uncollected (and said so), the capture
-/// stands. Without, the rest is not taken. A hold no longer open (it expired under a very long call) is charged `cost`
-/// directly, as a spend.
+/// stands. Without, the rest is not taken. A hold no longer open (it expired under a very
+/// long call) is charged `cost` directly, as a spend.
 ///
 /// Locks: a spend takes the fleet's platform before the account, a settlement the hold
 /// before the account. With an overage possible this takes the platform first, then the
