@@ -52,8 +52,8 @@ pub struct Price {
         skip_serializing_if = "Option::is_none"
     )]
     pub web_search_per_1k: Option<Decimal>,
-    /// Other prices for a call whose prompt is longer than a threshold (Anthropic's long
-    /// context): all of its tokens are priced at them.
+    /// Dearer prices for a call whose prompt is longer than a threshold (Anthropic's long
+    /// context).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub long_context: Option<LongContext>,
 }
@@ -97,7 +97,10 @@ pub struct Tokens {
 impl Tokens {
     /// Every prompt token, cached or not.
     pub fn prompt(&self) -> u64 {
-        self.input + self.cache_write + self.cache_write_1h + self.cache_read
+        self.input
+            .saturating_add(self.cache_write)
+            .saturating_add(self.cache_write_1h)
+            .saturating_add(self.cache_read)
     }
 }
 
@@ -130,13 +133,8 @@ impl Price {
             + Decimal::from(tokens.cache_read) * r.cache_read;
         let searches =
             Decimal::from(tokens.web_searches) * self.web_search_per_1k.unwrap_or_default();
-        let total = per_million
-            .checked_div(Decimal::from(MILLION))
-            .zip(searches.checked_div(Decimal::ONE_THOUSAND))
-            .and_then(|(a, b)| a.checked_add(b));
-        total
-            .and_then(|t| Usd::from_decimal_ceil(t).ok())
-            .unwrap_or(Usd::from_micros(i64::MAX))
+        let total = per_million / Decimal::from(MILLION) + searches / Decimal::ONE_THOUSAND;
+        Usd::from_decimal_ceil(total).unwrap_or(Usd::from_micros(i64::MAX))
     }
 
     /// The most `prompt` input tokens and `output` output tokens can cost (input priced at
