@@ -382,6 +382,42 @@ async fn randomized_holds_captures_releases_and_sweeps_keep_the_invariants() {
     }
 }
 
+/// A platform, with its fleet's daily limit when given.
+fn platform(c: &mut AnyConnection, id: &str, fleet_daily_limit: Option<i64>) {
+    use aibank_store::schema::platforms;
+    diesel::insert_into(platforms::table)
+        .values((
+            platforms::id.eq(id),
+            platforms::name.eq(id),
+            platforms::created_at.eq(0_i64),
+            platforms::daily_limit_micros.eq(fleet_daily_limit),
+        ))
+        .execute(c)
+        .unwrap();
+}
+
+/// An agent of `platform` whose every spending limit is `limit`, its account opened with
+/// `credits`.
+fn agent_of(c: &mut AnyConnection, platform: &str, id: &str, limit: i64, credits: Usd) {
+    use aibank_store::models::Agent;
+    let agent = Agent {
+        per_tx_limit_micros: limit,
+        daily_limit_micros: limit,
+        weekly_limit_micros: limit,
+        monthly_limit_micros: limit,
+        ..Agent::new(
+            id.into(),
+            Some(platform.into()),
+            "agent",
+            id.into(),
+            None,
+            0,
+        )
+    };
+    aibank_store::repo::agents::insert(c, &agent).unwrap();
+    open_account(c, id, credits, EntryKind::Grant, 0).unwrap();
+}
+
 fn hold_account(c: &mut AnyConnection, hold_id: &str) -> String {
     holds::table
         .find(hold_id)
@@ -395,31 +431,14 @@ fn hold_account(c: &mut AnyConnection, hold_id: &str) -> String {
 #[test]
 fn spending_windows_match_the_journal_at_every_edge() {
     use aibank_ledger::limits::{account_spending, platform_usage, DAY_MS, MONTH_MS, WEEK_MS};
-    use aibank_store::models::Agent;
-    use aibank_store::schema::platforms;
     const HOUR: i64 = 3_600_000;
     let (pool, _db) = pool();
     let mut c = pool.get().unwrap();
-    diesel::insert_into(platforms::table)
-        .values((
-            platforms::id.eq("plt_w"),
-            platforms::name.eq("w"),
-            platforms::created_at.eq(0_i64),
-        ))
-        .execute(&mut c)
-        .unwrap();
+    platform(&mut c, "plt_w", None);
     let mut rng = StdRng::seed_from_u64(7);
     let mut spends: Vec<(i64, i64)> = Vec::new();
     for id in ["agt_w1", "agt_w2"] {
-        let agent = Agent {
-            per_tx_limit_micros: i64::MAX / 4,
-            daily_limit_micros: i64::MAX / 4,
-            weekly_limit_micros: i64::MAX / 4,
-            monthly_limit_micros: i64::MAX / 4,
-            ..Agent::new(id.into(), Some("plt_w".into()), "agent", id.into(), None, 0)
-        };
-        aibank_store::repo::agents::insert(&mut c, &agent).unwrap();
-        open_account(&mut c, id, usd(1 << 40), EntryKind::Grant, 0).unwrap();
+        agent_of(&mut c, "plt_w", id, i64::MAX / 4, usd(1 << 40));
     }
     let base = 100 * DAY_MS;
     for _ in 0..400 {
@@ -477,35 +496,10 @@ fn spending_windows_match_the_journal_at_every_edge() {
 #[test]
 fn an_overage_waits_for_a_spend_holding_the_fleet_instead_of_deadlocking_with_it() {
     use aibank_ledger::capture_usage;
-    use aibank_store::models::Agent;
-    use aibank_store::schema::platforms;
     let (pool, _db) = pool();
     let mut c = pool.get().unwrap();
-    diesel::insert_into(platforms::table)
-        .values((
-            platforms::id.eq("plt_o"),
-            platforms::name.eq("o"),
-            platforms::created_at.eq(0_i64),
-            platforms::daily_limit_micros.eq(Some(1_000_000_i64)),
-        ))
-        .execute(&mut c)
-        .unwrap();
-    let agent = Agent {
-        per_tx_limit_micros: 1_000_000,
-        daily_limit_micros: 1_000_000,
-        weekly_limit_micros: 1_000_000,
-        monthly_limit_micros: 1_000_000,
-        ..Agent::new(
-            "agt_o".into(),
-            Some("plt_o".into()),
-            "agent",
-            "agt_o".into(),
-            None,
-            0,
-        )
-    };
-    aibank_store::repo::agents::insert(&mut c, &agent).unwrap();
-    open_account(&mut c, "agt_o", usd(10_000), EntryKind::Grant, 0).unwrap();
+    platform(&mut c, "plt_o", Some(1_000_000));
+    agent_of(&mut c, "plt_o", "agt_o", 1_000_000, usd(10_000));
     let hold = place_hold(&mut c, "agt_o", usd(100), 60_000, None, 1).unwrap();
 
     // A spend from the account, under way: it holds the platform and is about to lock the
