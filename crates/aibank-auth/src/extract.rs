@@ -26,6 +26,8 @@ use crate::VerifiedCache;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 pub const MASTER_KEY_HEADER: &str = "x-master-key";
+/// The agent key as Google's Gemini SDKs send an API key (accepted where `Bearer` is).
+pub const GOOG_API_KEY_HEADER: &str = "x-goog-api-key";
 /// RSA-signed requests: the key id, the time in epoch milliseconds and the signature.
 pub const KEY_ID_HEADER: &str = "x-aibank-key-id";
 pub const TIMESTAMP_HEADER: &str = "x-aibank-timestamp";
@@ -363,7 +365,8 @@ impl AuthState {
         Ok((key, agent))
     }
 
-    /// Authenticates an `X-API-Key` (or, with `allow_bearer`, `Authorization: Bearer`) key or
+    /// Authenticates an `X-API-Key` (or, with `allow_bearer`, `Authorization: Bearer` or
+    /// `x-goog-api-key`, as the LLM SDKs send their keys) key or
     /// an RSA-signed request, then applies the key's standing: revoked (401), client IP not
     /// allowed (403), paused (403), agent deactivated (403).
     pub async fn authenticate(
@@ -376,13 +379,20 @@ impl AuthState {
         let (key, agent) = if signed && !req.headers().contains_key(API_KEY_HEADER) {
             self.check_signed(req).await?
         } else {
-            let presented = match req.headers().get("authorization") {
-                Some(v) if allow_bearer && !req.headers().contains_key(API_KEY_HEADER) => v
+            let h = req.headers();
+            let presented = match h.get("authorization") {
+                Some(v) if allow_bearer && !h.contains_key(API_KEY_HEADER) => v
                     .to_str()
                     .ok()
                     .and_then(|v| v.strip_prefix("Bearer "))
                     .map(|t| t.trim().to_owned())
                     .ok_or_else(|| ApiError::unauthorized("Invalid Authorization header"))?,
+                None if allow_bearer
+                    && !h.contains_key(API_KEY_HEADER)
+                    && h.contains_key(GOOG_API_KEY_HEADER) =>
+                {
+                    header_value(req, GOOG_API_KEY_HEADER, "x-goog-api-key")?
+                }
                 _ => header_value(req, API_KEY_HEADER, "X-API-Key")?,
             };
             self.check_secret_key(&presented).await?

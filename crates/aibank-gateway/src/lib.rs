@@ -1,13 +1,21 @@
 //! The metered gateway: forwards calls to upstream LLM providers, streams their answers
 //! through as they arrive, and charges credits from the usage the upstream reports.
 
+pub mod anthropic;
+mod billing;
 pub mod byok;
+pub mod dialect;
+mod headers;
 pub mod meter;
+pub mod openai;
+mod path;
+mod payment;
 pub mod prices;
 pub mod providers;
 pub mod proxy;
+mod pump;
 
-pub use meter::Wire;
+pub use dialect::Dialect;
 pub use prices::{Price, PriceTable, Tokens};
 pub use providers::{CustomProvider, Provider, Registry};
 pub use proxy::{Gateway, GatewaySettings};

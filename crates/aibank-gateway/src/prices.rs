@@ -300,6 +300,10 @@ pub fn openai_defaults() -> PriceTable {
         ("o3-mini", p("1.1", "4.4", None, "0.55")),
         ("o3-pro", p("20", "80", None, "20")),
         ("o4-mini", p("1.1", "4.4", None, "0.275")),
+        // Embeddings: input only.
+        ("text-embedding-3-small", p("0.02", "0", None, "0.02")),
+        ("text-embedding-3-large", p("0.13", "0", None, "0.13")),
+        ("text-embedding-ada-002", p("0.1", "0", None, "0.1")),
     ] {
         models.insert(m.to_owned(), price);
     }

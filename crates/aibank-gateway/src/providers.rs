@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use aibank_core::SecretString;
 use serde::Deserialize;
 
-use crate::meter::Wire;
+use crate::dialect::Dialect;
 use crate::prices::{anthropic_defaults, openai_defaults, Price, PriceTable};
 
 #[derive(Debug, Clone)]
 pub struct Provider {
     pub name: String,
-    pub wire: Wire,
+    /// The wire format it speaks.
+    pub dialect: &'static dyn Dialect,
     /// Without a trailing slash and without `/v1`.
     pub base_url: String,
     /// The platform-wide upstream key, if configured.
@@ -52,14 +53,14 @@ impl Registry {
         let mut providers = vec![
             Provider {
                 name: "anthropic".into(),
-                wire: Wire::Anthropic,
+                dialect: &crate::anthropic::DIALECT,
                 base_url: anthropic.0,
                 api_key: anthropic.1,
                 prices: anthropic_defaults(),
             },
             Provider {
                 name: "openai".into(),
-                wire: Wire::OpenAi,
+                dialect: &crate::openai::DIALECT,
                 base_url: openai.0,
                 api_key: openai.1,
                 prices: openai_defaults(),
@@ -96,7 +97,7 @@ impl Registry {
                     .and_then(&env)
                     .map(SecretString::new),
                 name: c.name,
-                wire: Wire::OpenAi,
+                dialect: &crate::openai::DIALECT,
                 base_url: base,
                 prices,
             });

@@ -62,10 +62,7 @@ pub async fn providers(state: web::Data<AppState>) -> web::Json<Providers> {
             .iter()
             .map(|p| ProviderInfo {
                 name: p.name.clone(),
-                kind: match p.wire {
-                    aibank_gateway::Wire::Anthropic => "anthropic",
-                    aibank_gateway::Wire::OpenAi => "openai",
-                },
+                kind: p.dialect.name(),
                 base_url: p.base_url.clone(),
                 configured: p.api_key.is_some(),
                 models: p.prices.models.clone(),

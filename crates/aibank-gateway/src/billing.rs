@@ -1,0 +1,336 @@
+//! Billing and settlement: a metered request read into its bill, the hold for the most it
+//! can cost (with the key's daily message count, in one transaction), the guard that
+//! releases a hold nobody settled, and the capture of what the call did cost.
+
+use actix_web::HttpRequest;
+use aibank_auth::ApiKeyAuth;
+use aibank_core::{ApiError, SharedClock, Usd};
+use aibank_ledger::{HoldReceipt, LedgerError, UsageMeta};
+use aibank_store::{AnyConnection, DbPool, StoreError, TxStop};
+use bytes::Bytes;
+use serde_json::Value;
+use tracing_actix_web::RequestId;
+
+use crate::dialect::Metered;
+use crate::prices::{Price, Tokens};
+use crate::providers::Provider;
+use crate::proxy::Gateway;
+
+/// Bytes of request per prompt token when estimating the most a prompt can cost.
+pub const BYTES_PER_PROMPT_TOKEN: u64 = 3;
+
+/// The daily message window: it starts at a key's first call and lasts a day.
+pub const MESSAGE_WINDOW_MS: i64 = 86_400_000;
+
+/// What a metered call was, for settling it.
+pub(crate) struct Bill {
+    pub(crate) agent_id: String,
+    pub(crate) api_key_id: Option<String>,
+    /// (chain, tx hash) of the x402 payment that pays for the call.
+    pub(crate) payment: Option<(String, String)>,
+    pub(crate) provider: String,
+    /// How the call's answer reports its usage.
+    pub(crate) api: &'static dyn Metered,
+    pub(crate) model: String,
+    pub(crate) price: Price,
+    pub(crate) prompt_estimate: u64,
+    /// Server-side web searches the request allows, each held at its fee.
+    pub(crate) web_searches: u64,
+    pub(crate) charged: bool,
+    pub(crate) request_id: String,
+}
+
+impl Bill {
+    /// The most the call can cost: what its hold reserves.
+    pub(crate) fn max_cost(&self, max_out: u64) -> Usd {
+        let searches = Tokens {
+            web_searches: self.web_searches,
+            ..Tokens::default()
+        };
+        self.price
+            .max_cost(self.prompt_estimate, max_out)
+            .checked_add(self.price.cost(&searches))
+            .unwrap_or(Usd::from_micros(i64::MAX))
+            .max(Usd::from_micros(1))
+    }
+}
+
+/// Releases a hold that was never settled, even if the handler is dropped.
+pub(crate) struct HoldGuard {
+    pub(crate) pool: DbPool,
+    pub(crate) clock: SharedClock,
+    pub(crate) hold: Option<HoldReceipt>,
+    /// A paid call not billed from usage: its whole hold is the price.
+    pub(crate) flat: Option<FlatFee>,
+}
+
+/// What a paid call to a free endpoint records when it is served.
+pub(crate) struct FlatFee {
+    /// (chain, tx hash) of its payment.
+    pub(crate) payment: (String, String),
+    pub(crate) meta: UsageMeta,
+}
+
+impl HoldGuard {
+    pub(crate) fn take(&mut self) -> Option<HoldReceipt> {
+        self.hold.take()
+    }
+
+    /// Takes a flat-fee call's whole hold (it was served); the cost taken.
+    pub(crate) async fn capture_flat(&mut self) -> Option<Usd> {
+        let (hold, flat) = (self.hold.take()?, self.flat.take()?);
+        let (amount, now) = (hold.amount, self.clock.now_ms());
+        let res = self
+            .pool
+            .write(move |c| {
+                aibank_ledger::capture(c, &hold.id, hold.amount, Some(&flat.meta), now)?;
+                let (chain, hash) = &flat.payment;
+                aibank_store::repo::payments::set_cost(c, chain, hash, hold.amount.micros())?;
+                Ok::<_, LedgerError>(())
+            })
+            .await;
+        match res {
+            Ok(()) => Some(amount),
+            Err(e) => {
+                tracing::error!(error = %e, "settling a paid call failed");
+                None
+            }
+        }
+    }
+
+    pub(crate) async fn release(&mut self) {
+        if let Some(h) = self.hold.take() {
+            release_hold(self.pool.clone(), self.clock.now_ms(), h).await;
+        }
+    }
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        if let Some(h) = self.hold.take() {
+            let (pool, now) = (self.pool.clone(), self.clock.now_ms());
+            tokio::spawn(release_hold(pool, now, h));
+        }
+    }
+}
+
+pub(crate) async fn release_hold(pool: DbPool, now: i64, hold: HoldReceipt) {
+    let id = hold.id.clone();
+    match pool
+        .write(move |c| aibank_ledger::release(c, &hold.id, now))
+        .await
+    {
+        Ok(_) | Err(LedgerError::HoldNotOpen { .. }) => {}
+        Err(e) => {
+            tracing::warn!(hold_id = %id, error = %e, "could not release hold; the sweeper will");
+        }
+    }
+}
+
+/// Settles a finished call: captures its cost from the hold (or records free usage).
+/// Returns the cost charged and the balance after.
+/// `within_hold`: an incomplete stream is never billed beyond its reservation.
+pub(crate) async fn settle(
+    gw: &Gateway,
+    bill: &Bill,
+    hold: Option<HoldReceipt>,
+    tokens: Tokens,
+    within_hold: bool,
+) -> (Usd, Option<Usd>) {
+    let cost = if bill.charged {
+        bill.price.cost(&tokens)
+    } else {
+        Usd::ZERO
+    };
+    let meta = UsageMeta {
+        api_key_id: bill.api_key_id.clone(),
+        provider: bill.provider.clone(),
+        model: bill.model.clone(),
+        input_tokens: i64::try_from(tokens.prompt()).unwrap_or(i64::MAX),
+        output_tokens: i64::try_from(tokens.output).unwrap_or(i64::MAX),
+        request_id: Some(bill.request_id.clone()),
+        description: (!bill.charged).then(|| "own upstream key".to_owned()),
+    };
+    let now = gw.now_ms();
+    let agent = bill.agent_id.clone();
+    let payment = bill.payment.clone();
+    // One transaction: the capture, any overage and the usage row commit together.
+    let res = gw
+        .pool()
+        .write(move |c| -> Result<(Usd, Usd), LedgerError> {
+            let (collected, balance) = match hold {
+                None => (Usd::ZERO, None),
+                Some(hold) => {
+                    let (charged, balance) = collect(c, &agent, &hold, cost, within_hold, now)?;
+                    (charged, Some(balance))
+                }
+            };
+            aibank_ledger::record_usage(c, &agent, collected, &meta, now)?;
+            if let Some((chain, hash)) = &payment {
+                aibank_store::repo::payments::set_cost(c, chain, hash, collected.micros())?;
+            }
+            let balance = match balance {
+                Some(b) => b,
+                None => Usd::from_micros(aibank_ledger::balance(c, &agent)?.balance_micros),
+            };
+            Ok((collected, balance))
+        })
+        .await;
+    match res {
+        Ok((charged, balance)) => (charged, Some(balance)),
+        Err(e) => {
+            tracing::error!(agent_id = %bill.agent_id, error = %e, "settling a gateway call failed");
+            (Usd::ZERO, None)
+        }
+    }
+}
+
+/// Takes a call's `cost` from its hold (the hold's account is the agent's): what was
+/// collected and the balance after.
+pub(crate) fn collect(
+    c: &mut AnyConnection,
+    agent: &str,
+    hold: &HoldReceipt,
+    cost: Usd,
+    within_hold: bool,
+    now: i64,
+) -> Result<(Usd, Usd), LedgerError> {
+    let got = aibank_ledger::capture_usage(c, agent, hold, cost, !within_hold, now)?;
+    if let Some((over, e)) = &got.uncollected {
+        tracing::warn!(agent_id = %agent, overage = %over, error = %e,
+            "usage beyond the hold was not collected");
+    }
+    Ok((got.charged, got.balance))
+}
+
+/// Reads a metered request into the bill of the call (for the agent or payer the caller
+/// fills in), the most output it may produce and whether it streams. May rewrite the body
+/// (streams that must be asked for their usage).
+pub(crate) fn meter_request(
+    gw: &Gateway,
+    provider: &Provider,
+    api: &'static dyn Metered,
+    req: &HttpRequest,
+    tail: &str,
+    body: &mut Bytes,
+    request_id: &RequestId,
+) -> Result<(Bill, u64, bool), ApiError> {
+    let mut json: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid_field("body", format!("Request body is not valid JSON: {e}"))
+    })?;
+    let call = api.read(
+        tail,
+        req.query_string(),
+        &mut json,
+        gw.settings.default_max_output_tokens,
+    )?;
+    let price = provider.prices.lookup(&call.model).ok_or_else(|| {
+        ApiError::invalid_field(
+            "model",
+            format!(
+                "No price is configured for model `{}` at provider `{}`",
+                call.model, provider.name
+            ),
+        )
+    })?;
+    if call.rewritten {
+        *body = Bytes::from(serde_json::to_vec(&json).map_err(ApiError::internal)?);
+    }
+    let bill = Bill {
+        agent_id: String::new(),
+        api_key_id: None,
+        payment: None,
+        provider: provider.name.clone(),
+        api,
+        model: call.model,
+        price,
+        prompt_estimate: (body.len() as u64).div_ceil(BYTES_PER_PROMPT_TOKEN),
+        web_searches: call.web_searches,
+        charged: true,
+        request_id: request_id.to_string(),
+    };
+    Ok((bill, call.max_output, call.streamed))
+}
+
+/// Reserves the most the call can cost, and counts the call against its key's message
+/// limit, in one transaction.
+pub(crate) async fn reserve(
+    gw: &Gateway,
+    bill: &Bill,
+    max_out: u64,
+    quota: Option<Quota>,
+) -> Result<HoldReceipt, ApiError> {
+    let max = bill.max_cost(max_out);
+    let ttl = gw.hold_ttl_ms();
+    let (agent, now, reference) = (bill.agent_id.clone(), gw.now_ms(), bill.request_id.clone());
+    // Not waiting for the disk: if a crash loses the hold, it loses the call's capture
+    // with it (a later durable commit would have saved both), and the account is as if the
+    // call had never been made — what the sweeper makes of a durable hold never captured.
+    gw.pool()
+        .write_unsynced(move |c| {
+            let hold = aibank_ledger::place_hold(c, &agent, max, ttl, Some(&reference), now)
+                .map_err(TxStop::Failed)?;
+            // Counted last: the count locks the key's row until the commit, and calls on
+            // one key wait for each other only that long. A refused count rolls the hold
+            // back; a refused hold is never counted.
+            if let Some(q) = &quota {
+                q.admit(c, now)?.map_err(TxStop::Stopped)?;
+            }
+            Ok(hold)
+        })
+        .await
+        .map_err(|e: TxStop<ApiError, LedgerError>| match e {
+            TxStop::Stopped(refusal) => refusal,
+            TxStop::Failed(e) => e.into(),
+        })
+}
+
+/// A metered call's place in its key's daily message limit: the key and the limit.
+#[derive(Debug, Clone)]
+pub(crate) struct Quota {
+    key_id: String,
+    limit: i64,
+}
+
+impl Quota {
+    /// `None` when the limit is off (0) for this caller.
+    pub(crate) fn of(gw: &Gateway, caller: &ApiKeyAuth) -> Option<Quota> {
+        let limit = caller
+            .agent
+            .daily_message_limit
+            .unwrap_or(gw.settings.daily_message_limit);
+        (limit > 0).then(|| Quota {
+            key_id: caller.key_id.clone(),
+            limit,
+        })
+    }
+
+    /// Counts one message, on every instance sharing the database; the 429 when the
+    /// window is full. Run inside the write transaction that places the call's hold, so a
+    /// metered call still commits once before it is forwarded.
+    fn admit(&self, c: &mut AnyConnection, now: i64) -> Result<Result<(), ApiError>, StoreError> {
+        let w = aibank_store::repo::keys::admit_message(
+            c,
+            &self.key_id,
+            self.limit,
+            MESSAGE_WINDOW_MS,
+            now,
+        )?;
+        if w.admitted {
+            return Ok(Ok(()));
+        }
+        Ok(Err(ApiError::rate_limited(
+            "Daily message limit reached for this API key",
+            self.limit,
+            w.used,
+            w.window_start.saturating_add(MESSAGE_WINDOW_MS),
+            now,
+        )))
+    }
+}
+
+/// Counts a message that places no hold (a call on the agent's own upstream key).
+pub(crate) async fn admit_alone(gw: &Gateway, quota: Quota) -> Result<(), ApiError> {
+    let now = gw.now_ms();
+    gw.pool().write(move |c| quota.admit(c, now)).await?
+}

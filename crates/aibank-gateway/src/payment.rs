@@ -1,0 +1,109 @@
+//! Pay-per-call with x402: a caller without credentials is priced, answered 402 with what to
+//! pay, or has its payment verified, credited and held before the call goes out.
+
+use actix_web::HttpRequest;
+use aibank_core::{ApiError, Usd};
+use aibank_ledger::{HoldReceipt, UsageMeta};
+use aibank_x402::X402;
+use tracing_actix_web::RequestId;
+
+use crate::billing::{Bill, FlatFee};
+use crate::proxy::Gateway;
+
+/// Whether the request names a credential (then it never pays with x402).
+pub(crate) fn has_credential(req: &HttpRequest) -> bool {
+    use aibank_auth::extract::{
+        API_KEY_HEADER, GOOG_API_KEY_HEADER, KEY_ID_HEADER, SIGNATURE_HEADER,
+    };
+    let h = req.headers();
+    [
+        API_KEY_HEADER,
+        "authorization",
+        GOOG_API_KEY_HEADER,
+        KEY_ID_HEADER,
+        SIGNATURE_HEADER,
+    ]
+    .iter()
+    .any(|name| h.contains_key(*name))
+}
+
+/// A call paid for with an x402 payment.
+pub(crate) struct Paid {
+    pub(crate) bill: Option<Bill>,
+    pub(crate) hold: Option<HoldReceipt>,
+    pub(crate) flat: Option<FlatFee>,
+    pub(crate) streamed: bool,
+}
+
+/// Prices the call; without `X-Payment`, answers 402 with what to pay. With it, verifies
+/// the payment on chain, then in one transaction records the hash as used, credits the
+/// payment to the payer's account and reserves the call's price there. A metered call is
+/// then billed from its usage like any other; a free endpoint takes its whole price once
+/// served. A failed call costs nothing.
+pub(crate) async fn pay(
+    gw: &Gateway,
+    x402: &X402,
+    req: &HttpRequest,
+    metered: Option<(Bill, u64, bool)>,
+    request_id: &RequestId,
+) -> Result<Paid, ApiError> {
+    let max_cost = metered
+        .as_ref()
+        .map_or(Usd::ZERO, |(bill, max_out, _)| bill.max_cost(*max_out));
+    let price = x402.price(max_cost);
+    let Some(payment) = x402.payment(req.headers())? else {
+        return Err(x402.required(price, req.method().as_str(), req.path()));
+    };
+    let now = gw.now_ms();
+    let transfer = x402.verify(&payment, price, now).await?;
+    let resource = format!("{} {}", req.method(), req.path());
+    let (rid, ttl) = (request_id.to_string(), gw.hold_ttl_ms());
+    let reference = rid.clone();
+    let acceptance = aibank_x402::Acceptance {
+        transfer: transfer.clone(),
+        resource: resource.clone(),
+        request_id: Some(rid.clone()),
+        now,
+    };
+    // One transaction: the hash recorded as used, the payment credited, the price held.
+    let hold = gw
+        .pool()
+        .run(move |c| {
+            aibank_x402::accept(c, &acceptance, |c, account| {
+                aibank_ledger::place_hold(c, account, price, ttl, Some(&reference), now)
+            })
+            .map_err(|e| e.into_api(&acceptance.transfer))
+        })
+        .await?;
+    let payment = (
+        transfer.chain.name().to_owned(),
+        format!("{:x}", transfer.hash),
+    );
+    let paid = if let Some((mut bill, _, streamed)) = metered {
+        bill.agent_id = aibank_x402::payer_account_id(transfer.chain, transfer.payer);
+        bill.payment = Some(payment);
+        Paid {
+            bill: Some(bill),
+            hold: Some(hold),
+            flat: None,
+            streamed,
+        }
+    } else {
+        Paid {
+            bill: None,
+            hold: Some(hold),
+            flat: Some(FlatFee {
+                payment,
+                meta: UsageMeta {
+                    provider: "x402".into(),
+                    request_id: Some(rid),
+                    description: Some(resource),
+                    ..UsageMeta::default()
+                },
+            }),
+            streamed: false,
+        }
+    };
+    tracing::info!(chain = transfer.chain.name(), payer = %transfer.payer, amount = %transfer.amount, "x402 payment accepted");
+    Ok(paid)
+}
