@@ -5,6 +5,7 @@ pub mod anthropic;
 mod billing;
 pub mod byok;
 pub mod dialect;
+pub mod gemini;
 mod headers;
 pub mod meter;
 pub mod openai;

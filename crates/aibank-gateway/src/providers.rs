@@ -1,4 +1,4 @@
-//! Upstream providers: the built-in Anthropic and OpenAI, plus any number of
+//! Upstream providers: the built-in Anthropic, OpenAI and Gemini, plus any number of
 //! OpenAI-compatible ones declared in configuration.
 
 use std::collections::BTreeMap;
@@ -46,6 +46,7 @@ impl Registry {
     pub fn build(
         anthropic: (String, Option<SecretString>),
         openai: (String, Option<SecretString>),
+        gemini: (String, Option<SecretString>),
         custom: Vec<CustomProvider>,
         mut overrides: BTreeMap<String, BTreeMap<String, Price>>,
         env: impl Fn(&str) -> Option<String>,
@@ -64,6 +65,13 @@ impl Registry {
                 base_url: openai.0,
                 api_key: openai.1,
                 prices: openai_defaults(),
+            },
+            Provider {
+                name: "gemini".into(),
+                dialect: &crate::gemini::DIALECT,
+                base_url: gemini.0,
+                api_key: gemini.1,
+                prices: crate::gemini::prices(),
             },
         ];
         for c in custom {

@@ -35,6 +35,8 @@ const SETTINGS: &[(&str, &str)] = &[
     ("anthropic_base_url", "ANTHROPIC_BASE_URL"),
     ("openai_api_key", "OPENAI_API_KEY"),
     ("openai_base_url", "OPENAI_BASE_URL"),
+    ("gemini_api_key", "GEMINI_API_KEY"),
+    ("gemini_base_url", "GEMINI_BASE_URL"),
     ("rpc_url_ethereum", "AIBANK_RPC_URL_ETHEREUM"),
     ("rpc_url_base", "AIBANK_RPC_URL_BASE"),
     ("rpc_url_base_sepolia", "AIBANK_RPC_URL_BASE_SEPOLIA"),
@@ -328,6 +330,13 @@ impl Config {
             )?,
             secret("openai_api_key"),
         );
+        let gemini = (
+            parse_url(
+                "GEMINI_BASE_URL",
+                get("gemini_base_url").unwrap_or("https://generativelanguage.googleapis.com"),
+            )?,
+            secret("gemini_api_key"),
+        );
         let custom: Vec<aibank_gateway::CustomProvider> = match get("providers") {
             None => Vec::new(),
             Some(v) => serde_json::from_str(v).map_err(|e| ConfigError::Invalid {
@@ -343,7 +352,7 @@ impl Config {
             })?,
         };
         let providers =
-            aibank_gateway::Registry::build(anthropic, openai, custom, overrides, |var| {
+            aibank_gateway::Registry::build(anthropic, openai, gemini, custom, overrides, |var| {
                 all_env.get(var).filter(|v| !v.is_empty()).cloned()
             })
             .map_err(|message| ConfigError::Invalid {

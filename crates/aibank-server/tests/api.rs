@@ -438,6 +438,7 @@ async fn providers_show_configuration_and_prices_but_no_secret() {
                 Some("sk-ant-very-secret-value".to_owned().into()),
             ),
             ("http://127.0.0.1:9".into(), None),
+            ("http://127.0.0.1:9".into(), None),
             Vec::new(),
             std::collections::BTreeMap::new(),
             |_| None,

@@ -310,6 +310,7 @@ async fn unreachable_and_silent_upstreams_are_502_and_504() {
                 Some(ANTHROPIC_KEY.to_owned().into()),
             ),
             (base.clone(), Some(OPENAI_KEY.to_owned().into())),
+            ("http://127.0.0.1:1".into(), None),
             Vec::new(),
             BTreeMap::new(),
             |_| None,
@@ -577,7 +578,7 @@ async fn refusals_before_forwarding() {
     assert_eq!(r.status, 404);
     assert_eq!(
         r.body["providers"],
-        json!(["anthropic", "openai", "compat"])
+        json!(["anthropic", "openai", "gemini", "compat"])
     );
     let r = app
         .post("/v1/gateway/openai/v1/images/generations", json!({}), &k)
@@ -1079,4 +1080,61 @@ async fn a_stored_provider_key_reaches_other_instances_within_the_lookup_ttl() {
     assert_eq!(upstream_key_used(&a, &key, &mock).await, ANTHROPIC_KEY);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(upstream_key_used(&a, &key, &mock).await, "sk-ant-own");
+}
+
+#[tokio::test]
+async fn gemini_gets_the_platform_key_as_x_goog_api_key_and_never_the_caller_s() {
+    let (app, mock) = setup(|_| {}).await;
+    let (agent, key) = app.register().await;
+    let body = json!({"contents": [{"parts": [{"text": "Hello"}]}],
+                      "generationConfig": {"maxOutputTokens": 50}});
+    // The agent key sent as the Gemini SDKs send theirs; a `key` in the query stays home.
+    let r = app
+        .post(
+            "/v1/gateway/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=caller-secret",
+            body,
+            &[("x-goog-api-key", &key)],
+        )
+        .await;
+    // The mock has no Gemini route: its 404 comes back as it wrote it, and costs nothing.
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(r.headers["x-aibank-cost-usd"], "0.0");
+    assert_eq!(app.ledger_state(&agent).await, (10_000_000, 10_000_000));
+    let up = mock.last_request().unwrap();
+    assert_eq!(
+        up.path,
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    );
+    assert_eq!(
+        up.header("x-goog-api-key"),
+        Some(aibank_testkit::MOCK_GEMINI_KEY)
+    );
+    assert!(
+        up.headers.iter().all(|(_, v)| !v.contains(&key)),
+        "the agent key went upstream"
+    );
+    // A model without a price is refused before anything is forwarded.
+    let before = mock.requests().len();
+    let r = app
+        .post(
+            "/v1/gateway/gemini/v1beta/models/gemini-9:generateContent",
+            json!({"contents": []}),
+            &[("x-goog-api-key", &key)],
+        )
+        .await;
+    assert_eq!(
+        (r.status, mock.requests().len()),
+        (400, before),
+        "{}",
+        r.text
+    );
+    // An unknown aibank key in x-goog-api-key is refused.
+    let r = app
+        .post(
+            "/v1/gateway/gemini/v1beta/models/gemini-2.5-flash:countTokens",
+            json!({"contents": []}),
+            &[("x-goog-api-key", "ak_nope_nope")],
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text);
 }

@@ -33,6 +33,7 @@ async fn official_sdks_work_unchanged() {
         c.providers = Registry::build(
             (base.clone(), Some("sk-up".to_owned().into())),
             (base.clone(), Some("sk-up".to_owned().into())),
+            (base.clone(), Some("sk-up".to_owned().into())),
             Vec::new(),
             BTreeMap::new(),
             |_| None,

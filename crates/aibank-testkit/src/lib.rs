@@ -177,6 +177,7 @@ pub fn test_config(db: &TestDb, master_key: &str) -> Config {
 /// The platform-wide upstream keys [`use_mock_upstream`] configures.
 pub const MOCK_ANTHROPIC_KEY: &str = "sk-ant-platform-secret";
 pub const MOCK_OPENAI_KEY: &str = "sk-openai-platform-secret";
+pub const MOCK_GEMINI_KEY: &str = "gemini-platform-secret";
 
 /// Points every provider at a mock upstream; also declares `compat`, an OpenAI-compatible
 /// provider priced at $1/$2 per million tokens for every model. Without `with_keys` no
@@ -191,6 +192,7 @@ pub fn use_mock_upstream(c: &mut Config, base: &str, with_keys: bool) {
     c.providers = aibank_gateway::Registry::build(
         (base.to_owned(), key(MOCK_ANTHROPIC_KEY)),
         (base.to_owned(), key(MOCK_OPENAI_KEY)),
+        (base.to_owned(), key(MOCK_GEMINI_KEY)),
         vec![aibank_gateway::CustomProvider {
             name: "compat".into(),
             base_url: base.to_owned(),
