@@ -1138,3 +1138,60 @@ async fn gemini_gets_the_platform_key_as_x_goog_api_key_and_never_the_caller_s()
         .await;
     assert_eq!(r.status, 401, "{}", r.text);
 }
+
+#[tokio::test]
+async fn responses_and_embeddings_are_billed_exactly_and_a_stored_response_is_free() {
+    let (app, mock) = setup(|_| {}).await;
+    let (agent, key) = app.register().await;
+    let k = [
+        ("X-API-Key", key.as_str()),
+        ("x-mock-usage", "1000,500,0,200"),
+    ];
+    let body = |stream: bool| {
+        json!({"model": "gpt-4o-mini", "input": "Hello",
+                                     "max_output_tokens": 600, "stream": stream})
+    };
+    let r = app
+        .post("/v1/gateway/openai/v1/responses", body(false), &k)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["output"][0]["content"][0]["text"], "Hello from mock");
+    // 800 × $0.15 + 200 cached × $0.075 + 500 × $0.6, per million: 435 micro-dollars.
+    assert_eq!(r.headers["x-aibank-cost-usd"], "0.000435");
+    let r = app
+        .post("/v1/gateway/openai/v1/responses", body(true), &k)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("event: response.completed"), "{}", r.text);
+    assert!(r.text.contains(": aibank cost_usd=0.000435"), "{}", r.text);
+    settled(&app, &agent).await;
+    assert_eq!(app.ledger_state(&agent).await, (9_999_130, 9_999_130));
+
+    let r = app
+        .get(
+            "/v1/gateway/openai/v1/responses/resp_mock1",
+            &[("X-API-Key", &key)],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["id"].clone()),
+        (200, json!("resp_mock1")),
+        "{}",
+        r.text
+    );
+    assert_eq!(app.ledger_state(&agent).await, (9_999_130, 9_999_130));
+
+    let e = json!({"model": "text-embedding-3-small", "input": "Hello"});
+    let r = app
+        .post(
+            "/v1/gateway/openai/v1/embeddings",
+            e,
+            &[("X-API-Key", &key), ("x-mock-usage", "5000,0")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // 5,000 × $0.02 per million: 100 micro-dollars.
+    assert_eq!(r.headers["x-aibank-cost-usd"], "0.0001");
+    assert_eq!(app.ledger_state(&agent).await, (9_999_030, 9_999_030));
+    assert_eq!(mock.last_request().unwrap().path, "/v1/embeddings");
+}

@@ -1,6 +1,7 @@
 //! A mock upstream LLM provider: a real HTTP server on `127.0.0.1` speaking the wire formats
 //! of the Anthropic Messages API (`POST /v1/messages`) and the OpenAI Chat Completions API
-//! (`POST /v1/chat/completions`), JSON and SSE, plus `GET /v1/models`.
+//! (`POST /v1/chat/completions`), its Responses API (`POST /v1/responses`, JSON and SSE, and
+//! `GET /v1/responses/{id}`) and embeddings (`POST /v1/embeddings`), plus `GET /v1/models`.
 //!
 //! Each response is steered by request headers (a gateway forwards them untouched):
 //!
@@ -175,6 +176,10 @@ impl MockUpstream {
 enum Provider {
     Anthropic,
     OpenAi,
+    /// OpenAI's Responses API.
+    Responses,
+    /// OpenAI's embeddings.
+    Embeddings,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -238,6 +243,11 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
     let provider = match req.path() {
         "/v1/messages" if method == "POST" => Provider::Anthropic,
         "/v1/chat/completions" if method == "POST" => Provider::OpenAi,
+        "/v1/responses" if method == "POST" => Provider::Responses,
+        "/v1/embeddings" if method == "POST" => Provider::Embeddings,
+        p if method == "GET" && p.starts_with("/v1/responses/") => {
+            return stored_response(p.trim_start_matches("/v1/responses/"));
+        }
         "/v1/models" if method == "GET" => {
             return HttpResponse::Ok()
                 .json(json!({"object":"list","data":[{"id":"mock-model","object":"model"}]}));
@@ -298,6 +308,10 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
     if streaming {
         let events = match provider {
             Provider::Anthropic => anthropic_events(n, &model, controls.usage, &texts),
+            Provider::Responses => responses_events(n, &model, controls.usage, &texts),
+            Provider::Embeddings => vec![Bytes::from(
+                embedding_list(&model, controls.usage).to_string(),
+            )],
             Provider::OpenAi => {
                 let include_usage = request
                     .pointer("/stream_options/include_usage")
@@ -309,10 +323,7 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
         sse_response(events, &controls, shared.into_inner())
     } else {
         let full = texts.concat();
-        let body = match provider {
-            Provider::Anthropic => anthropic_message(n, &model, controls.usage, &full),
-            Provider::OpenAi => openai_completion(n, &model, controls.usage, &full),
-        };
+        let body = json_answer(provider, n, &model, controls.usage, &full);
         let bytes = Bytes::from(body.to_string());
         if controls.behavior == Behavior::Cut {
             truncated_json(bytes, false)
@@ -433,7 +444,7 @@ fn error_response(
             };
             json!({"type":"error","error":{"type":kind,"message":message}})
         }
-        Provider::OpenAi => {
+        Provider::OpenAi | Provider::Responses | Provider::Embeddings => {
             let kind = match status.as_u16() {
                 400 | 404 => "invalid_request_error",
                 401 => "authentication_error",
@@ -510,6 +521,101 @@ fn openai_completion(n: u64, model: &str, u: Usage, text: &str) -> Value {
             "finish_reason": "stop",
         }],
         "usage": openai_usage(u),
+    })
+}
+
+/// A complete JSON answer in the provider's shape.
+fn json_answer(provider: Provider, n: u64, model: &str, u: Usage, full: &str) -> Value {
+    match provider {
+        Provider::Anthropic => anthropic_message(n, model, u, full),
+        Provider::OpenAi => openai_completion(n, model, u, full),
+        Provider::Responses => {
+            response_object(&format!("resp_mock{n}"), model, u, full, "completed")
+        }
+        Provider::Embeddings => embedding_list(model, u),
+    }
+}
+
+/// `GET /v1/responses/{id}`: a stored response, as it was answered.
+fn stored_response(id: &str) -> HttpResponse {
+    let u = Usage {
+        input: 11,
+        output: 7,
+        cache_write: 0,
+        cache_write_1h: 0,
+        cache_read: 0,
+        web_searches: 0,
+    };
+    HttpResponse::Ok().json(response_object(
+        id,
+        "mock-model",
+        u,
+        "Hello from mock",
+        "completed",
+    ))
+}
+
+/// A Responses API `response` object (what a JSON answer is, and what a stream's
+/// `response.completed` carries).
+fn response_object(id: &str, model: &str, u: Usage, text: &str, status: &str) -> Value {
+    json!({
+        "id": id,
+        "object": "response",
+        "created_at": unix_now(),
+        "status": status,
+        "model": model,
+        "output": [{
+            "type": "message",
+            "id": format!("msg_{id}"),
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }],
+        "usage": {
+            "input_tokens": u.input,
+            "input_tokens_details": {"cached_tokens": u.cache_read},
+            "output_tokens": u.output,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": u.input + u.output,
+        },
+    })
+}
+
+fn responses_events(n: u64, model: &str, u: Usage, texts: &[&str]) -> Vec<Bytes> {
+    let id = format!("resp_mock{n}");
+    let event = |seq: usize, mut data: Value| {
+        let kind = data["type"].as_str().unwrap_or_default().to_owned();
+        data["sequence_number"] = json!(seq);
+        Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
+    };
+    let mut created = response_object(&id, model, u, "", "in_progress");
+    created["output"] = json!([]);
+    created["usage"] = Value::Null;
+    let mut events = vec![event(
+        0,
+        json!({"type": "response.created", "response": created}),
+    )];
+    for text in texts {
+        events.push(event(
+            events.len(),
+            json!({"type": "response.output_text.delta",
+            "item_id": format!("msg_{id}"), "output_index": 0, "content_index": 0, "delta": text}),
+        ));
+    }
+    let done = response_object(&id, model, u, &texts.concat(), "completed");
+    events.push(event(
+        events.len(),
+        json!({"type": "response.completed", "response": done}),
+    ));
+    events
+}
+
+fn embedding_list(model: &str, u: Usage) -> Value {
+    json!({
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 0.125]}],
+        "model": model,
+        "usage": {"prompt_tokens": u.input, "total_tokens": u.input},
     })
 }
 
