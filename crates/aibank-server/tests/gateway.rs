@@ -1195,3 +1195,40 @@ async fn responses_and_embeddings_are_billed_exactly_and_a_stored_response_is_fr
     assert_eq!(app.ledger_state(&agent).await, (9_999_030, 9_999_030));
     assert_eq!(mock.last_request().unwrap().path, "/v1/embeddings");
 }
+
+#[tokio::test]
+async fn the_hold_counts_the_web_searches_a_request_allows() {
+    let (app, _mock) = setup(|_| {}).await;
+    let (agent, key) = app.register().await;
+    let mut body = messages(true);
+    body["tools"] = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]);
+    let len = i64::try_from(body.to_string().len()).unwrap();
+    let (app2, key2) = (app.base.clone(), key.clone());
+    let call = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{app2}/v1/gateway/anthropic/v1/messages"))
+            .header("X-API-Key", key2)
+            .header("x-mock-chunk-delay-ms", "300")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = held(&app, &agent).await;
+        if seen > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The prompt at 3 bytes a token at the dearest input rate ($6, 1-hour cache writes),
+    // 100 output tokens at $15, and 3 searches at $10 per 1,000, in micro-dollars.
+    assert_eq!(seen, (len + 2) / 3 * 6 + 1_500 + 30_000);
+    assert!(call.await.unwrap().contains(": aibank cost_usd="));
+    settled(&app, &agent).await;
+}
