@@ -161,7 +161,9 @@ fn price(input: &str, output: &str, cache_read: Option<&str>) -> Price {
 }
 
 /// Gemini list prices (USD per million tokens, paid tier, text input; thinking is output),
-/// from ai.google.dev/gemini-api/docs/pricing, checked 2026-12-02.
+/// after ai.google.dev/gemini-api/docs/pricing. Gemini 2.5 Pro's rates (and its cache-read
+/// rates of $0.125 / $0.25) were checked on 2026-12-02; the others are still to be checked
+/// against that page.
 pub fn prices() -> PriceTable {
     let pro = Price {
         // Above 200,000 prompt tokens: input and cache reads twice, output 1.5 times.
