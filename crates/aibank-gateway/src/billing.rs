@@ -150,6 +150,7 @@ pub(crate) async fn settle(
         output_tokens: i64::try_from(tokens.output).unwrap_or(i64::MAX),
         request_id: Some(bill.request_id.clone()),
         description: (!bill.charged).then(|| "own upstream key".to_owned()),
+        price_version: None,
     };
     let now = gw.now_ms();
     let agent = bill.agent_id.clone();
@@ -158,22 +159,32 @@ pub(crate) async fn settle(
     let res = gw
         .pool()
         .write(move |c| -> Result<(Usd, Usd), LedgerError> {
-            let (collected, balance) = match hold {
-                None => (Usd::ZERO, None),
-                Some(hold) => {
-                    let (charged, balance) = collect(c, &agent, &hold, cost, within_hold, now)?;
-                    (charged, Some(balance))
-                }
+            let got = match hold {
+                None => None,
+                Some(hold) => Some(aibank_ledger::capture_usage(
+                    c,
+                    &agent,
+                    &hold,
+                    cost,
+                    !within_hold,
+                    now,
+                )?),
             };
-            aibank_ledger::record_usage(c, &agent, collected, &meta, now)?;
+            let (charged, owed) = got
+                .as_ref()
+                .map_or((Usd::ZERO, Usd::ZERO), |g| (g.charged, g.owed));
+            aibank_ledger::record_usage(c, &agent, charged, owed, &meta, now)?;
             if let Some((chain, hash)) = &payment {
-                aibank_store::repo::payments::set_cost(c, chain, hash, collected.micros())?;
+                aibank_store::repo::payments::set_cost(c, chain, hash, charged.micros())?;
             }
-            let balance = match balance {
-                Some(b) => b,
+            let balance = match got {
+                Some(g) => g.balance,
                 None => Usd::from_micros(aibank_ledger::balance(c, &agent)?.balance_micros),
             };
-            Ok((collected, balance))
+            if !owed.is_zero() {
+                tracing::warn!(agent_id = %agent, owed = %owed, "usage beyond the balance is owed");
+            }
+            Ok((charged, balance))
         })
         .await;
     match res {
@@ -183,24 +194,6 @@ pub(crate) async fn settle(
             (Usd::ZERO, None)
         }
     }
-}
-
-/// Takes a call's `cost` from its hold (the hold's account is the agent's): what was
-/// collected and the balance after.
-pub(crate) fn collect(
-    c: &mut AnyConnection,
-    agent: &str,
-    hold: &HoldReceipt,
-    cost: Usd,
-    within_hold: bool,
-    now: i64,
-) -> Result<(Usd, Usd), LedgerError> {
-    let got = aibank_ledger::capture_usage(c, agent, hold, cost, !within_hold, now)?;
-    if let Some((over, e)) = &got.uncollected {
-        tracing::warn!(agent_id = %agent, overage = %over, error = %e,
-            "usage beyond the hold was not collected");
-    }
-    Ok((got.charged, got.balance))
 }
 
 /// Reads a metered request into the bill of the call (for the agent or payer the caller

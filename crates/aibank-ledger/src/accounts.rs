@@ -29,6 +29,7 @@ pub fn open_account(
             created_at: now,
             updated_at: now,
             held_micros: 0,
+            owed_micros: 0,
         })
         .execute(conn)?;
     if !initial.is_zero() {
@@ -50,41 +51,90 @@ pub fn credit(
         return Err(LedgerError::NonPositiveAmount);
     }
     crate::atomic(conn, |conn| {
-        let current = lock(conn, account_id)?;
+        let (current, _) = lock(conn, account_id)?;
         if current.checked_add(amount.micros()).is_none() {
             return Err(LedgerError::Overflow);
         }
-        let after: i64 = stmt(
-            "UPDATE accounts SET balance_micros = balance_micros + ?, updated_at = ? \
-             WHERE id = ? RETURNING balance_micros",
-        )
-        .int(amount.micros())
-        .int(now)
-        .text(account_id)
-        .returning::<BigInt>()
-        .get_result(conn)?;
+        let moved = move_net(conn, account_id, amount.micros(), 0, 0, now)?;
         journal(
             conn,
             account_id,
             amount.micros(),
-            after,
+            moved.net(),
             kind,
             reference,
             now,
-        )
+        )?;
+        Ok(Usd::from_micros(moved.balance))
     })
+}
+
+/// An account's balance and debt after a change.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Position {
+    pub balance: i64,
+    pub owed: i64,
+}
+
+impl Position {
+    /// What the journal sums to: the balance less the debt.
+    pub fn net(self) -> i64 {
+        self.balance - self.owed
+    }
+}
+
+/// Changes an account's net position (balance less debt) by `delta`, in one statement:
+/// money coming in pays the debt first, money going out beyond the balance becomes debt,
+/// so the balance never goes negative and at most one of the two is not zero. Also
+/// returns `released` from the held amount and counts `spent` as spending.
+///
+/// Only for money that must move whatever the balance (credits, and the settlement of
+/// usage already served); a spend that may be refused is a [`debit`].
+pub(crate) fn move_net(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    delta: i64,
+    released: i64,
+    spent: i64,
+    now: i64,
+) -> Result<Position, LedgerError> {
+    let (balance, owed): (i64, i64) = stmt(
+        "UPDATE accounts SET \
+         balance_micros = CASE WHEN balance_micros - owed_micros + ? > 0 \
+             THEN balance_micros - owed_micros + ? ELSE 0 END, \
+         owed_micros = CASE WHEN balance_micros - owed_micros + ? < 0 \
+             THEN owed_micros - balance_micros - ? ELSE 0 END, \
+         held_micros = held_micros - ?, total_spent_micros = total_spent_micros + ?, \
+         updated_at = ? WHERE id = ? RETURNING balance_micros, owed_micros",
+    )
+    .int(delta)
+    .int(delta)
+    .int(delta)
+    .int(delta)
+    .int(released)
+    .int(spent)
+    .int(now)
+    .text(account_id)
+    .returning::<(BigInt, BigInt)>()
+    .get_result(conn)
+    .optional()?
+    .ok_or(LedgerError::AccountNotFound)?;
+    Ok(Position { balance, owed })
 }
 
 /// Locks the account row for the rest of the transaction (a no-op UPDATE takes the row lock
 /// on PostgreSQL; SQLite's write transaction already holds the database) and returns its
-/// balance.
-pub(crate) fn lock(conn: &mut AnyConnection, account_id: &str) -> Result<i64, LedgerError> {
-    stmt("UPDATE accounts SET updated_at = updated_at WHERE id = ? RETURNING balance_micros")
-        .text(account_id)
-        .returning::<BigInt>()
-        .get_result(conn)
-        .optional()?
-        .ok_or(LedgerError::AccountNotFound)
+/// balance and debt.
+pub(crate) fn lock(conn: &mut AnyConnection, account_id: &str) -> Result<(i64, i64), LedgerError> {
+    stmt(
+        "UPDATE accounts SET updated_at = updated_at WHERE id = ? \
+         RETURNING balance_micros, owed_micros",
+    )
+    .text(account_id)
+    .returning::<(BigInt, BigInt)>()
+    .get_result(conn)
+    .optional()?
+    .ok_or(LedgerError::AccountNotFound)
 }
 
 /// Takes `amount` from the balance if and only if it covers it (one conditional UPDATE),
@@ -246,7 +296,7 @@ pub fn balances(
         .collect())
 }
 
-/// The sum of an account's journal; equals its balance, always.
+/// The sum of an account's journal; equals its balance less what it owes, always.
 pub fn journal_sum(conn: &mut AnyConnection, account_id: &str) -> Result<i64, LedgerError> {
     let deltas: Vec<i64> = journal_entries::table
         .filter(journal_entries::account_id.eq(account_id))

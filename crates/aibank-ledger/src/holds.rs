@@ -8,8 +8,8 @@ use aibank_store::{stmt, AnyConnection};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
-use crate::accounts::{debit, journal, journal_capture};
-use crate::limits::{authorize, charge, lock_fleet, record_usage_with_id, UsageMeta};
+use crate::accounts::{debit, journal, journal_capture, move_net, Position};
+use crate::limits::{authorize, record_usage_with_id, UsageMeta};
 use crate::{EntryKind, LedgerError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,9 @@ pub fn place_hold(
 enum Outcome {
     /// Captured for this many micro-USD (at most the hold); the rest is released.
     Captured(i64),
+    /// Captured for the cost of usage already served, which may exceed the hold: what the
+    /// hold and the balance do not cover is owed.
+    Served(i64),
     /// Released in full by its owner.
     Released,
     /// Released in full by the sweeper: only if it is due by this time.
@@ -78,7 +81,7 @@ enum Outcome {
 
 /// Settles an open hold and moves its money; exactly one settlement wins a race (capture,
 /// release and the sweeper all go through here). Returns the settled hold's account and
-/// amount, and the account's balance after.
+/// amount, and the account's position after.
 ///
 /// The hold's row is locked first (its conditional `UPDATE`), then its account's: every
 /// settlement takes them in that order, and a spend only inserts holds, so two never wait
@@ -88,13 +91,18 @@ fn settle(
     hold_id: &str,
     outcome: Outcome,
     now: i64,
-) -> Result<(String, i64, i64), LedgerError> {
+) -> Result<(String, i64, Position), LedgerError> {
     let (status, captured, due_by) = match outcome {
-        Outcome::Captured(c) => (HOLD_CAPTURED, Some(c), i64::MAX),
+        Outcome::Captured(c) | Outcome::Served(c) => (HOLD_CAPTURED, Some(c), i64::MAX),
         Outcome::Released => (HOLD_RELEASED, None, i64::MAX),
         Outcome::Expired { due_by } => (HOLD_EXPIRED, None, due_by),
     };
     let cost = captured.unwrap_or(0);
+    // Only served usage may be captured beyond the hold's amount.
+    let within = match outcome {
+        Outcome::Served(_) => 0,
+        _ => cost,
+    };
     // A capture or release settles whenever the hold is open (no deadline to meet); a
     // capture only within the hold's amount.
     let settled: Option<(String, i64)> = stmt(
@@ -108,7 +116,7 @@ fn settle(
     .text(hold_id)
     .text(HOLD_OPEN)
     .int(due_by)
-    .int(cost)
+    .int(within)
     .returning::<(Text, BigInt)>()
     .get_result(conn)
     .optional()?;
@@ -116,27 +124,15 @@ fn settle(
         return Err(why_unsettled(conn, hold_id, cost)?);
     };
     // Return the reservation to the balance and take the cost from it, in one change.
-    let after: i64 = stmt(
-        "UPDATE accounts SET balance_micros = balance_micros + ? - ?, \
-         held_micros = held_micros - ?, total_spent_micros = total_spent_micros + ?, \
-         updated_at = ? WHERE id = ? RETURNING balance_micros",
-    )
-    .int(amount)
-    .int(cost)
-    .int(amount)
-    .int(cost)
-    .int(now)
-    .text(&account_id)
-    .returning::<BigInt>()
-    .get_result(conn)?;
+    let after = move_net(conn, &account_id, amount - cost, amount, cost, now)?;
     if cost > 0 {
-        journal_capture(conn, &account_id, hold_id, amount, cost, after, now)?;
+        journal_capture(conn, &account_id, hold_id, amount, cost, after.net(), now)?;
     } else {
         journal(
             conn,
             &account_id,
             amount,
-            after,
+            after.net(),
             EntryKind::Release,
             Some(hold_id),
             now,
@@ -180,38 +176,39 @@ pub fn capture(
         return Err(LedgerError::NonPositiveAmount);
     }
     crate::atomic(conn, |conn| {
-        let (account_id, reserved, balance) =
+        let (account_id, reserved, after) =
             settle(conn, hold_id, Outcome::Captured(amount.micros()), now)?;
         if let Some(meta) = usage {
-            record_usage_with_id(conn, hold_id, &account_id, amount, meta, now)?;
+            record_usage_with_id(conn, hold_id, &account_id, (amount, Usd::ZERO), meta, now)?;
         }
         Ok(Settlement {
             charged: amount,
             released: Usd::from_micros(reserved - amount.micros()),
-            balance: Usd::from_micros(balance),
+            balance: Usd::from_micros(after.balance),
         })
     })
 }
 
 /// What [`capture_usage`] took.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Collected {
-    /// Taken from the account: from the hold, plus any overage charged.
+    /// The cost recorded against the account: from the hold, the balance, and what is owed.
     pub charged: Usd,
     pub balance: Usd,
-    /// An overage that was not charged, and why (insufficient credits, a spending limit).
-    pub uncollected: Option<(Usd, LedgerError)>,
+    /// The part of `charged` that neither the hold nor the balance covered, now owed.
+    pub owed: Usd,
 }
 
-/// Settles a metered call's hold at its `cost`, which may exceed what the hold reserved.
-/// The hold covers what it can. With `overage`, the rest is charged as a spend of its own,
-/// limits checked; when that is refused it is left uncollected (and said so), the capture
-/// stands. Without, the rest is not taken. A hold no longer open (it expired under a very
-/// long call) is charged `cost` directly, as a spend.
+/// Settles a metered call's hold at its `cost`, the usage already served. With `overage`,
+/// all of it is taken even beyond the hold: the rest comes from the balance, and what the
+/// balance cannot cover is owed. It is not checked against the spending limits — the call
+/// was admitted on its hold and has been served — but counts in them, so a limit it
+/// pushes past refuses the next spend. Without `overage` only what the hold covers is
+/// taken (a stream cut short, billed from estimates). A hold no longer open (it expired
+/// under a very long call) is settled the same way, from the balance alone.
 ///
-/// Locks: a spend takes the fleet's platform before the account, a settlement the hold
-/// before the account. With an overage possible this takes the platform first, then the
-/// hold and the account, so neither a spend nor a settlement can wait on it in a cycle.
+/// Never refused for want of money: only a store error, or a hold of another account,
+/// makes it fail.
 pub fn capture_usage(
     conn: &mut AnyConnection,
     account_id: &str,
@@ -224,46 +221,45 @@ pub fn capture_usage(
         return Err(LedgerError::NonPositiveAmount);
     }
     crate::atomic(conn, |conn| {
-        let over = cost.micros() - hold.amount.micros();
-        let overage = overage && over > 0;
-        if overage {
-            lock_fleet(conn, account_id)?;
-        }
-        let covered = Usd::from_micros(cost.micros().min(hold.amount.micros()));
-        let captured = match capture(conn, &hold.id, covered, None, now) {
-            Ok(captured) => captured,
+        let over = (cost.micros() - hold.amount.micros()).max(0);
+        let taken = if overage {
+            cost.micros()
+        } else {
+            cost.micros() - over
+        };
+        let (after, beyond) = match settle(conn, &hold.id, Outcome::Served(taken), now) {
+            Ok((_, _, after)) => (after, if overage { over } else { 0 }),
+            // The hold was already released (or expired): all of the cost is beyond it.
+            Err(LedgerError::HoldNotOpen { .. }) if taken > 0 => {
+                let after = move_net(conn, account_id, -taken, 0, taken, now)?;
+                journal(
+                    conn,
+                    account_id,
+                    -taken,
+                    after.net(),
+                    EntryKind::Capture,
+                    Some(&hold.id),
+                    now,
+                )?;
+                (after, taken)
+            }
             Err(LedgerError::HoldNotOpen { .. }) => {
-                let (_, balance) = charge(conn, account_id, cost, None, now)?;
+                let account = crate::accounts::balance(conn, account_id)?;
                 return Ok(Collected {
-                    charged: cost,
-                    balance,
-                    uncollected: None,
+                    charged: Usd::ZERO,
+                    balance: Usd::from_micros(account.balance_micros),
+                    owed: Usd::ZERO,
                 });
             }
             Err(e) => return Err(e),
         };
-        if !overage {
-            return Ok(Collected {
-                charged: covered,
-                balance: captured.balance,
-                uncollected: None,
-            });
-        }
-        let over = Usd::from_micros(over);
-        match charge(conn, account_id, over, None, now) {
-            Ok((_, balance)) => Ok(Collected {
-                charged: cost,
-                balance,
-                uncollected: None,
-            }),
-            // A refusal changed nothing; a store error rolls the settlement back.
-            Err(e @ LedgerError::Store(_)) => Err(e),
-            Err(e) => Ok(Collected {
-                charged: covered,
-                balance: captured.balance,
-                uncollected: Some((over, e)),
-            }),
-        }
+        // What this call left owed: its part beyond the hold that the balance did not
+        // cover (a debt from before stays the debt it was).
+        Ok(Collected {
+            charged: Usd::from_micros(taken),
+            balance: Usd::from_micros(after.balance),
+            owed: Usd::from_micros(after.owed.min(beyond)),
+        })
     })
 }
 
@@ -274,11 +270,11 @@ pub fn release(
     now: i64,
 ) -> Result<Settlement, LedgerError> {
     crate::atomic(conn, |conn| {
-        let (_, reserved, balance) = settle(conn, hold_id, Outcome::Released, now)?;
+        let (_, reserved, after) = settle(conn, hold_id, Outcome::Released, now)?;
         Ok(Settlement {
             charged: Usd::ZERO,
             released: Usd::from_micros(reserved),
-            balance: Usd::from_micros(balance),
+            balance: Usd::from_micros(after.balance),
         })
     })
 }

@@ -1,9 +1,12 @@
 //! The credit ledger.
 //!
 //! - Balances are integer micro-USD. `balance_micros` is what an account can still spend;
-//!   `held_micros` is what open holds have reserved.
+//!   `held_micros` is what open holds have reserved; `owed_micros` is usage already served
+//!   that neither a hold nor the balance covered.
 //! - Every balance change writes a journal row in the same transaction, so the journal of an
-//!   account always sums to its balance.
+//!   account always sums to its balance less what it owes. An account owes only with a
+//!   zero balance: money coming in (a grant, a top-up, a hold's unused part) pays the debt
+//!   first, and an account that owes cannot spend.
 //! - Every spend (charge or hold) first locks the account row, then checks the spending
 //!   limits, then debits with a conditional `UPDATE … WHERE balance_micros >= amount`: limit
 //!   checks and debits are atomic, and no interleaving can overdraw, on either backend.
@@ -97,6 +100,9 @@ pub enum LedgerError {
     AccountNotFound,
     #[error("insufficient credits")]
     InsufficientCredits { balance: Usd, required: Usd },
+    /// The account owes for usage already served; it spends nothing until that is paid.
+    #[error("the account owes {owed}")]
+    Owes { owed: Usd, required: Usd },
     #[error("amount must be positive")]
     NonPositiveAmount,
     #[error("balance would overflow")]
@@ -131,6 +137,16 @@ impl From<LedgerError> for ApiError {
                     .with("credits_usd", usd_json(balance))
                     .with("required_usd", usd_json(required))
             }
+            LedgerError::Owes { owed, required } => ApiError::new(
+                ErrorCode::InsufficientCredits,
+                format!(
+                    "This account owes ${owed} for usage already served; \
+                     a grant or top-up pays it first"
+                ),
+            )
+            .with("owed_usd", usd_json(owed))
+            .with("credits_usd", usd_json(Usd::ZERO))
+            .with("required_usd", usd_json(required)),
             LedgerError::LimitExceeded(b) => b.into(),
             LedgerError::AccountNotFound => ApiError::not_found("Account not found"),
             LedgerError::NonPositiveAmount => {

@@ -490,7 +490,8 @@ fn check(
 }
 
 /// Locks what a spend must serialise on (the platform first when a fleet limit applies,
-/// always in that order so concurrent spends cannot deadlock) and checks the limits. Call
+/// always in that order so concurrent spends cannot deadlock) and checks the limits; an
+/// account that owes anything may not spend at all. Call
 /// inside the transaction that records the spend; wallet transfers call it before writing
 /// their row.
 pub fn authorize(
@@ -506,7 +507,13 @@ pub fn authorize(
     if let Some((platform, _)) = &policy.fleet {
         lock_platform(conn, platform)?;
     }
-    lock(conn, account_id)?;
+    let (_, owed) = lock(conn, account_id)?;
+    if owed > 0 {
+        return Err(LedgerError::Owes {
+            owed: Usd::from_micros(owed),
+            required: amount,
+        });
+    }
     check(conn, account_id, &policy, amount.micros(), now)
 }
 
@@ -514,17 +521,6 @@ fn lock_platform(conn: &mut AnyConnection, platform_id: &str) -> Result<(), Ledg
     stmt("UPDATE platforms SET id = id WHERE id = ?")
         .text(platform_id)
         .execute(conn)?;
-    Ok(())
-}
-
-/// Takes the lock a spend from this account takes before the account's own: its platform's,
-/// when a fleet limit applies. Whoever will settle a hold (which locks the hold, then the
-/// account) and then spend from the same account takes it first, so that it never waits for
-/// the platform while holding the account a spend is waiting for.
-pub(crate) fn lock_fleet(conn: &mut AnyConnection, account_id: &str) -> Result<(), LedgerError> {
-    if let Some((platform, _)) = load_policy(conn, account_id)?.fleet {
-        lock_platform(conn, &platform)?;
-    }
     Ok(())
 }
 
@@ -538,25 +534,28 @@ pub struct UsageMeta {
     pub output_tokens: i64,
     pub request_id: Option<String>,
     pub description: Option<String>,
+    /// The version of the price table the call was billed at.
+    pub price_version: Option<String>,
 }
 
-/// Records a metered call that moved no money through a charge (e.g. one made with the
-/// agent's own upstream key).
+/// Records a metered call whose money moved elsewhere (a hold's capture) or not at all
+/// (one made with the agent's own upstream key): its `cost`, and the part of it left `owed`.
 pub fn record_usage(
     conn: &mut AnyConnection,
     agent_id: &str,
     cost: Usd,
+    owed: Usd,
     meta: &UsageMeta,
     now: i64,
 ) -> Result<(), LedgerError> {
-    record_usage_with_id(conn, &new_id("use"), agent_id, cost, meta, now)
+    record_usage_with_id(conn, &new_id("use"), agent_id, (cost, owed), meta, now)
 }
 
 pub(crate) fn record_usage_with_id(
     conn: &mut AnyConnection,
     id: &str,
     agent_id: &str,
-    cost: Usd,
+    (cost, owed): (Usd, Usd),
     meta: &UsageMeta,
     now: i64,
 ) -> Result<(), LedgerError> {
@@ -574,6 +573,8 @@ pub(crate) fn record_usage_with_id(
             request_id: meta.request_id.clone(),
             created_at: now,
             description: meta.description.clone(),
+            owed_micros: owed.micros(),
+            price_version: meta.price_version.clone(),
         },
     )?;
     Ok(())
@@ -593,7 +594,7 @@ pub fn charge(
         let id = new_id("chg");
         let balance = debit(conn, account_id, amount, EntryKind::Charge, Some(&id), now)?;
         if let Some(meta) = usage {
-            record_usage_with_id(conn, &id, account_id, amount, meta, now)?;
+            record_usage_with_id(conn, &id, account_id, (amount, Usd::ZERO), meta, now)?;
         }
         Ok((id, balance))
     })

@@ -487,12 +487,11 @@ fn spending_windows_match_the_journal_at_every_edge() {
     }
 }
 
-/// Settling a hold with an overage locks the hold and the account, then charges the
-/// overage, which needs the fleet's platform; a spend from the same account takes the
-/// platform, then the account. Taking the platform first, the settlement waits for such a
-/// spend instead of closing a cycle with it (PostgreSQL would abort one as a deadlock).
-/// On SQLite one write lock covers everything, so this can only fail on PostgreSQL, where
-/// `scripts/test` runs it too.
+/// Settling a hold with an overage locks the hold, then the account, and takes the
+/// overage without a limit check, so it never needs the fleet's platform; a spend from the
+/// same account takes the platform, then the account. The two cannot close a cycle
+/// (PostgreSQL would abort one as a deadlock). On SQLite one write lock covers everything,
+/// so this can only fail on PostgreSQL, where `scripts/test` runs it too.
 #[test]
 fn an_overage_waits_for_a_spend_holding_the_fleet_instead_of_deadlocking_with_it() {
     use aibank_ledger::capture_usage;
@@ -527,11 +526,124 @@ fn an_overage_waits_for_a_spend_holding_the_fleet_instead_of_deadlocking_with_it
     assert!(spend.is_ok(), "the spend failed: {spend:?}");
     let got = settled.unwrap();
     assert_eq!((got.charged, got.balance), (usd(150), usd(9_850)));
-    assert!(got.uncollected.is_none());
+    assert!(got.owed.is_zero());
     let a = balance(&mut c, "agt_o").unwrap();
     assert_eq!(
         (a.balance_micros, a.held_micros, a.total_spent_micros),
         (9_850, 0, 150)
     );
     assert_invariants(&mut c, "agt_o");
+}
+
+/// Usage served beyond a hold is taken from the balance, and what the balance cannot cover
+/// is owed: the journal then sums to the balance less the debt, every spend is refused
+/// while it stands, and money coming in (a hold's unused part, a grant) pays it first.
+#[test]
+fn usage_beyond_hold_and_balance_is_owed_refuses_spends_and_is_paid_first() {
+    use aibank_ledger::capture_usage;
+    let (pool, _db) = pool();
+    let mut c = pool.get().unwrap();
+    open_account(&mut c, "acct_d", usd(100_000), EntryKind::Grant, 1).unwrap();
+    let first = place_hold(&mut c, "acct_d", usd(9_000), 60_000, None, 2).unwrap();
+    let second = place_hold(&mut c, "acct_d", usd(1_000), 60_000, None, 2).unwrap();
+    assert_eq!(second.balance, usd(90_000));
+
+    // $0.320138 served against a $0.009 hold and $0.09 of balance: $0.221138 owed.
+    let got = capture_usage(&mut c, "acct_d", &first, usd(320_138), true, 3).unwrap();
+    assert_eq!(
+        (got.charged, got.balance, got.owed),
+        (usd(320_138), usd(0), usd(221_138))
+    );
+    let a = balance(&mut c, "acct_d").unwrap();
+    assert_eq!(
+        (
+            a.balance_micros,
+            a.held_micros,
+            a.owed_micros,
+            a.total_spent_micros
+        ),
+        (0, 1_000, 221_138, 320_138)
+    );
+    assert_invariants(&mut c, "acct_d");
+
+    for refused in [
+        charge(&mut c, "acct_d", usd(1), None, 4).map(|_| ()),
+        place_hold(&mut c, "acct_d", usd(1), 60_000, None, 4).map(|_| ()),
+    ] {
+        match refused {
+            Err(LedgerError::Owes { owed, required }) => {
+                assert_eq!((owed, required), (usd(221_138), usd(1)));
+            }
+            other => panic!("a spend while owing: {other:?}"),
+        }
+    }
+
+    // The other hold's unused part pays the debt, not the balance.
+    let got = capture_usage(&mut c, "acct_d", &second, usd(400), true, 5).unwrap();
+    assert_eq!(
+        (got.charged, got.balance, got.owed),
+        (usd(400), usd(0), usd(0))
+    );
+    assert_eq!(balance(&mut c, "acct_d").unwrap().owed_micros, 220_538);
+    assert_invariants(&mut c, "acct_d");
+
+    // A grant pays what is owed first; the rest is balance, and spending resumes.
+    let after = credit(&mut c, "acct_d", usd(1_000_000), EntryKind::Grant, None, 6).unwrap();
+    assert_eq!(after, usd(779_462));
+    let a = balance(&mut c, "acct_d").unwrap();
+    assert_eq!((a.balance_micros, a.owed_micros), (779_462, 0));
+    charge(&mut c, "acct_d", usd(1), None, 7).unwrap();
+    assert_invariants(&mut c, "acct_d");
+    assert_eq!(
+        aibank_ledger::journal_sum(&mut c, "acct_d").unwrap(),
+        779_461
+    );
+}
+
+/// A grant smaller than the debt pays part of it and leaves no balance.
+#[test]
+fn a_grant_smaller_than_the_debt_pays_part_of_it() {
+    use aibank_ledger::capture_usage;
+    let (pool, _db) = pool();
+    let mut c = pool.get().unwrap();
+    open_account(&mut c, "acct_p", usd(1_000), EntryKind::Grant, 1).unwrap();
+    let hold = place_hold(&mut c, "acct_p", usd(1_000), 60_000, None, 2).unwrap();
+    capture_usage(&mut c, "acct_p", &hold, usd(5_000), true, 3).unwrap();
+    assert_eq!(
+        credit(&mut c, "acct_p", usd(1_500), EntryKind::Grant, None, 4).unwrap(),
+        usd(0)
+    );
+    let a = balance(&mut c, "acct_p").unwrap();
+    assert_eq!((a.balance_micros, a.owed_micros), (0, 2_500));
+    assert_invariants(&mut c, "acct_p");
+}
+
+/// A stream cut short is billed from estimates only as far as its hold; a hold that
+/// expired under a very long call is settled from the balance, and owed beyond it.
+#[test]
+fn estimates_stay_within_the_hold_and_an_expired_hold_is_billed_from_the_balance() {
+    use aibank_ledger::capture_usage;
+    let (pool, _db) = pool();
+    let mut c = pool.get().unwrap();
+    open_account(&mut c, "acct_e", usd(10_000), EntryKind::Grant, 1).unwrap();
+    let cut = place_hold(&mut c, "acct_e", usd(2_000), 60_000, None, 2).unwrap();
+    let got = capture_usage(&mut c, "acct_e", &cut, usd(3_000), false, 3).unwrap();
+    assert_eq!(
+        (got.charged, got.balance, got.owed),
+        (usd(2_000), usd(8_000), usd(0))
+    );
+
+    let long = place_hold(&mut c, "acct_e", usd(1_000), 10, None, 4).unwrap();
+    assert_eq!(expire_due(&mut c, 100, 10).unwrap(), 1);
+    let got = capture_usage(&mut c, "acct_e", &long, usd(9_000), true, 200).unwrap();
+    assert_eq!(
+        (got.charged, got.balance, got.owed),
+        (usd(9_000), usd(0), usd(1_000))
+    );
+    let a = balance(&mut c, "acct_e").unwrap();
+    assert_eq!(
+        (a.balance_micros, a.owed_micros, a.total_spent_micros),
+        (0, 1_000, 11_000)
+    );
+    assert_invariants(&mut c, "acct_e");
 }

@@ -177,6 +177,7 @@ pub struct AgentView {
     pub active: bool,
     pub credits_usd: Usd,
     pub total_spent: Usd,
+    pub owed_usd: Usd,
     pub spending_controls: SpendingControls,
     pub security: AgentSecurity,
     pub created_at: String,
@@ -196,6 +197,7 @@ impl AgentView {
             active: agent.active,
             credits_usd: Usd::from_micros(account.balance_micros),
             total_spent: Usd::from_micros(account.total_spent_micros),
+            owed_usd: Usd::from_micros(account.owed_micros),
             created_at: rfc3339(agent.created_at),
             updated_at: rfc3339(agent.updated_at),
         }
@@ -242,8 +244,12 @@ pub struct UsageItem {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_usd: Usd,
+    /// The part of the cost the balance could not cover, left owed.
+    pub owed_usd: Usd,
     pub request_id: Option<String>,
     pub description: Option<String>,
+    /// The price table the call was billed at.
+    pub price_version: Option<String>,
 }
 
 impl From<UsageEvent> for UsageItem {
@@ -256,8 +262,10 @@ impl From<UsageEvent> for UsageItem {
             input_tokens: u.input_tokens,
             output_tokens: u.output_tokens,
             cost_usd: Usd::from_micros(u.cost_micros),
+            owed_usd: Usd::from_micros(u.owed_micros),
             request_id: u.request_id,
             description: u.description,
+            price_version: u.price_version,
         }
     }
 }

@@ -57,7 +57,10 @@ async fn register_gives_a_key_ten_dollars_and_default_limits() {
 
     let bal = app.get("/v1/balance", &api(key)).await;
     assert_eq!(bal.status, 200, "{}", bal.text);
-    assert_eq!(bal.text, r#"{"credits_usd":10.0,"total_spent":0.0}"#);
+    assert_eq!(
+        bal.text,
+        r#"{"credits_usd":10.0,"total_spent":0.0,"owed_usd":0.0}"#
+    );
 
     let (sum, balance) = app.ledger_state(b["agentId"].as_str().unwrap()).await;
     assert_eq!(
@@ -333,6 +336,8 @@ async fn usage_is_paginated_newest_first_and_private() {
                     request_id: Some(format!("req-{i}")),
                     created_at: 1_764_000_000_000 + i,
                     description: None,
+                    owed_micros: 0,
+                    price_version: None,
                 },
             )
             .unwrap();
@@ -525,7 +530,10 @@ async fn platform_creates_agents_with_credits_and_limits() {
     let id = r.body["agentId"].as_str().unwrap();
     let key = r.body["apiKey"].as_str().unwrap();
     let bal = app.get("/v1/balance", &api(key)).await;
-    assert_eq!(bal.text, r#"{"credits_usd":2.5,"total_spent":0.0}"#);
+    assert_eq!(
+        bal.text,
+        r#"{"credits_usd":2.5,"total_spent":0.0,"owed_usd":0.0}"#
+    );
     assert_eq!(app.ledger_state(id).await, (2_500_000, 2_500_000));
 
     // Defaults: no credits, standard limits.
@@ -713,7 +721,7 @@ async fn platform_grants_credits_exactly_and_journaled() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
         r.text,
-        format!(r#"{{"agentId":"{id}","granted_usd":0.1,"credits_usd":1.1}}"#)
+        format!(r#"{{"agentId":"{id}","granted_usd":0.1,"credits_usd":1.1,"owed_usd":0.0}}"#)
     );
     let r = app
         .post(&path, json!({"amount_usd": 0.2}), &master(&mk))

@@ -423,7 +423,7 @@ async fn stream_requests_are_asked_for_usage_and_a_json_answer_to_one_stays_json
 }
 
 #[tokio::test]
-async fn usage_beyond_the_hold_is_charged_when_the_account_can_pay_it() {
+async fn usage_beyond_the_hold_is_charged_and_what_the_balance_lacks_is_owed() {
     let (app, _mock) = setup(|_| {}).await;
     let (agent, key) = app.register().await;
     // 11 in × $3/M + 5,000 out × $15/M: far beyond the 100 output tokens the hold reserved.
@@ -437,20 +437,15 @@ async fn usage_beyond_the_hold_is_charged_when_the_account_can_pay_it() {
     assert_eq!(r.headers["x-aibank-cost-usd"], "0.075033");
     assert_eq!(r.headers["x-aibank-balance-usd"], "9.924967");
     assert_eq!(app.ledger_state(&agent).await, (9_924_967, 9_924_967));
-    // A million output tokens ($15) is more than the account holds: the hold is taken, the
-    // rest is not.
+    // A million output tokens ($15.000033) is more than the account holds: all of it is
+    // recorded, the balance taken, and the $5.075066 it could not cover is owed.
     let usage = ("x-mock-usage", "11,1000000");
     let r = anthropic_call(&app, false, &[("X-API-Key", &key), usage]).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let cost: rust_decimal::Decimal = r.headers["x-aibank-cost-usd"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let cost = aibank_core::Usd::from_decimal(cost).unwrap().micros();
-    assert!(cost > 1_500 && cost < 10_000, "the hold's amount: {cost}");
-    let left = 9_924_967 - cost;
-    assert_eq!(app.ledger_state(&agent).await, (left, left));
+    assert_eq!(r.headers["x-aibank-cost-usd"], "15.000033");
+    assert_eq!(app.ledger_state(&agent).await, (-5_075_066, 0));
+    let b = app.get("/v1/balance", &[("X-API-Key", &key)]).await;
+    assert_eq!(b.body["owed_usd"], json!(5.075066), "{}", b.text);
     assert_eq!(held(&app, &agent).await, 0);
 }
 

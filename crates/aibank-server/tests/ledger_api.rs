@@ -599,3 +599,193 @@ async fn usage_filters_by_time_and_totals_the_range() {
         404
     );
 }
+
+/// A gateway app whose providers are the mock upstream; the mock with it.
+async fn gateway_app() -> (TestApp, aibank_testkit::mock_upstream::MockUpstream) {
+    let mock = aibank_testkit::mock_upstream::MockUpstream::start().await;
+    let base = mock.base.clone();
+    let app = aibank_testkit::spawn_app_with(move |c| {
+        aibank_testkit::use_mock_upstream(c, &base, true);
+    })
+    .await;
+    (app, mock)
+}
+
+/// A Claude call with the web-search tool, the mock reporting `usage` and `searches`.
+async fn web_search_call(app: &TestApp, key: &str, usage: &str, searches: &str) -> Resp {
+    app.post(
+        "/v1/gateway/anthropic/v1/messages",
+        json!({"model": "claude-sonnet-4-5", "max_tokens": 100,
+               "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
+               "messages": [{"role": "user", "content": "What happened today?"}]}),
+        &[
+            ("X-API-Key", key),
+            ("x-mock-usage", usage),
+            ("x-mock-web-searches", searches),
+        ],
+    )
+    .await
+}
+
+async fn account(app: &TestApp, agent: &str) -> aibank_store::models::Account {
+    let (pool, id) = (app.pool.clone(), agent.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut c = pool.get().unwrap();
+        aibank_ledger::balance(&mut c, &id).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// The agent's usage rows: (cost, owed) of each, newest first.
+async fn usage_rows(app: &TestApp, agent: &str) -> Vec<(i64, i64)> {
+    use aibank_store::schema::usage_events as u;
+    use diesel::prelude::*;
+    let (pool, id) = (app.pool.clone(), agent.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut c = pool.get().unwrap();
+        u::table
+            .filter(u::agent_id.eq(id))
+            .order(u::created_at.desc())
+            .select((u::cost_micros, u::owed_micros))
+            .load(&mut c)
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn usage_beyond_the_hold_and_the_balance_is_owed_until_a_grant_pays_it() {
+    let (app, mock) = gateway_app().await;
+    let (agent, key) = fleet_agent(&app, json!({"name": "searcher", "credits_usd": 0.1})).await;
+
+    // The searches' results came back as 40,000 more prompt tokens: 40,011 × $3/M +
+    // 7 × $15/M + 20 searches × $10/1,000 = $0.320138, against a balance of $0.10.
+    let r = web_search_call(&app, &key, "40011,7", "20").await;
+    assert_eq!(r.status, 200, "served: {}", r.text);
+    assert_eq!(r.headers["x-aibank-cost-usd"], "0.320138");
+    let a = account(&app, &agent).await;
+    assert_eq!(
+        (
+            a.balance_micros,
+            a.owed_micros,
+            a.held_micros,
+            a.total_spent_micros
+        ),
+        (0, 220_138, 0, 320_138)
+    );
+    assert_eq!(usage_rows(&app, &agent).await, vec![(320_138, 220_138)]);
+    let bal = app.get("/v1/balance", &[("X-API-Key", &key)]).await;
+    assert_eq!(
+        bal.text,
+        r#"{"credits_usd":0.0,"total_spent":0.320138,"owed_usd":0.220138}"#
+    );
+    let view = app
+        .get(
+            &format!("/v1/platform/agents/{agent}"),
+            &master(&app.master_key),
+        )
+        .await;
+    assert_eq!(view.body["owed_usd"], json!(0.220138), "{}", view.text);
+    let usage = app.get("/v1/usage", &[("X-API-Key", &key)]).await;
+    assert_eq!(
+        usage.body["data"][0]["owed_usd"],
+        json!(0.220138),
+        "{}",
+        usage.text
+    );
+    assert_eq!(usage.body["data"][0]["cost_usd"], json!(0.320138));
+
+    // Nothing more is served, nor charged, while it is owed.
+    let upstream_calls = mock.requests().len();
+    let r = web_search_call(&app, &key, "10,1", "0").await;
+    assert_eq!(r.status, 402, "{}", r.text);
+    assert_eq!(r.body["code"], "INSUFFICIENT_CREDITS");
+    assert_eq!(r.body["owed_usd"], json!(0.220138));
+    assert_eq!(
+        mock.requests().len(),
+        upstream_calls,
+        "forwarded while owing"
+    );
+    let r = charge(&app, &agent, json!(0.01), None).await;
+    assert_eq!(r.status, 402, "{}", r.text);
+    assert_eq!(r.body["owed_usd"], json!(0.220138));
+
+    // A grant pays the debt first.
+    let g = app
+        .post(
+            &format!("/v1/platform/agents/{agent}/credits"),
+            json!({"amount_usd": 1}),
+            &master(&app.master_key),
+        )
+        .await;
+    assert_eq!(
+        g.text,
+        format!(
+            r#"{{"agentId":"{agent}","granted_usd":1.0,"credits_usd":0.779862,"owed_usd":0.0}}"#
+        )
+    );
+    let r = web_search_call(&app, &key, "10,1", "0").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // 10 × $3/M + 1 × $15/M.
+    assert_eq!(r.headers["x-aibank-cost-usd"], "0.000045");
+    assert_eq!(r.headers["x-aibank-balance-usd"], "0.779817");
+    assert!(aibank_testkit::assert_books_balance(&app.pool) > 0);
+}
+
+/// 32 calls at once, each served beyond its hold: every one served is recorded in full,
+/// what the balance could not cover is owed, and the books agree three ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_concurrent_drain_beyond_every_hold_records_every_served_call() {
+    let (app, _mock) = gateway_app().await;
+    let (agent, key) = fleet_agent(&app, json!({"name": "drain", "credits_usd": 1})).await;
+    // Each call: 40,000 × $3/M + 10 × $15/M + 5 × $10/1,000 = $0.17015, its hold ~$0.022.
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let req = app
+                .client
+                .post(format!("{}/v1/gateway/anthropic/v1/messages", app.base))
+                .header("X-API-Key", &key)
+                .header("x-mock-usage", "40000,10")
+                .header("x-mock-web-searches", "5")
+                .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 100,
+                              "messages": [{"role": "user", "content": "Search"}]}));
+            tokio::spawn(async move {
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                let cost = r
+                    .headers()
+                    .get("x-aibank-cost-usd")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (status, cost, r.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut served = Vec::new();
+    for t in tasks {
+        let (status, cost, text) = t.await.unwrap();
+        match status {
+            200 => served.push(cost.unwrap()),
+            402 => assert!(text.contains("INSUFFICIENT_CREDITS"), "{text}"),
+            other => panic!("{other}: {text}"),
+        }
+    }
+    assert!(served.len() >= 5, "only {} served", served.len());
+    assert!(served.iter().all(|c| c == "0.17015"), "{served:?}");
+    let rows = usage_rows(&app, &agent).await;
+    assert_eq!(rows.len(), served.len(), "one usage row per call served");
+    let a = account(&app, &agent).await;
+    let cost: i64 = rows.iter().map(|r| r.0).sum();
+    let owed: i64 = rows.iter().map(|r| r.1).sum();
+    assert_eq!(cost, a.total_spent_micros, "usage rows sum to total spent");
+    assert_eq!(cost, 170_150 * i64::try_from(served.len()).unwrap());
+    assert_eq!(owed, a.owed_micros, "the rows' owed parts sum to the debt");
+    assert_eq!(
+        a.owed_micros,
+        cost - 1_000_000,
+        "owed is the cost the balance missed"
+    );
+    assert_eq!((a.balance_micros, a.held_micros), (0, 0));
+    aibank_testkit::assert_books_balance(&app.pool);
+}

@@ -222,6 +222,9 @@ pub struct Account {
     pub created_at: i64,
     pub updated_at: i64,
     pub held_micros: i64,
+    /// Served usage neither a hold nor the balance covered; while not zero the balance is
+    /// zero and every spend is refused.
+    pub owed_micros: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -250,6 +253,10 @@ pub struct UsageEvent {
     pub request_id: Option<String>,
     pub created_at: i64,
     pub description: Option<String>,
+    /// The part of `cost_micros` the balance could not cover, left owed.
+    pub owed_micros: i64,
+    /// The price table the call was billed at.
+    pub price_version: Option<String>,
 }
 
 /// The status of a wallet transfer that moved nothing (it counts against no limit and

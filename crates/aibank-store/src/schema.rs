@@ -81,6 +81,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         held_micros -> BigInt,
+        owed_micros -> BigInt,
     }
 }
 
@@ -109,6 +110,8 @@ diesel::table! {
         request_id -> Nullable<Text>,
         created_at -> BigInt,
         description -> Nullable<Text>,
+        owed_micros -> BigInt,
+        price_version -> Nullable<Text>,
     }
 }
 

@@ -356,8 +356,8 @@ impl TestApp {
     }
 }
 
-/// The ledger's invariants for one account: balance equals its journal sum, held equals its
-/// open holds, neither negative. For a consistent read under concurrency, call it inside a
+/// The ledger's invariants for one account: balance less debt equals its journal sum, held
+/// equals its open holds, none negative, never a debt beside a balance. For a consistent read under concurrency, call it inside a
 /// transaction that holds the account's lock.
 pub fn assert_account_consistent(c: &mut aibank_store::AnyConnection, id: &str) {
     use aibank_store::models::HOLD_OPEN;
@@ -377,8 +377,14 @@ pub fn assert_account_consistent(c: &mut aibank_store::AnyConnection, id: &str) 
         "account {id}: held equals its open holds"
     );
     assert!(
-        account.balance_micros >= 0 && account.held_micros >= 0,
+        account.balance_micros >= 0 && account.held_micros >= 0 && account.owed_micros >= 0,
         "account {id} is negative"
+    );
+    assert!(
+        account.balance_micros == 0 || account.owed_micros == 0,
+        "account {id} owes {} with a balance of {}",
+        account.owed_micros,
+        account.balance_micros
     );
     // Each journal row states the balance its change left, in the order they were written.
     let rows: Vec<(i64, i64, String)> = j::table
@@ -399,8 +405,9 @@ pub fn assert_account_consistent(c: &mut aibank_store::AnyConnection, id: &str) 
         }
     }
     assert_eq!(
-        account.balance_micros, running,
-        "account {id}: balance equals its journal"
+        account.balance_micros - account.owed_micros,
+        running,
+        "account {id}: balance less debt equals its journal"
     );
     // Spending is counted three ways that must agree: the account's total, the journal's
     // spend entries, and the hourly buckets the limits read.

@@ -13,6 +13,8 @@ use crate::service::AppState;
 pub struct Balance {
     credits_usd: Usd,
     total_spent: Usd,
+    /// Usage served beyond what the balance covered; spending resumes once it is paid.
+    owed_usd: Usd,
 }
 
 /// `GET /v1/balance` (agent and gateway keys).
@@ -29,6 +31,7 @@ pub async fn balance(
     Ok(web::Json(Balance {
         credits_usd: Usd::from_micros(account.balance_micros),
         total_spent: Usd::from_micros(account.total_spent_micros),
+        owed_usd: Usd::from_micros(account.owed_micros),
     }))
 }
 

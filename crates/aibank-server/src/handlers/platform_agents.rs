@@ -310,6 +310,8 @@ pub struct GrantResult {
     agent_id: String,
     granted_usd: Usd,
     credits_usd: Usd,
+    /// What the agent still owes after the grant paid its debt first.
+    owed_usd: Usd,
 }
 
 /// Idempotency keys are per platform, across its endpoints (as Stripe's are per account).
@@ -345,11 +347,13 @@ pub async fn grant_credits(
             Some(&reference),
             now,
         )?;
+        let owed = Usd::from_micros(aibank_ledger::balance(c, &agent.id)?.owed_micros);
         tracing::info!(agent_id = %agent.id, amount = %amount, "credits granted");
         Ok(GrantResult {
             agent_id: agent.id,
             granted_usd: amount,
             credits_usd: balance,
+            owed_usd: owed,
         })
     })
     .await?;

@@ -13,8 +13,8 @@ use crate::AnyConnection;
 pub fn insert(conn: &mut AnyConnection, event: &UsageEvent) -> QueryResult<()> {
     crate::stmt(
         "INSERT INTO usage_events (id, agent_id, api_key_id, provider, model, input_tokens, \
-         output_tokens, cost_micros, request_id, created_at, description) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         output_tokens, cost_micros, request_id, created_at, description, owed_micros, \
+         price_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .text(&event.id)
     .text(&event.agent_id)
@@ -27,6 +27,8 @@ pub fn insert(conn: &mut AnyConnection, event: &UsageEvent) -> QueryResult<()> {
     .opt_text(event.request_id.as_deref())
     .int(event.created_at)
     .opt_text(event.description.as_deref())
+    .int(event.owed_micros)
+    .opt_text(event.price_version.as_deref())
     .execute(conn)?;
     Ok(())
 }
