@@ -20,6 +20,18 @@ c = o.chat.completions.create(model="gpt-4o-mini", messages=msgs)
 assert (c.choices[0].message.content, c.usage.total_tokens) == ("Hello from mock", 18), c
 chunks = list(o.chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True))
 assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "Hello from mock"
+r = o.responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=50)
+assert (r.output_text, r.usage.input_tokens, r.usage.output_tokens) == ("Hello from mock", 11, 7), r
+events = list(o.responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=50, stream=True))
+done = [e for e in events if e.type == "response.completed"]
+assert len(done) == 1 and done[0].response.usage.output_tokens == 7, events
+assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "Hello from mock"
+e = o.embeddings.create(model="text-embedding-3-small", input="hi")
+assert e.usage.prompt_tokens == 11 and len(e.data) == 1, e
+w = a.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=msgs,
+                      tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}],
+                      extra_headers={"x-mock-web-searches": "2"})
+assert w.usage.server_tool_use.web_search_requests == 2, w
 try:
     a.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=msgs,
                       extra_headers={"x-mock-behavior": "error-429"})

@@ -56,10 +56,12 @@ async fn official_sdks_work_unchanged() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // 2 × (11 × $3 + 7 × $15)/M + 2 × (11 × $0.15 + 7 × $0.6)/M, each rounded up: 288 µ$.
+    // Messages: 3 × (11 × $3 + 7 × $15)/M = 3 × 138 µ$, plus 2 web searches × $10/1,000;
+    // chat completions and responses: 4 × (11 × $0.15 + 7 × $0.6)/M, each rounded up to
+    // 6 µ$; one embedding: 11 × $0.02/M, rounded up to 1 µ$. 20,439 µ$ in all.
     let mut settled = false;
     for _ in 0..100 {
-        if app.ledger_state(&agent).await == (9_999_712, 9_999_712) {
+        if app.ledger_state(&agent).await == (9_979_561, 9_979_561) {
             settled = true;
             break;
         }
