@@ -59,6 +59,10 @@ impl Dialect for Anthropic {
     fn stream_error_event(&self) -> &'static str {
         "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"The upstream stream ended early\"}}\n\n"
     }
+
+    fn takes_sse_comments(&self) -> bool {
+        true
+    }
 }
 
 /// Usage from a Messages `usage` object.

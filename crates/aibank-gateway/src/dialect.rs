@@ -32,6 +32,10 @@ pub trait Dialect: std::fmt::Debug + Send + Sync {
 
     /// The SSE event a still-connected client gets when the upstream's stream broke off.
     fn stream_error_event(&self) -> &'static str;
+
+    /// Whether its clients skip SSE comment lines, so a stream may end with the cost as
+    /// one (`: aibank cost_usd=…`). Some official SDKs parse every line as data and fail.
+    fn takes_sse_comments(&self) -> bool;
 }
 
 /// What the gateway does with a path.

@@ -23,11 +23,18 @@ pub static DIALECT: Gemini = Gemini;
 /// `POST v1beta/models/{model}:generateContent` and `:streamGenerateContent`.
 struct GenerateContent;
 
-const MODELS: &str = "v1beta/models/";
+/// The model paths of the API's two versions: the Google Gen AI SDKs call `v1` by default,
+/// the REST examples `v1beta`.
+const MODELS: [&str; 2] = ["v1beta/models/", "v1/models/"];
 
-/// The model and method of `v1beta/models/{model}:{method}`.
+/// What follows `v1beta/models/` or `v1/models/` in `path`.
+fn under_models(path: &str) -> Option<&str> {
+    MODELS.iter().find_map(|m| path.strip_prefix(m))
+}
+
+/// The model and method of `v1beta/models/{model}:{method}` (or `v1/…`).
 fn model_call(path: &str) -> Option<(&str, &str)> {
-    let (model, method) = path.strip_prefix(MODELS)?.rsplit_once(':')?;
+    let (model, method) = under_models(path)?.rsplit_once(':')?;
     let model = model.strip_prefix("models/").unwrap_or(model);
     (!model.is_empty() && !model.contains('/')).then_some((model, method))
 }
@@ -43,11 +50,9 @@ impl Dialect for Gemini {
                 Some(Endpoint::Metered(&GenerateContent))
             }
             ("POST", Some((_, "countTokens"))) => Some(Endpoint::Free),
-            ("GET", None) if path == "v1beta/models" => Some(Endpoint::Free),
+            ("GET", None) if path == "v1beta/models" || path == "v1/models" => Some(Endpoint::Free),
             ("GET", None)
-                if path
-                    .strip_prefix(MODELS)
-                    .is_some_and(|m| !m.is_empty() && !m.contains(['/', ':'])) =>
+                if under_models(path).is_some_and(|m| !m.is_empty() && !m.contains(['/', ':'])) =>
             {
                 Some(Endpoint::Free)
             }
@@ -71,6 +76,11 @@ impl Dialect for Gemini {
 
     fn stream_error_event(&self) -> &'static str {
         "data: {\"error\":{\"code\":502,\"message\":\"The upstream stream ended early\",\"status\":\"UNAVAILABLE\"}}\n\n"
+    }
+
+    /// The Google Gen AI SDKs read every SSE line as JSON data.
+    fn takes_sse_comments(&self) -> bool {
+        false
     }
 }
 
@@ -232,6 +242,12 @@ mod tests {
             "none"
         );
         assert_eq!(e("GET", "v1beta/models"), "free");
+        assert_eq!(e("GET", "v1/models"), "free");
+        assert_eq!(e("POST", "v1/models/gemini-2.5-flash:countTokens"), "free");
+        assert_eq!(
+            e("POST", "v1/models/gemini-2.5-flash:generateContent"),
+            "metered"
+        );
         assert_eq!(e("GET", "v1beta/models/gemini-2.5-flash"), "free");
         assert_eq!(e("GET", "v1beta/files"), "none");
         let mut body = json!({"contents": [], "generationConfig": {"maxOutputTokens": 64, "candidateCount": 2}});

@@ -59,6 +59,10 @@ impl Dialect for OpenAi {
     fn stream_error_event(&self) -> &'static str {
         "data: {\"error\":{\"message\":\"The upstream stream ended early\",\"type\":\"upstream_error\"}}\n\n"
     }
+
+    fn takes_sse_comments(&self) -> bool {
+        true
+    }
 }
 
 /// Usage from a `usage` object: Chat Completions' and embeddings' (`prompt_tokens`,

@@ -114,7 +114,9 @@ pub(crate) async fn pump(
         let err = dialect.stream_error_event();
         let _ = tx.send(Bytes::from_static(err.as_bytes())).await;
     }
-    let balance = balance.map_or_else(String::new, |b| format!(" balance_usd={b}"));
-    let trailer = format!(": aibank cost_usd={cost}{balance}\n\n");
-    let _ = tx.send(Bytes::from(trailer)).await;
+    if dialect.takes_sse_comments() {
+        let balance = balance.map_or_else(String::new, |b| format!(" balance_usd={b}"));
+        let trailer = format!(": aibank cost_usd={cost}{balance}\n\n");
+        let _ = tx.send(Bytes::from(trailer)).await;
+    }
 }

@@ -1091,10 +1091,10 @@ async fn gemini_gets_the_platform_key_as_x_goog_api_key_and_never_the_caller_s()
             &[("x-goog-api-key", &key)],
         )
         .await;
-    // The mock has no Gemini route: its 404 comes back as it wrote it, and costs nothing.
-    assert_eq!(r.status, 404, "{}", r.text);
-    assert_eq!(r.headers["x-aibank-cost-usd"], "0.0");
-    assert_eq!(app.ledger_state(&agent).await, (10_000_000, 10_000_000));
+    // 11 × $0.30/M + 7 × $2.50/M = 20.8 µ$, rounded up.
+    assert_eq!(r.status, 200, "{}", r.text);
+    settled(&app, &agent).await;
+    assert_eq!(app.ledger_state(&agent).await, (9_999_979, 9_999_979));
     let up = mock.last_request().unwrap();
     assert_eq!(
         up.path,
@@ -1226,4 +1226,54 @@ async fn the_hold_counts_the_web_searches_a_request_allows() {
     assert_eq!(seen, (len + 2) / 3 * 6 + 1_500 + 30_000);
     assert!(call.await.unwrap().contains(": aibank cost_usd="));
     settled(&app, &agent).await;
+}
+
+#[tokio::test]
+async fn gemini_calls_are_billed_from_usage_metadata_and_token_counts_are_free() {
+    let (app, mock) = setup(|_| {}).await;
+    let (agent, key) = app.register().await;
+    // 1,300 prompt tokens of which 300 cached, 500 answer and 200 thinking tokens.
+    let k = [
+        ("x-goog-api-key", key.as_str()),
+        ("x-mock-usage", "1000,500,200,300"),
+    ];
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "Hello"}]}],
+                      "generationConfig": {"maxOutputTokens": 1000}});
+    let base = "/v1/gateway/gemini/v1beta/models/gemini-2.5-flash";
+    let r = app
+        .post(&format!("{base}:generateContent"), body.clone(), &k)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["usageMetadata"]["thoughtsTokenCount"], 200);
+    // 1,000 × $0.30/M + (500 + 200) × $2.50/M + 300 × $0.03/M = $0.002059.
+    assert_eq!(r.headers["x-aibank-cost-usd"], "0.002059");
+    assert_eq!(app.ledger_state(&agent).await, (9_997_941, 9_997_941));
+
+    let r = app
+        .post(&format!("{base}:streamGenerateContent?alt=sse"), body, &k)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("\"finishReason\":\"STOP\""), "{}", r.text);
+    // No cost comment: the Google Gen AI SDKs read every SSE line as data.
+    assert!(!r.text.contains("aibank cost_usd"), "{}", r.text);
+    settled(&app, &agent).await;
+    assert_eq!(app.ledger_state(&agent).await, (9_995_882, 9_995_882));
+
+    let r = app
+        .post(
+            &format!("{base}:countTokens"),
+            json!({"contents": [{"parts": [{"text": "Hello"}]}]}),
+            &k,
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.body["totalTokens"]),
+        (200, &json!(11)),
+        "{}",
+        r.text
+    );
+    let r = app.get("/v1/gateway/gemini/v1beta/models", &[k[0]]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(app.ledger_state(&agent).await, (9_995_882, 9_995_882));
+    assert_eq!(mock.requests().len(), 4);
 }

@@ -1,10 +1,12 @@
-"""Drop-in check: the official Anthropic and OpenAI Python SDKs, pointed at the gateway,
-work unchanged. Run by tests/sdk_dropin.rs with AIBANK_GATEWAY and AIBANK_KEY set."""
+"""Drop-in check: the official Anthropic, OpenAI and Google Gen AI Python SDKs, pointed at
+the gateway, work unchanged. Run by tests/sdk_dropin.rs with AIBANK_GATEWAY and AIBANK_KEY set."""
 import os
 import sys
 
 import anthropic
 import openai
+from google import genai
+from google.genai import types
 
 gateway, key = os.environ["AIBANK_GATEWAY"], os.environ["AIBANK_KEY"]
 a = anthropic.Anthropic(api_key=key, base_url=f"{gateway}/v1/gateway/anthropic", max_retries=0)
@@ -32,6 +34,11 @@ w = a.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=msgs,
                       tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}],
                       extra_headers={"x-mock-web-searches": "2"})
 assert w.usage.server_tool_use.web_search_requests == 2, w
+g = genai.Client(api_key=key, http_options=types.HttpOptions(base_url=f"{gateway}/v1/gateway/gemini"))
+r = g.models.generate_content(model="gemini-2.5-flash", contents="hi")
+assert (r.text, r.usage_metadata.candidates_token_count) == ("Hello from mock", 7), r
+text = "".join(c.text or "" for c in g.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"))
+assert text == "Hello from mock", text
 try:
     a.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=msgs,
                       extra_headers={"x-mock-behavior": "error-429"})

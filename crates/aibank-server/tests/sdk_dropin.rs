@@ -1,5 +1,5 @@
-//! The official Anthropic and OpenAI Python SDKs work against the gateway unchanged.
-//! Needs `pip install anthropic openai` (CI installs pinned versions and sets
+//! The official Anthropic, OpenAI and Google Gen AI Python SDKs work against the gateway
+//! unchanged. Needs `pip install anthropic openai google-genai` (CI installs pinned versions and sets
 //! `AIBANK_TEST_SDKS=1`, which makes the SDKs required); skipped, loudly, without them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +11,7 @@ use aibank_testkit::spawn_app_with;
 
 fn sdks_available() -> bool {
     std::process::Command::new("python3")
-        .args(["-c", "import anthropic, openai"])
+        .args(["-c", "import anthropic, openai, google.genai"])
         .output()
         .is_ok_and(|o| o.status.success())
 }
@@ -22,9 +22,9 @@ async fn official_sdks_work_unchanged() {
     if !sdks_available() {
         assert!(
             !required,
-            "AIBANK_TEST_SDKS=1 but the anthropic/openai Python SDKs are not installed"
+            "AIBANK_TEST_SDKS=1 but the anthropic/openai/google-genai Python SDKs are not installed"
         );
-        eprintln!("SKIPPED: pip install anthropic openai to run the SDK drop-in test");
+        eprintln!("SKIPPED: pip install anthropic openai google-genai to run the SDK drop-in test");
         return;
     }
     let mock = MockUpstream::start().await;
@@ -58,10 +58,11 @@ async fn official_sdks_work_unchanged() {
     );
     // Messages: 3 × (11 × $3 + 7 × $15)/M = 3 × 138 µ$, plus 2 web searches × $10/1,000;
     // chat completions and responses: 4 × (11 × $0.15 + 7 × $0.6)/M, each rounded up to
-    // 6 µ$; one embedding: 11 × $0.02/M, rounded up to 1 µ$. 20,439 µ$ in all.
+    // 6 µ$; one embedding: 11 × $0.02/M, rounded up to 1 µ$; Gemini 2.5 Flash: 2 × (11 ×
+    // $0.30 + 7 × $2.50)/M, each rounded up to 21 µ$. 20,481 µ$ in all.
     let mut settled = false;
     for _ in 0..100 {
-        if app.ledger_state(&agent).await == (9_979_561, 9_979_561) {
+        if app.ledger_state(&agent).await == (9_979_519, 9_979_519) {
             settled = true;
             break;
         }

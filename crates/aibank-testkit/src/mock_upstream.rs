@@ -1,7 +1,10 @@
 //! A mock upstream LLM provider: a real HTTP server on `127.0.0.1` speaking the wire formats
 //! of the Anthropic Messages API (`POST /v1/messages`) and the OpenAI Chat Completions API
 //! (`POST /v1/chat/completions`), its Responses API (`POST /v1/responses`, JSON and SSE, and
-//! `GET /v1/responses/{id}`) and embeddings (`POST /v1/embeddings`), plus `GET /v1/models`.
+//! `GET /v1/responses/{id}`) and embeddings (`POST /v1/embeddings`), plus `GET /v1/models`,
+//! and Gemini's `models/{model}:generateContent`, `:streamGenerateContent?alt=sse` and
+//! `:countTokens` (under `/v1beta` or `/v1`) with `GET /v1beta/models`. For Gemini the
+//! `x-mock-usage` cache read is the prompt's cached part and the cache write its thinking.
 //!
 //! Each response is steered by request headers (a gateway forwards them untouched):
 //!
@@ -180,6 +183,8 @@ enum Provider {
     Responses,
     /// OpenAI's embeddings.
     Embeddings,
+    /// Gemini's `generateContent` (streamed with `streamGenerateContent?alt=sse`).
+    Gemini,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -237,10 +242,63 @@ fn record(req: &HttpRequest, body: &Bytes, shared: &Shared) {
         });
 }
 
+/// Gemini names the model and the action in the path: `v1beta/models/{model}:{action}`
+/// (or `v1/…`, as the Google Gen AI SDKs call it).
+fn gemini_call(path: &str) -> Option<(String, String)> {
+    ["/v1beta/models/", "/v1/models/"]
+        .iter()
+        .find_map(|m| path.strip_prefix(m))
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(model, action)| (model.to_owned(), action.to_owned()))
+}
+
+/// Gemini's free answers: token counts and the model list.
+fn gemini_free(path: &str, method: &str, call: Option<&(String, String)>) -> Option<HttpResponse> {
+    match (method, call) {
+        ("POST", Some((_, action))) if action == "countTokens" => {
+            Some(HttpResponse::Ok().json(json!({"totalTokens": 11})))
+        }
+        ("GET", None) if path == "/v1beta/models" => {
+            Some(HttpResponse::Ok().json(json!({"models": [{
+                "name": "models/gemini-2.5-flash", "displayName": "Gemini 2.5 Flash",
+                "supportedGenerationMethods": ["generateContent", "countTokens"]}]})))
+        }
+        _ => None,
+    }
+}
+
+/// The model a request names and whether it asks for a stream: in its path for Gemini, in
+/// its body for the others.
+fn model_and_stream(
+    provider: Provider,
+    gemini: Option<&(String, String)>,
+    request: &Value,
+) -> (String, bool) {
+    match gemini {
+        Some((model, action)) if provider == Provider::Gemini => {
+            (model.clone(), action == "streamGenerateContent")
+        }
+        _ => (
+            request
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or("mock-model")
+                .to_owned(),
+            request.get("stream").and_then(Value::as_bool) == Some(true),
+        ),
+    }
+}
+
 async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> HttpResponse {
     record(&req, &body, &shared);
     let method = req.method().as_str();
+    let gemini = gemini_call(req.path());
+    if let Some(answer) = gemini_free(req.path(), method, gemini.as_ref()) {
+        return answer;
+    }
+    let gemini = gemini.filter(|(_, a)| a == "generateContent" || a == "streamGenerateContent");
     let provider = match req.path() {
+        _ if method == "POST" && gemini.is_some() => Provider::Gemini,
         "/v1/messages" if method == "POST" => Provider::Anthropic,
         "/v1/chat/completions" if method == "POST" => Provider::OpenAi,
         "/v1/responses" if method == "POST" => Provider::Responses,
@@ -295,13 +353,8 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
         Behavior::Ok | Behavior::Cut | Behavior::StallStream => {}
     }
 
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("mock-model")
-        .to_owned();
-    let streaming =
-        request.get("stream").and_then(Value::as_bool) == Some(true) && !controls.ignore_stream;
+    let (model, asked_to_stream) = model_and_stream(provider, gemini.as_ref(), &request);
+    let streaming = asked_to_stream && !controls.ignore_stream;
     let n = shared.next_id.fetch_add(1, Ordering::SeqCst) + 1;
     let texts = texts(controls.chunks);
 
@@ -309,6 +362,7 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
         let events = match provider {
             Provider::Anthropic => anthropic_events(n, &model, controls.usage, &texts),
             Provider::Responses => responses_events(n, &model, controls.usage, &texts),
+            Provider::Gemini => gemini_events(&model, controls.usage, &texts),
             Provider::Embeddings => vec![Bytes::from(
                 embedding_list(&model, controls.usage).to_string(),
             )],
@@ -444,6 +498,18 @@ fn error_response(
             };
             json!({"type":"error","error":{"type":kind,"message":message}})
         }
+        Provider::Gemini => {
+            let kind = match status.as_u16() {
+                400 => "INVALID_ARGUMENT",
+                401 => "UNAUTHENTICATED",
+                403 => "PERMISSION_DENIED",
+                404 => "NOT_FOUND",
+                429 => "RESOURCE_EXHAUSTED",
+                503 | 529 => "UNAVAILABLE",
+                _ => "INTERNAL",
+            };
+            json!({"error":{"code":status.as_u16(),"message":message,"status":kind}})
+        }
         Provider::OpenAi | Provider::Responses | Provider::Embeddings => {
             let kind = match status.as_u16() {
                 400 | 404 => "invalid_request_error",
@@ -533,7 +599,53 @@ fn json_answer(provider: Provider, n: u64, model: &str, u: Usage, full: &str) ->
             response_object(&format!("resp_mock{n}"), model, u, full, "completed")
         }
         Provider::Embeddings => embedding_list(model, u),
+        Provider::Gemini => gemini_chunk(model, &[full], Some(u)),
     }
+}
+
+/// Gemini's `usageMetadata`: the prompt counts its cached part (the `CACHE_READ` of
+/// `x-mock-usage`); `CACHE_WRITE` stands for thinking tokens, which Gemini counts apart
+/// from the answer's.
+fn gemini_usage(u: Usage) -> Value {
+    let mut m = json!({
+        "promptTokenCount": u.input + u.cache_read,
+        "candidatesTokenCount": u.output,
+        "totalTokenCount": u.input + u.cache_read + u.output + u.cache_write,
+    });
+    if u.cache_read > 0 {
+        m["cachedContentTokenCount"] = json!(u.cache_read);
+    }
+    if u.cache_write > 0 {
+        m["thoughtsTokenCount"] = json!(u.cache_write);
+    }
+    m
+}
+
+/// One `GenerateContentResponse`: the whole answer, or one chunk of a stream (the last,
+/// with `usage`, says why it finished).
+fn gemini_chunk(model: &str, texts: &[&str], usage: Option<Usage>) -> Value {
+    let parts: Vec<Value> = texts.iter().map(|t| json!({"text": t})).collect();
+    let mut candidate = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
+    let mut chunk = json!({"modelVersion": model, "responseId": "mock-gemini"});
+    if let Some(u) = usage {
+        candidate["finishReason"] = json!("STOP");
+        chunk["usageMetadata"] = gemini_usage(u);
+    }
+    chunk["candidates"] = json!([candidate]);
+    chunk
+}
+
+/// `streamGenerateContent?alt=sse`: one chunk per text delta, the last with the usage.
+fn gemini_events(model: &str, u: Usage, texts: &[&str]) -> Vec<Bytes> {
+    let last = texts.len().saturating_sub(1);
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let chunk = gemini_chunk(model, &[t], (i == last).then_some(u));
+            Bytes::from(format!("data: {chunk}\r\n\r\n"))
+        })
+        .collect()
 }
 
 /// `GET /v1/responses/{id}`: a stored response, as it was answered.
