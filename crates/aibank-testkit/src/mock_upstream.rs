@@ -206,6 +206,16 @@ struct Usage {
     web_searches: u64,
 }
 
+/// What a call reports without `x-mock-usage`.
+const DEFAULT_USAGE: Usage = Usage {
+    input: 11,
+    output: 7,
+    cache_write: 0,
+    cache_write_1h: 0,
+    cache_read: 0,
+    web_searches: 0,
+};
+
 struct Controls {
     redirect: Option<String>,
     ignore_stream: bool,
@@ -415,14 +425,7 @@ fn controls(req: &HttpRequest) -> Result<Controls, String> {
         Some(other) => return Err(format!("mock upstream: unknown x-mock-behavior {other:?}")),
     };
     let mut usage = match header("x-mock-usage")? {
-        None => Usage {
-            input: 11,
-            output: 7,
-            cache_write: 0,
-            cache_write_1h: 0,
-            cache_read: 0,
-            web_searches: 0,
-        },
+        None => DEFAULT_USAGE,
         Some(v) => {
             let parts = v
                 .split(',')
@@ -650,14 +653,7 @@ fn gemini_events(model: &str, u: Usage, texts: &[&str]) -> Vec<Bytes> {
 
 /// `GET /v1/responses/{id}`: a stored response, as it was answered.
 fn stored_response(id: &str) -> HttpResponse {
-    let u = Usage {
-        input: 11,
-        output: 7,
-        cache_write: 0,
-        cache_write_1h: 0,
-        cache_read: 0,
-        web_searches: 0,
-    };
+    let u = DEFAULT_USAGE;
     HttpResponse::Ok().json(response_object(
         id,
         "mock-model",
