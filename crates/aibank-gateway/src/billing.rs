@@ -33,6 +33,8 @@ pub(crate) struct Bill {
     pub(crate) api: &'static dyn Metered,
     pub(crate) model: String,
     pub(crate) price: Price,
+    /// The version of the price book `price` is from.
+    pub(crate) price_version: String,
     pub(crate) prompt_estimate: u64,
     /// Server-side web searches the request allows, each held at its fee.
     pub(crate) web_searches: u64,
@@ -127,20 +129,48 @@ pub(crate) async fn release_hold(pool: DbPool, now: i64, hold: HoldReceipt) {
     }
 }
 
+/// What a finished call used.
+pub(crate) enum Usage {
+    /// All of it, as the upstream reported it.
+    Reported(Tokens),
+    /// A stream that ended before its final usage: what was `reported` by then, and that
+    /// with its gaps `estimated` from what was seen.
+    Partial { estimated: Tokens, reported: Tokens },
+}
+
+impl Usage {
+    /// The tokens the usage row records.
+    fn tokens(&self) -> Tokens {
+        match self {
+            Usage::Reported(t) | Usage::Partial { estimated: t, .. } => *t,
+        }
+    }
+
+    /// What the call costs at `price` with a hold of `held`. What the upstream reported is
+    /// billed in full, even beyond the hold; an estimate only within it.
+    fn cost(&self, price: &Price, held: Usd) -> Usd {
+        match self {
+            Usage::Reported(t) => price.cost(t),
+            Usage::Partial {
+                estimated,
+                reported,
+            } => price.cost(estimated).min(held).max(price.cost(reported)),
+        }
+    }
+}
+
 /// Settles a finished call: captures its cost from the hold (or records free usage).
 /// Returns the cost charged and the balance after.
-/// `within_hold`: an incomplete stream is never billed beyond its reservation.
 pub(crate) async fn settle(
     gw: &Gateway,
     bill: &Bill,
     hold: Option<HoldReceipt>,
-    tokens: Tokens,
-    within_hold: bool,
+    usage: Usage,
 ) -> (Usd, Option<Usd>) {
-    let cost = if bill.charged {
-        bill.price.cost(&tokens)
-    } else {
-        Usd::ZERO
+    let tokens = usage.tokens();
+    let cost = match &hold {
+        Some(h) if bill.charged => usage.cost(&bill.price, h.amount),
+        _ => Usd::ZERO,
     };
     let meta = UsageMeta {
         api_key_id: bill.api_key_id.clone(),
@@ -150,7 +180,7 @@ pub(crate) async fn settle(
         output_tokens: i64::try_from(tokens.output).unwrap_or(i64::MAX),
         request_id: Some(bill.request_id.clone()),
         description: (!bill.charged).then(|| "own upstream key".to_owned()),
-        price_version: None,
+        price_version: bill.charged.then(|| bill.price_version.clone()),
     };
     let now = gw.now_ms();
     let agent = bill.agent_id.clone();
@@ -161,13 +191,9 @@ pub(crate) async fn settle(
         .write(move |c| -> Result<(Usd, Usd), LedgerError> {
             let got = match hold {
                 None => None,
+                // The cost is already what may be taken: all of it is.
                 Some(hold) => Some(aibank_ledger::capture_usage(
-                    c,
-                    &agent,
-                    &hold,
-                    cost,
-                    !within_hold,
-                    now,
+                    c, &agent, &hold, cost, true, now,
                 )?),
             };
             let (charged, owed) = got
@@ -217,7 +243,8 @@ pub(crate) fn meter_request(
         &mut json,
         gw.settings.default_max_output_tokens,
     )?;
-    let price = provider.prices.lookup(&call.model).ok_or_else(|| {
+    let book = gw.registry.prices();
+    let price = book.lookup(&provider.name, &call.model).ok_or_else(|| {
         ApiError::invalid_field(
             "model",
             format!(
@@ -237,6 +264,7 @@ pub(crate) fn meter_request(
         api,
         model: call.model,
         price,
+        price_version: book.version().to_owned(),
         prompt_estimate: (body.len() as u64).div_ceil(BYTES_PER_PROMPT_TOKEN),
         web_searches: call.web_searches,
         charged: true,

@@ -170,27 +170,39 @@ fn price(input: &str, output: &str, cache_read: Option<&str>) -> Price {
     }
 }
 
-/// Gemini list prices (USD per million tokens, paid tier, text input; thinking is output),
-/// after ai.google.dev/gemini-api/docs/pricing. Gemini 2.5 Pro's rates (and its cache-read
-/// rates of $0.125 / $0.25) were checked on 2026-12-02; the others are still to be checked
-/// against that page.
-pub fn prices() -> PriceTable {
-    let pro = Price {
-        // Above 200,000 prompt tokens: input and cache reads twice, output 1.5 times.
+/// Above 200,000 prompt tokens: input and cache reads twice, output 1.5 times.
+fn long_prompts(p: Price) -> Price {
+    Price {
         long_context: Some(LongContext {
             above_tokens: 200_000,
             input_factor: Decimal::TWO,
             output_factor: Decimal::new(15, 1),
         }),
-        ..price("1.25", "10", Some("0.125"))
-    };
+        ..p
+    }
+}
+
+/// Gemini list prices (USD per million tokens, paid tier, text input; thinking is output),
+/// after ai.google.dev/gemini-api/docs/pricing (read 2026-12-02). A model whose
+/// context-cache price is not published has its cache reads at the input price. Gemini 3.8
+/// Flash is at its launch price, which Google gives until 2026-12-31 (then $1.50 / $7.50:
+/// see the README on `AIBANK_PRICES_FILE`). The 2.0 models are shut down.
+pub fn prices() -> PriceTable {
     let mut models = BTreeMap::new();
     for (m, p) in [
-        ("gemini-2.5-pro", pro),
+        ("gemini-3.8-flash", price("0.75", "3.75", None)),
+        ("gemini-3.5-flash", price("1.5", "9", None)),
+        ("gemini-3.5-flash-lite", price("0.3", "2.5", None)),
+        (
+            "gemini-3.1-pro-preview",
+            long_prompts(price("2", "12", None)),
+        ),
+        (
+            "gemini-2.5-pro",
+            long_prompts(price("1.25", "10", Some("0.125"))),
+        ),
         ("gemini-2.5-flash", price("0.3", "2.5", Some("0.03"))),
         ("gemini-2.5-flash-lite", price("0.1", "0.4", Some("0.01"))),
-        ("gemini-2.0-flash", price("0.1", "0.4", Some("0.025"))),
-        ("gemini-2.0-flash-lite", price("0.075", "0.3", None)),
     ] {
         models.insert(m.to_owned(), p);
     }

@@ -17,6 +17,6 @@ pub mod proxy;
 mod pump;
 
 pub use dialect::Dialect;
-pub use prices::{Price, PriceTable, Tokens};
+pub use prices::{parse_overrides, Price, PriceBook, PriceOverrides, PriceTable, Tokens};
 pub use providers::{CustomProvider, Provider, Registry};
 pub use proxy::{Gateway, GatewaySettings};

@@ -73,6 +73,11 @@ impl SseMeter {
         self.seen.prompt_reported && self.seen.output_reported
     }
 
+    /// The usage the upstream reported, without estimates.
+    pub fn reported(&self) -> Tokens {
+        self.seen.tokens
+    }
+
     /// The usage to bill: what was reported, with gaps filled from what was seen —
     /// `prompt_estimate` when the prompt side never arrived, and streamed text at
     /// [`CHARS_PER_TOKEN`] when the output count never arrived (or is lower).

@@ -5,15 +5,21 @@
 //! `-latest` or `@…`, wins. So `claude-sonnet-4-5` prices `claude-sonnet-4-5-20250929`, and
 //! `gpt-4o` prices `gpt-4o-2024-08-06` but not `gpt-4o-mini` (a model of its own), nor
 //! `gpt-4o-audio-preview` (a variant priced differently), and `claude-opus-4` does not price
-//! a later `claude-opus-4-6`. A provider may have a default price (`*`) for models not
+//! a later `claude-opus-4-9`. A provider may have a default price (`*`) for models not
 //! in its table; without one, an unknown model is refused before anything is forwarded, so
 //! a variant is never billed at its base model's price.
+//!
+//! Every provider's table together is a [`PriceBook`], named by a version: a digest of its
+//! contents, so instances sharing one database and one prices file agree on it, and a
+//! usage row says which prices it was billed at.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use aibank_core::Usd;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Prices of one model, USD per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,10 +158,68 @@ impl Price {
 }
 
 /// A provider's price table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PriceTable {
     pub models: BTreeMap<String, Price>,
     pub default: Option<Price>,
+}
+
+/// Price overrides by provider, then model (`"*"`: any model not listed): the shape of
+/// `AIBANK_PRICES` and of the file `AIBANK_PRICES_FILE` names.
+pub type PriceOverrides = BTreeMap<String, BTreeMap<String, Price>>;
+
+/// Reads price overrides from JSON.
+pub fn parse_overrides(json: &str) -> Result<PriceOverrides, String> {
+    serde_json::from_str(json)
+        .map_err(|e| format!("must be a JSON object of provider -> model -> price: {e}"))
+}
+
+/// Every provider's price table, at one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceBook {
+    version: String,
+    tables: BTreeMap<String, PriceTable>,
+}
+
+impl PriceBook {
+    /// The book of these tables; its version is the start of the SHA-256 of their JSON,
+    /// so the same prices always have the same version, on every instance.
+    pub fn new(tables: BTreeMap<String, PriceTable>) -> PriceBook {
+        let json = serde_json::to_vec(&tables).unwrap_or_default();
+        let digest = Sha256::digest(&json);
+        let mut version = String::with_capacity(16);
+        for b in &digest[..8] {
+            let _ = write!(version, "{b:02x}");
+        }
+        PriceBook { version, tables }
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The price table of `provider` (empty for one the book does not know).
+    pub fn table(&self, provider: &str) -> Option<&PriceTable> {
+        self.tables.get(provider)
+    }
+
+    /// The price of `model` at `provider`.
+    pub fn lookup(&self, provider: &str, model: &str) -> Option<Price> {
+        self.table(provider)?.lookup(model)
+    }
+
+    /// These tables with `overrides` applied; an override for a provider the book does
+    /// not have is refused.
+    pub fn with(&self, overrides: PriceOverrides) -> Result<PriceBook, String> {
+        let mut tables = self.tables.clone();
+        for (provider, prices) in overrides {
+            tables
+                .get_mut(&provider)
+                .ok_or_else(|| format!("names unknown provider `{provider}`"))?
+                .merge(prices);
+        }
+        Ok(PriceBook::new(tables))
+    }
 }
 
 impl PriceTable {
@@ -188,7 +252,7 @@ impl PriceTable {
 
 /// What may follow a table key in a model name it prices: nothing, a date (`-20250929`,
 /// `-2024-08-06`), `-latest`, or `@…` (a dated name on some clouds). A bare number is a
-/// version of its own (`claude-opus-4-6` is not `claude-opus-4`).
+/// version of its own (`claude-opus-4-9` is not `claude-opus-4`).
 fn is_version_suffix(rest: &str) -> bool {
     rest.is_empty()
         || rest == "-latest"
@@ -249,10 +313,46 @@ fn sonnet_long() -> Price {
     }
 }
 
-/// Anthropic list prices (USD per million tokens) shipped as defaults.
+/// An Anthropic price whose cache reads are not a tenth of its input price.
+fn anthropic_read(input: &str, output: &str, cache_read: &str) -> Price {
+    Price {
+        cache_read: cache_read.parse().ok(),
+        ..anthropic(input, output)
+    }
+}
+
+/// Haiku 5.5: a prompt over 100,000 tokens (cached or not) makes every token of the call
+/// five times dearer, output included.
+fn haiku_5_5() -> Price {
+    Price {
+        long_context: Some(LongContext {
+            above_tokens: 100_000,
+            input_factor: Decimal::from(5),
+            output_factor: Decimal::from(5),
+        }),
+        ..anthropic("0.1", "0.5")
+    }
+}
+
+/// Anthropic list prices (USD per million tokens) shipped as defaults, after
+/// platform.claude.com's pricing and model pages (read 2026-12-02). Models retired from
+/// Anthropic's API keep their last prices: an upstream that no longer serves one refuses
+/// the call, which is not billed.
 pub fn anthropic_defaults() -> PriceTable {
     let mut models = BTreeMap::new();
     for (m, price) in [
+        ("claude-fable-5-1", anthropic_read("10", "50", "0.25")),
+        ("claude-mythos-5-1", anthropic_read("10", "50", "0.25")),
+        ("claude-fable-5", anthropic("10", "50")),
+        ("claude-mythos-5", anthropic("10", "50")),
+        ("claude-opus-5-5", anthropic_read("4", "20", "0.2")),
+        ("claude-opus-5", anthropic("5", "25")),
+        ("claude-sonnet-5-5", anthropic_read("2", "10", "0.2")),
+        ("claude-sonnet-5", anthropic_read("2", "10", "0.2")),
+        ("claude-haiku-5-5", haiku_5_5()),
+        ("claude-opus-4-8", anthropic("5", "25")),
+        ("claude-opus-4-7", anthropic("5", "25")),
+        ("claude-opus-4-6", anthropic("5", "25")),
         ("claude-opus-4-5", anthropic("5", "25")),
         ("claude-opus-4-1", anthropic("15", "75")),
         ("claude-opus-4", anthropic("15", "75")),
@@ -280,10 +380,41 @@ pub fn anthropic_defaults() -> PriceTable {
     }
 }
 
-/// OpenAI list prices (USD per million tokens) shipped as defaults.
+/// GPT-6: a prompt over 272,000 tokens makes every token of the call dearer, input and
+/// cache twice, output 1.5 times.
+fn gpt_6(input: &str, output: &str, cache_read: Option<&str>) -> Price {
+    let d = |s: &str| s.parse::<Decimal>().unwrap_or_default();
+    Price {
+        input: d(input),
+        output: d(output),
+        cache_write: None,
+        cache_write_1h: None,
+        cache_read: cache_read.map(d),
+        web_search_per_1k: None,
+        long_context: Some(LongContext {
+            above_tokens: 272_000,
+            input_factor: Decimal::TWO,
+            output_factor: Decimal::new(15, 1),
+        }),
+    }
+}
+
+/// OpenAI list prices (USD per million tokens, standard tier) shipped as defaults, after
+/// developers.openai.com's model pages (read 2026-12-02). A model whose cached-input price
+/// is not published has its cache reads at the input price.
 pub fn openai_defaults() -> PriceTable {
     let mut models = BTreeMap::new();
     for (m, price) in [
+        ("gpt-6.2-astra", gpt_6("8", "40", None)),
+        ("gpt-6.2-sol", gpt_6("2", "10", Some("0.1"))),
+        ("gpt-6.1-terra", gpt_6("1", "5", None)),
+        ("gpt-6-astra", gpt_6("10", "50", None)),
+        ("gpt-6-sol", gpt_6("2", "10", Some("0.2"))),
+        ("gpt-6-luna", gpt_6("0.1", "0.5", Some("0.01"))),
+        ("gpt-5.6", p("4", "20", None, "4")),
+        ("gpt-5.6-sol", p("4", "20", None, "4")),
+        ("gpt-5.6-terra", p("2", "12", None, "2")),
+        ("gpt-5.6-luna", p("0.2", "1.2", None, "0.2")),
         ("gpt-5", p("1.25", "10", None, "0.125")),
         ("gpt-5-chat-latest", p("1.25", "10", None, "0.125")),
         ("gpt-5-codex", p("1.25", "10", None, "0.125")),
@@ -364,8 +495,13 @@ mod tests {
             Decimal::from(15)
         );
         assert!(
-            a.lookup("claude-opus-4-6").is_none(),
+            a.lookup("claude-opus-4-9").is_none(),
             "a later version is not its base model"
+        );
+        assert_eq!(
+            a.lookup("claude-opus-4-6").unwrap().input,
+            Decimal::from(5),
+            "a listed later version has its own price"
         );
     }
 
@@ -466,6 +602,43 @@ mod tests {
             Usd::from_micros(750_000 + 10_000),
             "no long-context price"
         );
+    }
+
+    #[test]
+    fn a_book_is_named_by_its_prices() {
+        let tables = || {
+            BTreeMap::from([
+                ("anthropic".to_owned(), anthropic_defaults()),
+                ("openai".to_owned(), openai_defaults()),
+            ])
+        };
+        let book = PriceBook::new(tables());
+        assert_eq!(book.version().len(), 16);
+        assert!(book.version().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(PriceBook::new(tables()).version(), book.version(), "stable");
+
+        let file = parse_overrides(r#"{"openai": {"gpt-4o": {"input": 2, "output": 8}}}"#).unwrap();
+        let cheaper = book.with(file).unwrap();
+        assert_ne!(cheaper.version(), book.version());
+        assert_eq!(
+            cheaper.lookup("openai", "gpt-4o-2024-08-06").unwrap().input,
+            Decimal::TWO
+        );
+        assert_eq!(
+            book.lookup("openai", "gpt-4o").unwrap().input,
+            "2.5".parse::<Decimal>().unwrap(),
+            "the book it came from is unchanged"
+        );
+        assert!(book.lookup("gemini", "gemini-2.5-pro").is_none());
+
+        let unknown = parse_overrides(r#"{"nobody": {"*": {"input": 1, "output": 1}}}"#).unwrap();
+        assert_eq!(
+            book.with(unknown).unwrap_err(),
+            "names unknown provider `nobody`"
+        );
+        let err =
+            parse_overrides(r#"{"openai": {"m": {"input": 1, "output": 1, "x": 1}}}"#).unwrap_err();
+        assert!(err.contains("unknown field `x`"), "{err}");
     }
 
     #[test]

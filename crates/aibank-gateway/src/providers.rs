@@ -1,13 +1,17 @@
 //! Upstream providers: the built-in Anthropic, OpenAI and Gemini, plus any number of
-//! OpenAI-compatible ones declared in configuration.
+//! OpenAI-compatible ones declared in configuration, and the price book they are billed
+//! at, which `AIBANK_PRICES_FILE` can replace while the server runs.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use aibank_core::SecretString;
 use serde::Deserialize;
 
 use crate::dialect::Dialect;
-use crate::prices::{anthropic_defaults, openai_defaults, Price, PriceTable};
+use crate::prices::{
+    anthropic_defaults, openai_defaults, Price, PriceBook, PriceOverrides, PriceTable,
+};
 
 #[derive(Debug, Clone)]
 pub struct Provider {
@@ -18,7 +22,6 @@ pub struct Provider {
     pub base_url: String,
     /// The platform-wide upstream key, if configured.
     pub api_key: Option<SecretString>,
-    pub prices: PriceTable,
 }
 
 /// An OpenAI-compatible provider from `AIBANK_PROVIDERS` (a JSON array of these).
@@ -35,9 +38,15 @@ pub struct CustomProvider {
     pub prices: BTreeMap<String, Price>,
 }
 
-#[derive(Debug, Clone, Default)]
+/// The providers, and the prices in force. Clones share the prices: a reload is seen by
+/// every clone.
+#[derive(Debug, Clone)]
 pub struct Registry {
     providers: Vec<Provider>,
+    /// The prices before any prices file: shipped, declared with a provider, and
+    /// `AIBANK_PRICES`.
+    base: Arc<PriceBook>,
+    prices: Arc<RwLock<Arc<PriceBook>>>,
 }
 
 impl Registry {
@@ -48,7 +57,7 @@ impl Registry {
         openai: (String, Option<SecretString>),
         gemini: (String, Option<SecretString>),
         custom: Vec<CustomProvider>,
-        mut overrides: BTreeMap<String, BTreeMap<String, Price>>,
+        overrides: PriceOverrides,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Registry, String> {
         let mut providers = vec![
@@ -57,23 +66,25 @@ impl Registry {
                 dialect: &crate::anthropic::DIALECT,
                 base_url: anthropic.0,
                 api_key: anthropic.1,
-                prices: anthropic_defaults(),
             },
             Provider {
                 name: "openai".into(),
                 dialect: &crate::openai::DIALECT,
                 base_url: openai.0,
                 api_key: openai.1,
-                prices: openai_defaults(),
             },
             Provider {
                 name: "gemini".into(),
                 dialect: &crate::gemini::DIALECT,
                 base_url: gemini.0,
                 api_key: gemini.1,
-                prices: crate::gemini::prices(),
             },
         ];
+        let mut tables = BTreeMap::from([
+            ("anthropic".to_owned(), anthropic_defaults()),
+            ("openai".to_owned(), openai_defaults()),
+            ("gemini".to_owned(), crate::gemini::prices()),
+        ]);
         for c in custom {
             let valid_name = !c.name.is_empty()
                 && c.name.len() <= 40
@@ -98,6 +109,7 @@ impl Registry {
             }
             let mut prices = PriceTable::default();
             prices.merge(c.prices);
+            tables.insert(c.name.clone(), prices);
             providers.push(Provider {
                 api_key: c
                     .api_key_env
@@ -107,18 +119,34 @@ impl Registry {
                 name: c.name,
                 dialect: &crate::openai::DIALECT,
                 base_url: base,
-                prices,
             });
         }
-        for p in &mut providers {
-            if let Some(o) = overrides.remove(&p.name) {
-                p.prices.merge(o);
-            }
-        }
-        if let Some(unknown) = overrides.keys().next() {
-            return Err(format!("AIBANK_PRICES names unknown provider `{unknown}`"));
-        }
-        Ok(Registry { providers })
+        let base = PriceBook::new(tables)
+            .with(overrides)
+            .map_err(|e| format!("AIBANK_PRICES {e}"))?;
+        let base = Arc::new(base);
+        Ok(Registry {
+            providers,
+            prices: Arc::new(RwLock::new(base.clone())),
+            base,
+        })
+    }
+
+    /// The prices in force now. A call keeps the book it was held at until it is settled.
+    pub fn prices(&self) -> Arc<PriceBook> {
+        self.prices
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `file`'s prices in force, over the shipped ones and `AIBANK_PRICES` (not over
+    /// an earlier file's: a model the file no longer lists has its price from before the
+    /// file). Refused, and nothing changed, when it names a provider there is not.
+    pub fn load_prices(&self, file: PriceOverrides) -> Result<Arc<PriceBook>, String> {
+        let book = Arc::new(self.base.with(file)?);
+        *self.prices.write().unwrap_or_else(PoisonError::into_inner) = book.clone();
+        Ok(book)
     }
 
     pub fn get(&self, name: &str) -> Option<&Provider> {
@@ -131,5 +159,69 @@ impl Registry {
 
     pub fn iter(&self) -> impl Iterator<Item = &Provider> {
         self.providers.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prices::parse_overrides;
+
+    fn registry(overrides: &str) -> Registry {
+        let at = |url: &str| (url.to_owned(), None);
+        Registry::build(
+            at("https://a.example"),
+            at("https://o.example"),
+            at("https://g.example"),
+            Vec::new(),
+            parse_overrides(overrides).unwrap(),
+            |_| None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_prices_file_goes_over_the_environment_and_every_clone_sees_it() {
+        let r = registry(r#"{"openai": {"mine": {"input": 1, "output": 1}}}"#);
+        let copy = r.clone();
+        let before = r.prices();
+        assert!(before.lookup("openai", "mine").is_some());
+
+        let file = r#"{"anthropic": {"claude-x": {"input": 7, "output": 9}}}"#;
+        let loaded = r.load_prices(parse_overrides(file).unwrap()).unwrap();
+        assert_ne!(loaded.version(), before.version());
+        assert_eq!(copy.prices().version(), loaded.version(), "clones share it");
+        let now = copy.prices();
+        assert!(now.lookup("anthropic", "claude-x").is_some());
+        assert!(
+            now.lookup("openai", "mine").is_some(),
+            "AIBANK_PRICES stays"
+        );
+        assert_eq!(
+            before.lookup("anthropic", "claude-x"),
+            None,
+            "a call holding the old book keeps its prices"
+        );
+
+        // A second file replaces the first; a refused one changes nothing.
+        let other = r#"{"openai": {"gpt-4o": {"input": 1, "output": 1}}}"#;
+        r.load_prices(parse_overrides(other).unwrap()).unwrap();
+        assert!(r.prices().lookup("anthropic", "claude-x").is_none());
+        let in_force = r.prices().version().to_owned();
+        let bad = r#"{"nobody": {"m": {"input": 1, "output": 1}}}"#;
+        assert!(r.load_prices(parse_overrides(bad).unwrap()).is_err());
+        assert_eq!(r.prices().version(), in_force);
+
+        // The environment's prices refuse an unknown provider as before.
+        let err = Registry::build(
+            ("a".into(), None),
+            ("o".into(), None),
+            ("g".into(), None),
+            Vec::new(),
+            parse_overrides(bad).unwrap(),
+            |_| None,
+        )
+        .unwrap_err();
+        assert_eq!(err, "AIBANK_PRICES names unknown provider `nobody`");
     }
 }

@@ -9,9 +9,10 @@
 //!   nothing is charged;
 //! - a complete answer: the reported usage at the price table, captured from the hold;
 //! - a stream that is cut off, goes idle, or whose client disconnects: what the upstream had
-//!   reported by then, with gaps filled from what was seen (the request size at 3 bytes per
-//!   token for an unreported prompt, streamed text at 4 characters per token for unreported
-//!   output), never more than the hold;
+//!   reported by then, in full, or, when more, that with its gaps filled from what was seen
+//!   (the request size at 3 bytes per token for an unreported prompt, streamed text at 4
+//!   characters per token for unreported output) up to the hold: an estimate is never
+//!   billed beyond the hold, reported usage always is;
 //! - a handler that is abandoned before the upstream answers (client gone): the hold is
 //!   released by a drop guard.
 
@@ -27,7 +28,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tracing_actix_web::RequestId;
 
-use crate::billing::{admit_alone, meter_request, reserve, settle, Bill, HoldGuard, Quota};
+use crate::billing::{admit_alone, meter_request, reserve, settle, Bill, HoldGuard, Quota, Usage};
 use crate::dialect::{Dialect, Endpoint};
 use crate::headers::{is_media, response_head, upstream_request};
 use crate::payment::{has_credential, pay};
@@ -370,7 +371,7 @@ async fn respond(
         input: bill.prompt_estimate,
         ..Tokens::default()
     });
-    let (cost, balance) = settle(&gw, &bill, guard.take(), tokens, false).await;
+    let (cost, balance) = settle(&gw, &bill, guard.take(), Usage::Reported(tokens)).await;
     res.insert_header(("x-aibank-cost-usd", cost.to_string()));
     if let Some(b) = balance {
         res.insert_header(("x-aibank-balance-usd", b.to_string()));

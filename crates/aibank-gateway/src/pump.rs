@@ -10,7 +10,7 @@ use aibank_ledger::HoldReceipt;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::billing::{settle, Bill};
+use crate::billing::{settle, Bill, Usage};
 use crate::dialect::Dialect;
 use crate::meter::SseMeter;
 use crate::proxy::{upstream_error, upstream_timeout, Gateway};
@@ -106,7 +106,15 @@ pub(crate) async fn pump(
     if end != End::Complete || !complete {
         tracing::warn!(end = ?end, usage_reported = complete, "stream ended early; billing what was seen");
     }
-    let (cost, balance) = settle(&gw, &bill, hold, tokens, !complete).await;
+    let usage = if complete {
+        Usage::Reported(tokens)
+    } else {
+        Usage::Partial {
+            estimated: tokens,
+            reported: meter.reported(),
+        }
+    };
+    let (cost, balance) = settle(&gw, &bill, hold, usage).await;
     if end == End::ClientGone {
         return;
     }

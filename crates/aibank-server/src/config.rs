@@ -43,6 +43,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("x402_pay_to", "AIBANK_X402_PAY_TO"),
     ("providers", "AIBANK_PROVIDERS"),
     ("prices", "AIBANK_PRICES"),
+    ("prices_file", "AIBANK_PRICES_FILE"),
     ("gateway_max_body_bytes", "AIBANK_GATEWAY_MAX_BODY_BYTES"),
     (
         "gateway_default_max_output_tokens",
@@ -157,6 +158,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Upstream providers (built-ins plus `AIBANK_PROVIDERS`) with their prices.
     pub providers: aibank_gateway::Registry,
+    /// A JSON file of prices over the shipped ones and `AIBANK_PRICES`, read again on
+    /// `SIGHUP`.
+    pub prices_file: Option<std::path::PathBuf>,
     pub gateway: aibank_gateway::GatewaySettings,
     /// Reverse proxies whose `X-Forwarded-For` names the client; empty: the socket peer is
     /// the client.
@@ -346,10 +350,12 @@ impl Config {
         };
         let overrides = match get("prices") {
             None => BTreeMap::new(),
-            Some(v) => serde_json::from_str(v).map_err(|e| ConfigError::Invalid {
-                name: "AIBANK_PRICES",
-                message: format!("must be a JSON object of provider -> model -> price: {e}"),
-            })?,
+            Some(v) => {
+                aibank_gateway::parse_overrides(v).map_err(|message| ConfigError::Invalid {
+                    name: "AIBANK_PRICES",
+                    message,
+                })?
+            }
         };
         let providers =
             aibank_gateway::Registry::build(anthropic, openai, gemini, custom, overrides, |var| {
@@ -359,6 +365,13 @@ impl Config {
                 name: "AIBANK_PROVIDERS",
                 message,
             })?;
+        let prices_file = get("prices_file").map(std::path::PathBuf::from);
+        if let Some(path) = &prices_file {
+            load_prices_file(&providers, path).map_err(|message| ConfigError::Invalid {
+                name: "AIBANK_PRICES_FILE",
+                message,
+            })?;
+        }
         let secs = |name: &'static str, key: &str, default: u64| {
             parse_num(name, get(key), default, 1, 86_400).map(Duration::from_secs)
         };
@@ -489,6 +502,7 @@ impl Config {
             idempotency_ttl,
             log_format,
             providers,
+            prices_file,
             gateway,
             trusted_proxies,
             ip_rate_limit,
@@ -682,6 +696,21 @@ fn wallet_settings<'a>(
             30,
         )?,
     })
+}
+
+/// Reads the prices file at `path` and puts its prices in force; the version now in force.
+pub fn load_prices_file(
+    providers: &aibank_gateway::Registry,
+    path: &std::path::Path,
+) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let prices =
+        aibank_gateway::parse_overrides(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let book = providers
+        .load_prices(prices)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(book.version().to_owned())
 }
 
 fn read_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {

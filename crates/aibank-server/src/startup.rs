@@ -103,6 +103,40 @@ fn open_secret_box(config: &Config) -> Result<Arc<SecretBox>, StartupError> {
     Ok(Arc::new(sb))
 }
 
+/// Reads `AIBANK_PRICES_FILE` again on every `SIGHUP`. A file that does not load (missing,
+/// not JSON, an unknown provider) changes nothing: the prices in force stay.
+fn spawn_price_reloader(config: &Config) -> Result<(), StartupError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups =
+        signal(SignalKind::hangup()).map_err(|e| StartupError::Task(format!("SIGHUP: {e}")))?;
+    let (providers, file) = (config.providers.clone(), config.prices_file.clone());
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let Some(path) = file.clone() else {
+                tracing::warn!("SIGHUP: no AIBANK_PRICES_FILE is set, so no prices to reload");
+                continue;
+            };
+            let providers = providers.clone();
+            let shown = path.display().to_string();
+            let loaded = tokio::task::spawn_blocking(move || {
+                crate::config::load_prices_file(&providers, &path)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+            match loaded {
+                Ok(version) => {
+                    tracing::info!(price_version = %version, path = %shown, "prices reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "prices not reloaded; the prices in force stay");
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Releases expired holds and forgets old idempotency keys, every `sweep_interval`.
 fn spawn_sweeper(pool: DbPool, clock: SharedClock, config: &Config) {
     let (every, keep) = (config.sweep_interval, config.idempotency_ttl);
@@ -329,6 +363,7 @@ impl Application {
             .port();
 
         spawn_sweeper(pool.clone(), clock.clone(), &config);
+        spawn_price_reloader(&config)?;
         let secret_box = open_secret_box(&config)?;
         let gateway = web::Data::new(gateway(&config, &pool, &clock, secret_box.clone())?);
         let wallets = Arc::new(

@@ -267,3 +267,175 @@ async fn a_revoked_bootstrap_key_stays_revoked_after_restart() {
         .await;
     assert_eq!(r.status, 401, "{}", r.text);
 }
+
+/// `AIBANK_PRICES_FILE`: read at start and again on `SIGHUP`, without a restart. A call is
+/// billed at the prices in force and its usage row names their version; a file that does
+/// not load changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prices_file_is_reloaded_on_sighup_and_usage_rows_name_the_version() {
+    use aibank_testkit::mock_upstream::MockUpstream;
+    use aibank_testkit::{random_master_key, MOCK_ANTHROPIC_KEY, TEST_SECRET_KEY};
+    use serde_json::{json, Value};
+
+    let mock = MockUpstream::start().await;
+    let db = tokio::task::spawn_blocking(TestDb::fresh).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prices.json");
+    let write_prices = |input: u32, output: u32| {
+        let prices = json!({"anthropic": {"claude-test": {"input": input, "output": output}}});
+        std::fs::write(&file, prices.to_string()).unwrap();
+    };
+    write_prices(1, 2);
+    let mk = random_master_key();
+    let env = [
+        ("AIBANK_DATABASE_URL", db.url.clone()),
+        ("AIBANK_BOOTSTRAP_MASTER_KEY", mk.clone()),
+        ("AIBANK_SECRET_KEY", TEST_SECRET_KEY.to_owned()),
+        ("AIBANK_PRICES_FILE", file.display().to_string()),
+        ("ANTHROPIC_BASE_URL", mock.base.clone()),
+        ("ANTHROPIC_API_KEY", MOCK_ANTHROPIC_KEY.to_owned()),
+    ];
+    let cwd = dir.path().to_owned();
+    let server = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ServerProcess::start(BIN, &cwd, &env)
+    })
+    .await
+    .unwrap();
+    let server = Arc::new(server);
+    let c = reqwest::Client::new();
+    let agent: Value = c
+        .post(format!("{}/v1/platform/agents", server.base))
+        .header("X-Master-Key", &mk)
+        .json(&json!({"name": "prices", "credits_usd": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = agent["apiKey"].as_str().unwrap().to_owned();
+    let version = || async {
+        let p: Value = c
+            .get(format!("{}/v1/providers", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let claude = p["providers"][0]["models"]["claude-test"].clone();
+        (p["price_version"].as_str().unwrap().to_owned(), claude)
+    };
+    // 1,000 prompt and 500 output tokens: the cost and the version on the call's row.
+    let call = || async {
+        let r = c
+            .post(format!("{}/v1/gateway/anthropic/v1/messages", server.base))
+            .header("X-API-Key", &key)
+            .header("x-mock-usage", "1000,500")
+            .json(&json!({"model": "claude-test", "max_tokens": 500,
+                          "messages": [{"role": "user", "content": "Hello"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let usage: Value = c
+            .get(format!("{}/v1/usage", server.base))
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let row = &usage["data"][0];
+        (
+            row["cost_usd"].clone(),
+            row["price_version"].as_str().unwrap().to_owned(),
+        )
+    };
+
+    let (first, claude) = version().await;
+    assert_eq!(claude, json!({"input": 1, "output": 2}), "read at start");
+    // 1,000 × $1 + 500 × $2 per million.
+    assert_eq!(call().await, (json!(0.002), first.clone()));
+
+    write_prices(3, 4);
+    let hup = |n: usize, message: &'static str| {
+        let server = server.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                server.signal("HUP");
+                server.wait_for_log(message, n)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let reloaded = hup(1, "prices reloaded").await;
+    let (second, claude) = version().await;
+    assert_ne!(second, first);
+    assert_eq!(reloaded["fields"]["price_version"], second.as_str());
+    assert_eq!(claude, json!({"input": 3, "output": 4}), "no restart");
+    // 1,000 × $3 + 500 × $4 per million, at the new version; the old row keeps its own.
+    assert_eq!(call().await, (json!(0.005), second.clone()));
+
+    // Not JSON, then an unknown provider: logged, and the prices in force stay.
+    std::fs::write(&file, "{ not json").unwrap();
+    let refused = hup(1, "prices not reloaded; the prices in force stay").await;
+    assert!(
+        refused["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("prices.json"),
+        "{refused}"
+    );
+    std::fs::write(&file, r#"{"nobody": {"m": {"input": 1, "output": 1}}}"#).unwrap();
+    let refused = hup(2, "prices not reloaded; the prices in force stay").await;
+    assert!(
+        refused["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown provider `nobody`"),
+        "{refused}"
+    );
+    assert_eq!(version().await.0, second);
+    assert_eq!(call().await, (json!(0.005), second.clone()));
+
+    // The same prices as before give the same version again.
+    write_prices(1, 2);
+    hup(2, "prices reloaded").await;
+    assert_eq!(version().await.0, first);
+    assert_eq!(server.count_logs("prices reloaded"), 2);
+}
+
+/// A prices file that does not load stops the start with a clear error.
+#[test]
+fn a_prices_file_that_does_not_load_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (contents, expected) in [
+        (None, "cannot read"),
+        (Some("[1, 2]"), "provider -> model -> price"),
+        (
+            Some(r#"{"anthropic": {"m": {"input": 1}}}"#),
+            "missing field `output`",
+        ),
+    ] {
+        let file = dir.path().join("prices.json");
+        let _ = std::fs::remove_file(&file);
+        if let Some(c) = contents {
+            std::fs::write(&file, c).unwrap();
+        }
+        let out = aibank(dir.path())
+            .arg("serve")
+            .env("AIBANK_PRICES_FILE", &file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("AIBANK_PRICES_FILE") && err.contains(expected),
+            "{contents:?}: {err}"
+        );
+    }
+}

@@ -132,6 +132,13 @@ async fn anthropic_json_call_costs_exactly_the_price_table_times_usage() {
         u["request_id"].as_str(),
         r.headers["x-request-id"].to_str().ok()
     );
+    let providers = app.get("/v1/providers", &[]).await;
+    let version = providers.body["price_version"].as_str().unwrap();
+    assert_eq!(version.len(), 16, "{version}");
+    assert_eq!(
+        u["price_version"], version,
+        "the row names the prices it was billed at"
+    );
 }
 
 #[tokio::test]
@@ -507,6 +514,32 @@ async fn a_cut_stream_is_billed_for_what_it_delivered_and_says_so() {
     // The prompt side (40 × $3/M) was reported; output counted from text seen:
     // "Hello" = 5 characters = 2 tokens × $15/M. 120 + 30 = 150 micro-dollars.
     assert_eq!(app.ledger_state(&agent).await, (9_999_850, 9_999_850));
+}
+
+#[tokio::test]
+async fn a_cut_stream_pays_its_reported_usage_in_full_beyond_the_hold() {
+    let (app, _mock) = setup(|_| {}).await;
+    let (agent, key) = app.register().await;
+    // `message_start` reports 150,000 prompt tokens (and 1 output token), far beyond the
+    // hold for a short request with max_tokens 100; then the stream is cut.
+    let r = anthropic_call(
+        &app,
+        true,
+        &[
+            ("X-API-Key", &key),
+            ("x-mock-behavior", "cut"),
+            ("x-mock-usage", "150000,12"),
+        ],
+    )
+    .await;
+    assert!(r.text.contains("event: error"), "{}", r.text);
+    settled(&app, &agent).await;
+    // Reported: 150,000 × $3/M + 1 × $15/M = 450,015 micro-dollars, all charged. The
+    // estimate (2 output tokens from "Hello") is more, but only up to the hold.
+    assert_eq!(app.ledger_state(&agent).await, (9_549_985, 9_549_985));
+    let usage = app.get("/v1/usage", &[("X-API-Key", &key)]).await;
+    assert_eq!(usage.body["data"][0]["cost_usd"], json!(0.450015));
+    assert_eq!(usage.body["data"][0]["owed_usd"], json!(0.0));
 }
 
 #[tokio::test]

@@ -461,6 +461,8 @@ pub struct ServerProcess {
     pub child: std::process::Child,
     pub port: u16,
     pub base: String,
+    /// Every JSON log line the server wrote so far.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
 }
 
 impl ServerProcess {
@@ -480,6 +482,8 @@ impl ServerProcess {
         let mut child = cmd.spawn().expect("aibank starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = logs.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr)
                 .lines()
@@ -489,6 +493,7 @@ impl ServerProcess {
                     if v["fields"]["message"] == "aibank listening" {
                         let _ = tx.send(v["fields"]["port"].as_u64().unwrap());
                     }
+                    kept.lock().unwrap().push(v);
                 }
             }
         });
@@ -500,17 +505,52 @@ impl ServerProcess {
             child,
             port,
             base: format!("http://127.0.0.1:{port}"),
+            logs,
         }
+    }
+
+    /// How many log lines with this message the server has written.
+    pub fn count_logs(&self, message: &str) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["fields"]["message"] == message)
+            .count()
+    }
+
+    /// Waits up to 30 s for the `n`th log line with this message, and returns it.
+    pub fn wait_for_log(&self, message: &str, n: usize) -> Value {
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(30) {
+            let found = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|v| v["fields"]["message"] == message)
+                .nth(n.saturating_sub(1))
+                .cloned();
+            if let Some(v) = found {
+                return v;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("the server never logged {message:?} {n} times");
+    }
+
+    /// Sends `signal` without waiting for anything.
+    pub fn signal(&self, signal: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
     }
 
     /// Sends `signal` (e.g. "TERM", "KILL") and waits up to 30 s for the exit.
     pub fn signal_and_wait(&mut self, signal: &str) -> Option<std::process::ExitStatus> {
-        let pid = self.child.id().to_string();
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        self.signal(signal);
         let start = std::time::Instant::now();
         while start.elapsed() < std::time::Duration::from_secs(30) {
             if let Some(s) = self.child.try_wait().unwrap() {

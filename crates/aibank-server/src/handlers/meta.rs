@@ -49,24 +49,31 @@ pub struct ProviderInfo {
 
 #[derive(Debug, Serialize)]
 pub struct Providers {
+    /// The version of the prices in force: what a usage row billed at them records.
+    price_version: String,
     providers: Vec<ProviderInfo>,
 }
 
 /// `GET /v1/providers`: the upstream providers, their models and prices.
 #[tracing::instrument(skip_all)]
 pub async fn providers(state: web::Data<AppState>) -> web::Json<Providers> {
+    let book = state.config.providers.prices();
     web::Json(Providers {
+        price_version: book.version().to_owned(),
         providers: state
             .config
             .providers
             .iter()
-            .map(|p| ProviderInfo {
-                name: p.name.clone(),
-                kind: p.dialect.name(),
-                base_url: p.base_url.clone(),
-                configured: p.api_key.is_some(),
-                models: p.prices.models.clone(),
-                default_price: p.prices.default,
+            .map(|p| {
+                let table = book.table(&p.name).cloned().unwrap_or_default();
+                ProviderInfo {
+                    name: p.name.clone(),
+                    kind: p.dialect.name(),
+                    base_url: p.base_url.clone(),
+                    configured: p.api_key.is_some(),
+                    models: table.models,
+                    default_price: table.default,
+                }
             })
             .collect(),
     })
