@@ -1,13 +1,17 @@
-//! The EVM chains aibank talks to and their JSON-RPC endpoints: payments are accepted on
-//! Base and Base Sepolia; wallets also send on Ethereum.
+//! The EVM chains aibank talks to, their JSON-RPC endpoints, and the transaction sender
+//! wallets send through: payments are accepted on Base and Base Sepolia; wallets also send
+//! on Ethereum.
 
 mod endpoint;
+mod sender;
 
 use aibank_core::SecretString;
 use alloy::primitives::address;
 
-pub use alloy::primitives::Address;
+pub use alloy::primitives::{Address, Bytes, B256, U256};
+pub use alloy::signers::local::PrivateKeySigner;
 pub use endpoint::{redact_urls, CallError, Endpoint};
+pub use sender::{abi_call, Call, ChainRpc, Mined, RpcError, Signed};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Chain {

@@ -5,6 +5,7 @@
 //! (refused before broadcast, rejected by the node, or reverted: nothing moved). The API
 //! shows `sending` as `pending`.
 
+use aibank_chain::{Call, ChainRpc, RpcError};
 use aibank_core::ids::new_id;
 use aibank_core::Usd;
 use aibank_ledger::limits::TRANSFER_FAILED;
@@ -17,7 +18,6 @@ use diesel::prelude::*;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
-use crate::chain::{ChainRpc, RpcError};
 use crate::{keys, Chain, Currency, WalletError, Wallets};
 
 const SENDING: &str = "sending";
@@ -339,7 +339,7 @@ impl Wallets {
         // Everything before the broadcast: a failure here sent nothing.
         let prepared = async {
             rpc.check_chain().await?;
-            let balance = rpc.balance(spec.currency, from).await?;
+            let balance = balance(rpc, spec.currency, from).await?;
             if balance < spec.base_units {
                 return Err(RpcError::Rejected {
                     chain: spec.chain.name(),
@@ -367,10 +367,7 @@ impl Wallets {
             }
         };
         row.nonce = Some(i64::try_from(nonce).unwrap_or(i64::MAX));
-        let raw_tx = match rpc
-            .sign_transfer(signer, spec.currency, spec.to, spec.base_units, nonce)
-            .await
-        {
+        let raw_tx = match rpc.sign(&signer, &transfer_call(rpc, spec), nonce).await {
             Ok(s) => s,
             Err(e) => return Err(self.refused(&mut row, e).await),
         };
@@ -520,6 +517,21 @@ impl Wallets {
                 tracing::warn!(error = %e, "could not record a transfer's receipt");
             }
         }
+    }
+}
+
+/// What `spec` sends, as a transaction.
+fn transfer_call(rpc: &ChainRpc, spec: &TransferSpec) -> Call {
+    match spec.currency {
+        Currency::Eth => Call::native(spec.to, spec.base_units),
+        Currency::Usdc => Call::erc20_transfer(rpc.usdc, spec.to, spec.base_units),
+    }
+}
+
+async fn balance(rpc: &ChainRpc, currency: Currency, who: Address) -> Result<U256, RpcError> {
+    match currency {
+        Currency::Eth => rpc.native_balance(who).await,
+        Currency::Usdc => rpc.usdc_balance(who).await,
     }
 }
 

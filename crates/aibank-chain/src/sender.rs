@@ -1,18 +1,20 @@
-//! One chain's JSON-RPC endpoint, as wallets use it: balances, nonces, gas, signed sends
-//! and receipts.
+//! Sending transactions on one chain: EIP-1559 transactions to an account or a contract,
+//! priced from the node's estimates, signed with a key the caller holds, broadcast and
+//! followed to their receipts; and the reads that go with it (balances, nonces).
 
 use std::time::Duration;
 
-use aibank_x402::{CallError, Chain, Endpoint};
+use alloy::consensus::{SignableTransaction as _, Transaction as _, TxEnvelope};
+use alloy::eips::eip1559::Eip1559Estimation;
 use alloy::eips::eip2718::Encodable2718;
-use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::network::{TransactionBuilder, TxSignerSync as _};
 use alloy::primitives::{Address, Bytes, B256, U256};
 use alloy::providers::Provider;
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::{RpcError as AlloyRpcError, TransportErrorKind};
 
-use crate::Currency;
+use crate::{CallError, Chain, Endpoint};
 
 /// What went wrong talking to a chain.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,17 +33,20 @@ pub enum RpcError {
     },
 }
 
-/// A receipt, as far as a transfer cares.
+/// A receipt, as far as a sender cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mined {
     pub success: bool,
     pub block_number: u64,
 }
 
-/// A signed transaction, ready to broadcast.
-pub struct Signed {
-    pub hash: B256,
-    raw: Vec<u8>,
+/// What a transaction does: where it goes, the wei it carries and its calldata. One shape
+/// for plain ETH transfers, ERC-20 transfers and any other contract call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub to: Address,
+    pub value: U256,
+    pub input: Bytes,
 }
 
 /// `transfer(address,uint256)`.
@@ -49,7 +54,8 @@ const TRANSFER_SELECTOR: [u8; 4] = [0xa9, 0x05, 0x9c, 0xbb];
 /// `balanceOf(address)`.
 const BALANCE_OF_SELECTOR: [u8; 4] = [0x70, 0xa0, 0x82, 0x31];
 
-fn abi_call(selector: [u8; 4], words: &[B256]) -> Bytes {
+/// ABI calldata for a function whose arguments are all static 32-byte words.
+pub fn abi_call(selector: [u8; 4], words: &[B256]) -> Bytes {
     let mut data = selector.to_vec();
     for w in words {
         data.extend_from_slice(w.as_slice());
@@ -57,6 +63,83 @@ fn abi_call(selector: [u8; 4], words: &[B256]) -> Bytes {
     data.into()
 }
 
+impl Call {
+    /// `value` wei to `to`.
+    pub fn native(to: Address, value: U256) -> Call {
+        Call {
+            to,
+            value,
+            input: Bytes::new(),
+        }
+    }
+
+    /// `token.transfer(to, amount)`.
+    pub fn erc20_transfer(token: Address, to: Address, amount: U256) -> Call {
+        Call::contract(
+            token,
+            abi_call(TRANSFER_SELECTOR, &[to.into_word(), B256::from(amount)]),
+        )
+    }
+
+    /// A call of `contract` with ABI-encoded `input`, carrying no ETH.
+    pub fn contract(contract: Address, input: Bytes) -> Call {
+        Call {
+            to: contract,
+            value: U256::ZERO,
+            input,
+        }
+    }
+}
+
+/// A signed transaction, ready to broadcast.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub hash: B256,
+    pub nonce: u64,
+    raw: Vec<u8>,
+}
+
+/// The unpriced transaction for `call` from `from`; value and input are left out when
+/// empty, as a node expects of a plain transfer or a call without ETH.
+fn request(chain: Chain, from: Address, call: &Call, nonce: u64) -> TransactionRequest {
+    let mut tx = TransactionRequest::default().with_to(call.to);
+    if !call.value.is_zero() {
+        tx = tx.with_value(call.value);
+    }
+    if !call.input.is_empty() {
+        tx = tx.with_input(call.input.clone());
+    }
+    tx.with_from(from)
+        .with_chain_id(chain.chain_id())
+        .with_nonce(nonce)
+}
+
+/// Prices `tx` as EIP-1559 and signs it; no RPC involved.
+fn sign_priced(
+    tx: TransactionRequest,
+    gas: u64,
+    fees: Eip1559Estimation,
+    signer: &PrivateKeySigner,
+) -> Result<Signed, String> {
+    let mut unsigned = tx
+        .with_gas_limit(gas)
+        .with_max_fee_per_gas(fees.max_fee_per_gas)
+        .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
+        .build_unsigned()
+        .map_err(|e| e.to_string())?;
+    let signature = signer
+        .sign_transaction_sync(&mut unsigned)
+        .map_err(|e| e.to_string())?;
+    let nonce = unsigned.nonce();
+    let envelope: TxEnvelope = unsigned.into_signed(signature).into();
+    Ok(Signed {
+        hash: *envelope.tx_hash(),
+        nonce,
+        raw: envelope.encoded_2718(),
+    })
+}
+
+/// One chain's JSON-RPC endpoint and its USDC contract, as senders use them.
 pub struct ChainRpc {
     pub chain: Chain,
     pub usdc: Address,
@@ -141,13 +224,6 @@ impl ChainRpc {
         Ok(U256::from_be_slice(&out))
     }
 
-    pub async fn balance(&self, currency: Currency, who: Address) -> Result<U256, RpcError> {
-        match currency {
-            Currency::Eth => self.native_balance(who).await,
-            Currency::Usdc => self.usdc_balance(who).await,
-        }
-    }
-
     /// The account's next nonce, counting transactions still in the node's pool.
     pub async fn pending_nonce(&self, who: Address) -> Result<u64, RpcError> {
         self.call(
@@ -160,30 +236,15 @@ impl ChainRpc {
         .await
     }
 
-    /// Builds, prices (gas estimate and EIP-1559 fees) and signs a transfer.
-    pub async fn sign_transfer(
+    /// Builds, prices (gas estimate and EIP-1559 fees) and signs `call` from the signer's
+    /// account with `nonce`. The key is only borrowed: a long-lived key signs many.
+    pub async fn sign(
         &self,
-        signer: PrivateKeySigner,
-        currency: Currency,
-        to: Address,
-        amount: U256,
+        signer: &PrivateKeySigner,
+        call: &Call,
         nonce: u64,
     ) -> Result<Signed, RpcError> {
-        let from = signer.address();
-        let tx = match currency {
-            Currency::Eth => TransactionRequest::default().with_to(to).with_value(amount),
-            Currency::Usdc => {
-                TransactionRequest::default()
-                    .with_to(self.usdc)
-                    .with_input(abi_call(
-                        TRANSFER_SELECTOR,
-                        &[to.into_word(), B256::from(amount)],
-                    ))
-            }
-        }
-        .with_from(from)
-        .with_chain_id(self.chain.chain_id())
-        .with_nonce(nonce);
+        let tx = request(self.chain, signer.address(), call, nonce);
         let gas = self
             .call(
                 "eth_estimateGas",
@@ -196,20 +257,9 @@ impl ChainRpc {
                 self.endpoint.provider().estimate_eip1559_fees(),
             )
             .await?;
-        let tx = tx
-            .with_gas_limit(gas)
-            .with_max_fee_per_gas(fees.max_fee_per_gas)
-            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-        let envelope =
-            tx.build(&EthereumWallet::from(signer))
-                .await
-                .map_err(|e| RpcError::Rejected {
-                    chain: self.chain.name(),
-                    message: format!("could not sign: {e}"),
-                })?;
-        Ok(Signed {
-            hash: *envelope.tx_hash(),
-            raw: envelope.encoded_2718(),
+        sign_priced(tx, gas, fees, signer).map_err(|e| RpcError::Rejected {
+            chain: self.chain.name(),
+            message: format!("could not sign: {e}"),
         })
     }
 
@@ -251,5 +301,64 @@ impl ChainRpc {
             tokio::time::sleep(every).await;
             every = (every * 2).min(Duration::from_secs(1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use alloy::eips::eip2718::Decodable2718;
+    use alloy::primitives::{address, bytes};
+
+    #[test]
+    fn erc20_transfers_are_abi_encoded() {
+        let token = address!("036CbD53842c5426634e7929541eC2318f3dCF7e");
+        let to = address!("00000000000000000000000000000000000000aa");
+        let call = Call::erc20_transfer(token, to, U256::from(1_500_000u64));
+        assert_eq!(call.to, token);
+        assert_eq!(call.value, U256::ZERO);
+        assert_eq!(
+            call.input,
+            bytes!(
+                "a9059cbb"
+                "00000000000000000000000000000000000000000000000000000000000000aa"
+                "000000000000000000000000000000000000000000000000000000000016e360"
+            )
+        );
+    }
+
+    #[test]
+    fn a_contract_call_is_signed_as_eip1559_with_its_calldata() {
+        let key = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x11)).unwrap();
+        let token = Chain::BaseSepolia.default_usdc();
+        let input = bytes!("e3ee160e0102030405");
+        let call = Call::contract(token, input.clone());
+        let fees = Eip1559Estimation {
+            max_fee_per_gas: 2_000_000_000,
+            max_priority_fee_per_gas: 1_000_000,
+        };
+        let tx = request(Chain::BaseSepolia, key.address(), &call, 7);
+        let signed = sign_priced(tx, 90_000, fees, &key).unwrap();
+        assert_eq!(signed.nonce, 7);
+
+        let envelope = TxEnvelope::decode_2718(&mut signed.raw.as_slice()).unwrap();
+        assert_eq!(*envelope.tx_hash(), signed.hash);
+        let tx = envelope.as_eip1559().unwrap();
+        assert_eq!(tx.recover_signer().unwrap(), key.address());
+        let tx = tx.tx();
+        assert_eq!(tx.chain_id, Chain::BaseSepolia.chain_id());
+        assert_eq!(tx.nonce, 7);
+        assert_eq!(tx.to, token.into());
+        assert_eq!(tx.value, U256::ZERO);
+        assert_eq!(tx.input, input);
+        assert_eq!(tx.gas_limit, 90_000);
+        assert_eq!(tx.max_fee_per_gas, 2_000_000_000);
+        assert_eq!(tx.max_priority_fee_per_gas, 1_000_000);
+
+        let native = Call::native(token, U256::from(5u64));
+        let tx = request(Chain::Base, key.address(), &native, 0);
+        assert_eq!(tx.input.input(), None);
+        assert_eq!(tx.value, Some(U256::from(5u64)));
     }
 }
