@@ -1,6 +1,6 @@
-//! The EVM chains aibank talks to, their JSON-RPC endpoints, and the transaction sender
-//! wallets send through: payments are accepted on Base and Base Sepolia; wallets also send
-//! on Ethereum.
+//! The EVM chains aibank talks to, their JSON-RPC endpoints, and the one transaction
+//! sender everything aibank sends on chain goes through: payments are accepted on Base and
+//! Base Sepolia; wallets also send on Ethereum.
 
 mod endpoint;
 mod sender;
@@ -11,7 +11,7 @@ use alloy::primitives::address;
 pub use alloy::primitives::{Address, Bytes, B256, U256};
 pub use alloy::signers::local::PrivateKeySigner;
 pub use endpoint::{redact_urls, CallError, Endpoint};
-pub use sender::{abi_call, Call, ChainRpc, Mined, RpcError, Signed};
+pub use sender::{abi_call, Call, ChainRpc, Mined, RpcError, SendError, Sent, Signed, TxRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Chain {

@@ -1,6 +1,8 @@
 //! Sending transactions on one chain: EIP-1559 transactions to an account or a contract,
-//! priced from the node's estimates, signed with a key the caller holds, broadcast and
-//! followed to their receipts; and the reads that go with it (balances, nonces).
+//! with nonces from the caller's durable record, priced from the node's estimates, signed
+//! with a key the caller holds, broadcast and followed to their receipts; and the reads
+//! that go with it (balances, nonces). Wallet transfers and anything else aibank sends go
+//! through [`ChainRpc::send`], so all of them get nonces, fees and receipts the same way.
 
 use std::time::Duration;
 
@@ -139,6 +141,55 @@ fn sign_priced(
     })
 }
 
+/// The caller's durable record of a transaction it sends with [`ChainRpc::send`].
+///
+/// The node alone cannot hand out nonces: it does not count a transaction signed and not
+/// yet broadcast, so two sends from one account (on any instance) could get the same one.
+/// The caller's records can, and they hold the hash before the broadcast, so a
+/// transaction that may be on chain is never missing from them.
+pub trait TxRecord {
+    type Error;
+
+    /// This transaction's nonce, allocated durably: at least `chain_nonce` (what the node
+    /// counts, mined and pooled) and held by no other unsettled transaction of the account.
+    fn take_nonce(
+        &mut self,
+        chain_nonce: u64,
+    ) -> impl std::future::Future<Output = Result<u64, Self::Error>> + Send;
+
+    /// Records the signed transaction's hash; it is broadcast only once this succeeded.
+    fn signed(
+        &mut self,
+        hash: B256,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Why [`ChainRpc::send`] did not broadcast, or does not know whether it did.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError<E> {
+    /// Nothing reached the chain: the node could not be asked before signing, or it refused
+    /// the transaction (in estimation or at broadcast). A recorded hash is void.
+    #[error("{0}")]
+    NotSent(RpcError),
+    /// No nonce was allocated; nothing was signed.
+    #[error("no nonce could be allocated: {0}")]
+    Nonce(E),
+    /// The signed transaction could not be recorded, so it was not broadcast.
+    #[error("the signed transaction could not be recorded: {0}")]
+    Record(E),
+    /// The broadcast went unanswered: the node may or may not have the transaction, whose
+    /// nonce and hash are on record.
+    #[error("{0}")]
+    Unknown(RpcError),
+}
+
+/// A broadcast transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub hash: B256,
+    pub nonce: u64,
+}
+
 /// One chain's JSON-RPC endpoint and its USDC contract, as senders use them.
 pub struct ChainRpc {
     pub chain: Chain,
@@ -270,6 +321,39 @@ impl ChainRpc {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Sends `call` from the signer's account: checks the chain, takes a nonce from
+    /// `record` at or above the node's pending count, prices and signs, records the hash,
+    /// broadcasts. Await the receipt with [`ChainRpc::wait_mined`].
+    pub async fn send<R: TxRecord>(
+        &self,
+        signer: &PrivateKeySigner,
+        call: &Call,
+        record: &mut R,
+    ) -> Result<Sent, SendError<R::Error>> {
+        self.check_chain().await.map_err(SendError::NotSent)?;
+        let chain_nonce = self
+            .pending_nonce(signer.address())
+            .await
+            .map_err(SendError::NotSent)?;
+        let nonce = record
+            .take_nonce(chain_nonce)
+            .await
+            .map_err(SendError::Nonce)?;
+        let tx = self
+            .sign(signer, call, nonce)
+            .await
+            .map_err(SendError::NotSent)?;
+        record.signed(tx.hash).await.map_err(SendError::Record)?;
+        match self.broadcast(&tx).await {
+            Ok(()) => Ok(Sent {
+                hash: tx.hash,
+                nonce,
+            }),
+            Err(e @ RpcError::Rejected { .. }) => Err(SendError::NotSent(e)),
+            Err(e) => Err(SendError::Unknown(e)),
+        }
     }
 
     pub async fn receipt(&self, hash: B256) -> Result<Option<Mined>, RpcError> {
