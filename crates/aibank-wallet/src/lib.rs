@@ -6,7 +6,6 @@
 //! the database (so concurrent transfers on any instance never share one), signed,
 //! broadcast and awaited for a while. Failed transfers do not count against the limits.
 
-mod chain;
 mod keys;
 mod transfer;
 
@@ -20,9 +19,7 @@ use aibank_store::models::Wallet;
 use aibank_store::{is_unique_violation, repo, DbPool, StoreError};
 use rust_decimal::Decimal;
 
-pub use aibank_x402::{Address, Chain, ChainConfig};
-pub use alloy::primitives::U256;
-pub use chain::{ChainRpc, Mined, RpcError};
+pub use aibank_chain::{Address, Chain, ChainConfig, ChainRpc, Mined, RpcError, U256};
 pub use transfer::{Idempotency, TransferSpec};
 
 /// What a wallet can send.

@@ -5,6 +5,7 @@
 //! (refused before broadcast, rejected by the node, or reverted: nothing moved). The API
 //! shows `sending` as `pending`.
 
+use aibank_chain::{Call, ChainRpc, RpcError, SendError, TxRecord, B256};
 use aibank_core::ids::new_id;
 use aibank_core::Usd;
 use aibank_ledger::limits::TRANSFER_FAILED;
@@ -17,7 +18,6 @@ use diesel::prelude::*;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
-use crate::chain::{ChainRpc, RpcError};
 use crate::{keys, Chain, Currency, WalletError, Wallets};
 
 const SENDING: &str = "sending";
@@ -336,10 +336,9 @@ impl Wallets {
             }
         };
         let from = signer.address();
-        // Everything before the broadcast: a failure here sent nothing.
-        let prepared = async {
+        let funded = async {
             rpc.check_chain().await?;
-            let balance = rpc.balance(spec.currency, from).await?;
+            let balance = balance(rpc, spec.currency, from).await?;
             if balance < spec.base_units {
                 return Err(RpcError::Rejected {
                     chain: spec.chain.name(),
@@ -351,57 +350,54 @@ impl Wallets {
                     ),
                 });
             }
-            rpc.pending_nonce(from).await
+            Ok(())
         }
         .await;
-        let chain_nonce = match prepared {
-            Ok(n) => n,
-            Err(e) => return Err(self.refused(&mut row, e).await),
-        };
-        // A failure from here to the broadcast marks the row failed, which frees the nonce.
-        let nonce = match self.take_nonce(&row, chain_nonce).await {
-            Ok(n) => n,
-            Err(e) => {
-                self.fail(&mut row, "no nonce could be allocated").await?;
-                return Err(e);
-            }
-        };
-        row.nonce = Some(i64::try_from(nonce).unwrap_or(i64::MAX));
-        let raw_tx = match rpc
-            .sign_transfer(signer, spec.currency, spec.to, spec.base_units, nonce)
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => return Err(self.refused(&mut row, e).await),
-        };
-        // The hash is on record before the transaction can exist anywhere else.
-        row.tx_hash = Some(format!("{:#x}", raw_tx.hash));
-        self.save(&row).await?;
-        match rpc.broadcast(&raw_tx).await {
-            Ok(()) => {}
-            Err(e @ RpcError::Rejected { .. }) => {
+        if let Err(e) = funded {
+            return Err(self.refused(&mut row, e).await);
+        }
+        let call = transfer_call(rpc, spec);
+        let sent = rpc
+            .send(
+                &signer,
+                &call,
+                &mut Outgoing {
+                    wallets: self,
+                    row: &mut row,
+                },
+            )
+            .await;
+        let sent = match sent {
+            Ok(sent) => sent,
+            // Marking the row failed frees the nonce it may hold.
+            Err(SendError::NotSent(e)) => {
                 row.tx_hash = None;
                 return Err(self.refused(&mut row, e).await);
             }
+            Err(SendError::Nonce(e)) => {
+                self.fail(&mut row, "no nonce could be allocated").await?;
+                return Err(e);
+            }
+            Err(SendError::Record(e)) => return Err(e),
             // The node may or may not have it: keep it pending (and counted) and say so.
-            Err(e) => {
+            Err(SendError::Unknown(e)) => {
                 PENDING.clone_into(&mut row.status);
                 row.error = Some(e.to_string());
                 self.save(&row).await?;
                 return Err(WalletError::Unavailable(e, Some(Box::new(row))));
             }
-        }
+        };
         PENDING.clone_into(&mut row.status);
         self.save(&row).await?;
         tracing::info!(
             transfer_id = %row.id,
             chain = spec.chain.name(),
             tx_hash = row.tx_hash.as_deref().unwrap_or_default(),
-            nonce,
+            nonce = sent.nonce,
             "wallet transfer broadcast"
         );
         // Not mined within the wait, or the receipt could not be read: it stays pending.
-        if let Ok(Some(m)) = rpc.wait_mined(raw_tx.hash, self.confirm_timeout).await {
+        if let Ok(Some(m)) = rpc.wait_mined(sent.hash, self.confirm_timeout).await {
             row.block_number = i64::try_from(m.block_number).ok();
             if !m.success {
                 self.fail(&mut row, REVERTED).await?;
@@ -450,19 +446,6 @@ impl Wallets {
             .run(move |c| wallets::record_progress(c, &row).map_err(StoreError::from))
             .await?;
         Ok(())
-    }
-
-    /// This transfer's nonce: see [`aibank_store::repo::wallets::take_nonce`].
-    async fn take_nonce(&self, row: &WalletTransfer, chain_nonce: u64) -> Result<u64, WalletError> {
-        let (id, wallet_id, chain) = (row.id.clone(), row.wallet_id.clone(), row.chain.clone());
-        let floor = i64::try_from(chain_nonce).unwrap_or(i64::MAX);
-        let nonce = self
-            .pool
-            .run(move |c| {
-                wallets::take_nonce(c, &id, &wallet_id, &chain, floor).map_err(StoreError::from)
-            })
-            .await?;
-        Ok(u64::try_from(nonce).unwrap_or_default())
     }
 
     /// Brings transfers that went out but are not settled up to date with their receipts
@@ -523,8 +506,58 @@ impl Wallets {
     }
 }
 
+/// What `spec` sends, as a transaction.
+fn transfer_call(rpc: &ChainRpc, spec: &TransferSpec) -> Call {
+    match spec.currency {
+        Currency::Eth => Call::native(spec.to, spec.base_units),
+        Currency::Usdc => Call::erc20_transfer(rpc.usdc, spec.to, spec.base_units),
+    }
+}
+
+async fn balance(rpc: &ChainRpc, currency: Currency, who: Address) -> Result<U256, RpcError> {
+    match currency {
+        Currency::Eth => rpc.native_balance(who).await,
+        Currency::Usdc => rpc.usdc_balance(who).await,
+    }
+}
+
 /// How many receipts a listing reads concurrently.
 const RECEIPTS_AT_ONCE: usize = 8;
+
+/// A transfer's row as the record the sender keeps the transaction's nonce and hash in.
+struct Outgoing<'a> {
+    wallets: &'a Wallets,
+    row: &'a mut WalletTransfer,
+}
+
+impl TxRecord for Outgoing<'_> {
+    type Error = WalletError;
+
+    /// See [`aibank_store::repo::wallets::take_nonce`]: the nonces the wallet's transfers
+    /// hold on the chain are the ones not handed out again.
+    async fn take_nonce(&mut self, chain_nonce: u64) -> Result<u64, WalletError> {
+        let (id, wallet_id, chain) = (
+            self.row.id.clone(),
+            self.row.wallet_id.clone(),
+            self.row.chain.clone(),
+        );
+        let floor = i64::try_from(chain_nonce).unwrap_or(i64::MAX);
+        let nonce = self
+            .wallets
+            .pool
+            .run(move |c| {
+                wallets::take_nonce(c, &id, &wallet_id, &chain, floor).map_err(StoreError::from)
+            })
+            .await?;
+        self.row.nonce = Some(nonce);
+        Ok(u64::try_from(nonce).unwrap_or_default())
+    }
+
+    async fn signed(&mut self, hash: B256) -> Result<(), WalletError> {
+        self.row.tx_hash = Some(format!("{hash:#x}"));
+        self.wallets.save(self.row).await
+    }
+}
 
 /// A concurrent request with the same `Idempotency-Key` recorded its transfer first.
 struct Raced;

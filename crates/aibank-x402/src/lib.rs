@@ -7,14 +7,13 @@
 //! the same transaction that credits the payment and reserves the call's cost. Whatever the
 //! call does not cost stays as credit in the payer's account.
 
-pub mod chain;
 pub mod verify;
 
 use std::time::Duration;
 
 use actix_web::http::header::HeaderMap;
 use actix_web::http::header::{HeaderName, HeaderValue};
-use aibank_core::{ApiError, ErrorCode, SecretString, Usd};
+use aibank_core::{ApiError, ErrorCode, Usd};
 use aibank_ledger::{EntryKind, LedgerError};
 use aibank_store::models::{Agent, Payment};
 use aibank_store::repo;
@@ -22,8 +21,8 @@ use aibank_store::{is_unique_violation, AnyConnection, StoreError};
 use alloy::primitives::U256;
 use serde_json::{json, Value};
 
+pub use aibank_chain::{redact_urls, CallError, Chain, ChainConfig, Endpoint};
 pub use alloy::primitives::{Address, B256};
-pub use chain::{redact_urls, CallError, Chain, Endpoint};
 pub use verify::{
     signed_by, ChainClient, Refused, Requirement, Transfer, Unavailable, VerifyError,
 };
@@ -34,15 +33,6 @@ pub const PAYMENT_SIGNATURE_HEADER: &str = "x-payment-signature";
 
 /// How long a client has to pay once it got the 402 (x402's `maxTimeoutSeconds`).
 pub const MAX_TIMEOUT_SECONDS: u64 = 600;
-
-/// One chain payments are accepted on.
-#[derive(Debug, Clone)]
-pub struct ChainConfig {
-    pub chain: Chain,
-    /// May embed a provider's API key, hence secret.
-    pub rpc_url: SecretString,
-    pub usdc: Address,
-}
 
 #[derive(Debug, Clone)]
 pub struct X402Settings {

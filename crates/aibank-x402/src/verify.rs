@@ -5,12 +5,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use aibank_chain::{CallError, Chain, Endpoint};
 use alloy::eips::BlockNumberOrTag;
 use alloy::network::ReceiptResponse as _;
 use alloy::primitives::{b256, Address, Signature, B256, U256};
 use alloy::providers::Provider;
-
-use crate::chain::{CallError, Chain, Endpoint};
 
 /// `keccak256("Transfer(address,address,uint256)")`.
 pub const TRANSFER_TOPIC: B256 =

@@ -1,55 +1,6 @@
-//! The EVM chains aibank talks to: payments are accepted on Base and Base Sepolia; wallets
-//! also send on Ethereum.
+//! A chain's JSON-RPC endpoint, and the redaction of RPC URLs from what it reports.
 
-use alloy::primitives::{address, Address};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Chain {
-    Ethereum,
-    Base,
-    BaseSepolia,
-}
-
-impl Chain {
-    pub const ALL: [Chain; 3] = [Chain::Ethereum, Chain::Base, Chain::BaseSepolia];
-
-    /// Whether x402 payments may be made on this chain.
-    pub fn accepts_payments(self) -> bool {
-        self != Chain::Ethereum
-    }
-
-    /// The name used in `X-Payment-Chain`, in x402's `network` and in wallet requests.
-    pub fn name(self) -> &'static str {
-        match self {
-            Chain::Ethereum => "ethereum",
-            Chain::Base => "base",
-            Chain::BaseSepolia => "base-sepolia",
-        }
-    }
-
-    pub fn chain_id(self) -> u64 {
-        match self {
-            Chain::Ethereum => 1,
-            Chain::Base => 8453,
-            Chain::BaseSepolia => 84532,
-        }
-    }
-
-    /// Circle's USDC contract on this chain.
-    pub fn default_usdc(self) -> Address {
-        match self {
-            Chain::Ethereum => address!("A0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"),
-            Chain::Base => address!("833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"),
-            Chain::BaseSepolia => address!("036CbD53842c5426634e7929541eC2318f3dCF7e"),
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Chain> {
-        Chain::ALL
-            .into_iter()
-            .find(|c| c.name().eq_ignore_ascii_case(s.trim()))
-    }
-}
+use crate::Chain;
 
 /// One chain's JSON-RPC endpoint, as payments and wallets use it: every call bounded by a
 /// timeout, failures described without the URL (hosted RPC URLs carry keys), and a check,
