@@ -1,5 +1,6 @@
-//! A real `anvil` node for on-chain tests, and a minimal USDC-compatible ERC-20 to place at
-//! the real USDC address.
+//! A real `anvil` node for on-chain tests, and two tokens to place at the real USDC address:
+//! a minimal ERC-20 assembled here, and an EIP-3009 token (`contracts/Eip3009Token.sol`)
+//! that behaves like Circle's FiatTokenV2 for signed-authorization transfers.
 //!
 //! The binary comes from the npm registry (`@foundry-rs/anvil-linux-amd64`, installed by
 //! `scripts/install-anvil`); `AIBANK_ANVIL` names another one.
@@ -17,6 +18,11 @@ pub const USDC_BASE: &str = "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913";
 pub const USDC_BASE_SEPOLIA: &str = "0x036cbd53842c5426634e7929541ec2318f3dcf7e";
 pub const CHAIN_BASE: u64 = 8453;
 pub const CHAIN_BASE_SEPOLIA: u64 = 84532;
+
+/// Runtime bytecode (hex) of `contracts/Eip3009Token.sol`, written by
+/// `scripts/build-contracts`, which `scripts/test` runs with `--check` so it cannot drift
+/// from the source.
+pub const EIP3009_RUNTIME: &str = include_str!("../contracts/Eip3009Token.bin-runtime");
 
 /// Where the binary is: `AIBANK_ANVIL`, the repository's npm install, or `PATH`.
 pub fn anvil_bin() -> PathBuf {
@@ -244,6 +250,73 @@ impl Anvil {
         u128::from_str_radix(out.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
     }
 
+    /// Places the EIP-3009 token at `address`. Its domain separator follows the node's chain
+    /// id and `address`, so the same code serves any chain and any address.
+    pub async fn deploy_eip3009(&self, address: &str) {
+        let code = format!("0x{}", EIP3009_RUNTIME.trim());
+        self.rpc("anvil_setCode", json!([address, code])).await;
+    }
+
+    /// Mints `amount` base units of the EIP-3009 token for `holder` through the contract's
+    /// own `mint`, so the total supply and the `Transfer` log are those of a real issue
+    /// (its balances live in a mapping, which [`Anvil::mint`] cannot write).
+    pub async fn mint_eip3009(&self, token: &str, holder: &str, amount: u128) {
+        let data = format!("0x40c10f19{}{}", word(holder), word(&format!("{amount:x}")));
+        let minter = self.accounts().await.remove(0);
+        let receipt = self.send(&minter, token, &data).await;
+        assert_eq!(receipt["status"], "0x1", "mint: {receipt}");
+    }
+
+    /// Whether the EIP-3009 authorization of `authorizer` with `nonce` (32 bytes in hex) is
+    /// used or canceled.
+    pub async fn authorization_state(&self, token: &str, authorizer: &str, nonce: &str) -> bool {
+        let data = format!("0xe94a0102{}{}", word(authorizer), word(nonce));
+        let out = self
+            .call(authorizer, token, &data)
+            .await
+            .unwrap_or_else(|e| panic!("authorizationState: {e}"));
+        match out.trim_start_matches("0x").trim_start_matches('0') {
+            "" => false,
+            "1" => true,
+            other => panic!("authorizationState returned {other}"),
+        }
+    }
+
+    /// `from` (an unlocked account) sends `data` to `to`; returns the receipt once it is
+    /// mined. The gas is fixed, so a call that reverts is still mined (with status 0)
+    /// instead of being refused at estimation.
+    pub async fn send(&self, from: &str, to: &str, data: &str) -> Value {
+        let tx = json!({"from": from, "to": to, "data": data, "gas": "0x100000"});
+        let hash = self.rpc("eth_sendTransaction", json!([tx])).await;
+        let hash = hash.as_str().unwrap();
+        self.wait_mined(hash).await;
+        self.rpc("eth_getTransactionReceipt", json!([hash])).await
+    }
+
+    /// `eth_call` of `data` on `to` as `from`, on the latest block: the returned data in hex,
+    /// or, when it reverts, the revert reason (the `Error(string)` message, or the node's
+    /// whole error when it carries none).
+    pub async fn call(&self, from: &str, to: &str, data: &str) -> Result<String, String> {
+        let tx = json!({"from": from, "to": to, "data": data});
+        let res = self
+            .client
+            .post(&self.url)
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call", "params": [tx, "latest"]}),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("eth_call: {e}"));
+        let body: Value = res.json().await.unwrap_or_else(|e| panic!("eth_call: {e}"));
+        match body.get("error") {
+            None => Ok(body["result"].as_str().unwrap().to_owned()),
+            Some(err) => Err(err["data"]
+                .as_str()
+                .and_then(revert_reason)
+                .unwrap_or_else(|| err.to_string())),
+        }
+    }
+
     /// Mines `n` empty blocks.
     pub async fn mine(&self, n: u64) {
         self.rpc("anvil_mine", json!([format!("0x{n:x}")])).await;
@@ -272,6 +345,25 @@ impl Drop for Anvil {
             let _ = c.wait();
         }
     }
+}
+
+/// The message of revert data that is an ABI-encoded `Error(string)`.
+fn revert_reason(data_hex: &str) -> Option<String> {
+    let data = hex::decode(data_hex.trim_start_matches("0x")).ok()?;
+    let body = data.strip_prefix(&[0x08, 0xc3, 0x79, 0xa0][..])?;
+    // A word that must hold an offset or a length: anything above 64 bits is malformed.
+    let usize_at = |i: usize| -> Option<usize> {
+        let w = body.get(i..i.checked_add(32)?)?;
+        if w[..24].iter().any(|&b| b != 0) {
+            return None;
+        }
+        usize::try_from(u64::from_be_bytes(w[24..].try_into().ok()?)).ok()
+    };
+    let offset = usize_at(0)?;
+    let len = usize_at(offset)?;
+    let start = offset.checked_add(32)?;
+    let message = body.get(start..start.checked_add(len)?)?;
+    String::from_utf8(message.to_vec()).ok()
 }
 
 /// Runtime code of a minimal ERC-20 with 6 decimals: `transfer(address,uint256)` (reverts
