@@ -68,4 +68,28 @@ pub struct ChainConfig {
     /// May embed a provider's API key, hence secret.
     pub rpc_url: SecretString,
     pub usdc: Address,
+    /// The token's EIP-712 domain, which signed (EIP-3009) payments are made in.
+    pub usdc_domain: TokenDomain,
+}
+
+/// A token's EIP-712 domain name and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenDomain {
+    pub name: String,
+    pub version: String,
+}
+
+impl TokenDomain {
+    /// Circle's USDC domain on `chain`: "USD Coin" on Base and Ethereum, "USDC" on Base
+    /// Sepolia, version "2" on each.
+    pub fn usdc(chain: Chain) -> TokenDomain {
+        let name = match chain {
+            Chain::BaseSepolia => "USDC",
+            Chain::Base | Chain::Ethereum => "USD Coin",
+        };
+        TokenDomain {
+            name: name.to_owned(),
+            version: "2".to_owned(),
+        }
+    }
 }

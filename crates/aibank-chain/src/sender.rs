@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use alloy::consensus::{SignableTransaction as _, Transaction as _, TxEnvelope};
 use alloy::eips::eip1559::Eip1559Estimation;
-use alloy::eips::eip2718::Encodable2718;
+use alloy::eips::eip2718::{Decodable2718 as _, Encodable2718};
 use alloy::network::{TransactionBuilder, TxSignerSync as _};
 use alloy::primitives::{Address, Bytes, B256, U256};
 use alloy::providers::Provider;
@@ -99,6 +99,23 @@ pub struct Signed {
     pub hash: B256,
     pub nonce: u64,
     raw: Vec<u8>,
+}
+
+impl Signed {
+    /// The signed transaction's bytes (EIP-2718), for keeping it to send again.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// A transaction signed earlier, from its bytes.
+    pub fn from_raw(raw: Vec<u8>) -> Result<Signed, String> {
+        let envelope = TxEnvelope::decode_2718(&mut raw.as_slice()).map_err(|e| e.to_string())?;
+        Ok(Signed {
+            hash: *envelope.tx_hash(),
+            nonce: envelope.nonce(),
+            raw,
+        })
+    }
 }
 
 /// The unpriced transaction for `call` from `from`; value and input are left out when
@@ -273,6 +290,22 @@ impl ChainRpc {
             });
         }
         Ok(U256::from_be_slice(&out))
+    }
+
+    /// `eth_call` of `input` on `to`, on the latest block: what it returned.
+    pub async fn view(&self, to: Address, input: Bytes) -> Result<Bytes, RpcError> {
+        let tx = TransactionRequest::default().with_to(to).with_input(input);
+        self.call("eth_call", self.endpoint.provider().call(tx))
+            .await
+    }
+
+    /// The chain's latest block number.
+    pub async fn block_number(&self) -> Result<u64, RpcError> {
+        self.call(
+            "eth_blockNumber",
+            self.endpoint.provider().get_block_number(),
+        )
+        .await
     }
 
     /// The account's next nonce, counting transactions still in the node's pool.

@@ -1,10 +1,11 @@
 //! Pay-per-call with x402: a caller without credentials is priced, answered 402 with what to
 //! pay, or has its payment verified, credited and held before the call goes out.
 
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpRequest;
 use aibank_core::{ApiError, Usd};
 use aibank_ledger::{HoldReceipt, UsageMeta};
-use aibank_x402::X402;
+use aibank_x402::{Presented, X402};
 use tracing_actix_web::RequestId;
 
 use crate::billing::{Bill, FlatFee};
@@ -33,13 +34,16 @@ pub(crate) struct Paid {
     pub(crate) hold: Option<HoldReceipt>,
     pub(crate) flat: Option<FlatFee>,
     pub(crate) streamed: bool,
+    /// A standard payment's settlement, for `PAYMENT-RESPONSE` / `X-PAYMENT-RESPONSE`.
+    pub(crate) response: Option<(HeaderName, HeaderValue)>,
 }
 
-/// Prices the call; without `X-Payment`, answers 402 with what to pay. With it, verifies
-/// the payment on chain, then in one transaction records the hash as used, credits the
-/// payment to the payer's account and reserves the call's price there. A metered call is
-/// then billed from its usage like any other; a free endpoint takes its whole price once
-/// served. A failed call costs nothing.
+/// Prices the call; without a payment, answers 402 with what to pay. With a transaction
+/// hash, verifies the payment on chain; with a signed authorization, checks it and settles
+/// it on chain. Then, in one transaction, it records the payment as used, credits it to the
+/// payer's account and reserves the call's price there. A metered call is then billed from
+/// its usage like any other; a free endpoint takes its whole price once served. A failed
+/// call costs nothing.
 pub(crate) async fn pay(
     gw: &Gateway,
     x402: &X402,
@@ -51,12 +55,21 @@ pub(crate) async fn pay(
         .as_ref()
         .map_or(Usd::ZERO, |(bill, max_out, _)| bill.max_cost(*max_out));
     let price = x402.price(max_cost);
-    let Some(payment) = x402.payment(req.headers())? else {
-        return Err(x402.required(price, req.method().as_str(), req.path()));
+    let challenge = x402.challenge(price, req.method().as_str(), req.path());
+    let Some(presented) = x402.presented(req.headers(), &challenge)? else {
+        return Err(x402.required(price, &challenge));
     };
     let now = gw.now_ms();
-    let transfer = x402.verify(&payment, price, now).await?;
     let resource = format!("{} {}", req.method(), req.path());
+    let (transfer, authorization, response) = match presented {
+        Presented::Hash(p) => (x402.verify(&p, price, now).await?, None, None),
+        Presented::Exact(signed) => {
+            let s = x402
+                .settle(gw.pool(), &signed, &challenge, &resource, now)
+                .await?;
+            (s.transfer, Some(s.authorization), Some(s.header))
+        }
+    };
     let (rid, ttl) = (request_id.to_string(), gw.hold_ttl_ms());
     let reference = rid.clone();
     let acceptance = aibank_x402::Acceptance {
@@ -64,6 +77,8 @@ pub(crate) async fn pay(
         resource: resource.clone(),
         request_id: Some(rid.clone()),
         now,
+        authorization,
+        credit_to: None,
     };
     // One transaction: the hash recorded as used, the payment credited, the price held.
     let hold = gw
@@ -87,6 +102,7 @@ pub(crate) async fn pay(
             hold: Some(hold),
             flat: None,
             streamed,
+            response,
         }
     } else {
         Paid {
@@ -102,6 +118,7 @@ pub(crate) async fn pay(
                 },
             }),
             streamed: false,
+            response,
         }
     };
     tracing::info!(chain = transfer.chain.name(), payer = %transfer.payer, amount = %transfer.amount, "x402 payment accepted");

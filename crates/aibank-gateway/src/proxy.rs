@@ -269,6 +269,7 @@ pub async fn proxy(
         flat: None,
     };
     let mut streamed = false;
+    let mut payment_response = None;
     let (key, own_key, bill) = match (caller, paying) {
         (Some(caller), _) => {
             let (key, own_key) = upstream_key(&gw, &caller.agent.id, provider).await?;
@@ -297,6 +298,7 @@ pub async fn proxy(
             streamed = paid.streamed;
             guard.hold = paid.hold;
             guard.flat = paid.flat;
+            payment_response = paid.response;
             (key, false, paid.bill)
         }
         (None, None) => return Err(ApiError::internal("no caller and no payment")),
@@ -309,7 +311,13 @@ pub async fn proxy(
             return Err(e);
         }
     };
-    respond(gw, dialect, bill, guard, upstream, streamed, own_key).await
+    let mut res = respond(gw, dialect, bill, guard, upstream, streamed, own_key).await?;
+    // The payment was settled whatever the upstream answered: what the call did not cost
+    // stays as credit.
+    if let Some((name, value)) = payment_response {
+        res.headers_mut().insert(name, value);
+    }
+    Ok(res)
 }
 
 /// Turns the upstream answer into ours and settles the bill.

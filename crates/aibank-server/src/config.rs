@@ -76,6 +76,24 @@ const SETTINGS: &[(&str, &str)] = &[
     ("x402_require_signature", "AIBANK_X402_REQUIRE_SIGNATURE"),
     ("x402_min_price_usd", "AIBANK_X402_MIN_PRICE_USD"),
     ("x402_rpc_timeout_secs", "AIBANK_X402_RPC_TIMEOUT_SECS"),
+    ("x402_max_timeout_secs", "AIBANK_X402_MAX_TIMEOUT_SECS"),
+    ("x402_settler_key", "AIBANK_X402_SETTLER_KEY"),
+    ("x402_settle_wait_secs", "AIBANK_X402_SETTLE_WAIT_SECS"),
+    ("usdc_eip712_name_base", "AIBANK_USDC_EIP712_NAME_BASE"),
+    (
+        "usdc_eip712_version_base",
+        "AIBANK_USDC_EIP712_VERSION_BASE",
+    ),
+    (
+        "usdc_eip712_name_base_sepolia",
+        "AIBANK_USDC_EIP712_NAME_BASE_SEPOLIA",
+    ),
+    (
+        "usdc_eip712_version_base_sepolia",
+        "AIBANK_USDC_EIP712_VERSION_BASE_SEPOLIA",
+    ),
+    ("topup_min_usd", "AIBANK_TOPUP_MIN_USD"),
+    ("topup_max_usd", "AIBANK_TOPUP_MAX_USD"),
     ("usdc_address_base", "AIBANK_USDC_ADDRESS_BASE"),
     (
         "usdc_address_base_sepolia",
@@ -173,6 +191,8 @@ pub struct Config {
     pub max_keys_per_agent: i64,
     /// Pay-per-call with USDC: on when `AIBANK_X402_PAY_TO` and a chain's RPC URL are set.
     pub x402: Option<aibank_x402::X402Settings>,
+    /// The least and the most one credit top-up (`POST /v1/credits/topup`) may buy.
+    pub topup_bounds: (Usd, Usd),
     /// Agents' wallets: the chains with an RPC URL, the ETH price, timeouts.
     pub wallets: aibank_wallet::WalletSettings,
     /// How long an agent's claim code stays valid (`expiresIn`).
@@ -463,6 +483,7 @@ impl Config {
             1000,
         )?;
         let x402 = x402_settings(&get)?;
+        let topup_bounds = topup_bounds(&get)?;
         let wallets = wallet_settings(&get)?;
         let claim_code_ttl = Duration::from_secs(parse_num(
             "AIBANK_CLAIM_CODE_TTL_SECS",
@@ -509,6 +530,7 @@ impl Config {
             public_rate_limit,
             max_keys_per_agent,
             x402,
+            topup_bounds,
             wallets,
             claim_code_ttl,
             claim_guess_limit,
@@ -618,7 +640,53 @@ fn x402_settings<'a>(
             1,
             300,
         )?),
+        max_timeout_secs: parse_num(
+            "AIBANK_X402_MAX_TIMEOUT_SECS",
+            get("x402_max_timeout_secs"),
+            aibank_x402::MAX_TIMEOUT_SECONDS,
+            10,
+            86_400,
+        )?,
+        settler_key: match get("x402_settler_key") {
+            None => None,
+            Some(k) => {
+                // Checked now, so a bad key stops the start; the message never shows it.
+                aibank_x402::parse_settler_key(k).map_err(|message| ConfigError::Invalid {
+                    name: "AIBANK_X402_SETTLER_KEY",
+                    message,
+                })?;
+                Some(SecretString::new(k.trim()))
+            }
+        },
+        settle_wait: Duration::from_secs(parse_num(
+            "AIBANK_X402_SETTLE_WAIT_SECS",
+            get("x402_settle_wait_secs"),
+            30,
+            1,
+            600,
+        )?),
+        // Filled in once the server knows its address.
+        public_url: String::new(),
     }))
+}
+
+/// What agents may buy in one top-up: `AIBANK_TOPUP_MIN_USD` to `AIBANK_TOPUP_MAX_USD`.
+fn topup_bounds<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<(Usd, Usd), ConfigError> {
+    let min = match get("topup_min_usd") {
+        None => Usd::from_micros(1_000_000),
+        Some(v) => parse_usd("AIBANK_TOPUP_MIN_USD", v)?,
+    };
+    let max = match get("topup_max_usd") {
+        None => Usd::from_micros(1_000_000_000),
+        Some(v) => parse_usd("AIBANK_TOPUP_MAX_USD", v)?,
+    };
+    if min.is_zero() || min > max {
+        return Err(ConfigError::Invalid {
+            name: "AIBANK_TOPUP_MIN_USD",
+            message: "must be more than 0 and at most AIBANK_TOPUP_MAX_USD".into(),
+        });
+    }
+    Ok((min, max))
 }
 
 /// Every chain whose RPC URL is set, with its USDC contract (Circle's unless overridden).
@@ -648,6 +716,14 @@ fn chain_configs<'a>(
         ),
     ] {
         if let Some(url) = get(rpc) {
+            let mut domain = aibank_x402::exact::TokenDomain::usdc(chain);
+            let suffix = rpc.trim_start_matches("rpc_url_");
+            if let Some(n) = get(&format!("usdc_eip712_name_{suffix}")) {
+                n.trim().clone_into(&mut domain.name);
+            }
+            if let Some(v) = get(&format!("usdc_eip712_version_{suffix}")) {
+                v.trim().clone_into(&mut domain.version);
+            }
             chains.push(aibank_x402::ChainConfig {
                 chain,
                 rpc_url: SecretString::new(url.trim()),
@@ -655,6 +731,7 @@ fn chain_configs<'a>(
                     Some(a) => parse_address(usdc_var, a)?,
                     None => chain.default_usdc(),
                 },
+                usdc_domain: domain,
             });
         }
     }

@@ -137,6 +137,9 @@ pub fn table() -> Vec<RouteDef> {
         gateway(Method::POST, || {
             web::post().to(aibank_gateway::proxy::proxy)
         }),
+        def(Method::POST, "/v1/credits/topup", || {
+            web::post().to(payments::topup)
+        }),
         def(Method::GET, "/v1/payments/{hash}", || {
             web::get().to(payments::get)
         }),

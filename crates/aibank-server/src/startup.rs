@@ -180,16 +180,20 @@ fn gateway(
     pool: &DbPool,
     clock: &SharedClock,
     secret_box: Arc<SecretBox>,
+    public_url: &str,
 ) -> Result<Gateway, StartupError> {
     let x402 = config
         .x402
         .clone()
-        .map(aibank_x402::X402::new)
+        .map(|mut s| {
+            public_url.clone_into(&mut s.public_url);
+            aibank_x402::X402::new(s)
+        })
         .transpose()
         .map_err(|e| StartupError::Task(format!("x402: {e}")))?
         .map(Arc::new);
     if let Some(x) = &x402 {
-        tracing::info!(pay_to = %x.settings.pay_to, default_chain = x.settings.default_chain.name(), "x402 payments accepted");
+        tracing::info!(pay_to = %x.settings.pay_to, default_chain = x.settings.default_chain.name(), settler = ?x.settler_address(), "x402 payments accepted");
     }
     Ok(Gateway::new(
         config.providers.clone(),
@@ -365,12 +369,18 @@ impl Application {
         spawn_sweeper(pool.clone(), clock.clone(), &config);
         spawn_price_reloader(&config)?;
         let secret_box = open_secret_box(&config)?;
-        let gateway = web::Data::new(gateway(&config, &pool, &clock, secret_box.clone())?);
+        let public_url = public_url(&config, port);
+        let gateway = web::Data::new(gateway(
+            &config,
+            &pool,
+            &clock,
+            secret_box.clone(),
+            &public_url,
+        )?);
         let wallets = Arc::new(
             Wallets::new(pool.clone(), secret_box, clock.clone(), &config.wallets)
                 .map_err(|e| StartupError::Task(format!("wallets: {e}")))?,
         );
-        let public_url = public_url(&config, port);
         let (auth, limiter, claim_guard) = auth_state(&config, &pool, &clock);
         let workers = config.workers;
         let state = web::Data::new(AppState {

@@ -26,6 +26,7 @@ fn settings(anvil: &Anvil) -> WalletSettings {
             chain: Chain::BaseSepolia,
             rpc_url: anvil.url.clone().into(),
             usdc: Chain::BaseSepolia.default_usdc(),
+            usdc_domain: aibank_x402::exact::TokenDomain::usdc(Chain::BaseSepolia),
         }],
         eth_usd_price: Some("3000".parse().unwrap()),
         rpc_timeout: Duration::from_secs(3),

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use crate::schema::{
     accounts, agent_claims, agents, api_keys, audit_events, holds, idempotency_keys,
     journal_entries, master_keys, platforms, usage_events, wallet_allowlist, wallet_transfers,
-    wallets, x402_payments,
+    wallets, x402_authorizations, x402_payments,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -314,6 +314,25 @@ pub struct Payment {
     pub resource: String,
     pub request_id: Option<String>,
     pub created_at: i64,
+}
+
+/// An EIP-3009 authorization taken for settlement; its key (chain, payer, nonce) is taken
+/// once.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = x402_authorizations)]
+pub struct Authorization {
+    pub chain: String,
+    pub payer: String,
+    pub nonce: String,
+    pub value_micros: i64,
+    pub valid_before: i64,
+    pub status: String,
+    pub settle_nonce: Option<i64>,
+    pub tx_hash: Option<String>,
+    pub raw_tx: Option<String>,
+    pub resource: String,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -171,6 +171,30 @@ diesel::table! {
 }
 
 diesel::table! {
+    x402_authorizations (chain, payer, nonce) {
+        chain -> Text,
+        payer -> Text,
+        nonce -> Text,
+        value_micros -> BigInt,
+        valid_before -> BigInt,
+        status -> Text,
+        settle_nonce -> Nullable<BigInt>,
+        tx_hash -> Nullable<Text>,
+        raw_tx -> Nullable<Text>,
+        resource -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    x402_settler_nonces (chain, address) {
+        chain -> Text,
+        address -> Text,
+    }
+}
+
+diesel::table! {
     x402_payments (chain, tx_hash) {
         chain -> Text,
         tx_hash -> Text,
@@ -281,7 +305,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     provider_keys,
     used_signatures,
     audit_events,
+    x402_authorizations,
     x402_payments,
+    x402_settler_nonces,
     wallets,
     wallet_allowlist,
     wallet_nonces,

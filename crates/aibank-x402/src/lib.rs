@@ -1,19 +1,28 @@
-//! x402: pay for one gateway call with a USDC transfer on Base.
+//! x402: pay for one gateway call (or buy credits) with USDC on Base.
 //!
 //! A request without credentials gets `402 PAYMENT_REQUIRED` with what to pay, to whom and
-//! where (in aibank's shape and x402's `accepts`). The client transfers USDC and repeats the
-//! request with `X-Payment: <tx hash>` (and `X-Payment-Chain`). The server reads the receipt
-//! over the chain's RPC, checks the USDC `Transfer` to it, and records the hash as used in
-//! the same transaction that credits the payment and reserves the call's cost. Whatever the
-//! call does not cost stays as credit in the payer's account.
+//! where: in aibank's shape, in x402 v1's `accepts` and in x402 v2's `PAYMENT-REQUIRED`
+//! header. A client pays one of two ways:
+//! - aibank's own: it transfers USDC itself and repeats the request with
+//!   `X-Payment: <tx hash>` (and `X-Payment-Chain`); the server reads the receipt and checks
+//!   the USDC `Transfer` to it;
+//! - the x402 standard's `exact` scheme (`exact`): it signs an EIP-3009 authorization and
+//!   sends it in `X-PAYMENT` (v1) or `PAYMENT-SIGNATURE` (v2); the server checks it and
+//!   settles it on chain itself (`settle`) before the call goes out.
+//!
+//! Either way the payment is recorded as used in the same transaction that credits it to
+//! the payer's account and reserves the call's cost. Whatever the call does not cost stays
+//! as credit in the payer's account.
 
+pub mod exact;
+mod settle;
 pub mod verify;
 
 use std::time::Duration;
 
 use actix_web::http::header::HeaderMap;
 use actix_web::http::header::{HeaderName, HeaderValue};
-use aibank_core::{ApiError, ErrorCode, Usd};
+use aibank_core::{ApiError, ErrorCode, SecretString, Usd};
 use aibank_ledger::{EntryKind, LedgerError};
 use aibank_store::models::{Agent, Payment};
 use aibank_store::repo;
@@ -23,6 +32,7 @@ use serde_json::{json, Value};
 
 pub use aibank_chain::{redact_urls, CallError, Chain, ChainConfig, Endpoint};
 pub use alloy::primitives::{Address, B256};
+pub use settle::{parse_settler_key, Settled};
 pub use verify::{
     signed_by, ChainClient, Refused, Requirement, Transfer, Unavailable, VerifyError,
 };
@@ -31,8 +41,9 @@ pub const PAYMENT_HEADER: &str = "x-payment";
 pub const PAYMENT_CHAIN_HEADER: &str = "x-payment-chain";
 pub const PAYMENT_SIGNATURE_HEADER: &str = "x-payment-signature";
 
-/// How long a client has to pay once it got the 402 (x402's `maxTimeoutSeconds`).
-pub const MAX_TIMEOUT_SECONDS: u64 = 600;
+/// How long a client has to pay once it got the 402 (x402's `maxTimeoutSeconds`), unless
+/// configured.
+pub const MAX_TIMEOUT_SECONDS: u64 = 300;
 
 #[derive(Debug, Clone)]
 pub struct X402Settings {
@@ -48,6 +59,16 @@ pub struct X402Settings {
     /// The least a call costs; a call's price is its maximum cost, at least this.
     pub min_price: Usd,
     pub rpc_timeout: Duration,
+    /// How long a client has to pay once it got the 402 (x402's `maxTimeoutSeconds`).
+    pub max_timeout_secs: u64,
+    /// The key of the account that sends standard payments' settlements (and pays their
+    /// gas); without one, only the transaction-hash flow is offered.
+    pub settler_key: Option<SecretString>,
+    /// The server's public base URL, for the requirements' absolute `resource`.
+    pub public_url: String,
+    /// How long a standard payment's settlement is waited for before the request is
+    /// answered that it is pending.
+    pub settle_wait: Duration,
 }
 
 /// The payment a request carries.
@@ -58,10 +79,20 @@ pub struct PaymentHeader {
     pub signature: Option<String>,
 }
 
+/// A payment in one of the two flows.
+#[derive(Debug, Clone)]
+pub enum Presented {
+    /// A transaction hash the payer made itself.
+    Hash(PaymentHeader),
+    /// A signed EIP-3009 authorization for the server to settle.
+    Exact(Box<exact::Signed>),
+}
+
 /// Payments: requirements, verification and the used-hash registry.
 pub struct X402 {
     pub settings: X402Settings,
     clients: Vec<ChainClient>,
+    settlers: Vec<settle::Settler>,
 }
 
 impl std::fmt::Debug for X402 {
@@ -70,6 +101,35 @@ impl std::fmt::Debug for X402 {
             .field("pay_to", &self.settings.pay_to)
             .field("chains", &self.clients)
             .finish_non_exhaustive()
+    }
+}
+
+/// The standard requirements of one request: what its 402 offers, and what a refused
+/// payment is answered with again.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    pub offers: Vec<exact::Offer>,
+    pub resource: exact::Resource,
+}
+
+impl Challenge {
+    /// `e` with the `PAYMENT-REQUIRED` header, when standard payments are offered.
+    pub fn with_header(&self, e: ApiError, error: &str) -> ApiError {
+        if self.offers.is_empty() {
+            return e;
+        }
+        let v = exact::payment_required_header(&self.offers, &self.resource, error);
+        match HeaderValue::from_str(&v) {
+            Ok(v) => e.with_header(HeaderName::from_static(exact::PAYMENT_REQUIRED_HEADER), v),
+            Err(_) => e,
+        }
+    }
+
+    /// `402 PAYMENT_INVALID` for a refused standard payment: its reason, and the
+    /// requirements again.
+    pub fn refuse(&self, r: &exact::Refusal) -> ApiError {
+        let e = invalid(r.message.clone(), r.reason.code());
+        self.with_header(e, &r.message)
     }
 }
 
@@ -95,7 +155,26 @@ impl X402 {
                 settings.default_chain.name()
             ));
         }
-        Ok(X402 { settings, clients })
+        let settlers = settle::settlers(
+            &settings.chains,
+            settings.settler_key.as_ref(),
+            settings.rpc_timeout,
+            settings.settle_wait,
+        )?;
+        Ok(X402 {
+            settings,
+            clients,
+            settlers,
+        })
+    }
+
+    /// The settlement account's address, when standard payments are taken.
+    pub fn settler_address(&self) -> Option<Address> {
+        self.settlers.first().map(|s| s.key.address())
+    }
+
+    pub(crate) fn settler(&self, chain: Chain) -> Option<&settle::Settler> {
+        self.settlers.iter().find(|s| s.rpc.chain == chain)
     }
 
     pub fn client(&self, chain: Chain) -> Option<&ChainClient> {
@@ -111,20 +190,59 @@ impl X402 {
         }
     }
 
-    /// The payment in a request's headers, if any; malformed headers are a 402 that says
-    /// what is wrong.
-    pub fn payment(&self, headers: &HeaderMap) -> Result<Option<PaymentHeader>, ApiError> {
+    /// Whether standard (`exact`) payments are taken: a settlement account is configured.
+    pub fn settles(&self) -> bool {
+        !self.settlers.is_empty()
+    }
+
+    /// The payment in a request's headers, if any: `PAYMENT-SIGNATURE` (x402 v2), or
+    /// `X-Payment` holding a transaction hash (aibank's flow) or a v1 payload. Malformed
+    /// headers are a 402 that says what is wrong; `offered` is the payment's requirements,
+    /// sent again with a refusal.
+    pub fn presented(
+        &self,
+        headers: &HeaderMap,
+        offered: &Challenge,
+    ) -> Result<Option<Presented>, ApiError> {
         let text = |name: &str| {
             headers
                 .get(name)
                 .map(|v| v.to_str().map(|s| s.trim().to_owned()))
         };
+        let standard = |value: Result<String, _>, version| {
+            if !self.settles() {
+                return Err(offered.refuse(&exact::Refusal {
+                    reason: exact::Reason::UnsupportedScheme,
+                    message: "this server takes no signed authorizations; pay with X-Payment: <transaction hash>".into(),
+                }));
+            }
+            let value: String = value.map_err(|_| {
+                offered.refuse(&exact::Refusal {
+                    reason: exact::Reason::Malformed,
+                    message: "the payment header is not text".into(),
+                })
+            })?;
+            exact::decode(&value, version)
+                .map(|s| Some(Presented::Exact(Box::new(s))))
+                .map_err(|r| offered.refuse(&r))
+        };
+        if let Some(v) = text(exact::PAYMENT_SIGNATURE_HEADER) {
+            return standard(v, exact::Version::V2);
+        }
         let Some(hash) = text(PAYMENT_HEADER) else {
             return Ok(None);
         };
+        let is_hash = |h: &String| h.len() == 66 && h.starts_with("0x");
+        match hash {
+            Ok(h) if !is_hash(&h) && !h.starts_with("0x") => {
+                return standard(Ok(h), exact::Version::V1)
+            }
+            Err(e) => return standard(Err(e), exact::Version::V1),
+            Ok(_) => {}
+        }
         let hash = hash
             .ok()
-            .filter(|h| h.len() == 66 && h.starts_with("0x"))
+            .filter(is_hash)
             .and_then(|h| h.parse::<B256>().ok())
             .ok_or_else(|| {
                 invalid(
@@ -158,11 +276,43 @@ impl X402 {
                 ))
             }
         };
-        Ok(Some(PaymentHeader {
+        Ok(Some(Presented::Hash(PaymentHeader {
             chain,
             hash,
             signature,
-        }))
+        })))
+    }
+
+    /// What standard payments may pay for a request priced `price`: one offer per chain.
+    pub fn offers(&self, price: Usd) -> Vec<exact::Offer> {
+        if !self.settles() {
+            return Vec::new();
+        }
+        let amount = u64::try_from(price.micros()).unwrap_or(0);
+        self.settings
+            .chains
+            .iter()
+            .map(|c| exact::Offer {
+                chain: c.chain,
+                asset: c.usdc,
+                pay_to: self.settings.pay_to,
+                amount,
+                max_timeout_secs: self.settings.max_timeout_secs,
+                domain: c.usdc_domain.clone(),
+            })
+            .collect()
+    }
+
+    /// What a request must pay: `price` for `method path`.
+    pub fn challenge(&self, price: Usd, method: &str, path: &str) -> Challenge {
+        Challenge {
+            offers: self.offers(price),
+            resource: exact::Resource {
+                url: format!("{}{path}", self.settings.public_url),
+                description: format!("API call: {method} {path}"),
+                mime_type: "application/json".into(),
+            },
+        }
     }
 
     fn accepted_names(&self) -> String {
@@ -174,40 +324,33 @@ impl X402 {
     }
 
     /// What to pay for a call: the body and headers of `402 PAYMENT_REQUIRED`.
-    pub fn required(&self, price: Usd, method: &str, path: &str) -> ApiError {
+    pub fn required(&self, price: Usd, challenge: &Challenge) -> ApiError {
         let s = &self.settings;
         let default = s.default_chain;
         let amount = usdc_text(price);
         let pay_to = s.pay_to.to_checksum(None);
-        let description = format!("API call: {method} {path}");
+        let description = challenge.resource.description.clone();
+        let standard = if self.settles() {
+            " Or sign an x402 `exact` payment (EIP-3009) for one of `accepts` and send it in \
+             PAYMENT-SIGNATURE (x402 v2) or X-PAYMENT (v1): the server settles it."
+        } else {
+            ""
+        };
         let instructions = format!(
-            "Transfer at least {amount} USDC to {pay_to} on {} (or another chain in `accepts`), \
-             then send this request again with the header X-Payment: <transaction hash> \
-             (and X-Payment-Chain: <chain> if not {}). Whatever the call does not cost is \
-             credited to your address's account.",
+            "Transfer at least {amount} USDC to {pay_to} on {} (or another chain this server \
+             takes), then send this request again with the header X-Payment: <transaction \
+             hash> (and X-Payment-Chain: <chain> if not {}). Whatever the call does not cost \
+             is credited to your address's account.{standard}",
             default.name(),
             default.name()
         );
-        let accepts: Vec<Value> = self
-            .clients
+        let accepts: Vec<Value> = challenge
+            .offers
             .iter()
-            .map(|c| {
-                json!({
-                    "scheme": "exact",
-                    "network": c.chain.name(),
-                    "maxAmountRequired": price.micros().to_string(),
-                    "asset": c.usdc.to_checksum(None),
-                    "payTo": pay_to,
-                    "resource": path,
-                    "description": description,
-                    "mimeType": "application/json",
-                    "maxTimeoutSeconds": MAX_TIMEOUT_SECONDS,
-                    "extra": {"name": "USDC", "decimals": 6},
-                })
-            })
+            .map(|o| o.v1(&challenge.resource))
             .collect();
         let header = |v: &str| HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""));
-        ApiError::new(ErrorCode::PaymentRequired, "Payment required")
+        let e = ApiError::new(ErrorCode::PaymentRequired, "Payment required")
             .with(
                 "payment",
                 json!({
@@ -244,7 +387,8 @@ impl X402 {
             .with_header(
                 HeaderName::from_static("x-payment-description"),
                 header(&description),
-            )
+            );
+        challenge.with_header(e, "PAYMENT-SIGNATURE header is required")
     }
 
     /// Checks a payment on its chain against `price`, and the payer's signature when one is
@@ -357,6 +501,10 @@ impl From<StoreError> for AcceptError {
 impl AcceptError {
     pub fn into_api(self, t: &Transfer) -> ApiError {
         match self {
+            AcceptError::AlreadyUsed if t.authorized => invalid(
+                "This authorization already paid for a request",
+                exact::Reason::NonceUsed.code(),
+            ),
             AcceptError::AlreadyUsed => ApiError::new(
                 ErrorCode::PaymentAlreadyUsed,
                 format!("Payment {} on {} was already used", t.hash, t.chain.name()),
@@ -373,6 +521,11 @@ pub struct Acceptance {
     pub resource: String,
     pub request_id: Option<String>,
     pub now: i64,
+    /// The standard payment's authorization (chain, payer, nonce) this transfer settled,
+    /// marked settled in the same transaction.
+    pub authorization: Option<(String, String, String)>,
+    /// The account credited: an agent's own (a top-up), or by default the payer's.
+    pub credit_to: Option<String>,
 }
 
 /// In one write transaction: records the hash as used (a second use, even concurrent,
@@ -384,7 +537,10 @@ pub fn accept<T>(
     then: impl FnOnce(&mut AnyConnection, &str) -> Result<T, LedgerError>,
 ) -> Result<T, AcceptError> {
     let t = &a.transfer;
-    let account = payer_account_id(t.chain, t.payer);
+    let account = a
+        .credit_to
+        .clone()
+        .unwrap_or_else(|| payer_account_id(t.chain, t.payer));
     let amount = i64::try_from(t.amount).unwrap_or(i64::MAX);
     let row = Payment {
         chain: t.chain.name().to_owned(),
@@ -399,9 +555,18 @@ pub fn accept<T>(
         created_at: a.now,
     };
     conn.write_tx(|c| {
-        ensure_payer(c, &account, &row.payer, a.now)?;
+        if a.credit_to.is_none() {
+            ensure_payer(c, &account, &row.payer, a.now)?;
+        }
         if !repo::payments::insert(c, &row)? {
             return Err(AcceptError::AlreadyUsed);
+        }
+        if let Some((chain, payer, nonce)) = &a.authorization {
+            let key = (chain.as_str(), payer.as_str(), nonce.as_str());
+            if !repo::payments::resolve_authorization(c, key, repo::payments::AUTH_SETTLED, a.now)?
+            {
+                return Err(AcceptError::AlreadyUsed);
+            }
         }
         let reference = format!("x402:{}:{}", row.chain, row.tx_hash);
         aibank_ledger::credit(

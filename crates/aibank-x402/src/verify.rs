@@ -105,6 +105,8 @@ pub struct Transfer {
     pub amount: U256,
     pub block_number: u64,
     pub block_time: u64,
+    /// The transfer settled a standard (EIP-3009) payment this server sent itself.
+    pub authorized: bool,
 }
 
 /// What a payment must satisfy.
@@ -352,6 +354,7 @@ impl ChainClient {
             amount,
             block_number: seen.block_number,
             block_time: seen.block_time,
+            authorized: false,
         })
     }
 }

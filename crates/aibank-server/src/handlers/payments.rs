@@ -94,3 +94,99 @@ pub async fn get(
         )),
     }
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopupBody {
+    amount_usd: Usd,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Topup {
+    /// The caller's balance after the top-up.
+    credits_usd: Usd,
+    /// What the payment brought (a v1 authorization or a transfer may pay more than asked).
+    paid_usd: Usd,
+    transaction: String,
+    chain: String,
+}
+
+/// `POST /v1/credits/topup` (agent and gateway keys): buys `amount_usd` of credits with
+/// USDC. Without a payment, answers 402 with the requirements for exactly that amount.
+/// Paid with a standard x402 payment, or with `X-Payment: <tx hash>` and the payer's
+/// `X-Payment-Signature` (required here: the key holder is not otherwise bound to the
+/// payer), it credits the caller's own account, once per payment.
+#[tracing::instrument(skip_all, fields(agent_id = %auth.agent.id))]
+pub async fn topup(
+    state: web::Data<AppState>,
+    auth: aibank_auth::ApiKeyAuth,
+    req: actix_web::HttpRequest,
+    body: web::Json<TopupBody>,
+) -> Result<actix_web::HttpResponse, ApiError> {
+    auth.require_write("buying credits")?;
+    let Some(x402) = state.gateway.x402.clone() else {
+        return Err(ApiError::unavailable(
+            "Buying credits with USDC is not configured on this server (AIBANK_X402_PAY_TO and a chain's RPC URL)",
+        ));
+    };
+    let amount = crate::validate::positive_amount("amount_usd", body.amount_usd)?;
+    let (min, max) = state.config.topup_bounds;
+    if amount < min || amount > max {
+        return Err(ApiError::invalid_field(
+            "amount_usd",
+            format!("A top-up buys from {min} to {max} USD"),
+        ));
+    }
+    let challenge = x402.challenge(amount, "POST", req.path());
+    let Some(presented) = x402.presented(req.headers(), &challenge)? else {
+        return Err(x402.required(amount, &challenge));
+    };
+    let now = state.clock.now_ms();
+    let resource = format!("POST {} (agent {})", req.path(), auth.agent.id);
+    let (transfer, authorization, response) = match presented {
+        aibank_x402::Presented::Hash(p) => {
+            if p.signature.is_none() {
+                return Err(ApiError::new(
+                    aibank_core::ErrorCode::PaymentInvalid,
+                    "A top-up paid with a transaction hash needs X-Payment-Signature: the payer's EIP-191 signature of the hash",
+                )
+                .with("reason", "signature_missing"));
+            }
+            (x402.verify(&p, amount, now).await?, None, None)
+        }
+        aibank_x402::Presented::Exact(signed) => {
+            let s = x402
+                .settle(&state.pool, &signed, &challenge, &resource, now)
+                .await?;
+            (s.transfer, Some(s.authorization), Some(s.header))
+        }
+    };
+    let acceptance = aibank_x402::Acceptance {
+        transfer: transfer.clone(),
+        resource,
+        request_id: None,
+        now,
+        authorization,
+        credit_to: Some(auth.agent.id.clone()),
+    };
+    let balance = state
+        .pool
+        .run(move |c| {
+            aibank_x402::accept(c, &acceptance, |c, account| {
+                aibank_ledger::balance(c, account)
+            })
+            .map_err(|e| e.into_api(&acceptance.transfer))
+        })
+        .await?;
+    tracing::info!(chain = transfer.chain.name(), payer = %transfer.payer, amount = %transfer.amount, "credits bought with USDC");
+    let mut res = actix_web::HttpResponse::Ok();
+    if let Some((name, value)) = response {
+        res.insert_header((name, value));
+    }
+    Ok(res.json(Topup {
+        credits_usd: Usd::from_micros(balance.balance_micros),
+        paid_usd: Usd::from_micros(i64::try_from(transfer.amount).unwrap_or(i64::MAX)),
+        transaction: format!("{:#x}", transfer.hash),
+        chain: transfer.chain.name().to_owned(),
+    }))
+}

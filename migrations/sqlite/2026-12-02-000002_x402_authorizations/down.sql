@@ -1,0 +1,2 @@
+DROP TABLE x402_settler_nonces;
+DROP TABLE x402_authorizations;
