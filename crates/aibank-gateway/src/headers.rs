@@ -35,6 +35,7 @@ pub(crate) fn forwardable(name: &str) -> bool {
             | "x-real-ip"
             | "forwarded"
     ) && !name.starts_with("x-payment")
+        && !name.starts_with("payment-")
         && !name.starts_with("x-aibank-")
 }
 

@@ -818,6 +818,13 @@ async fn a_v2_payment_is_settled_on_chain_then_served_and_a_v1_payment_too() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(mock.requests().len(), 1);
+    assert!(
+        mock.last_request()
+            .unwrap()
+            .header("payment-signature")
+            .is_none(),
+        "the payment never goes upstream"
+    );
     let settled = unb64(r.headers["payment-response"].to_str().unwrap());
     let tx = settled["transaction"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -856,6 +863,7 @@ async fn a_v2_payment_is_settled_on_chain_then_served_and_a_v1_payment_too() {
         (json!(true), json!("base-sepolia"))
     );
     assert!(r.headers.get("payment-response").is_none());
+    assert!(mock.last_request().unwrap().header("x-payment").is_none());
     assert_eq!(
         app.ledger_state(&account).await.1,
         left + 20_000 - CALL_COST_MICROS
