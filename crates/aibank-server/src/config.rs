@@ -953,6 +953,56 @@ mod tests {
     }
 
     #[test]
+    fn the_x402_settlement_key_and_standard_payment_settings_are_checked() {
+        let key = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+        let base = [
+            (
+                "AIBANK_X402_PAY_TO",
+                "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            ),
+            ("AIBANK_RPC_URL_BASE_SEPOLIA", "http://127.0.0.1:8545"),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            Config::from_sources(None, env(&pairs))
+        };
+        let c = with(&[
+            ("AIBANK_X402_SETTLER_KEY", key),
+            ("AIBANK_X402_MAX_TIMEOUT_SECS", "120"),
+            ("AIBANK_USDC_EIP712_NAME_BASE_SEPOLIA", "Test Coin"),
+            ("AIBANK_TOPUP_MAX_USD", "50"),
+        ])
+        .unwrap();
+        let x = c.x402.unwrap();
+        assert_eq!(x.settler_key.unwrap().expose(), key);
+        assert_eq!(x.max_timeout_secs, 120);
+        assert_eq!(x.chains[0].usdc_domain.name, "Test Coin");
+        assert_eq!(x.chains[0].usdc_domain.version, "2");
+        assert_eq!(c.topup_bounds.1, Usd::from_micros(50_000_000));
+        let none = with(&[]).unwrap().x402.unwrap();
+        assert!(
+            none.settler_key.is_none(),
+            "only the hash flow without a key"
+        );
+        for bad in [&key[..63], "0xzz", "not a key"] {
+            let err = with(&[("AIBANK_X402_SETTLER_KEY", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("AIBANK_X402_SETTLER_KEY"), "{err}");
+            assert!(
+                !err.contains(&key[4..60]),
+                "the key is never repeated: {err}"
+            );
+        }
+        assert!(with(&[
+            ("AIBANK_TOPUP_MIN_USD", "100"),
+            ("AIBANK_TOPUP_MAX_USD", "10")
+        ])
+        .is_err());
+    }
+
+    #[test]
     fn unknown_file_keys_are_errors_and_unknown_env_a_warning() {
         let err =
             parse_toml("a.toml", "listen = \"127.0.0.1:1\"\ndatabse_url = \"x\"").unwrap_err();

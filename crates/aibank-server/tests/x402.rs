@@ -1341,3 +1341,54 @@ async fn the_official_x402_clients_pay_for_calls_and_buy_credits() {
         paid_to_us
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_not_mined_in_time_is_pending_then_resolved_from_the_chain_once() {
+    let s = standard_chain().await;
+    let (app, mock) = standard_server(&s, |x| x.settle_wait = Duration::from_secs(1)).await;
+    let key = payer(&s, 1_000_000).await;
+    let offer = required(&app.post(MESSAGES, hello(), &[]).await)["accepts"][0].clone();
+    let header = v2_header(&offer, Auth::for_offer(&key, &offer).signed(&key));
+    // No block is mined: the settlement waits in the pool past the wait.
+    s.anvil.rpc("evm_setAutomine", json!([false])).await;
+    let r = call_with(&app, &header).await;
+    assert_eq!(
+        (r.status, r.body["code"].clone()),
+        (503, json!("UNAVAILABLE")),
+        "{}",
+        r.text
+    );
+    let tx = r.body["transaction"].as_str().unwrap().to_owned();
+    assert!(mock.requests().is_empty(), "nothing served while pending");
+    // Still pending: the same answer, the same transaction, nothing sent again.
+    let again = call_with(&app, &header).await;
+    assert_eq!(
+        (again.status, again.body["transaction"].clone()),
+        (503, json!(tx))
+    );
+    let pool = s.anvil.rpc("txpool_content", json!([])).await;
+    let pending: usize = pool["pending"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|txs| txs.as_object().unwrap().len())
+        .sum();
+    assert_eq!(pending, 1, "one settlement in the pool: {pool}");
+    s.anvil.rpc("evm_mine", json!([])).await;
+    s.anvil.rpc("evm_setAutomine", json!([true])).await;
+    // Mined now: the same authorization is served, once.
+    let r = call_with(&app, &header).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let settled = unb64(r.headers["payment-response"].to_str().unwrap());
+    assert_eq!(settled["transaction"], tx.as_str());
+    assert_eq!(mock.requests().len(), 1);
+    let r = call_with(&app, &header).await;
+    assert_eq!(
+        (r.status, r.body["reason"].clone()),
+        (402, json!("nonce_used"))
+    );
+    assert_eq!(
+        s.anvil.balance_of(USDC_BASE_SEPOLIA, &s.pay_to).await,
+        10_000
+    );
+}
