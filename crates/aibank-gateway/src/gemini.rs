@@ -13,7 +13,7 @@ use serde_json::Value;
 use aibank_core::ApiError;
 
 use crate::dialect::{n, Call, Dialect, Endpoint, Metered, Seen};
-use crate::prices::{LongContext, Price, PriceTable, Tokens};
+use crate::prices::{Price, PriceTable, Tokens};
 
 #[derive(Debug)]
 pub struct Gemini;
@@ -157,29 +157,9 @@ impl Metered for GenerateContent {
     }
 }
 
-fn price(input: &str, output: &str, cache_read: Option<&str>) -> Price {
-    let d = |s: &str| s.parse::<Decimal>().unwrap_or_default();
-    Price {
-        input: d(input),
-        output: d(output),
-        cache_write: None,
-        cache_write_1h: None,
-        cache_read: cache_read.map(d),
-        web_search_per_1k: None,
-        long_context: None,
-    }
-}
-
 /// Above 200,000 prompt tokens: input and cache reads twice, output 1.5 times.
 fn long_prompts(p: Price) -> Price {
-    Price {
-        long_context: Some(LongContext {
-            above_tokens: 200_000,
-            input_factor: Decimal::TWO,
-            output_factor: Decimal::new(15, 1),
-        }),
-        ..p
-    }
+    p.long_context_over(200_000, Decimal::TWO, Decimal::new(15, 1))
 }
 
 /// Gemini list prices (USD per million tokens, paid tier, text input; thinking is output),
@@ -190,19 +170,25 @@ fn long_prompts(p: Price) -> Price {
 pub fn prices() -> PriceTable {
     let mut models = BTreeMap::new();
     for (m, p) in [
-        ("gemini-3.8-flash", price("0.75", "3.75", None)),
-        ("gemini-3.5-flash", price("1.5", "9", None)),
-        ("gemini-3.5-flash-lite", price("0.3", "2.5", None)),
+        ("gemini-3.8-flash", Price::listed("0.75", "3.75", None)),
+        ("gemini-3.5-flash", Price::listed("1.5", "9", None)),
+        ("gemini-3.5-flash-lite", Price::listed("0.3", "2.5", None)),
         (
             "gemini-3.1-pro-preview",
-            long_prompts(price("2", "12", None)),
+            long_prompts(Price::listed("2", "12", None)),
         ),
         (
             "gemini-2.5-pro",
-            long_prompts(price("1.25", "10", Some("0.125"))),
+            long_prompts(Price::listed("1.25", "10", Some("0.125"))),
         ),
-        ("gemini-2.5-flash", price("0.3", "2.5", Some("0.03"))),
-        ("gemini-2.5-flash-lite", price("0.1", "0.4", Some("0.01"))),
+        (
+            "gemini-2.5-flash",
+            Price::listed("0.3", "2.5", Some("0.03")),
+        ),
+        (
+            "gemini-2.5-flash-lite",
+            Price::listed("0.1", "0.4", Some("0.01")),
+        ),
     ] {
         models.insert(m.to_owned(), p);
     }

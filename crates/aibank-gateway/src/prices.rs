@@ -271,52 +271,76 @@ fn is_date(d: &str) -> bool {
     }
 }
 
+fn dec(s: &str) -> Decimal {
+    s.parse().unwrap_or_default()
+}
+
+impl Price {
+    /// A listed price: input, output and, when published, cache reads (USD per million
+    /// tokens, as decimal text); nothing else.
+    pub(crate) fn listed(input: &str, output: &str, cache_read: Option<&str>) -> Price {
+        Price {
+            input: dec(input),
+            output: dec(output),
+            cache_write: None,
+            cache_write_1h: None,
+            cache_read: cache_read.map(dec),
+            web_search_per_1k: None,
+            long_context: None,
+        }
+    }
+
+    /// This price, with every token of a call whose prompt is over `above_tokens` priced
+    /// at `input_factor` times the input and cache prices and `output_factor` times the
+    /// output price.
+    pub(crate) fn long_context_over(
+        self,
+        above_tokens: u64,
+        input_factor: Decimal,
+        output_factor: Decimal,
+    ) -> Price {
+        Price {
+            long_context: Some(LongContext {
+                above_tokens,
+                input_factor,
+                output_factor,
+            }),
+            ..self
+        }
+    }
+}
+
 fn p(input: &str, output: &str, cache_write: Option<&str>, cache_read: &str) -> Price {
-    let d = |s: &str| s.parse::<Decimal>().unwrap_or_default();
     Price {
-        input: d(input),
-        output: d(output),
-        cache_write: cache_write.map(d),
-        cache_write_1h: None,
-        cache_read: Some(d(cache_read)),
-        web_search_per_1k: None,
-        long_context: None,
+        cache_write: cache_write.map(dec),
+        ..Price::listed(input, output, Some(cache_read))
     }
 }
 
 /// An Anthropic price: its 5-minute cache writes cost 1.25 times input, its 1-hour ones
 /// twice, its cache reads a tenth; web searches $10 per 1,000.
 fn anthropic(input: &str, output: &str) -> Price {
-    let d = |s: &str| s.parse::<Decimal>().unwrap_or_default();
-    let input = d(input);
+    let base = Price::listed(input, output, None);
+    let input = base.input;
     Price {
-        input,
-        output: d(output),
         cache_write: Some((input * Decimal::new(125, 2)).normalize()),
         cache_write_1h: Some((input * Decimal::TWO).normalize()),
         cache_read: Some((input / Decimal::TEN).normalize()),
         web_search_per_1k: Some(Decimal::TEN),
-        long_context: None,
+        ..base
     }
 }
 
 /// Sonnet 4 and 4.5: a prompt over 200,000 tokens (their 1M-token context) costs twice
 /// as much per token, its output 1.5 times.
 fn sonnet_long() -> Price {
-    Price {
-        long_context: Some(LongContext {
-            above_tokens: 200_000,
-            input_factor: Decimal::TWO,
-            output_factor: Decimal::new(15, 1),
-        }),
-        ..anthropic("3", "15")
-    }
+    anthropic("3", "15").long_context_over(200_000, Decimal::TWO, Decimal::new(15, 1))
 }
 
 /// An Anthropic price whose cache reads are not a tenth of its input price.
 fn anthropic_read(input: &str, output: &str, cache_read: &str) -> Price {
     Price {
-        cache_read: cache_read.parse().ok(),
+        cache_read: Some(dec(cache_read)),
         ..anthropic(input, output)
     }
 }
@@ -324,14 +348,7 @@ fn anthropic_read(input: &str, output: &str, cache_read: &str) -> Price {
 /// Haiku 5.5: a prompt over 100,000 tokens (cached or not) makes every token of the call
 /// five times dearer, output included.
 fn haiku_5_5() -> Price {
-    Price {
-        long_context: Some(LongContext {
-            above_tokens: 100_000,
-            input_factor: Decimal::from(5),
-            output_factor: Decimal::from(5),
-        }),
-        ..anthropic("0.1", "0.5")
-    }
+    anthropic("0.1", "0.5").long_context_over(100_000, Decimal::from(5), Decimal::from(5))
 }
 
 /// Anthropic list prices (USD per million tokens) shipped as defaults, after
@@ -383,20 +400,11 @@ pub fn anthropic_defaults() -> PriceTable {
 /// GPT-6: a prompt over 272,000 tokens makes every token of the call dearer, input and
 /// cache twice, output 1.5 times.
 fn gpt_6(input: &str, output: &str, cache_read: Option<&str>) -> Price {
-    let d = |s: &str| s.parse::<Decimal>().unwrap_or_default();
-    Price {
-        input: d(input),
-        output: d(output),
-        cache_write: None,
-        cache_write_1h: None,
-        cache_read: cache_read.map(d),
-        web_search_per_1k: None,
-        long_context: Some(LongContext {
-            above_tokens: 272_000,
-            input_factor: Decimal::TWO,
-            output_factor: Decimal::new(15, 1),
-        }),
-    }
+    Price::listed(input, output, cache_read).long_context_over(
+        272_000,
+        Decimal::TWO,
+        Decimal::new(15, 1),
+    )
 }
 
 /// OpenAI list prices (USD per million tokens, standard tier) shipped as defaults, after
