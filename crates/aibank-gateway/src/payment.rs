@@ -5,7 +5,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::HttpRequest;
 use aibank_core::{ApiError, Usd};
 use aibank_ledger::{HoldReceipt, UsageMeta};
-use aibank_x402::{Presented, X402};
+use aibank_x402::X402;
 use tracing_actix_web::RequestId;
 
 use crate::billing::{Bill, FlatFee};
@@ -61,15 +61,13 @@ pub(crate) async fn pay(
     };
     let now = gw.now_ms();
     let resource = format!("{} {}", req.method(), req.path());
-    let (transfer, authorization, response) = match presented {
-        Presented::Hash(p) => (x402.verify(&p, price, now).await?, None, None),
-        Presented::Exact(signed) => {
-            let s = x402
-                .settle(gw.pool(), &signed, &challenge, &resource, now)
-                .await?;
-            (s.transfer, Some(s.authorization), Some(s.header))
-        }
-    };
+    let aibank_x402::Taken {
+        transfer,
+        authorization,
+        response,
+    } = x402
+        .take(gw.pool(), presented, &challenge, &resource, now, false)
+        .await?;
     let (rid, ttl) = (request_id.to_string(), gw.hold_ttl_ms());
     let reference = rid.clone();
     let acceptance = aibank_x402::Acceptance {

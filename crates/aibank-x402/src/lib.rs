@@ -108,6 +108,8 @@ impl std::fmt::Debug for X402 {
 /// payment is answered with again.
 #[derive(Debug, Clone)]
 pub struct Challenge {
+    /// What the request costs.
+    pub price: Usd,
     pub offers: Vec<exact::Offer>,
     pub resource: exact::Resource,
 }
@@ -306,6 +308,7 @@ impl X402 {
     /// What a request must pay: `price` for `method path`.
     pub fn challenge(&self, price: Usd, method: &str, path: &str) -> Challenge {
         Challenge {
+            price,
             offers: self.offers(price),
             resource: exact::Resource {
                 url: format!("{}{path}", self.settings.public_url),
@@ -510,6 +513,58 @@ impl AcceptError {
                 format!("Payment {} on {} was already used", t.hash, t.chain.name()),
             ),
             AcceptError::Ledger(e) => e.into(),
+        }
+    }
+}
+
+/// A payment that was checked — a transfer verified, or an authorization settled — and
+/// is ready for [`accept`].
+#[derive(Debug, Clone)]
+pub struct Taken {
+    pub transfer: Transfer,
+    /// A settled authorization's key, for [`Acceptance::authorization`].
+    pub authorization: Option<(String, String, String)>,
+    /// `PAYMENT-RESPONSE` / `X-PAYMENT-RESPONSE` for the answer (standard payments).
+    pub response: Option<(HeaderName, HeaderValue)>,
+}
+
+impl X402 {
+    /// Checks a presented payment for the challenge's price: a transaction hash is verified on chain
+    /// (and must carry the payer's signature when `payer_signed`), an authorization is
+    /// checked and settled. Nothing is recorded as used yet: [`accept`] does that.
+    pub async fn take(
+        &self,
+        pool: &aibank_store::DbPool,
+        presented: Presented,
+        challenge: &Challenge,
+        resource: &str,
+        now_ms: i64,
+        payer_signed: bool,
+    ) -> Result<Taken, ApiError> {
+        match presented {
+            Presented::Hash(p) => {
+                if payer_signed && p.signature.is_none() {
+                    return Err(invalid(
+                        "This payment needs X-Payment-Signature: the payer's EIP-191 signature of the transaction hash",
+                        "signature_missing",
+                    ));
+                }
+                Ok(Taken {
+                    transfer: self.verify(&p, challenge.price, now_ms).await?,
+                    authorization: None,
+                    response: None,
+                })
+            }
+            Presented::Exact(signed) => {
+                let s = self
+                    .settle(pool, &signed, challenge, resource, now_ms)
+                    .await?;
+                Ok(Taken {
+                    transfer: s.transfer,
+                    authorization: Some(s.authorization),
+                    response: Some(s.header),
+                })
+            }
         }
     }
 }

@@ -143,24 +143,14 @@ pub async fn topup(
     };
     let now = state.clock.now_ms();
     let resource = format!("POST {} (agent {})", req.path(), auth.agent.id);
-    let (transfer, authorization, response) = match presented {
-        aibank_x402::Presented::Hash(p) => {
-            if p.signature.is_none() {
-                return Err(ApiError::new(
-                    aibank_core::ErrorCode::PaymentInvalid,
-                    "A top-up paid with a transaction hash needs X-Payment-Signature: the payer's EIP-191 signature of the hash",
-                )
-                .with("reason", "signature_missing"));
-            }
-            (x402.verify(&p, amount, now).await?, None, None)
-        }
-        aibank_x402::Presented::Exact(signed) => {
-            let s = x402
-                .settle(&state.pool, &signed, &challenge, &resource, now)
-                .await?;
-            (s.transfer, Some(s.authorization), Some(s.header))
-        }
-    };
+    // The key holder is not otherwise bound to the payer of a transfer: it must sign.
+    let aibank_x402::Taken {
+        transfer,
+        authorization,
+        response,
+    } = x402
+        .take(&state.pool, presented, &challenge, &resource, now, true)
+        .await?;
     let acceptance = aibank_x402::Acceptance {
         transfer: transfer.clone(),
         resource,
