@@ -31,10 +31,13 @@ pub enum ErrorCode {
     UpstreamTimeout,
     Unavailable,
     Internal,
+    NotImplemented,
+    InvalidSpec,
+    AlreadySubscribed,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -55,6 +58,9 @@ impl ErrorCode {
         ErrorCode::UpstreamTimeout,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::NotImplemented,
+        ErrorCode::InvalidSpec,
+        ErrorCode::AlreadySubscribed,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -79,6 +85,9 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::NotImplemented => "NOT_IMPLEMENTED",
+            ErrorCode::InvalidSpec => "INVALID_SPEC",
+            ErrorCode::AlreadySubscribed => "ALREADY_SUBSCRIBED",
         }
     }
 
@@ -92,8 +101,8 @@ impl ErrorCode {
             | ErrorCode::MonthlyLimitExceeded
             | ErrorCode::AddressNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
-            ErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
+            ErrorCode::Conflict | ErrorCode::AlreadySubscribed => StatusCode::CONFLICT,
+            ErrorCode::InvalidInput | ErrorCode::InvalidSpec => StatusCode::BAD_REQUEST,
             ErrorCode::InsufficientCredits
             | ErrorCode::PaymentRequired
             | ErrorCode::PaymentInvalid
@@ -104,6 +113,7 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
         }
     }
 }
@@ -336,6 +346,9 @@ mod tests {
             ("UPSTREAM_TIMEOUT", 504),
             ("UNAVAILABLE", 503),
             ("INTERNAL", 500),
+            ("NOT_IMPLEMENTED", 501),
+            ("INVALID_SPEC", 400),
+            ("ALREADY_SUBSCRIBED", 409),
         ];
         let got: Vec<_> = ErrorCode::ALL
             .iter()
