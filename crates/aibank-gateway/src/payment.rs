@@ -38,23 +38,34 @@ pub(crate) struct Paid {
     pub(crate) response: Option<(HeaderName, HeaderValue)>,
 }
 
+/// What a paid call costs.
+pub(crate) enum Priced {
+    /// Billed from its usage: the bill, the most output it may produce, whether it streams.
+    Metered(Bill, u64, bool),
+    /// A fixed price (zero for a free endpoint), taken whole once the call is served, with
+    /// the usage row it records (its request id and, when unset, its description are
+    /// filled in here).
+    Flat { price: Usd, meta: UsageMeta },
+}
+
 /// Prices the call; without a payment, answers 402 with what to pay. With a transaction
 /// hash, verifies the payment on chain; with a signed authorization, checks it and settles
 /// it on chain. Then, in one transaction, it records the payment as used, credits it to the
-/// payer's account and reserves the call's price there. A metered call is then billed from
-/// its usage like any other; a free endpoint takes its whole price once served. A failed
-/// call costs nothing.
+/// payer's account and reserves the call's price there (at least the smallest payment
+/// taken). A metered call is then billed from its usage like any other; a flat-priced one
+/// takes its whole hold once served. A failed call costs nothing.
 pub(crate) async fn pay(
     gw: &Gateway,
     x402: &X402,
     req: &HttpRequest,
-    metered: Option<(Bill, u64, bool)>,
+    priced: Priced,
     request_id: &RequestId,
 ) -> Result<Paid, ApiError> {
-    let max_cost = metered
-        .as_ref()
-        .map_or(Usd::ZERO, |(bill, max_out, _)| bill.max_cost(*max_out));
-    let price = x402.price(max_cost);
+    let cost = match &priced {
+        Priced::Metered(bill, max_out, _) => bill.max_cost(*max_out),
+        Priced::Flat { price, .. } => *price,
+    };
+    let price = x402.price(cost);
     let challenge = x402.challenge(price, req.method().as_str(), req.path());
     let Some(presented) = x402.presented(req.headers(), &challenge)? else {
         return Err(x402.required(price, &challenge));
@@ -92,31 +103,28 @@ pub(crate) async fn pay(
         transfer.chain.name().to_owned(),
         format!("{:x}", transfer.hash),
     );
-    let paid = if let Some((mut bill, _, streamed)) = metered {
-        bill.agent_id = aibank_x402::payer_account_id(transfer.chain, transfer.payer);
-        bill.payment = Some(payment);
-        Paid {
-            bill: Some(bill),
-            hold: Some(hold),
-            flat: None,
-            streamed,
-            response,
+    let paid = match priced {
+        Priced::Metered(mut bill, _, streamed) => {
+            bill.agent_id = aibank_x402::payer_account_id(transfer.chain, transfer.payer);
+            bill.payment = Some(payment);
+            Paid {
+                bill: Some(bill),
+                hold: Some(hold),
+                flat: None,
+                streamed,
+                response,
+            }
         }
-    } else {
-        Paid {
-            bill: None,
-            hold: Some(hold),
-            flat: Some(FlatFee {
-                payment,
-                meta: UsageMeta {
-                    provider: "x402".into(),
-                    request_id: Some(rid),
-                    description: Some(resource),
-                    ..UsageMeta::default()
-                },
-            }),
-            streamed: false,
-            response,
+        Priced::Flat { mut meta, .. } => {
+            meta.request_id = Some(rid);
+            meta.description.get_or_insert(resource);
+            Paid {
+                bill: None,
+                hold: Some(hold),
+                flat: Some(FlatFee { payment, meta }),
+                streamed: false,
+                response,
+            }
         }
     };
     tracing::info!(chain = transfer.chain.name(), payer = %transfer.payer, amount = %transfer.amount, "x402 payment accepted");

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use aibank_auth::{AuthState, Capability};
-use aibank_core::{ApiError, ErrorCode, SharedClock};
+use aibank_core::{ApiError, ErrorCode, SharedClock, Usd};
+use aibank_ledger::UsageMeta;
 use aibank_store::{DbPool, StoreError};
 use aibank_x402::X402;
 use bytes::Bytes;
@@ -31,7 +32,7 @@ use tracing_actix_web::RequestId;
 use crate::billing::{admit_alone, meter_request, reserve, settle, Bill, HoldGuard, Quota, Usage};
 use crate::dialect::{Dialect, Endpoint};
 use crate::headers::{is_media, response_head, upstream_request};
-use crate::payment::{has_credential, pay};
+use crate::payment::{has_credential, pay, Priced};
 use crate::prices::Tokens;
 use crate::providers::{Provider, Registry};
 use crate::pump::{pump, read_upstream, ReadError};
@@ -294,7 +295,17 @@ pub async fn proxy(
         (None, Some(x402)) => {
             // Payers have no keys of their own; without the platform's, take no payment.
             let key = platform_key(provider)?;
-            let paid = pay(&gw, &x402, &req, metered, &request_id).await?;
+            let priced = match metered {
+                Some((bill, max_out, streamed)) => Priced::Metered(bill, max_out, streamed),
+                None => Priced::Flat {
+                    price: Usd::ZERO,
+                    meta: UsageMeta {
+                        provider: "x402".into(),
+                        ..UsageMeta::default()
+                    },
+                },
+            };
+            let paid = pay(&gw, &x402, &req, priced, &request_id).await?;
             streamed = paid.streamed;
             guard.hold = paid.hold;
             guard.flat = paid.flat;
