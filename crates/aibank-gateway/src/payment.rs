@@ -41,11 +41,27 @@ pub(crate) struct Paid {
 /// What a paid call costs.
 pub(crate) enum Priced {
     /// Billed from its usage: the bill, the most output it may produce, whether it streams.
-    Metered(Bill, u64, bool),
+    Metered(Box<Bill>, u64, bool),
     /// A fixed price (zero for a free endpoint), taken whole once the call is served, with
     /// the usage row it records (its request id and, when unset, its description are
     /// filled in here).
     Flat { price: Usd, meta: UsageMeta },
+}
+
+impl Priced {
+    /// A gateway call: billed from its usage when metered, else a free endpoint.
+    pub(crate) fn of(metered: Option<(Bill, u64, bool)>) -> Priced {
+        match metered {
+            Some((bill, max_out, streamed)) => Priced::Metered(Box::new(bill), max_out, streamed),
+            None => Priced::Flat {
+                price: Usd::ZERO,
+                meta: UsageMeta {
+                    provider: "x402".into(),
+                    ..UsageMeta::default()
+                },
+            },
+        }
+    }
 }
 
 /// Prices the call; without a payment, answers 402 with what to pay. With a transaction
@@ -108,7 +124,7 @@ pub(crate) async fn pay(
             bill.agent_id = aibank_x402::payer_account_id(transfer.chain, transfer.payer);
             bill.payment = Some(payment);
             Paid {
-                bill: Some(bill),
+                bill: Some(*bill),
                 hold: Some(hold),
                 flat: None,
                 streamed,

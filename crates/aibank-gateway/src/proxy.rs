@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use aibank_auth::{AuthState, Capability};
-use aibank_core::{ApiError, ErrorCode, SharedClock, Usd};
-use aibank_ledger::UsageMeta;
+use aibank_core::{ApiError, ErrorCode, SharedClock};
 use aibank_store::{DbPool, StoreError};
 use aibank_x402::X402;
 use bytes::Bytes;
@@ -295,17 +294,7 @@ pub async fn proxy(
         (None, Some(x402)) => {
             // Payers have no keys of their own; without the platform's, take no payment.
             let key = platform_key(provider)?;
-            let priced = match metered {
-                Some((bill, max_out, streamed)) => Priced::Metered(bill, max_out, streamed),
-                None => Priced::Flat {
-                    price: Usd::ZERO,
-                    meta: UsageMeta {
-                        provider: "x402".into(),
-                        ..UsageMeta::default()
-                    },
-                },
-            };
-            let paid = pay(&gw, &x402, &req, priced, &request_id).await?;
+            let paid = pay(&gw, &x402, &req, Priced::of(metered), &request_id).await?;
             streamed = paid.streamed;
             guard.hold = paid.hold;
             guard.flat = paid.flat;

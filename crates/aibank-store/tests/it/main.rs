@@ -1,0 +1,4 @@
+//! The store's integration tests, one module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod schema;
