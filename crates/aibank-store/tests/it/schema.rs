@@ -96,6 +96,9 @@ struct IndexRow {
     column_name: Option<String>,
 }
 
+/// An index being assembled: whether it is unique, and its columns by position.
+type IndexColumns = (bool, Vec<(i64, Option<String>)>);
+
 const MIGRATIONS_TABLE: &str = "__diesel_schema_migrations";
 
 fn assemble(columns: Vec<ColumnRow>, indexes: Vec<IndexRow>) -> Schema {
@@ -122,8 +125,7 @@ fn assemble(columns: Vec<ColumnRow>, indexes: Vec<IndexRow>) -> Schema {
         cols.sort();
         out.get_mut(&name).unwrap().primary_key = cols.into_iter().map(|(_, c)| c).collect();
     }
-    let mut grouped: BTreeMap<(String, String), (bool, Vec<(i64, Option<String>)>)> =
-        BTreeMap::new();
+    let mut grouped: BTreeMap<(String, String), IndexColumns> = BTreeMap::new();
     for i in indexes {
         if i.table_name == MIGRATIONS_TABLE {
             continue;
@@ -185,11 +187,14 @@ fn postgres_schema(db: &TestDb) -> Schema {
         "SELECT c.table_name::text AS table_name, c.column_name::text AS column_name,
                 c.data_type::text AS data_type,
                 CASE WHEN c.is_nullable = 'YES' THEN 1 ELSE 0 END::bigint AS nullable,
-                COALESCE((SELECT array_position(i.indkey::int2[], a.attnum)
-                          FROM pg_index i JOIN pg_attribute a
-                            ON a.attrelid = i.indrelid AND a.attname = c.column_name
+                COALESCE((SELECT k.ord
+                          FROM pg_index i
+                               CROSS JOIN LATERAL unnest(i.indkey::int2[])
+                                   WITH ORDINALITY AS k(attnum, ord)
+                               JOIN pg_attribute a
+                                 ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                           WHERE i.indrelid = (quote_ident(c.table_name))::regclass
-                            AND i.indisprimary), 0)::bigint AS pk
+                            AND i.indisprimary AND a.attname = c.column_name), 0)::bigint AS pk
          FROM information_schema.columns c
          WHERE c.table_schema = 'public'",
     )
@@ -214,12 +219,12 @@ fn postgres_schema(db: &TestDb) -> Schema {
 
 /// What differs between two schemas, table by table, readable in a failure.
 fn differences(left: (&str, &Schema), right: (&str, &Schema), indexes: bool) -> Vec<String> {
-    let (ln, l) = left;
-    let (rn, r) = right;
+    let (ln, lhs) = left;
+    let (rn, rhs) = right;
     let mut out = Vec::new();
-    let names: BTreeSet<&String> = l.keys().chain(r.keys()).collect();
+    let names: BTreeSet<&String> = lhs.keys().chain(rhs.keys()).collect();
     for name in names {
-        match (l.get(name), r.get(name)) {
+        match (lhs.get(name), rhs.get(name)) {
             (Some(_), None) => out.push(format!("table {name}: in {ln}, not in {rn}")),
             (None, Some(_)) => out.push(format!("table {name}: in {rn}, not in {ln}")),
             (Some(a), Some(b)) => {
@@ -258,6 +263,8 @@ fn both_migration_trees_and_schema_rs_describe_the_same_tables() {
         declared.keys()
     );
     let sqlite = sqlite_schema();
+    let indexes: usize = sqlite.values().map(|t| t.indexes.len()).sum();
+    assert!(indexes >= 15, "SQLite's indexes read: {indexes}");
     let diff = differences(("schema.rs", &declared), ("sqlite", &sqlite), false);
     assert!(
         diff.is_empty(),
