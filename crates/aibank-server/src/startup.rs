@@ -381,6 +381,10 @@ impl Application {
             Wallets::new(pool.clone(), secret_box, clock.clone(), &config.wallets)
                 .map_err(|e| StartupError::Task(format!("wallets: {e}")))?,
         );
+        let hyperliquid = Arc::new(
+            crate::hyperliquid::Hyperliquid::new(&config.hyperliquid)
+                .map_err(|e| StartupError::Task(format!("Hyperliquid HTTP client: {e}")))?,
+        );
         let (auth, limiter, claim_guard) = auth_state(&config, &pool, &clock);
         let workers = config.workers;
         let state = web::Data::new(AppState {
@@ -390,6 +394,7 @@ impl Application {
             auth: auth.clone(),
             gateway: gateway.clone(),
             wallets,
+            hyperliquid,
             public_url,
             openapi,
         });

@@ -12,7 +12,7 @@ use aibank_auth::extract::MASTER_KEY_HEADER;
 use aibank_auth::{AgentKeyAuth, Capability, MasterKeyAuth};
 use aibank_core::clock::rfc3339;
 use aibank_core::{ApiError, Json, Page, PageQuery, Query};
-use aibank_store::models::{AllowedRecipient, Wallet, WalletTransfer};
+use aibank_store::models::{AllowedRecipient, TradingQuery, Wallet, WalletTransfer};
 use aibank_store::repo::{self, cursor_of};
 use aibank_store::StoreError;
 use aibank_wallet::{transfer_json, Address, Chain, Currency, Idempotency};
@@ -272,8 +272,9 @@ pub async fn balances(
     Ok(web::Json(json!({ "wallet_id": w.id, "balances": out })))
 }
 
-/// `GET /v1/wallets/{id}/transactions`: outgoing transfers, newest first; pending ones are
-/// brought up to date with their receipts first.
+/// `GET /v1/wallets/{id}/transactions`: outgoing transfers (`type: transfer`) and trading
+/// queries (`type: trading_query`), newest first; pending transfers are brought up to date
+/// with their receipts first.
 #[tracing::instrument(skip_all)]
 pub async fn transactions(
     state: web::Data<AppState>,
@@ -283,22 +284,88 @@ pub async fn transactions(
 ) -> Result<web::Json<Page<Value>>, ApiError> {
     let (w, _) = visible(&state, &caller, path.into_inner()).await?;
     let (limit, cursor) = (page.limit()?, page.cursor()?);
-    let mut rows = state
+    let (mut transfers, queries) = state
         .pool
         .run(move |c| {
-            repo::wallets::transfers(c, &w.id, cursor.as_ref(), i64::from(limit) + 1)
-                .map_err(StoreError::from)
+            let n = i64::from(limit) + 1;
+            let transfers = repo::wallets::transfers(c, &w.id, cursor.as_ref(), n)?;
+            let queries = repo::trading::for_wallet(c, &w.id, cursor.as_ref(), n)?;
+            Ok::<_, StoreError>((transfers, queries))
         })
         .await?;
-    // The extra row only tells whether there is a next page: it is not shown.
-    let shown = rows.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
-    state.wallets.refresh(&mut rows[..shown]).await;
+    // Both lists are newest first by (created_at, id), as is the page: merge them.
+    let key_t = |t: &WalletTransfer| (t.created_at, t.id.clone());
+    let key_q = |q: &TradingQuery| (q.created_at, q.id.clone());
+    let mut order = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while order.len() <= usize::try_from(limit).unwrap_or(usize::MAX) {
+        let take_transfer = match (transfers.get(i), queries.get(j)) {
+            (Some(t), Some(q)) => key_t(t) > key_q(q),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if take_transfer {
+            order.push(Entry::Transfer(i));
+            i += 1;
+        } else {
+            order.push(Entry::Query(j));
+            j += 1;
+        }
+    }
+    // The extra entry only tells whether there is a next page: it is not shown, nor a
+    // transfer in it refreshed.
+    let shown = order
+        .len()
+        .min(usize::try_from(limit).unwrap_or(usize::MAX));
+    let shown_transfers = order[..shown]
+        .iter()
+        .filter(|e| matches!(e, Entry::Transfer(_)))
+        .count();
+    state
+        .wallets
+        .refresh(&mut transfers[..shown_transfers])
+        .await;
+    let rows: Vec<(i64, String, Value)> = order
+        .into_iter()
+        .map(|e| match e {
+            Entry::Transfer(i) => {
+                let t = &transfers[i];
+                let mut v = transfer_json(t);
+                v["type"] = "transfer".into();
+                (t.created_at, t.id.clone(), v)
+            }
+            Entry::Query(j) => {
+                let q = &queries[j];
+                (q.created_at, q.id.clone(), trading_query_json(q))
+            }
+        })
+        .collect();
     Ok(web::Json(Page::from_rows(
         rows,
         limit,
-        |t: &WalletTransfer| cursor_of(t.created_at, &t.id),
-        |t| transfer_json(&t),
+        |(created_at, id, _)| cursor_of(*created_at, id),
+        |(_, _, v)| v,
     )))
+}
+
+/// An entry of the merged list: an index into the transfers or into the queries.
+enum Entry {
+    Transfer(usize),
+    Query(usize),
+}
+
+fn trading_query_json(q: &TradingQuery) -> Value {
+    json!({
+        "type": "trading_query",
+        "transaction_id": q.id,
+        "wallet_id": q.wallet_id,
+        "venue": q.venue,
+        "action": q.action,
+        "symbol": q.symbol,
+        "request_id": q.request_id,
+        "created_at": rfc3339(q.created_at),
+    })
 }
 
 #[derive(Debug, Deserialize)]
