@@ -10,6 +10,9 @@
 //! gets its `422` with a plain-text reason, so a wrong request fails a test loudly. Every
 //! request is recorded; [`MockHyperliquid::set_mode`] makes all answers fail or stall.
 
+// Ids and epoch-millisecond times are written as Hyperliquid's answers carry them.
+#![allow(clippy::unreadable_literal)]
+
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -452,32 +452,7 @@ async fn not_implemented(
                 .collect();
             json!({ "type": "cancel", "cancels": cancels })
         }
-        Action::SetLeverage => {
-            let symbol = required_symbol(b)?;
-            let what = format!("a whole number from 1 to {MAX_LEVERAGE}");
-            let leverage = whole_number("leverage", b.leverage.as_ref(), &what)?;
-            if !(1..=MAX_LEVERAGE).contains(&leverage) {
-                return Err(ApiError::invalid_field(
-                    "leverage",
-                    format!("`leverage` must be {what}"),
-                ));
-            }
-            let cross = b.cross.unwrap_or(true);
-            let (asset, _, max, only_isolated) = perp(state, &symbol).await?;
-            if leverage > u64::from(max) {
-                return Err(ApiError::invalid_field(
-                    "leverage",
-                    format!("{symbol} allows at most {max}x leverage"),
-                ));
-            }
-            if cross && only_isolated {
-                return Err(ApiError::invalid_field(
-                    "cross",
-                    format!("{symbol} is isolated-margin only: set `cross` to false"),
-                ));
-            }
-            json!({ "type": "updateLeverage", "asset": asset, "isCross": cross, "leverage": leverage })
-        }
+        Action::SetLeverage => leverage_action(state, b).await?,
         Action::Withdraw => {
             let amount = positive_decimal("amount", b.amount.as_ref())?;
             let destination = parse_destination(b)?;
@@ -490,34 +465,7 @@ async fn not_implemented(
                 "time": now,
             })
         }
-        Action::Transfer => {
-            let amount = positive_decimal("amount", b.amount.as_ref())?;
-            match (b.to_perp, b.destination.is_some()) {
-                (Some(to_perp), false) => json!({
-                    "type": "usdClassTransfer",
-                    "hyperliquidChain": chain,
-                    "signatureChainId": signature_chain,
-                    "amount": amount.to_string(),
-                    "toPerp": to_perp,
-                    "nonce": now,
-                }),
-                (None, true) => json!({
-                    "type": "usdSend",
-                    "hyperliquidChain": chain,
-                    "signatureChainId": signature_chain,
-                    "destination": parse_destination(b)?,
-                    "amount": amount.to_string(),
-                    "time": now,
-                }),
-                _ => {
-                    return Err(ApiError::invalid_field(
-                        "toPerp",
-                        "Give either `toPerp` (true: spot to perp, false: perp to spot) or \
-                         `destination` (USDC to another Hyperliquid account), not both",
-                    ))
-                }
-            }
-        }
+        Action::Transfer => transfer_action(b, chain, signature_chain, now)?,
         _ => return Err(ApiError::internal("a read action reached the writes")),
     };
     Ok(ApiError::new(
@@ -527,6 +475,69 @@ async fn not_implemented(
     .with("action", exchange)
     .with("wallet_id", wallet.id.clone())
     .with("address", wallet.evm_address.clone()))
+}
+
+/// `set_leverage {symbol, leverage, cross?}`: `updateLeverage`.
+async fn leverage_action(state: &AppState, b: &TradeRequest) -> Result<Value, ApiError> {
+    let symbol = required_symbol(b)?;
+    let what = format!("a whole number from 1 to {MAX_LEVERAGE}");
+    let leverage = whole_number("leverage", b.leverage.as_ref(), &what)?;
+    if !(1..=MAX_LEVERAGE).contains(&leverage) {
+        return Err(ApiError::invalid_field(
+            "leverage",
+            format!("`leverage` must be {what}"),
+        ));
+    }
+    let cross = b.cross.unwrap_or(true);
+    let (asset, _, max, only_isolated) = perp(state, &symbol).await?;
+    if leverage > u64::from(max) {
+        return Err(ApiError::invalid_field(
+            "leverage",
+            format!("{symbol} allows at most {max}x leverage"),
+        ));
+    }
+    if cross && only_isolated {
+        return Err(ApiError::invalid_field(
+            "cross",
+            format!("{symbol} is isolated-margin only: set `cross` to false"),
+        ));
+    }
+    Ok(json!({ "type": "updateLeverage", "asset": asset, "isCross": cross, "leverage": leverage }))
+}
+
+/// `transfer {amount, toPerp}` moves USDC between the account's spot and perp balances
+/// (`usdClassTransfer`); `transfer {amount, destination}` sends it to another Hyperliquid
+/// account (`usdSend`).
+fn transfer_action(
+    b: &TradeRequest,
+    chain: &str,
+    signature_chain: &str,
+    now: i64,
+) -> Result<Value, ApiError> {
+    let amount = positive_decimal("amount", b.amount.as_ref())?;
+    match (b.to_perp, b.destination.is_some()) {
+        (Some(to_perp), false) => Ok(json!({
+            "type": "usdClassTransfer",
+            "hyperliquidChain": chain,
+            "signatureChainId": signature_chain,
+            "amount": amount.to_string(),
+            "toPerp": to_perp,
+            "nonce": now,
+        })),
+        (None, true) => Ok(json!({
+            "type": "usdSend",
+            "hyperliquidChain": chain,
+            "signatureChainId": signature_chain,
+            "destination": parse_destination(b)?,
+            "amount": amount.to_string(),
+            "time": now,
+        })),
+        _ => Err(ApiError::invalid_field(
+            "toPerp",
+            "Give either `toPerp` (true: spot to perp, false: perp to spot) or \
+             `destination` (USDC to another Hyperliquid account), not both",
+        )),
+    }
 }
 
 /// `order {symbol, side, amount (or size), price, type?, tif?, reduceOnly?}`. Hyperliquid

@@ -293,26 +293,7 @@ pub async fn transactions(
             Ok::<_, StoreError>((transfers, queries))
         })
         .await?;
-    // Both lists are newest first by (created_at, id), as is the page: merge them.
-    let key_t = |t: &WalletTransfer| (t.created_at, t.id.clone());
-    let key_q = |q: &TradingQuery| (q.created_at, q.id.clone());
-    let mut order = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while order.len() <= usize::try_from(limit).unwrap_or(usize::MAX) {
-        let take_transfer = match (transfers.get(i), queries.get(j)) {
-            (Some(t), Some(q)) => key_t(t) > key_q(q),
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
-        };
-        if take_transfer {
-            order.push(Entry::Transfer(i));
-            i += 1;
-        } else {
-            order.push(Entry::Query(j));
-            j += 1;
-        }
-    }
+    let order = merge(&transfers, &queries, limit);
     // The extra entry only tells whether there is a next page: it is not shown, nor a
     // transfer in it refreshed.
     let shown = order
@@ -329,15 +310,19 @@ pub async fn transactions(
     let rows: Vec<(i64, String, Value)> = order
         .into_iter()
         .map(|e| match e {
-            Entry::Transfer(i) => {
-                let t = &transfers[i];
-                let mut v = transfer_json(t);
-                v["type"] = "transfer".into();
-                (t.created_at, t.id.clone(), v)
+            Entry::Transfer(n) => {
+                let transfer = &transfers[n];
+                let mut entry = transfer_json(transfer);
+                entry["type"] = "transfer".into();
+                (transfer.created_at, transfer.id.clone(), entry)
             }
-            Entry::Query(j) => {
-                let q = &queries[j];
-                (q.created_at, q.id.clone(), trading_query_json(q))
+            Entry::Query(n) => {
+                let query = &queries[n];
+                (
+                    query.created_at,
+                    query.id.clone(),
+                    trading_query_json(query),
+                )
             }
         })
         .collect();
@@ -353,6 +338,32 @@ pub async fn transactions(
 enum Entry {
     Transfer(usize),
     Query(usize),
+}
+
+/// The first `limit + 1` entries of both lists, each newest first by (created_at, id), as
+/// the page is.
+fn merge(transfers: &[WalletTransfer], queries: &[TradingQuery], limit: u32) -> Vec<Entry> {
+    let wanted = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    let mut order = Vec::with_capacity(wanted.min(transfers.len() + queries.len()));
+    let (mut next_transfer, mut next_query) = (0, 0);
+    while order.len() < wanted {
+        let transfer_first = match (transfers.get(next_transfer), queries.get(next_query)) {
+            (Some(t), Some(q)) => (t.created_at, &t.id) > (q.created_at, &q.id),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if transfer_first {
+            order.push(Entry::Transfer(next_transfer));
+            next_transfer += 1;
+        } else {
+            order.push(Entry::Query(next_query));
+            next_query += 1;
+        }
+    }
+    order
 }
 
 fn trading_query_json(q: &TradingQuery) -> Value {
