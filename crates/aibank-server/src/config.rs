@@ -37,6 +37,11 @@ const SETTINGS: &[(&str, &str)] = &[
     ("openai_base_url", "OPENAI_BASE_URL"),
     ("gemini_api_key", "GEMINI_API_KEY"),
     ("gemini_base_url", "GEMINI_BASE_URL"),
+    ("hyperliquid_base_url", "HYPERLIQUID_BASE_URL"),
+    (
+        "hyperliquid_timeout_secs",
+        "AIBANK_HYPERLIQUID_TIMEOUT_SECS",
+    ),
     ("rpc_url_ethereum", "AIBANK_RPC_URL_ETHEREUM"),
     ("rpc_url_base", "AIBANK_RPC_URL_BASE"),
     ("rpc_url_base_sepolia", "AIBANK_RPC_URL_BASE_SEPOLIA"),
@@ -199,8 +204,18 @@ pub struct Config {
     pub claim_code_ttl: Duration,
     /// Unknown claim codes one client IP may try (per instance) before it is refused.
     pub claim_guess_limit: aibank_auth::ratelimit::Limit,
+    /// Where the trading API reads Hyperliquid, and how long it waits.
+    pub hyperliquid: HyperliquidSettings,
     /// Problems worth a log line once logging is up (unknown variables).
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HyperliquidSettings {
+    /// Without a trailing slash; its info API is `POST {base_url}/info`.
+    pub base_url: String,
+    /// Longest wait for one answer of Hyperliquid, connecting included.
+    pub timeout: Duration,
 }
 
 impl Default for Config {
@@ -505,6 +520,19 @@ impl Config {
         let public_url = get("public_url")
             .map(|u| parse_url("AIBANK_PUBLIC_URL", u))
             .transpose()?;
+        let hyperliquid = HyperliquidSettings {
+            base_url: parse_url(
+                "HYPERLIQUID_BASE_URL",
+                get("hyperliquid_base_url").unwrap_or("https://api.hyperliquid.xyz"),
+            )?,
+            timeout: Duration::from_secs(parse_num(
+                "AIBANK_HYPERLIQUID_TIMEOUT_SECS",
+                get("hyperliquid_timeout_secs"),
+                10,
+                1,
+                300,
+            )?),
+        };
         Ok(Config {
             listen,
             database_url,
@@ -534,6 +562,7 @@ impl Config {
             wallets,
             claim_code_ttl,
             claim_guess_limit,
+            hyperliquid,
             warnings,
         })
     }
@@ -944,6 +973,39 @@ mod tests {
             ("AIBANK_SECRET_KEY", "short"),
             ("AIBANK_LOG_FORMAT", "xml"),
             ("OPENAI_BASE_URL", "ftp://x"),
+        ] {
+            assert!(
+                Config::from_sources(None, env(&[(k, v)])).is_err(),
+                "{k}={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn hyperliquid_settings_default_and_are_checked() {
+        let c = Config::default();
+        assert_eq!(c.hyperliquid.base_url, "https://api.hyperliquid.xyz");
+        assert_eq!(c.hyperliquid.timeout, Duration::from_secs(10));
+        let c = Config::from_sources(
+            None,
+            env(&[
+                (
+                    "HYPERLIQUID_BASE_URL",
+                    "https://api.hyperliquid-testnet.xyz/",
+                ),
+                ("AIBANK_HYPERLIQUID_TIMEOUT_SECS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.hyperliquid.base_url,
+            "https://api.hyperliquid-testnet.xyz"
+        );
+        assert_eq!(c.hyperliquid.timeout, Duration::from_secs(3));
+        for (k, v) in [
+            ("HYPERLIQUID_BASE_URL", "api.hyperliquid.xyz"),
+            ("AIBANK_HYPERLIQUID_TIMEOUT_SECS", "0"),
+            ("AIBANK_HYPERLIQUID_TIMEOUT_SECS", "301"),
         ] {
             assert!(
                 Config::from_sources(None, env(&[(k, v)])).is_err(),

@@ -4,6 +4,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod dto;
 pub mod handlers;
+pub mod hyperliquid;
 pub mod idempotency;
 pub mod routes;
 pub mod service;

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, Route};
 
 use crate::handlers::{
     account, agents, audit, device, keys, master_keys, meta, payments, platform, platform_agents,
-    wallets,
+    trading, wallets,
 };
 use aibank_core::ApiError;
 
@@ -179,6 +179,9 @@ pub fn table() -> Vec<RouteDef> {
             "/v1/wallets/{id}/allowlist/{address}",
             || web::delete().to(wallets::disallow),
         ),
+        def(Method::POST, "/v1/trading/hyperliquid", || {
+            web::post().to(trading::hyperliquid)
+        }),
     ]
 }
 

@@ -25,6 +25,8 @@ pub struct AppState {
     pub auth: web::Data<AuthState>,
     pub gateway: web::Data<aibank_gateway::Gateway>,
     pub wallets: Arc<aibank_wallet::Wallets>,
+    /// The trading API's client of Hyperliquid's info API.
+    pub hyperliquid: Arc<crate::hyperliquid::Hyperliquid>,
     /// The base of links handed out, without a trailing slash.
     pub public_url: String,
     pub openapi: Arc<Value>,

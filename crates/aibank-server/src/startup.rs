@@ -206,6 +206,12 @@ fn gateway(
     .with_x402(x402))
 }
 
+fn hyperliquid(config: &Config) -> Result<Arc<crate::hyperliquid::Hyperliquid>, StartupError> {
+    crate::hyperliquid::Hyperliquid::new(&config.hyperliquid)
+        .map(Arc::new)
+        .map_err(|e| StartupError::Task(format!("Hyperliquid HTTP client: {e}")))
+}
+
 /// Credential checks, the per-IP limiter and the claim code guess budget, shared by all
 /// workers.
 fn auth_state(
@@ -381,6 +387,7 @@ impl Application {
             Wallets::new(pool.clone(), secret_box, clock.clone(), &config.wallets)
                 .map_err(|e| StartupError::Task(format!("wallets: {e}")))?,
         );
+        let hyperliquid = hyperliquid(&config)?;
         let (auth, limiter, claim_guard) = auth_state(&config, &pool, &clock);
         let workers = config.workers;
         let state = web::Data::new(AppState {
@@ -390,6 +397,7 @@ impl Application {
             auth: auth.clone(),
             gateway: gateway.clone(),
             wallets,
+            hyperliquid,
             public_url,
             openapi,
         });

@@ -4,8 +4,8 @@ use diesel::prelude::*;
 
 use crate::schema::{
     accounts, agent_claims, agents, api_keys, audit_events, holds, idempotency_keys,
-    journal_entries, master_keys, platforms, usage_events, wallet_allowlist, wallet_transfers,
-    wallets, x402_authorizations, x402_payments,
+    journal_entries, master_keys, platforms, trading_queries, usage_events, wallet_allowlist,
+    wallet_transfers, wallets, x402_authorizations, x402_payments,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -404,6 +404,20 @@ pub struct WalletTransfer {
     pub request_hash: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// A read an agent made of a trading venue for one of its wallets.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = trading_queries)]
+pub struct TradingQuery {
+    pub id: String,
+    pub wallet_id: String,
+    pub agent_id: String,
+    pub venue: String,
+    pub action: String,
+    pub symbol: Option<String>,
+    pub request_id: Option<String>,
+    pub created_at: i64,
 }
 
 /// An agent's claim code and who claimed it.

@@ -264,6 +264,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    trading_queries (id) {
+        id -> Text,
+        wallet_id -> Text,
+        agent_id -> Text,
+        venue -> Text,
+        action -> Text,
+        symbol -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
     agent_claims (agent_id) {
         agent_id -> Text,
         code -> Text,
@@ -290,6 +303,7 @@ diesel::joinable!(usage_events -> agents (agent_id));
 diesel::joinable!(holds -> accounts (account_id));
 diesel::joinable!(wallets -> agents (agent_id));
 diesel::joinable!(wallet_transfers -> wallets (wallet_id));
+diesel::joinable!(trading_queries -> wallets (wallet_id));
 diesel::joinable!(agent_claims -> agents (agent_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -312,6 +326,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     wallet_allowlist,
     wallet_nonces,
     wallet_transfers,
+    trading_queries,
     agent_claims,
     spend_buckets,
 );

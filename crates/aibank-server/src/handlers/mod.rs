@@ -10,6 +10,7 @@ pub mod meta;
 pub mod payments;
 pub mod platform;
 pub mod platform_agents;
+pub mod trading;
 pub mod usage;
 pub mod wallets;
 

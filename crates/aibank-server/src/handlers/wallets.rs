@@ -12,7 +12,7 @@ use aibank_auth::extract::MASTER_KEY_HEADER;
 use aibank_auth::{AgentKeyAuth, Capability, MasterKeyAuth};
 use aibank_core::clock::rfc3339;
 use aibank_core::{ApiError, Json, Page, PageQuery, Query};
-use aibank_store::models::{AllowedRecipient, Wallet, WalletTransfer};
+use aibank_store::models::{AllowedRecipient, TradingQuery, Wallet, WalletTransfer};
 use aibank_store::repo::{self, cursor_of};
 use aibank_store::StoreError;
 use aibank_wallet::{transfer_json, Address, Chain, Currency, Idempotency};
@@ -272,8 +272,9 @@ pub async fn balances(
     Ok(web::Json(json!({ "wallet_id": w.id, "balances": out })))
 }
 
-/// `GET /v1/wallets/{id}/transactions`: outgoing transfers, newest first; pending ones are
-/// brought up to date with their receipts first.
+/// `GET /v1/wallets/{id}/transactions`: outgoing transfers (`type: transfer`) and trading
+/// queries (`type: trading_query`), newest first; pending transfers are brought up to date
+/// with their receipts first.
 #[tracing::instrument(skip_all)]
 pub async fn transactions(
     state: web::Data<AppState>,
@@ -283,22 +284,99 @@ pub async fn transactions(
 ) -> Result<web::Json<Page<Value>>, ApiError> {
     let (w, _) = visible(&state, &caller, path.into_inner()).await?;
     let (limit, cursor) = (page.limit()?, page.cursor()?);
-    let mut rows = state
+    let (mut transfers, queries) = state
         .pool
         .run(move |c| {
-            repo::wallets::transfers(c, &w.id, cursor.as_ref(), i64::from(limit) + 1)
-                .map_err(StoreError::from)
+            let n = i64::from(limit) + 1;
+            let transfers = repo::wallets::transfers(c, &w.id, cursor.as_ref(), n)?;
+            let queries = repo::trading::for_wallet(c, &w.id, cursor.as_ref(), n)?;
+            Ok::<_, StoreError>((transfers, queries))
         })
         .await?;
-    // The extra row only tells whether there is a next page: it is not shown.
-    let shown = rows.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
-    state.wallets.refresh(&mut rows[..shown]).await;
+    let order = merge(&transfers, &queries, limit);
+    // The extra entry only tells whether there is a next page: it is not shown, nor a
+    // transfer in it refreshed.
+    let shown = order
+        .len()
+        .min(usize::try_from(limit).unwrap_or(usize::MAX));
+    let shown_transfers = order[..shown]
+        .iter()
+        .filter(|e| matches!(e, Entry::Transfer(_)))
+        .count();
+    state
+        .wallets
+        .refresh(&mut transfers[..shown_transfers])
+        .await;
+    let rows: Vec<(i64, String, Value)> = order
+        .into_iter()
+        .map(|e| match e {
+            Entry::Transfer(n) => {
+                let transfer = &transfers[n];
+                let mut entry = transfer_json(transfer);
+                entry["type"] = "transfer".into();
+                (transfer.created_at, transfer.id.clone(), entry)
+            }
+            Entry::Query(n) => {
+                let query = &queries[n];
+                (
+                    query.created_at,
+                    query.id.clone(),
+                    trading_query_json(query),
+                )
+            }
+        })
+        .collect();
     Ok(web::Json(Page::from_rows(
         rows,
         limit,
-        |t: &WalletTransfer| cursor_of(t.created_at, &t.id),
-        |t| transfer_json(&t),
+        |(created_at, id, _)| cursor_of(*created_at, id),
+        |(_, _, v)| v,
     )))
+}
+
+/// An entry of the merged list: an index into the transfers or into the queries.
+enum Entry {
+    Transfer(usize),
+    Query(usize),
+}
+
+/// The first `limit + 1` entries of both lists, each newest first by (created_at, id), as
+/// the page is.
+fn merge(transfers: &[WalletTransfer], queries: &[TradingQuery], limit: u32) -> Vec<Entry> {
+    let wanted = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    let mut order = Vec::with_capacity(wanted.min(transfers.len() + queries.len()));
+    let (mut next_transfer, mut next_query) = (0, 0);
+    while order.len() < wanted {
+        let transfer_first = match (transfers.get(next_transfer), queries.get(next_query)) {
+            (Some(t), Some(q)) => (t.created_at, &t.id) > (q.created_at, &q.id),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if transfer_first {
+            order.push(Entry::Transfer(next_transfer));
+            next_transfer += 1;
+        } else {
+            order.push(Entry::Query(next_query));
+            next_query += 1;
+        }
+    }
+    order
+}
+
+fn trading_query_json(q: &TradingQuery) -> Value {
+    json!({
+        "type": "trading_query",
+        "transaction_id": q.id,
+        "wallet_id": q.wallet_id,
+        "venue": q.venue,
+        "action": q.action,
+        "symbol": q.symbol,
+        "request_id": q.request_id,
+        "created_at": rfc3339(q.created_at),
+    })
 }
 
 #[derive(Debug, Deserialize)]
