@@ -14,6 +14,7 @@ mod payment;
 pub mod prices;
 pub mod providers;
 pub mod proxy;
+pub mod public_net;
 mod pump;
 
 pub use dialect::Dialect;
