@@ -14,7 +14,9 @@ mod payment;
 pub mod prices;
 pub mod providers;
 pub mod proxy;
+pub mod public_net;
 mod pump;
+pub mod service_spec;
 
 pub use dialect::Dialect;
 pub use prices::{parse_overrides, Price, PriceBook, PriceOverrides, PriceTable, Tokens};

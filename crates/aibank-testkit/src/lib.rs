@@ -19,6 +19,7 @@ use tempfile::TempDir;
 
 pub mod anvil;
 pub mod mock_hyperliquid;
+pub mod mock_service;
 pub mod mock_upstream;
 
 pub const TEST_DATABASE_ENV: &str = "AIBANK_TEST_DATABASE_URL";
