@@ -134,6 +134,10 @@ impl Gateway {
         self.clock.now_ms()
     }
 
+    pub(crate) fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
     pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
     }
@@ -161,7 +165,7 @@ async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiErro
 }
 
 /// The upstream key for this agent and provider: the agent's own, else the platform's.
-async fn upstream_key(
+pub(crate) async fn upstream_key(
     gw: &Gateway,
     agent_id: &str,
     provider: &Provider,
@@ -194,7 +198,7 @@ async fn upstream_key(
 }
 
 /// The platform-wide upstream key, or the 503 that says there is none.
-fn platform_key(provider: &Provider) -> Result<String, ApiError> {
+pub(crate) fn platform_key(provider: &Provider) -> Result<String, ApiError> {
     match &provider.api_key {
         Some(k) => Ok(k.expose().to_owned()),
         None => Err(
@@ -205,7 +209,7 @@ fn platform_key(provider: &Provider) -> Result<String, ApiError> {
 }
 
 /// Sends, mapping a missing answer to 504 and a failed connection to 502.
-async fn send(gw: &Gateway, out: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
+pub(crate) async fn send(gw: &Gateway, out: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
     match tokio::time::timeout(gw.settings.first_byte_timeout, out.send()).await {
         Err(_) => Err(upstream_timeout(
             "The upstream provider did not answer in time",
@@ -243,6 +247,24 @@ pub async fn proxy(
         Some(caller)
     };
     let provider = gw.provider(&provider_name)?;
+    if let Some(api) = &provider.priced {
+        let payer = match (caller, paying) {
+            (Some(caller), _) => crate::priced::Payer::Agent(caller),
+            (None, Some(x402)) => crate::priced::Payer::X402(x402),
+            (None, None) => return Err(ApiError::internal("no caller and no payment")),
+        };
+        return crate::priced::gateway_call(
+            &gw,
+            &req,
+            payload,
+            provider,
+            api,
+            &tail,
+            payer,
+            &request_id,
+        )
+        .await;
+    }
     let method = req.method().as_str().to_owned();
     let dialect = provider.dialect;
     let Some(kind) = crate::path::endpoint(dialect, &method, &tail) else {

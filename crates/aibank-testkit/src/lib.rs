@@ -198,6 +198,7 @@ pub fn use_mock_upstream(c: &mut Config, base: &str, with_keys: bool) {
             base_url: base.to_owned(),
             api_key_env: Some("COMPAT_KEY".into()),
             prices,
+            ..aibank_gateway::CustomProvider::default()
         }],
         std::collections::BTreeMap::new(),
         |var| (var == "COMPAT_KEY").then(|| "sk-compat".to_owned()),
