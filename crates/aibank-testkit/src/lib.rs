@@ -18,6 +18,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 pub mod anvil;
+pub mod mock_bankr;
+pub mod mock_http_api;
 pub mod mock_upstream;
 
 pub const TEST_DATABASE_ENV: &str = "AIBANK_TEST_DATABASE_URL";
