@@ -5,8 +5,9 @@
 //! - `POST /agent/prompt {prompt, threadId?}` → `202 {success, jobId, threadId, status:
 //!   "pending", message}`; `400 {error, message}` without a prompt;
 //! - `GET /agent/job/{jobId}` → `200 {success, jobId, threadId, status, prompt, createdAt,
-//!   cancellable, …}`, each poll moving a job `pending` → `processing` → `completed` (with
-//!   `response`, `richData`, `completedAt`); `404 {error: "Job not found", message}`;
+//!   cancellable, …}`: `pending` at the first poll, `processing` (with `statusUpdates`) at
+//!   the second and third, then `completed` (with `response`, `richData`, `completedAt`);
+//!   `404 {error: "Job not found", message}`;
 //! - `POST /agent/job/{jobId}/cancel` → `200` the job, `cancelled` with `cancelledAt`
 //!   (`400` once it is terminal);
 //! - `GET /agent/balances?chains=` → `200 {success, balances: {chain: {…}}}` for the chains
@@ -39,6 +40,7 @@ struct Shared {
     /// The key of every request, in order (`None`: sent without one).
     seen: Mutex<Vec<(String, Option<String>)>>,
     jobs: Mutex<BTreeMap<String, Value>>,
+    polls: Mutex<BTreeMap<String, u32>>,
 }
 
 pub struct MockBankr {
@@ -176,8 +178,12 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
             let Some(job) = jobs.get_mut(*id) else {
                 return err(404, "Job not found", &format!("No job found with ID {id}"));
             };
+            let mut polls = shared.polls.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = polls.entry((*id).to_owned()).or_insert(0);
+            *n += 1;
             let answer = job.clone();
             match job["status"].as_str() {
+                Some("processing") if *n < 3 => {}
                 Some("pending") => {
                     job["status"] = json!("processing");
                     job["startedAt"] = json!("2026-01-15T10:30:01Z");
