@@ -43,7 +43,11 @@ pub struct BankrPrices {
 }
 
 /// The built-in provider: at `base_url`, with the platform-wide key if there is one.
-pub fn provider(base_url: &str, api_key: Option<SecretString>, prices: BankrPrices) -> CustomProvider {
+pub fn provider(
+    base_url: &str,
+    api_key: Option<SecretString>,
+    prices: BankrPrices,
+) -> CustomProvider {
     let endpoint = |method: &str, path: &str, price: Usd| EndpointSpec {
         method: method.to_owned(),
         path: path.to_owned(),
@@ -121,7 +125,16 @@ async fn forward(
         content_type,
         body,
     };
-    let served = call(gw, req, provider, api, out, Payer::Agent(caller), request_id).await?;
+    let served = call(
+        gw,
+        req,
+        provider,
+        api,
+        out,
+        Payer::Agent(Box::new(caller)),
+        request_id,
+    )
+    .await?;
     if served.status.is_success() {
         return Ok(served.into_response());
     }
@@ -238,7 +251,10 @@ pub async fn prompt(
     let caller = trader(&req, &auth, Some("prompting Bankr")).await?;
     let body = body.into_inner();
     if body.prompt.trim().is_empty() {
-        return Err(ApiError::invalid_field("prompt", "`prompt` must not be empty"));
+        return Err(ApiError::invalid_field(
+            "prompt",
+            "`prompt` must not be empty",
+        ));
     }
     if body.prompt.chars().count() > MAX_PROMPT_CHARS {
         return Err(ApiError::invalid_field(

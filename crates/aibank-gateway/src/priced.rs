@@ -97,14 +97,10 @@ impl PricedEndpoint {
     fn matches(&self, method: &str, segments: &[&str]) -> bool {
         self.method == method
             && self.segments.len() == segments.len()
-            && self
-                .segments
-                .iter()
-                .zip(segments)
-                .all(|(s, got)| match s {
-                    Segment::Literal(l) => l == got,
-                    Segment::Param => true,
-                })
+            && self.segments.iter().zip(segments).all(|(s, got)| match s {
+                Segment::Literal(l) => l == got,
+                Segment::Param => true,
+            })
     }
 
     /// How the usage row names the call: `METHOD /template`.
@@ -141,7 +137,11 @@ impl PricedApi {
                 }
             }
             KeyPlacement::Query { query } => {
-                if query.is_empty() || !query.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                if query.is_empty()
+                    || !query
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
                     return Err(format!(
                         "auth query parameter `{query}` must be letters, digits, -, _ or ."
                     ));
@@ -240,7 +240,12 @@ impl Dialect for Http {
     fn endpoint(&self, _method: &str, _path: &str) -> Option<Endpoint> {
         None
     }
-    fn authenticate(&self, out: RequestBuilder, _key: &str, _incoming: &HeaderMap) -> RequestBuilder {
+    fn authenticate(
+        &self,
+        out: RequestBuilder,
+        _key: &str,
+        _incoming: &HeaderMap,
+    ) -> RequestBuilder {
         out
     }
     fn sets_header(&self, _name: &str) -> bool {
@@ -260,9 +265,23 @@ impl Dialect for Http {
 /// Who pays for a call.
 pub(crate) enum Payer {
     /// An agent's key: its credits, or nothing on its own upstream key.
-    Agent(ApiKeyAuth),
+    Agent(Box<ApiKeyAuth>),
     /// A caller without credentials, paying with x402.
     X402(Arc<X402>),
+}
+
+impl Payer {
+    /// The authenticated caller, else the x402 payer.
+    pub(crate) fn of(
+        caller: Option<ApiKeyAuth>,
+        paying: Option<Arc<X402>>,
+    ) -> Result<Payer, ApiError> {
+        match (caller, paying) {
+            (Some(caller), _) => Ok(Payer::Agent(Box::new(caller))),
+            (None, Some(x402)) => Ok(Payer::X402(x402)),
+            (None, None) => Err(ApiError::internal("no caller and no payment")),
+        }
+    }
 }
 
 /// One call to make: the endpoint, the upstream path it resolved to, and what to send.
@@ -346,7 +365,11 @@ pub(crate) async fn call(
     let (key, own_key) = resolve_key(gw, provider, &payer).await?;
     let endpoint = out.endpoint;
     let charged = !own_key || gw.settings.charge_byok;
-    let price = if charged { endpoint.price_usd } else { Usd::ZERO };
+    let price = if charged {
+        endpoint.price_usd
+    } else {
+        Usd::ZERO
+    };
     let mut meta = UsageMeta {
         provider: provider.name.clone(),
         model: endpoint.label(),
@@ -535,17 +558,19 @@ fn upstream_request(
 }
 
 /// `/v1/gateway/{name}/{path}` for an http provider.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn gateway_call(
     gw: &Gateway,
     req: &HttpRequest,
     payload: web::Payload,
     provider: &Provider,
-    api: &PricedApi,
     tail: &str,
     payer: Payer,
     request_id: &RequestId,
 ) -> Result<HttpResponse, ApiError> {
+    let api = provider
+        .priced
+        .as_deref()
+        .ok_or_else(|| ApiError::internal("not an http provider"))?;
     let method = req.method().as_str();
     let endpoint = api
         .endpoint(method, tail)
@@ -605,12 +630,18 @@ mod tests {
             true,
         )
         .unwrap();
-        assert_eq!(api.endpoint("GET", "v1/items/42").unwrap().path, "v1/items/{id}");
+        assert_eq!(
+            api.endpoint("GET", "v1/items/42").unwrap().path,
+            "v1/items/{id}"
+        );
         assert_eq!(
             api.endpoint("GET", "v1/items/42").unwrap().price_usd,
             Usd::from_micros(10_000)
         );
-        assert_eq!(api.endpoint("GET", "v1/items/latest").unwrap().price_usd, Usd::ZERO);
+        assert_eq!(
+            api.endpoint("GET", "v1/items/latest").unwrap().price_usd,
+            Usd::ZERO
+        );
         assert_eq!(api.endpoint("POST", "v1/items/").unwrap().path, "v1/items");
         for (m, p) in [
             ("DELETE", "v1/items/42"),
@@ -640,10 +671,18 @@ mod tests {
         let cases: Vec<(KeyPlacement, Vec<EndpointSpec>, &str)> = vec![
             (header(), vec![], "at least one endpoint"),
             (header(), vec![spec("TRACE", "a", "1")], "method `TRACE`"),
-            (header(), vec![spec("GET", "a/../b", "1")], "not a plain path"),
+            (
+                header(),
+                vec![spec("GET", "a/../b", "1")],
+                "not a plain path",
+            ),
             (header(), vec![spec("GET", "a/{}", "1")], "not a plain path"),
             (header(), vec![spec("GET", "", "1")], "not a plain path"),
-            (header(), vec![spec("GET", "a", "-1")], "must not be negative"),
+            (
+                header(),
+                vec![spec("GET", "a", "-1")],
+                "must not be negative",
+            ),
             (
                 header(),
                 vec![spec("GET", "a/{x}", "1"), spec("get", "/a/{y}/", "2")],
@@ -666,7 +705,9 @@ mod tests {
                 "must contain `{key}`",
             ),
             (
-                KeyPlacement::Query { query: String::new() },
+                KeyPlacement::Query {
+                    query: String::new(),
+                },
                 vec![spec("GET", "a", "1")],
                 "query parameter",
             ),

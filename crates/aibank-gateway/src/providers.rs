@@ -30,6 +30,8 @@ pub struct Provider {
     pub priced: Option<Arc<PricedApi>>,
 }
 
+type Kind = (&'static dyn Dialect, bool, Option<Arc<PricedApi>>);
+
 /// What a provider from `AIBANK_PROVIDERS` is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -126,7 +128,7 @@ impl Registry {
             ("openai".to_owned(), openai_defaults()),
             ("gemini".to_owned(), crate::gemini::prices()),
         ]);
-        for c in custom {
+        for mut c in custom {
             let valid_name = !c.name.is_empty()
                 && c.name.len() <= 40
                 && c.name
@@ -154,38 +156,7 @@ impl Registry {
                     .and_then(&env)
                     .map(SecretString::new)
             });
-            let (dialect, byok, priced): (&'static dyn Dialect, bool, _) = match c.kind {
-                ProviderKind::Openai => {
-                    if c.auth.is_some() || c.byok.is_some() || !c.endpoints.is_empty() {
-                        return Err(format!(
-                            "provider `{}`: auth, byok and endpoints need \"kind\": \"http\"",
-                            c.name
-                        ));
-                    }
-                    let mut prices = PriceTable::default();
-                    prices.merge(c.prices);
-                    tables.insert(c.name.clone(), prices);
-                    (&crate::openai::DIALECT, true, None)
-                }
-                ProviderKind::Http => {
-                    if !c.prices.is_empty() {
-                        return Err(format!(
-                            "provider `{}`: an http provider is priced per endpoint, not by `prices`",
-                            c.name
-                        ));
-                    }
-                    let auth = c.auth.ok_or_else(|| {
-                        format!("provider `{}`: an http provider needs `auth`", c.name)
-                    })?;
-                    let api = PricedApi::new(auth, c.endpoints, !c.routes_only)
-                        .map_err(|e| format!("provider `{}`: {e}", c.name))?;
-                    (
-                        &crate::priced::DIALECT,
-                        c.byok.unwrap_or(false),
-                        Some(Arc::new(api)),
-                    )
-                }
-            };
+            let (dialect, byok, priced) = kind_of(&mut c, &mut tables)?;
             providers.push(Provider {
                 api_key,
                 name: c.name,
@@ -234,6 +205,47 @@ impl Registry {
     pub fn iter(&self) -> impl Iterator<Item = &Provider> {
         self.providers.iter()
     }
+}
+
+/// What a declared provider is: its dialect, whether agents may bring their keys, and its
+/// priced API (`http` providers); an OpenAI-compatible one's prices go into `tables`.
+fn kind_of(
+    c: &mut CustomProvider,
+    tables: &mut BTreeMap<String, PriceTable>,
+) -> Result<Kind, String> {
+    Ok(match c.kind {
+        ProviderKind::Openai => {
+            if c.auth.is_some() || c.byok.is_some() || !c.endpoints.is_empty() {
+                return Err(format!(
+                    "provider `{}`: auth, byok and endpoints need \"kind\": \"http\"",
+                    c.name
+                ));
+            }
+            let mut prices = PriceTable::default();
+            prices.merge(std::mem::take(&mut c.prices));
+            tables.insert(c.name.clone(), prices);
+            (&crate::openai::DIALECT, true, None)
+        }
+        ProviderKind::Http => {
+            if !c.prices.is_empty() {
+                return Err(format!(
+                    "provider `{}`: an http provider is priced per endpoint, not by `prices`",
+                    c.name
+                ));
+            }
+            let auth = c
+                .auth
+                .take()
+                .ok_or_else(|| format!("provider `{}`: an http provider needs `auth`", c.name))?;
+            let api = PricedApi::new(auth, std::mem::take(&mut c.endpoints), !c.routes_only)
+                .map_err(|e| format!("provider `{}`: {e}", c.name))?;
+            (
+                &crate::priced::DIALECT,
+                c.byok.unwrap_or(false),
+                Some(Arc::new(api)),
+            )
+        }
+    })
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ use crate::billing::{admit_alone, meter_request, reserve, settle, Bill, HoldGuar
 use crate::dialect::{Dialect, Endpoint};
 use crate::headers::{is_media, response_head, upstream_request};
 use crate::payment::{has_credential, pay, Priced};
+use crate::priced::{gateway_call, Payer};
 use crate::prices::Tokens;
 use crate::providers::{Provider, Registry};
 use crate::pump::{pump, read_upstream, ReadError};
@@ -209,7 +210,10 @@ pub(crate) fn platform_key(provider: &Provider) -> Result<String, ApiError> {
 }
 
 /// Sends, mapping a missing answer to 504 and a failed connection to 502.
-pub(crate) async fn send(gw: &Gateway, out: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
+pub(crate) async fn send(
+    gw: &Gateway,
+    out: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ApiError> {
     match tokio::time::timeout(gw.settings.first_byte_timeout, out.send()).await {
         Err(_) => Err(upstream_timeout(
             "The upstream provider did not answer in time",
@@ -220,6 +224,23 @@ pub(crate) async fn send(gw: &Gateway, out: reqwest::RequestBuilder) -> Result<r
         Ok(Err(e)) => Err(upstream_error("Could not reach the upstream provider", e)),
         Ok(Ok(r)) => Ok(r),
     }
+}
+
+/// The caller, or, for a request without credentials where x402 is on, the payment's
+/// settings.
+async fn admit(
+    req: &HttpRequest,
+    gw: &Gateway,
+    auth: &AuthState,
+) -> Result<(Option<aibank_auth::ApiKeyAuth>, Option<Arc<X402>>), ApiError> {
+    let paying = gw.x402.clone().filter(|_| !has_credential(req));
+    if paying.is_some() {
+        return Ok((None, paying));
+    }
+    let caller = auth.authenticate(req, true).await?;
+    caller.require_write("calling the gateway")?;
+    caller.require(Capability::Gateway)?;
+    Ok((Some(caller), None))
 }
 
 /// The gateway route.
@@ -237,33 +258,11 @@ pub async fn proxy(
         .unwrap_or_default()
         .to_owned();
     let tail = crate::path::unescape_slashes(req.match_info().get("tail").unwrap_or_default());
-    let paying = gw.x402.clone().filter(|_| !has_credential(&req));
-    let caller = if paying.is_some() {
-        None
-    } else {
-        let caller = auth.authenticate(&req, true).await?;
-        caller.require_write("calling the gateway")?;
-        caller.require(Capability::Gateway)?;
-        Some(caller)
-    };
+    let (caller, paying) = admit(&req, &gw, &auth).await?;
     let provider = gw.provider(&provider_name)?;
-    if let Some(api) = &provider.priced {
-        let payer = match (caller, paying) {
-            (Some(caller), _) => crate::priced::Payer::Agent(caller),
-            (None, Some(x402)) => crate::priced::Payer::X402(x402),
-            (None, None) => return Err(ApiError::internal("no caller and no payment")),
-        };
-        return crate::priced::gateway_call(
-            &gw,
-            &req,
-            payload,
-            provider,
-            api,
-            &tail,
-            payer,
-            &request_id,
-        )
-        .await;
+    if provider.priced.is_some() {
+        let payer = Payer::of(caller, paying)?;
+        return gateway_call(&gw, &req, payload, provider, &tail, payer, &request_id).await;
     }
     let method = req.method().as_str().to_owned();
     let dialect = provider.dialect;

@@ -39,7 +39,10 @@ const SETTINGS: &[(&str, &str)] = &[
     ("gemini_base_url", "GEMINI_BASE_URL"),
     ("bankr_api_key", "BANKR_API_KEY"),
     ("bankr_base_url", "BANKR_BASE_URL"),
-    ("bankr_price_balances_usd", "AIBANK_BANKR_PRICE_BALANCES_USD"),
+    (
+        "bankr_price_balances_usd",
+        "AIBANK_BANKR_PRICE_BALANCES_USD",
+    ),
     ("bankr_price_prompt_usd", "AIBANK_BANKR_PRICE_PROMPT_USD"),
     ("bankr_price_job_usd", "AIBANK_BANKR_PRICE_JOB_USD"),
     ("bankr_price_cancel_usd", "AIBANK_BANKR_PRICE_CANCEL_USD"),
@@ -379,7 +382,10 @@ impl Config {
             Some(v) => parse_usd(name, v),
         };
         let bankr_prices = aibank_gateway::bankr::BankrPrices {
-            balances: bankr_price("bankr_price_balances_usd", "AIBANK_BANKR_PRICE_BALANCES_USD")?,
+            balances: bankr_price(
+                "bankr_price_balances_usd",
+                "AIBANK_BANKR_PRICE_BALANCES_USD",
+            )?,
             prompt: bankr_price("bankr_price_prompt_usd", "AIBANK_BANKR_PRICE_PROMPT_USD")?,
             job: bankr_price("bankr_price_job_usd", "AIBANK_BANKR_PRICE_JOB_USD")?,
             cancel: bankr_price("bankr_price_cancel_usd", "AIBANK_BANKR_PRICE_CANCEL_USD")?,
@@ -1063,9 +1069,15 @@ mod tests {
             ("AIBANK_BANKR_PRICE_JOB_USD", "-1"),
             ("AIBANK_BANKR_PRICE_BALANCES_USD", "0.0000001"),
             ("BANKR_BASE_URL", "ftp://x"),
-            ("AIBANK_PROVIDERS", r#"[{"name": "bankr", "base_url": "http://x"}]"#),
+            (
+                "AIBANK_PROVIDERS",
+                r#"[{"name": "bankr", "base_url": "http://x"}]"#,
+            ),
         ] {
-            assert!(Config::from_sources(None, env(&[(k, v)])).is_err(), "{k}={v}");
+            assert!(
+                Config::from_sources(None, env(&[(k, v)])).is_err(),
+                "{k}={v}"
+            );
         }
     }
 
@@ -1083,35 +1095,52 @@ mod tests {
         let w = c.providers.get("weather").unwrap();
         assert_eq!(w.dialect.name(), "http");
         assert_eq!(w.api_key.as_ref().unwrap().expose(), "wk");
-        assert_eq!(w.priced.as_ref().unwrap().endpoints[0].price_usd.micros(), 2_000);
+        assert_eq!(
+            w.priced.as_ref().unwrap().endpoints[0].price_usd.micros(),
+            2_000
+        );
 
         let endpoint = r#"{"method": "GET", "path": "a", "price_usd": 1}"#;
         let http = |extra: &str| {
-            format!(
-                r#"[{{"name": "w", "kind": "http", "base_url": "http://x", {extra}}}]"#
-            )
+            format!(r#"[{{"name": "w", "kind": "http", "base_url": "http://x", {extra}}}]"#)
         };
         for (decl, want) in [
-            (http(&format!(r#""endpoints": [{endpoint}]"#)), "needs `auth`"),
-            (http(r#""auth": {"query": "k"}, "endpoints": []"#), "at least one endpoint"),
             (
-                http(r#""auth": {"query": "k"}, "endpoints": [{"method": "GET", "path": "../a", "price_usd": 1}]"#),
+                http(&format!(r#""endpoints": [{endpoint}]"#)),
+                "needs `auth`",
+            ),
+            (
+                http(r#""auth": {"query": "k"}, "endpoints": []"#),
+                "at least one endpoint",
+            ),
+            (
+                http(
+                    r#""auth": {"query": "k"}, "endpoints": [{"method": "GET", "path": "../a", "price_usd": 1}]"#,
+                ),
                 "not a plain path",
             ),
             (
-                http(r#""auth": {"query": "k"}, "endpoints": [{"method": "GET", "path": "a", "price_usd": -0.5}]"#),
+                http(
+                    r#""auth": {"query": "k"}, "endpoints": [{"method": "GET", "path": "a", "price_usd": -0.5}]"#,
+                ),
                 "must not be negative",
             ),
             (
-                http(r#""auth": {"query": "k"}, "endpoints": [{"method": "HEAD", "path": "a", "price_usd": 1}]"#),
+                http(
+                    r#""auth": {"query": "k"}, "endpoints": [{"method": "HEAD", "path": "a", "price_usd": 1}]"#,
+                ),
                 "method `HEAD`",
             ),
             (
-                http(&format!(r#""auth": {{"query": "k"}}, "endpoints": [{endpoint}, {endpoint}]"#)),
+                http(&format!(
+                    r#""auth": {{"query": "k"}}, "endpoints": [{endpoint}, {endpoint}]"#
+                )),
                 "declared twice",
             ),
             (
-                http(&format!(r#""auth": {{"query": "k"}}, "prices": {{"*": {{"input": 1, "output": 1}}}}, "endpoints": [{endpoint}]"#)),
+                http(&format!(
+                    r#""auth": {{"query": "k"}}, "prices": {{"*": {{"input": 1, "output": 1}}}}, "endpoints": [{endpoint}]"#
+                )),
                 "priced per endpoint",
             ),
             (
@@ -1119,7 +1148,9 @@ mod tests {
                 "need \"kind\": \"http\"",
             ),
             (
-                format!(r#"[{{"name": "W!", "kind": "http", "base_url": "http://x", "auth": {{"query": "k"}}, "endpoints": [{endpoint}]}}]"#),
+                format!(
+                    r#"[{{"name": "W!", "kind": "http", "base_url": "http://x", "auth": {{"query": "k"}}, "endpoints": [{endpoint}]}}]"#
+                ),
                 "lowercase letters",
             ),
         ] {

@@ -157,9 +157,11 @@ pub fn table() -> Vec<RouteDef> {
         def(Method::GET, "/v1/trading/bankr/job", || {
             web::get().to(aibank_gateway::bankr::job_by_query)
         }),
-        def(Method::POST, "/v1/trading/bankr/jobs/{jobId}/cancel", || {
-            web::post().to(aibank_gateway::bankr::cancel)
-        }),
+        def(
+            Method::POST,
+            "/v1/trading/bankr/jobs/{jobId}/cancel",
+            || web::post().to(aibank_gateway::bankr::cancel),
+        ),
         def(Method::POST, "/v1/credits/topup", || {
             web::post().to(payments::topup)
         }),

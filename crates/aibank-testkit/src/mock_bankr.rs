@@ -134,103 +134,121 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
         .unwrap_or_else(PoisonError::into_inner)
         .push((target, key.clone()));
     if !key.is_some_and(|k| shared.keys.contains(&k)) {
-        return err(401, "Authentication required", "Please provide a valid API key");
+        return err(
+            401,
+            "Authentication required",
+            "Please provide a valid API key",
+        );
     }
     let segments: Vec<&str> = req.path().trim_matches('/').split('/').collect();
-    let mut jobs = shared.jobs.lock().unwrap_or_else(PoisonError::into_inner);
     match (req.method().as_str(), segments.as_slice()) {
-        ("POST", ["agent", "prompt"]) => {
-            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let Some(prompt) = v.get("prompt").and_then(Value::as_str) else {
-                return err(400, "Invalid request", "Request body must include a prompt");
-            };
-            match prompt {
-                "rate-limit" => {
-                    return HttpResponse::TooManyRequests().json(json!({
-                        "error": "Daily limit exceeded",
-                        "message": "You have reached your daily API limit of 100 messages.",
-                        "resetAt": RESET_AT_MS,
-                        "limit": 100,
-                        "used": 100,
-                    }))
-                }
-                "fail" => return err(500, "Internal error", "Something went wrong"),
-                _ => {}
-            }
-            let id = format!("job_{}", jobs.len() + 1);
-            let thread = v
-                .get("threadId")
-                .and_then(Value::as_str)
-                .map_or_else(|| format!("thr_{}", jobs.len() + 1), str::to_owned);
-            jobs.insert(
-                id.clone(),
-                json!({
-                    "success": true, "jobId": id, "threadId": thread, "status": "pending",
-                    "prompt": prompt, "createdAt": "2026-01-15T10:30:00Z", "cancellable": true,
-                }),
-            );
-            HttpResponse::Accepted().json(json!({
-                "success": true, "jobId": id, "threadId": thread, "status": "pending",
-                "message": "Job created successfully",
-            }))
-        }
-        ("GET", ["agent", "job", id]) => {
-            let Some(job) = jobs.get_mut(*id) else {
-                return err(404, "Job not found", &format!("No job found with ID {id}"));
-            };
-            let mut polls = shared.polls.lock().unwrap_or_else(PoisonError::into_inner);
-            let n = polls.entry((*id).to_owned()).or_insert(0);
-            *n += 1;
-            let answer = job.clone();
-            match job["status"].as_str() {
-                Some("processing") if *n < 3 => {}
-                Some("pending") => {
-                    job["status"] = json!("processing");
-                    job["startedAt"] = json!("2026-01-15T10:30:01Z");
-                    job["statusUpdates"] =
-                        json!([{ "message": "Working", "timestamp": "2026-01-15T10:30:01Z" }]);
-                }
-                Some("processing") => {
-                    job["status"] = json!("completed");
-                    job["cancellable"] = json!(false);
-                    job["response"] = json!("Done.");
-                    job["richData"] = json!([]);
-                    job["completedAt"] = json!("2026-01-15T10:30:03Z");
-                    job["processingTime"] = json!(3000);
-                }
-                _ => {}
-            }
-            HttpResponse::Ok().json(answer)
-        }
-        ("POST", ["agent", "job", id, "cancel"]) => {
-            let Some(job) = jobs.get_mut(*id) else {
-                return err(404, "Job not found", &format!("No job found with ID {id}"));
-            };
-            if !matches!(job["status"].as_str(), Some("pending" | "processing")) {
-                return err(400, "Job cannot be cancelled", "The job has already finished");
-            }
-            job["status"] = json!("cancelled");
-            job["cancellable"] = json!(false);
-            job["cancelledAt"] = json!("2026-01-15T10:30:02Z");
-            HttpResponse::Ok().json(job.clone())
-        }
-        ("GET", ["agent", "balances"]) => {
-            let chains = web::Query::<BTreeMap<String, String>>::from_query(req.query_string())
-                .ok()
-                .and_then(|q| q.get("chains").cloned())
-                .unwrap_or_default();
-            let balances: serde_json::Map<String, Value> = chains
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(|c| {
-                    (
-                        c.to_owned(),
-                        json!({ "nativeBalance": "0.05", "nativeUsd": "150.00", "tokenBalances": [] }),
-                    )
-                })
-                .collect();
-            HttpResponse::Ok().json(json!({ "success": true, "balances": balances }))
-        }
+        ("POST", ["agent", "prompt"]) => prompt(&shared, &body),
+        ("GET", ["agent", "job", id]) => poll(&shared, id),
+        ("POST", ["agent", "job", id, "cancel"]) => cancel(&shared, id),
+        ("GET", ["agent", "balances"]) => balances(req.query_string()),
         _ => err(404, "Not found", "No such endpoint"),
     }
+}
+
+fn prompt(shared: &Shared, body: &[u8]) -> HttpResponse {
+    let mut jobs = shared.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let Some(prompt) = v.get("prompt").and_then(Value::as_str) else {
+        return err(400, "Invalid request", "Request body must include a prompt");
+    };
+    match prompt {
+        "rate-limit" => {
+            return HttpResponse::TooManyRequests().json(json!({
+                "error": "Daily limit exceeded",
+                "message": "You have reached your daily API limit of 100 messages.",
+                "resetAt": RESET_AT_MS,
+                "limit": 100,
+                "used": 100,
+            }))
+        }
+        "fail" => return err(500, "Internal error", "Something went wrong"),
+        _ => {}
+    }
+    let id = format!("job_{}", jobs.len() + 1);
+    let thread = v
+        .get("threadId")
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("thr_{}", jobs.len() + 1), str::to_owned);
+    jobs.insert(
+        id.clone(),
+        json!({
+            "success": true, "jobId": id, "threadId": thread, "status": "pending",
+            "prompt": prompt, "createdAt": "2026-01-15T10:30:00Z", "cancellable": true,
+        }),
+    );
+    HttpResponse::Accepted().json(json!({
+        "success": true, "jobId": id, "threadId": thread, "status": "pending",
+        "message": "Job created successfully",
+    }))
+}
+
+fn poll(shared: &Shared, id: &str) -> HttpResponse {
+    let mut jobs = shared.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(job) = jobs.get_mut(id) else {
+        return err(404, "Job not found", &format!("No job found with ID {id}"));
+    };
+    let mut polls = shared.polls.lock().unwrap_or_else(PoisonError::into_inner);
+    let n = polls.entry(id.to_owned()).or_insert(0);
+    *n += 1;
+    let answer = job.clone();
+    match job["status"].as_str() {
+        Some("processing") if *n < 3 => {}
+        Some("pending") => {
+            job["status"] = json!("processing");
+            job["startedAt"] = json!("2026-01-15T10:30:01Z");
+            job["statusUpdates"] =
+                json!([{ "message": "Working", "timestamp": "2026-01-15T10:30:01Z" }]);
+        }
+        Some("processing") => {
+            job["status"] = json!("completed");
+            job["cancellable"] = json!(false);
+            job["response"] = json!("Done.");
+            job["richData"] = json!([]);
+            job["completedAt"] = json!("2026-01-15T10:30:03Z");
+            job["processingTime"] = json!(3000);
+        }
+        _ => {}
+    }
+    HttpResponse::Ok().json(answer)
+}
+
+fn cancel(shared: &Shared, id: &str) -> HttpResponse {
+    let mut jobs = shared.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(job) = jobs.get_mut(id) else {
+        return err(404, "Job not found", &format!("No job found with ID {id}"));
+    };
+    if !matches!(job["status"].as_str(), Some("pending" | "processing")) {
+        return err(
+            400,
+            "Job cannot be cancelled",
+            "The job has already finished",
+        );
+    }
+    job["status"] = json!("cancelled");
+    job["cancellable"] = json!(false);
+    job["cancelledAt"] = json!("2026-01-15T10:30:02Z");
+    HttpResponse::Ok().json(job.clone())
+}
+
+fn balances(query: &str) -> HttpResponse {
+    let chains = web::Query::<BTreeMap<String, String>>::from_query(query)
+        .ok()
+        .and_then(|q| q.get("chains").cloned())
+        .unwrap_or_default();
+    let balances: serde_json::Map<String, Value> = chains
+        .split(',')
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            (
+                c.to_owned(),
+                json!({ "nativeBalance": "0.05", "nativeUsd": "150.00", "tokenBalances": [] }),
+            )
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({ "success": true, "balances": balances }))
 }

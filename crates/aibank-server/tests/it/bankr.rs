@@ -40,15 +40,23 @@ async fn an_agents_own_key_is_stored_sealed_checked_and_never_returned() {
     let (agent, key) = app.register().await;
     let h = [("X-API-Key", key.as_str())];
     let r = app.get("/v1/provider-keys/bankr", &h).await;
-    assert_eq!(r.body, json!({"provider": "bankr", "configured": false}), "{}", r.text);
+    assert_eq!(
+        r.body,
+        json!({"provider": "bankr", "configured": false}),
+        "{}",
+        r.text
+    );
 
     for bad in [String::new(), "   ".into(), "k".repeat(513)] {
         let r = store_own(&app, &key, &bad).await;
-        assert_eq!((r.status, r.body["code"].as_str()), (400, Some("INVALID_INPUT")), "{}", r.text);
+        assert_eq!(
+            (r.status, r.body["code"].as_str()),
+            (400, Some("INVALID_INPUT")),
+            "{}",
+            r.text
+        );
     }
-    let r = app
-        .post("/v1/provider-keys/bankr", json!({}), &h)
-        .await;
+    let r = app.post("/v1/provider-keys/bankr", json!({}), &h).await;
     assert_eq!(r.status, 400, "{}", r.text);
     let r = store_own(&app, &key, &"k".repeat(512)).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -84,15 +92,25 @@ async fn the_agents_own_key_wins_then_the_platform_key_else_503_needs_key() {
     let r = app.get("/v1/trading/bankr/balances", &h).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
-        r.body["balances"].as_object().unwrap().keys().cloned().collect::<Vec<_>>(),
+        r.body["balances"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
         vec!["base", "polygon", "mainnet", "solana", "unichain"]
     );
     store_own(&app, &key, OWN).await;
-    let r = app.get("/v1/trading/bankr/balances?chains=base,solana", &h).await;
+    let r = app
+        .get("/v1/trading/bankr/balances?chains=base,solana", &h)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body, json!({"success": true, "balances": {
+    assert_eq!(
+        r.body,
+        json!({"success": true, "balances": {
         "base": {"nativeBalance": "0.05", "nativeUsd": "150.00", "tokenBalances": []},
-        "solana": {"nativeBalance": "0.05", "nativeUsd": "150.00", "tokenBalances": []}}}));
+        "solana": {"nativeBalance": "0.05", "nativeUsd": "150.00", "tokenBalances": []}}})
+    );
     app.delete("/v1/provider-keys/bankr", &h).await;
     app.get("/v1/trading/bankr/balances?chains=base", &h).await;
     assert_eq!(
@@ -102,11 +120,19 @@ async fn the_agents_own_key_wins_then_the_platform_key_else_503_needs_key() {
                 "GET /agent/balances?chains=base,polygon,mainnet,solana,unichain".to_owned(),
                 Some(PLATFORM.to_owned())
             ),
-            ("GET /agent/balances?chains=base,solana".to_owned(), Some(OWN.to_owned())),
-            ("GET /agent/balances?chains=base".to_owned(), Some(PLATFORM.to_owned())),
+            (
+                "GET /agent/balances?chains=base,solana".to_owned(),
+                Some(OWN.to_owned())
+            ),
+            (
+                "GET /agent/balances?chains=base".to_owned(),
+                Some(PLATFORM.to_owned())
+            ),
         ]
     );
-    let r = app.get("/v1/trading/bankr/balances?chains=base;rm", &h).await;
+    let r = app
+        .get("/v1/trading/bankr/balances?chains=base;rm", &h)
+        .await;
     assert_eq!(r.status, 400, "{}", r.text);
 
     // Without a platform key, only an agent's own key serves.
@@ -170,11 +196,16 @@ async fn prompt_then_job_status_then_cancel() {
 
     let r = app.get("/v1/trading/bankr/jobs/job_1", &h).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!((r.body["status"].as_str(), r.body["cancellable"].as_bool()), (Some("pending"), Some(true)));
+    assert_eq!(
+        (r.body["status"].as_str(), r.body["cancellable"].as_bool()),
+        (Some("pending"), Some(true))
+    );
     let r = app.get("/v1/trading/bankr/job?jobId=job_1", &h).await;
     assert_eq!(r.body["status"], "processing", "{}", r.text);
     assert_eq!(r.body["statusUpdates"][0]["message"], "Working");
-    let r = app.post("/v1/trading/bankr/jobs/job_1/cancel", json!({}), &h).await;
+    let r = app
+        .post("/v1/trading/bankr/jobs/job_1/cancel", json!({}), &h)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["status"], "cancelled");
     assert!(r.body["cancelledAt"].is_string());
@@ -182,18 +213,30 @@ async fn prompt_then_job_status_then_cancel() {
     assert_eq!(credits(&app, &key).await, before - spent);
 
     // Bankr's refusals: 502 with its status and body, and nothing charged.
-    let r = app.post("/v1/trading/bankr/jobs/job_1/cancel", json!({}), &h).await;
+    let r = app
+        .post("/v1/trading/bankr/jobs/job_1/cancel", json!({}), &h)
+        .await;
     assert_eq!(r.status, 502, "{}", r.text);
     assert_eq!(r.body["code"], "UPSTREAM_ERROR");
     assert_eq!(r.body["status"], 400);
     assert_eq!(r.body["upstream"]["error"], "Job cannot be cancelled");
     let r = app.get("/v1/trading/bankr/jobs/job_404", &h).await;
-    assert_eq!((r.status, r.body["status"].clone()), (502, json!(404)), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["status"].clone()),
+        (502, json!(404)),
+        "{}",
+        r.text
+    );
     assert_eq!(r.body["upstream"]["error"], "Job not found");
     let r = app
         .post("/v1/trading/bankr/prompt", json!({"prompt": "fail"}), &h)
         .await;
-    assert_eq!((r.status, r.body["status"].clone()), (502, json!(500)), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["status"].clone()),
+        (502, json!(500)),
+        "{}",
+        r.text
+    );
     assert_eq!(credits(&app, &key).await, before - spent);
 
     // Checked before Bankr sees anything.
@@ -207,12 +250,21 @@ async fn prompt_then_job_status_then_cancel() {
         assert_eq!(r.status, 400, "{field}: {}", r.text);
     }
     let r = app.get("/v1/trading/bankr/job", &h).await;
-    assert_eq!((r.status, r.body["code"].as_str()), (400, Some("INVALID_INPUT")), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (400, Some("INVALID_INPUT")),
+        "{}",
+        r.text
+    );
     let r = app.get("/v1/trading/bankr/job?jobId=a/b", &h).await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(mock.seen().len(), seen);
     let r = app
-        .post("/v1/trading/bankr/prompt", json!({"prompt": "x".repeat(10_000)}), &h)
+        .post(
+            "/v1/trading/bankr/prompt",
+            json!({"prompt": "x".repeat(10_000)}),
+            &h,
+        )
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
 
@@ -222,7 +274,10 @@ async fn prompt_then_job_status_then_cancel() {
     let r = app
         .post("/v1/trading/bankr/prompt", json!({"prompt": "hello"}), &h)
         .await;
-    assert_eq!((r.status, r.headers["x-aibank-cost-usd"].to_str().unwrap()), (202, "0.0"));
+    assert_eq!(
+        (r.status, r.headers["x-aibank-cost-usd"].to_str().unwrap()),
+        (202, "0.0")
+    );
     assert_eq!(credits(&app, &key).await, now);
     assert_eq!(mock.seen().last().unwrap().1.as_deref(), Some(OWN));
 
@@ -256,10 +311,20 @@ async fn bankrs_429_comes_back_as_rate_limited_with_its_fields() {
     assert_eq!(r.status, 429, "{}", r.text);
     assert_eq!(r.body["code"], "RATE_LIMITED");
     assert_eq!(r.body["resetAt"], RESET_AT_MS);
-    assert_eq!((r.body["limit"].clone(), r.body["used"].clone()), (json!(100), json!(100)));
-    assert!(r.body["error"].as_str().unwrap().contains("daily API limit"));
+    assert_eq!(
+        (r.body["limit"].clone(), r.body["used"].clone()),
+        (json!(100), json!(100))
+    );
+    assert!(r.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("daily API limit"));
     assert!(r.headers.contains_key("retry-after"));
-    assert_eq!(credits(&app, &key).await, before, "a refused call costs nothing");
+    assert_eq!(
+        credits(&app, &key).await,
+        before,
+        "a refused call costs nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,13 +348,24 @@ async fn read_only_keys_read_balances_and_jobs_but_neither_prompt_nor_cancel() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let ro_h = [("X-API-Key", ro.as_str())];
-    assert_eq!(app.get("/v1/trading/bankr/balances", &ro_h).await.status, 200);
-    assert_eq!(app.get("/v1/trading/bankr/jobs/job_1", &ro_h).await.status, 200);
+    assert_eq!(
+        app.get("/v1/trading/bankr/balances", &ro_h).await.status,
+        200
+    );
+    assert_eq!(
+        app.get("/v1/trading/bankr/jobs/job_1", &ro_h).await.status,
+        200
+    );
     let seen = mock.seen().len();
     let r = app
         .post("/v1/trading/bankr/prompt", json!({"prompt": "hi"}), &ro_h)
         .await;
-    assert_eq!((r.status, r.body["code"].as_str()), (403, Some("FORBIDDEN")), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("FORBIDDEN")),
+        "{}",
+        r.text
+    );
     let r = app
         .post("/v1/trading/bankr/jobs/job_1/cancel", json!({}), &ro_h)
         .await;
@@ -298,11 +374,20 @@ async fn read_only_keys_read_balances_and_jobs_but_neither_prompt_nor_cancel() {
 
     // Without tradingEnabled nothing is served.
     let r = app
-        .patch(&format!("/v1/keys/{ro_id}"), json!({"tradingEnabled": false}), &h)
+        .patch(
+            &format!("/v1/keys/{ro_id}"),
+            json!({"tradingEnabled": false}),
+            &h,
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = app.get("/v1/trading/bankr/balances", &ro_h).await;
-    assert_eq!((r.status, r.body["flag"].as_str()), (403, Some("tradingEnabled")), "{}", r.text);
+    assert_eq!(
+        (r.status, r.body["flag"].as_str()),
+        (403, Some("tradingEnabled")),
+        "{}",
+        r.text
+    );
     let r = app.get("/v1/trading/bankr/balances", &[]).await;
     assert_eq!(r.status, 401);
 
@@ -310,7 +395,11 @@ async fn read_only_keys_read_balances_and_jobs_but_neither_prompt_nor_cancel() {
     let r = app.get("/v1/gateway/bankr/agent/balances", &h).await;
     assert_eq!(r.status, 404, "{}", r.text);
     let r = app
-        .post("/v1/gateway/bankr/agent/prompt", json!({"prompt": "hi"}), &h)
+        .post(
+            "/v1/gateway/bankr/agent/prompt",
+            json!({"prompt": "hi"}),
+            &h,
+        )
         .await;
     assert_eq!(r.status, 404, "{}", r.text);
     assert_eq!(mock.seen().len(), seen);

@@ -93,7 +93,10 @@ async fn a_call_holds_its_price_and_captures_it_exactly_on_a_2xx() {
     let before = credits(&app, &key).await;
 
     let r = app
-        .get("/v1/gateway/hdr/v1/items/42?color=red", &[("X-API-Key", &key)])
+        .get(
+            "/v1/gateway/hdr/v1/items/42?color=red",
+            &[("X-API-Key", &key)],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["method"], "GET");
@@ -107,7 +110,11 @@ async fn a_call_holds_its_price_and_captures_it_exactly_on_a_2xx() {
     assert_eq!(credits(&app, &key).await, before - 250_000);
 
     let r = app
-        .post("/v1/gateway/hdr/v1/items", json!({"name": "x"}), &[("X-API-Key", &key)])
+        .post(
+            "/v1/gateway/hdr/v1/items",
+            json!({"name": "x"}),
+            &[("X-API-Key", &key)],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["body"], r#"{"name":"x"}"#);
@@ -116,7 +123,9 @@ async fn a_call_holds_its_price_and_captures_it_exactly_on_a_2xx() {
     assert_eq!(credits(&app, &key).await, before - 1_750_000);
 
     // A free endpoint is recorded at zero.
-    let r = app.get("/v1/gateway/hdr/v1/free", &[("X-API-Key", &key)]).await;
+    let r = app
+        .get("/v1/gateway/hdr/v1/free", &[("X-API-Key", &key)])
+        .await;
     assert_eq!((r.status, cost(&r)), (200, "0.0"));
     assert_eq!(credits(&app, &key).await, before - 1_750_000);
 
@@ -158,14 +167,20 @@ async fn failures_release_the_hold_and_charge_any_captures_on_a_4xx() {
             )
             .await;
         assert_eq!(r.status, status, "{}", r.text);
-        assert_eq!(r.body["path"], "/v1/items/1", "the upstream's answer, as it wrote it");
+        assert_eq!(
+            r.body["path"], "/v1/items/1",
+            "the upstream's answer, as it wrote it"
+        );
         assert_eq!(cost(&r), "0.0");
     }
     assert_eq!(credits(&app, &key).await, before);
     assert!(usage(&app, &key).await.is_empty());
 
     let r = app
-        .delete("/v1/gateway/hdr/v1/items/1?status=404", &[("X-API-Key", &key)])
+        .delete(
+            "/v1/gateway/hdr/v1/items/1?status=404",
+            &[("X-API-Key", &key)],
+        )
         .await;
     assert_eq!((r.status, cost(&r)), (404, "0.1"));
     assert_eq!(credits(&app, &key).await, before - 100_000);
@@ -181,7 +196,10 @@ async fn failures_release_the_hold_and_charge_any_captures_on_a_4xx() {
     let r = dead
         .delete("/v1/gateway/hdr/v1/items/1", &[("X-API-Key", &key)])
         .await;
-    assert_eq!((r.status, r.body["code"].as_str()), (502, Some("UPSTREAM_ERROR")));
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (502, Some("UPSTREAM_ERROR"))
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(credits(&dead, &key).await, before);
     assert!(assert_books_balance(&app.pool) > 0);
@@ -223,14 +241,20 @@ async fn each_key_placement_reaches_the_upstream_and_our_key_never_does() {
     ];
 
     let r = app
-        .get("/v1/gateway/hdr/v1/items/1", &[("X-API-Key", &key), ours[1], ours[2]])
+        .get(
+            "/v1/gateway/hdr/v1/items/1",
+            &[("X-API-Key", &key), ours[1], ours[2]],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["headers"]["x-api-key"], "k-header-platform");
 
     let r = app.get("/v1/gateway/bearer/v1/items/2", &ours).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body["headers"]["authorization"], "Bearer k-bearer-platform");
+    assert_eq!(
+        r.body["headers"]["authorization"],
+        "Bearer k-bearer-platform"
+    );
     assert!(r.body["headers"].get("x-api-key").is_none());
 
     // The caller's own `apikey` never replaces the provider's.
@@ -275,12 +299,18 @@ async fn an_agents_own_key_wins_where_the_provider_takes_it_and_is_refused_elsew
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["headers"]["x-api-key"], "k-header-own");
-    assert_eq!(cost(&r), "0.0", "calls on the agent's own key are not charged");
+    assert_eq!(
+        cost(&r),
+        "0.0",
+        "calls on the agent's own key are not charged"
+    );
     assert_eq!(credits(&app, &key).await, before);
     let rows = usage(&app, &key).await;
     assert_eq!(rows[0]["description"], "own upstream key");
 
-    let r = app.delete("/v1/provider-keys/hdr", &[("X-API-Key", &key)]).await;
+    let r = app
+        .delete("/v1/provider-keys/hdr", &[("X-API-Key", &key)])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = app
         .get("/v1/gateway/hdr/v1/items/1", &[("X-API-Key", &key)])
@@ -296,8 +326,15 @@ async fn an_agents_own_key_wins_where_the_provider_takes_it_and_is_refused_elsew
             &[("X-API-Key", &key)],
         )
         .await;
-    assert_eq!((r.status, r.body["code"].as_str()), (403, Some("FORBIDDEN")), "{}", r.text);
-    let r = app.get("/v1/provider-keys/bearer", &[("X-API-Key", &key)]).await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("FORBIDDEN")),
+        "{}",
+        r.text
+    );
+    let r = app
+        .get("/v1/provider-keys/bearer", &[("X-API-Key", &key)])
+        .await;
     assert_eq!(r.body["configured"], false);
     assert_eq!(mock.requests().len(), 2);
 
@@ -324,7 +361,12 @@ async fn too_few_credits_is_402_before_anything_is_forwarded() {
     let (_, key) = app.register().await;
     let before = credits(&app, &key).await;
     let r = app
-        .send("PUT", "/v1/gateway/hdr/v1/costly", Some("{}".into()), &[("X-API-Key", &key)])
+        .send(
+            "PUT",
+            "/v1/gateway/hdr/v1/costly",
+            Some("{}".into()),
+            &[("X-API-Key", &key)],
+        )
         .await;
     assert_eq!(r.status, 402, "{}", r.text);
     assert_eq!(r.body["code"], "INSUFFICIENT_CREDITS");
@@ -377,7 +419,10 @@ async fn an_x402_payment_pays_for_a_call_at_the_endpoints_price() {
         .transfer(USDC_BASE_SEPOLIA, &payer, &pay_to, 250_000)
         .await;
     let r = app
-        .get(path, &[("X-Payment", &hash), ("X-Payment-Chain", "base-sepolia")])
+        .get(
+            path,
+            &[("X-Payment", &hash), ("X-Payment-Chain", "base-sepolia")],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(cost(&r), "0.25");
