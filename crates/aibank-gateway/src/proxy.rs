@@ -221,7 +221,11 @@ pub(crate) async fn send(
         Ok(Err(e)) if e.is_timeout() => Err(upstream_timeout(
             "The upstream provider did not answer in time",
         )),
-        Ok(Err(e)) => Err(upstream_error("Could not reach the upstream provider", e)),
+        // Without the URL: an http provider's key may ride in its query string.
+        Ok(Err(e)) => Err(upstream_error(
+            "Could not reach the upstream provider",
+            e.without_url(),
+        )),
         Ok(Ok(r)) => Ok(r),
     }
 }

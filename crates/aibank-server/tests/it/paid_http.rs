@@ -200,8 +200,19 @@ async fn failures_release_the_hold_and_charge_any_captures_on_a_4xx() {
         (r.status, r.body["code"].as_str()),
         (502, Some("UPSTREAM_ERROR"))
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(credits(&dead, &key).await, before);
+    // A key placed in the query string stays out of the failure's log line.
+    let r = dead
+        .get("/v1/gateway/query/v1/items/1", &[("X-API-Key", &key)])
+        .await;
+    assert_eq!(r.status, 502, "{}", r.text);
+    assert!(!r.text.contains("k-query-platform"));
+    let logs = aibank_testkit::captured_logs();
+    assert!(
+        logs.contains("Could not reach the upstream provider"),
+        "the failure is logged"
+    );
+    assert!(!logs.contains("k-query-platform"), "the key is not");
     assert!(assert_books_balance(&app.pool) > 0);
     assert!(assert_books_balance(&dead.pool) > 0);
 }
