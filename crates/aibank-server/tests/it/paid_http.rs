@@ -461,3 +461,35 @@ async fn an_x402_payment_pays_for_a_call_at_the_endpoints_price() {
     assert_eq!(app.ledger_state(&account).await, (250_000, 250_000));
     assert!(assert_books_balance(&app.pool) > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priced_calls_count_against_the_keys_daily_message_limit() {
+    let mock = MockHttpApi::start().await;
+    let base = mock.base.clone();
+    let app = spawn_app_with(move |c| {
+        use_providers(c, &base);
+        c.gateway.daily_message_limit = 2;
+    })
+    .await;
+    let (_, key) = app.register().await;
+    // Free and priced endpoints alike.
+    for path in ["/v1/gateway/hdr/v1/free", "/v1/gateway/hdr/v1/items/1"] {
+        let r = app.get(path, &[("X-API-Key", &key)]).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let before = credits(&app, &key).await;
+    let r = app
+        .get("/v1/gateway/hdr/v1/items/2", &[("X-API-Key", &key)])
+        .await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(
+        (r.body["code"].as_str(), r.body["limit"].as_i64()),
+        (Some("RATE_LIMITED"), Some(2))
+    );
+    assert_eq!(
+        credits(&app, &key).await,
+        before,
+        "the refused call's hold is rolled back"
+    );
+    assert_eq!(mock.requests().len(), 2);
+}
