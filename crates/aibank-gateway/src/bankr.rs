@@ -67,7 +67,6 @@ pub fn provider(
         endpoints: vec![
             endpoint("GET", BALANCES, prices.balances),
             endpoint("POST", PROMPT, prices.prompt),
-            // Before the job itself, though the lengths differ: the order is the match order.
             endpoint("POST", CANCEL, prices.cancel),
             endpoint("GET", JOB, prices.job),
         ],

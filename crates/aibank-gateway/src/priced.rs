@@ -190,8 +190,8 @@ impl PricedApi {
         })
     }
 
-    /// The endpoint `method tail` calls; `None`: not forwarded. A literal segment wins
-    /// over a parameter by being listed first.
+    /// The endpoint `method tail` calls; `None`: not forwarded. Of overlapping endpoints
+    /// (`v1/items/latest` and `v1/items/{id}`) the first listed wins.
     pub fn endpoint(&self, method: &str, tail: &str) -> Option<&PricedEndpoint> {
         if !crate::path::plain_path(tail) {
             return None;
@@ -327,8 +327,9 @@ async fn resolve_key(
     provider: &Provider,
     payer: &Payer,
 ) -> Result<(String, bool), ApiError> {
+    // Only the missing-key refusal is renamed; any other failure passes as it is.
     let no_key = |e: ApiError| {
-        if e.code() == aibank_core::ErrorCode::Unavailable {
+        if e.body().get("needsKey").is_some() {
             ApiError::unavailable(format!("No {} API key configured", title(&provider.name)))
                 .with("needsKey", true)
         } else {
