@@ -329,7 +329,11 @@ impl Quota {
     /// Counts one message, on every instance sharing the database; the 429 when the
     /// window is full. Run inside the write transaction that places the call's hold, so a
     /// metered call still commits once before it is forwarded.
-    fn admit(&self, c: &mut AnyConnection, now: i64) -> Result<Result<(), ApiError>, StoreError> {
+    pub(crate) fn admit(
+        &self,
+        c: &mut AnyConnection,
+        now: i64,
+    ) -> Result<Result<(), ApiError>, StoreError> {
         let w = aibank_store::repo::keys::admit_message(
             c,
             &self.key_id,

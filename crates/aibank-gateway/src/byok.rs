@@ -61,7 +61,11 @@ pub async fn put(
     body: Json<PutKey>,
 ) -> Result<web::Json<KeyStatus>, ApiError> {
     let provider = path.into_inner();
-    gw.provider(&provider)?;
+    if !gw.provider(&provider)?.byok {
+        return Err(ApiError::forbidden(format!(
+            "Provider `{provider}` does not take agents' own keys"
+        )));
+    }
     let key = body.into_inner().api_key;
     let key = key.trim();
     if key.is_empty() {

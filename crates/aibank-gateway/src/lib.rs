@@ -1,7 +1,9 @@
 //! The metered gateway: forwards calls to upstream LLM providers, streams their answers
-//! through as they arrive, and charges credits from the usage the upstream reports.
+//! through as they arrive, and charges credits from the usage the upstream reports; and
+//! per-call priced HTTP providers (Bankr among them), charged a listed price per call.
 
 pub mod anthropic;
+pub mod bankr;
 mod billing;
 pub mod byok;
 pub mod dialect;
@@ -11,6 +13,7 @@ pub mod meter;
 pub mod openai;
 mod path;
 mod payment;
+pub mod priced;
 pub mod prices;
 pub mod providers;
 pub mod proxy;

@@ -39,6 +39,8 @@ pub(crate) struct Paid {
 }
 
 /// What a paid call costs.
+// One per call, moved once into `pay`: boxing the bill would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Priced {
     /// Billed from its usage: the bill, the most output it may produce, whether it streams.
     Metered(Box<Bill>, u64, bool),

@@ -1,6 +1,7 @@
 //! Upstream providers: the built-in Anthropic, OpenAI and Gemini, plus any number of
-//! OpenAI-compatible ones declared in configuration, and the price book they are billed
-//! at, which `AIBANK_PRICES_FILE` can replace while the server runs.
+//! OpenAI-compatible or per-call priced HTTP ones declared in configuration (Bankr is one
+//! of the latter, built in), and the price book they are billed at, which
+//! `AIBANK_PRICES_FILE` can replace while the server runs.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -9,6 +10,7 @@ use aibank_core::SecretString;
 use serde::Deserialize;
 
 use crate::dialect::Dialect;
+use crate::priced::{EndpointSpec, KeyPlacement, PricedApi};
 use crate::prices::{
     anthropic_defaults, openai_defaults, Price, PriceBook, PriceOverrides, PriceTable,
 };
@@ -22,20 +24,55 @@ pub struct Provider {
     pub base_url: String,
     /// The platform-wide upstream key, if configured.
     pub api_key: Option<SecretString>,
+    /// Whether agents may store their own key for it.
+    pub byok: bool,
+    /// A per-call priced HTTP API: its endpoints, prices and key placement.
+    pub priced: Option<Arc<PricedApi>>,
 }
 
-/// An OpenAI-compatible provider from `AIBANK_PROVIDERS` (a JSON array of these).
-#[derive(Debug, Clone, Deserialize)]
+type Kind = (&'static dyn Dialect, bool, Option<Arc<PricedApi>>);
+
+/// What a provider from `AIBANK_PROVIDERS` is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI-compatible, billed from reported token usage.
+    #[default]
+    Openai,
+    /// Per-call priced HTTP endpoints.
+    Http,
+}
+
+/// A provider from `AIBANK_PROVIDERS` (a JSON array of these): OpenAI-compatible, or
+/// (`"kind": "http"`) per-call priced HTTP endpoints.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomProvider {
     pub name: String,
+    #[serde(default)]
+    pub kind: ProviderKind,
     pub base_url: String,
     /// The environment variable holding its API key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// The key itself, for built-ins whose key is a setting of its own.
+    #[serde(skip)]
+    pub api_key: Option<SecretString>,
     /// Prices per model; `"*"` is the price of any other model.
     #[serde(default)]
     pub prices: BTreeMap<String, Price>,
+    /// `http` only: how the key goes upstream.
+    #[serde(default)]
+    pub auth: Option<KeyPlacement>,
+    /// `http` only: whether agents may store their own key (OpenAI-compatible ones may).
+    #[serde(default)]
+    pub byok: Option<bool>,
+    /// `http` only: the endpoints forwarded, each with its price.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSpec>,
+    /// Served only through routes of its own, not `/v1/gateway/{name}/…`.
+    #[serde(skip)]
+    pub routes_only: bool,
 }
 
 /// The providers, and the prices in force. Clones share the prices: a reload is seen by
@@ -66,18 +103,24 @@ impl Registry {
                 dialect: &crate::anthropic::DIALECT,
                 base_url: anthropic.0,
                 api_key: anthropic.1,
+                byok: true,
+                priced: None,
             },
             Provider {
                 name: "openai".into(),
                 dialect: &crate::openai::DIALECT,
                 base_url: openai.0,
                 api_key: openai.1,
+                byok: true,
+                priced: None,
             },
             Provider {
                 name: "gemini".into(),
                 dialect: &crate::gemini::DIALECT,
                 base_url: gemini.0,
                 api_key: gemini.1,
+                byok: true,
+                priced: None,
             },
         ];
         let mut tables = BTreeMap::from([
@@ -85,7 +128,7 @@ impl Registry {
             ("openai".to_owned(), openai_defaults()),
             ("gemini".to_owned(), crate::gemini::prices()),
         ]);
-        for c in custom {
+        for mut c in custom {
             let valid_name = !c.name.is_empty()
                 && c.name.len() <= 40
                 && c.name
@@ -107,18 +150,20 @@ impl Registry {
                     c.name
                 ));
             }
-            let mut prices = PriceTable::default();
-            prices.merge(c.prices);
-            tables.insert(c.name.clone(), prices);
-            providers.push(Provider {
-                api_key: c
-                    .api_key_env
+            let api_key = c.api_key.clone().or_else(|| {
+                c.api_key_env
                     .as_deref()
                     .and_then(&env)
-                    .map(SecretString::new),
+                    .map(SecretString::new)
+            });
+            let (dialect, byok, priced) = kind_of(&mut c, &mut tables)?;
+            providers.push(Provider {
+                api_key,
                 name: c.name,
-                dialect: &crate::openai::DIALECT,
+                dialect,
                 base_url: base,
+                byok,
+                priced,
             });
         }
         let base = PriceBook::new(tables)
@@ -160,6 +205,47 @@ impl Registry {
     pub fn iter(&self) -> impl Iterator<Item = &Provider> {
         self.providers.iter()
     }
+}
+
+/// What a declared provider is: its dialect, whether agents may bring their keys, and its
+/// priced API (`http` providers); an OpenAI-compatible one's prices go into `tables`.
+fn kind_of(
+    c: &mut CustomProvider,
+    tables: &mut BTreeMap<String, PriceTable>,
+) -> Result<Kind, String> {
+    Ok(match c.kind {
+        ProviderKind::Openai => {
+            if c.auth.is_some() || c.byok.is_some() || !c.endpoints.is_empty() {
+                return Err(format!(
+                    "provider `{}`: auth, byok and endpoints need \"kind\": \"http\"",
+                    c.name
+                ));
+            }
+            let mut prices = PriceTable::default();
+            prices.merge(std::mem::take(&mut c.prices));
+            tables.insert(c.name.clone(), prices);
+            (&crate::openai::DIALECT, true, None)
+        }
+        ProviderKind::Http => {
+            if !c.prices.is_empty() {
+                return Err(format!(
+                    "provider `{}`: an http provider is priced per endpoint, not by `prices`",
+                    c.name
+                ));
+            }
+            let auth = c
+                .auth
+                .take()
+                .ok_or_else(|| format!("provider `{}`: an http provider needs `auth`", c.name))?;
+            let api = PricedApi::new(auth, std::mem::take(&mut c.endpoints), !c.routes_only)
+                .map_err(|e| format!("provider `{}`: {e}", c.name))?;
+            (
+                &crate::priced::DIALECT,
+                c.byok.unwrap_or(false),
+                Some(Arc::new(api)),
+            )
+        }
+    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use crate::billing::{admit_alone, meter_request, reserve, settle, Bill, HoldGuar
 use crate::dialect::{Dialect, Endpoint};
 use crate::headers::{is_media, response_head, upstream_request};
 use crate::payment::{has_credential, pay, Priced};
+use crate::priced::{gateway_call, Payer};
 use crate::prices::Tokens;
 use crate::providers::{Provider, Registry};
 use crate::pump::{pump, read_upstream, ReadError};
@@ -133,6 +134,10 @@ impl Gateway {
         self.clock.now_ms()
     }
 
+    pub(crate) fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
     pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
     }
@@ -160,7 +165,7 @@ async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiErro
 }
 
 /// The upstream key for this agent and provider: the agent's own, else the platform's.
-async fn upstream_key(
+pub(crate) async fn upstream_key(
     gw: &Gateway,
     agent_id: &str,
     provider: &Provider,
@@ -193,7 +198,7 @@ async fn upstream_key(
 }
 
 /// The platform-wide upstream key, or the 503 that says there is none.
-fn platform_key(provider: &Provider) -> Result<String, ApiError> {
+pub(crate) fn platform_key(provider: &Provider) -> Result<String, ApiError> {
     match &provider.api_key {
         Some(k) => Ok(k.expose().to_owned()),
         None => Err(
@@ -204,7 +209,10 @@ fn platform_key(provider: &Provider) -> Result<String, ApiError> {
 }
 
 /// Sends, mapping a missing answer to 504 and a failed connection to 502.
-async fn send(gw: &Gateway, out: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
+pub(crate) async fn send(
+    gw: &Gateway,
+    out: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ApiError> {
     match tokio::time::timeout(gw.settings.first_byte_timeout, out.send()).await {
         Err(_) => Err(upstream_timeout(
             "The upstream provider did not answer in time",
@@ -212,9 +220,30 @@ async fn send(gw: &Gateway, out: reqwest::RequestBuilder) -> Result<reqwest::Res
         Ok(Err(e)) if e.is_timeout() => Err(upstream_timeout(
             "The upstream provider did not answer in time",
         )),
-        Ok(Err(e)) => Err(upstream_error("Could not reach the upstream provider", e)),
+        // Without the URL: an http provider's key may ride in its query string.
+        Ok(Err(e)) => Err(upstream_error(
+            "Could not reach the upstream provider",
+            e.without_url(),
+        )),
         Ok(Ok(r)) => Ok(r),
     }
+}
+
+/// The caller, or, for a request without credentials where x402 is on, the payment's
+/// settings.
+async fn admit(
+    req: &HttpRequest,
+    gw: &Gateway,
+    auth: &AuthState,
+) -> Result<(Option<aibank_auth::ApiKeyAuth>, Option<Arc<X402>>), ApiError> {
+    let paying = gw.x402.clone().filter(|_| !has_credential(req));
+    if paying.is_some() {
+        return Ok((None, paying));
+    }
+    let caller = auth.authenticate(req, true).await?;
+    caller.require_write("calling the gateway")?;
+    caller.require(Capability::Gateway)?;
+    Ok((Some(caller), None))
 }
 
 /// The gateway route.
@@ -232,16 +261,12 @@ pub async fn proxy(
         .unwrap_or_default()
         .to_owned();
     let tail = crate::path::unescape_slashes(req.match_info().get("tail").unwrap_or_default());
-    let paying = gw.x402.clone().filter(|_| !has_credential(&req));
-    let caller = if paying.is_some() {
-        None
-    } else {
-        let caller = auth.authenticate(&req, true).await?;
-        caller.require_write("calling the gateway")?;
-        caller.require(Capability::Gateway)?;
-        Some(caller)
-    };
+    let (caller, paying) = admit(&req, &gw, &auth).await?;
     let provider = gw.provider(&provider_name)?;
+    if provider.priced.is_some() {
+        let payer = Payer::of(caller, paying)?;
+        return gateway_call(&gw, &req, payload, provider, &tail, payer, &request_id).await;
+    }
     let method = req.method().as_str().to_owned();
     let dialect = provider.dialect;
     let Some(kind) = crate::path::endpoint(dialect, &method, &tail) else {

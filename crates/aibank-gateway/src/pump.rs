@@ -31,7 +31,9 @@ impl ReadError {
             ReadError::Http(e) if e.is_timeout() => {
                 upstream_timeout("The upstream provider stopped answering")
             }
-            ReadError::Http(e) => upstream_error("The upstream response broke off", e),
+            ReadError::Http(e) => {
+                upstream_error("The upstream response broke off", e.without_url())
+            }
         }
     }
 }

@@ -42,6 +42,15 @@ const SETTINGS: &[(&str, &str)] = &[
         "hyperliquid_timeout_secs",
         "AIBANK_HYPERLIQUID_TIMEOUT_SECS",
     ),
+    ("bankr_api_key", "BANKR_API_KEY"),
+    ("bankr_base_url", "BANKR_BASE_URL"),
+    (
+        "bankr_price_balances_usd",
+        "AIBANK_BANKR_PRICE_BALANCES_USD",
+    ),
+    ("bankr_price_prompt_usd", "AIBANK_BANKR_PRICE_PROMPT_USD"),
+    ("bankr_price_job_usd", "AIBANK_BANKR_PRICE_JOB_USD"),
+    ("bankr_price_cancel_usd", "AIBANK_BANKR_PRICE_CANCEL_USD"),
     ("rpc_url_ethereum", "AIBANK_RPC_URL_ETHEREUM"),
     ("rpc_url_base", "AIBANK_RPC_URL_BASE"),
     ("rpc_url_base_sepolia", "AIBANK_RPC_URL_BASE_SEPOLIA"),
@@ -376,13 +385,38 @@ impl Config {
             )?,
             secret("gemini_api_key"),
         );
-        let custom: Vec<aibank_gateway::CustomProvider> = match get("providers") {
+        let mut custom: Vec<aibank_gateway::CustomProvider> = match get("providers") {
             None => Vec::new(),
             Some(v) => serde_json::from_str(v).map_err(|e| ConfigError::Invalid {
                 name: "AIBANK_PROVIDERS",
                 message: format!("must be a JSON array of providers: {e}"),
             })?,
         };
+        let bankr_price = |key: &str, name: &'static str| match get(key) {
+            None => Ok(Usd::ZERO),
+            Some(v) => parse_usd(name, v),
+        };
+        let bankr_prices = aibank_gateway::bankr::BankrPrices {
+            balances: bankr_price(
+                "bankr_price_balances_usd",
+                "AIBANK_BANKR_PRICE_BALANCES_USD",
+            )?,
+            prompt: bankr_price("bankr_price_prompt_usd", "AIBANK_BANKR_PRICE_PROMPT_USD")?,
+            job: bankr_price("bankr_price_job_usd", "AIBANK_BANKR_PRICE_JOB_USD")?,
+            cancel: bankr_price("bankr_price_cancel_usd", "AIBANK_BANKR_PRICE_CANCEL_USD")?,
+        };
+        // First, so a declared provider named `bankr` is refused as declared twice.
+        custom.insert(
+            0,
+            aibank_gateway::bankr::provider(
+                &parse_url(
+                    "BANKR_BASE_URL",
+                    get("bankr_base_url").unwrap_or(aibank_gateway::bankr::DEFAULT_BASE_URL),
+                )?,
+                secret("bankr_api_key"),
+                bankr_prices,
+            ),
+        );
         let overrides = match get("prices") {
             None => BTreeMap::new(),
             Some(v) => {
@@ -1062,6 +1096,134 @@ mod tests {
             ("AIBANK_TOPUP_MAX_USD", "10")
         ])
         .is_err());
+    }
+
+    #[test]
+    fn bankr_is_built_in_with_its_settings() {
+        let c = Config::default();
+        let bankr = c.providers.get("bankr").unwrap();
+        assert_eq!(bankr.base_url, "https://api.bankr.bot");
+        assert!(bankr.api_key.is_none() && bankr.byok);
+        let api = bankr.priced.as_ref().unwrap();
+        assert!(api.endpoints.iter().all(|e| e.price_usd.is_zero()));
+
+        let c = Config::from_sources(
+            None,
+            env(&[
+                ("BANKR_API_KEY", "bk_platform"),
+                ("BANKR_BASE_URL", "http://127.0.0.1:9/"),
+                ("AIBANK_BANKR_PRICE_PROMPT_USD", "0.05"),
+                ("AIBANK_BANKR_PRICE_CANCEL_USD", "0.000001"),
+            ]),
+        )
+        .unwrap();
+        let bankr = c.providers.get("bankr").unwrap();
+        assert_eq!(bankr.base_url, "http://127.0.0.1:9");
+        assert_eq!(bankr.api_key.as_ref().unwrap().expose(), "bk_platform");
+        let api = bankr.priced.as_ref().unwrap();
+        let price = |m: &str, p: &str| api.declared(m, p).unwrap().price_usd.micros();
+        assert_eq!(price("POST", "agent/prompt"), 50_000);
+        assert_eq!(price("POST", "agent/job/{jobId}/cancel"), 1);
+        assert_eq!(price("GET", "agent/job/{jobId}"), 0);
+        assert_eq!(price("GET", "agent/balances"), 0);
+
+        for (k, v) in [
+            ("AIBANK_BANKR_PRICE_JOB_USD", "-1"),
+            ("AIBANK_BANKR_PRICE_BALANCES_USD", "0.0000001"),
+            ("BANKR_BASE_URL", "ftp://x"),
+            (
+                "AIBANK_PROVIDERS",
+                r#"[{"name": "bankr", "base_url": "http://x"}]"#,
+            ),
+        ] {
+            assert!(
+                Config::from_sources(None, env(&[(k, v)])).is_err(),
+                "{k}={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn http_providers_are_validated_at_start() {
+        let ok = r#"[{"name": "weather", "kind": "http", "base_url": "http://127.0.0.1:9",
+            "auth": {"query": "apikey"}, "api_key_env": "WEATHER_KEY", "byok": true,
+            "endpoints": [{"method": "GET", "path": "v1/now/{city}", "price_usd": 0.002},
+                          {"method": "POST", "path": "v1/alerts", "price_usd": 1, "charge": "any"}]}]"#;
+        let c = Config::from_sources(
+            None,
+            env(&[("AIBANK_PROVIDERS", ok), ("WEATHER_KEY", "wk")]),
+        )
+        .unwrap();
+        let w = c.providers.get("weather").unwrap();
+        assert_eq!(w.dialect.name(), "http");
+        assert_eq!(w.api_key.as_ref().unwrap().expose(), "wk");
+        assert_eq!(
+            w.priced.as_ref().unwrap().endpoints[0].price_usd.micros(),
+            2_000
+        );
+
+        let endpoint = r#"{"method": "GET", "path": "a", "price_usd": 1}"#;
+        let http = |extra: &str| {
+            format!(r#"[{{"name": "w", "kind": "http", "base_url": "http://x", {extra}}}]"#)
+        };
+        for (decl, want) in [
+            (
+                http(&format!(r#""endpoints": [{endpoint}]"#)),
+                "needs `auth`",
+            ),
+            (
+                http(r#""auth": {"query": "k"}, "endpoints": []"#),
+                "at least one endpoint",
+            ),
+            (
+                http(
+                    r#""auth": {"query": "k"}, "endpoints": [{"method": "GET", "path": "../a", "price_usd": 1}]"#,
+                ),
+                "not a plain path",
+            ),
+            (
+                http(
+                    r#""auth": {"query": "k"}, "endpoints": [{"method": "GET", "path": "a", "price_usd": -0.5}]"#,
+                ),
+                "must not be negative",
+            ),
+            (
+                http(
+                    r#""auth": {"query": "k"}, "endpoints": [{"method": "HEAD", "path": "a", "price_usd": 1}]"#,
+                ),
+                "method `HEAD`",
+            ),
+            (
+                http(&format!(
+                    r#""auth": {{"query": "k"}}, "endpoints": [{endpoint}, {endpoint}]"#
+                )),
+                "declared twice",
+            ),
+            (
+                http(&format!(
+                    r#""auth": {{"query": "k"}}, "prices": {{"*": {{"input": 1, "output": 1}}}}, "endpoints": [{endpoint}]"#
+                )),
+                "priced per endpoint",
+            ),
+            (
+                format!(r#"[{{"name": "o", "base_url": "http://x", "endpoints": [{endpoint}]}}]"#),
+                "need \"kind\": \"http\"",
+            ),
+            (
+                format!(
+                    r#"[{{"name": "W!", "kind": "http", "base_url": "http://x", "auth": {{"query": "k"}}, "endpoints": [{endpoint}]}}]"#
+                ),
+                "lowercase letters",
+            ),
+        ] {
+            let err = Config::from_sources(None, env(&[("AIBANK_PROVIDERS", decl.as_str())]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("AIBANK_PROVIDERS") && err.contains(want),
+                "{decl}: {err}"
+            );
+        }
     }
 
     #[test]

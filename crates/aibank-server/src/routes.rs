@@ -137,6 +137,31 @@ pub fn table() -> Vec<RouteDef> {
         gateway(Method::POST, || {
             web::post().to(aibank_gateway::proxy::proxy)
         }),
+        // Only http providers list endpoints with these methods.
+        gateway(Method::PUT, || web::put().to(aibank_gateway::proxy::proxy)),
+        gateway(Method::PATCH, || {
+            web::patch().to(aibank_gateway::proxy::proxy)
+        }),
+        gateway(Method::DELETE, || {
+            web::delete().to(aibank_gateway::proxy::proxy)
+        }),
+        def(Method::GET, "/v1/trading/bankr/balances", || {
+            web::get().to(aibank_gateway::bankr::balances)
+        }),
+        def(Method::POST, "/v1/trading/bankr/prompt", || {
+            web::post().to(aibank_gateway::bankr::prompt)
+        }),
+        def(Method::GET, "/v1/trading/bankr/jobs/{jobId}", || {
+            web::get().to(aibank_gateway::bankr::job)
+        }),
+        def(Method::GET, "/v1/trading/bankr/job", || {
+            web::get().to(aibank_gateway::bankr::job_by_query)
+        }),
+        def(
+            Method::POST,
+            "/v1/trading/bankr/jobs/{jobId}/cancel",
+            || web::post().to(aibank_gateway::bankr::cancel),
+        ),
         def(Method::POST, "/v1/credits/topup", || {
             web::post().to(payments::topup)
         }),

@@ -18,6 +18,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 pub mod anvil;
+pub mod mock_bankr;
+pub mod mock_http_api;
 pub mod mock_hyperliquid;
 pub mod mock_service;
 pub mod mock_upstream;
@@ -200,6 +202,7 @@ pub fn use_mock_upstream(c: &mut Config, base: &str, with_keys: bool) {
             base_url: base.to_owned(),
             api_key_env: Some("COMPAT_KEY".into()),
             prices,
+            ..aibank_gateway::CustomProvider::default()
         }],
         std::collections::BTreeMap::new(),
         |var| (var == "COMPAT_KEY").then(|| "sk-compat".to_owned()),

@@ -45,6 +45,11 @@ pub struct ProviderInfo {
     models: BTreeMap<String, aibank_gateway::Price>,
     /// The price of models not listed, if any.
     default_price: Option<aibank_gateway::Price>,
+    /// An http provider's endpoints, each with its price per call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoints: Option<Vec<aibank_gateway::priced::PricedEndpoint>>,
+    /// Whether agents may store their own key for it.
+    byok: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +78,8 @@ pub async fn providers(state: web::Data<AppState>) -> web::Json<Providers> {
                     configured: p.api_key.is_some(),
                     models: table.models,
                     default_price: table.default,
+                    endpoints: p.priced.as_ref().map(|a| a.endpoints.clone()),
+                    byok: p.byok,
                 }
             })
             .collect(),
