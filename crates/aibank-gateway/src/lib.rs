@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 mod billing;
+pub mod catalog;
 pub mod byok;
 pub mod dialect;
 pub mod gemini;

@@ -29,7 +29,7 @@ pub(crate) fn endpoint(dialect: &dyn Dialect, method: &str, tail: &str) -> Optio
 /// the platform's key. Percent escapes are refused too: the router has decoded the path
 /// already, except the escapes (`%25`, `%2B`; `%2F` is read as `/` before this check) an
 /// upstream could decode again.
-fn plain_path(tail: &str) -> bool {
+pub(crate) fn plain_path(tail: &str) -> bool {
     let tail = tail.strip_suffix('/').unwrap_or(tail);
     !tail.is_empty()
         && tail.split('/').all(|segment| {
