@@ -407,3 +407,12 @@ async fn sell(
 pub fn settings(gw: &Gateway) -> Option<Arc<Catalog>> {
     gw.catalog.clone()
 }
+
+/// Whether an owner may have its key sent in header `name` (lower case): not one of
+/// aibank's credentials or payment headers, nor a hop-by-hop or framing header. The
+/// `Authorization` header is allowed: the catalog proxy takes aibank's key from
+/// `X-API-Key` only, and strips any `Authorization` a caller sends.
+pub fn key_header_allowed(name: &str) -> bool {
+    name == "authorization"
+        || (forwardable(name) && name != WALLET_HEADER && name != "content-type")
+}

@@ -10,6 +10,8 @@ pub mod meta;
 pub mod payments;
 pub mod platform;
 pub mod platform_agents;
+pub mod services;
+pub mod catalog;
 pub mod usage;
 pub mod wallets;
 
