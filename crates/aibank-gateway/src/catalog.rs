@@ -260,8 +260,17 @@ pub async fn proxy(
         }
     };
     if success {
-        let charged = sell(&gw, &catalog, &service, guard.take(), &buyer, price, meta, payment)
-            .await?;
+        let charged = sell(
+            &gw,
+            &catalog,
+            &service,
+            guard.take(),
+            &buyer,
+            price,
+            meta,
+            payment,
+        )
+        .await?;
         res.insert_header(("x-aibank-cost-usd", charged.to_string()));
     } else {
         guard.release().await;
@@ -314,7 +323,10 @@ fn outbound(
     })?;
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(ApiError::internal)?;
-    let key_header = service.provider_key_header.as_deref().map(str::to_ascii_lowercase);
+    let key_header = service
+        .provider_key_header
+        .as_deref()
+        .map(str::to_ascii_lowercase);
     let listed = connection_listed(
         req.headers()
             .get_all("connection")
@@ -340,8 +352,7 @@ fn outbound(
         let key = open_key(&gw.secret_box, &service.id, sealed)?;
         let name =
             reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(ApiError::internal)?;
-        let mut value =
-            reqwest::header::HeaderValue::from_str(&key).map_err(ApiError::internal)?;
+        let mut value = reqwest::header::HeaderValue::from_str(&key).map_err(ApiError::internal)?;
         value.set_sensitive(true);
         headers.insert(name, value);
     }

@@ -3,8 +3,8 @@
 
 pub mod anthropic;
 mod billing;
-pub mod catalog;
 pub mod byok;
+pub mod catalog;
 pub mod dialect;
 pub mod gemini;
 mod headers;

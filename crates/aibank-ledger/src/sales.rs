@@ -108,8 +108,14 @@ mod tests {
     #[test]
     fn the_fee_rounds_down_and_the_parts_add_up() {
         let d = |s: &str| s.parse::<Decimal>().unwrap();
-        assert_eq!(fee_of(Usd::from_micros(1_000), d("10")), Usd::from_micros(100));
-        assert_eq!(fee_of(Usd::from_micros(999), d("2.5")), Usd::from_micros(24));
+        assert_eq!(
+            fee_of(Usd::from_micros(1_000), d("10")),
+            Usd::from_micros(100)
+        );
+        assert_eq!(
+            fee_of(Usd::from_micros(999), d("2.5")),
+            Usd::from_micros(24)
+        );
         assert_eq!(fee_of(Usd::from_micros(1), d("99.9")), Usd::ZERO);
         assert_eq!(fee_of(Usd::from_micros(7), d("100")), Usd::from_micros(7));
         assert_eq!(fee_of(Usd::from_micros(7), d("0")), Usd::ZERO);

@@ -893,9 +893,10 @@ where
 /// A percentage from 0 to 100, with at most 4 decimal places.
 fn parse_percent(name: &'static str, v: &str) -> Result<rust_decimal::Decimal, ConfigError> {
     match v.trim().parse::<rust_decimal::Decimal>() {
-        Ok(d) if d >= rust_decimal::Decimal::ZERO
-            && d <= rust_decimal::Decimal::ONE_HUNDRED
-            && d.scale() <= 4 =>
+        Ok(d)
+            if d >= rust_decimal::Decimal::ZERO
+                && d <= rust_decimal::Decimal::ONE_HUNDRED
+                && d.scale() <= 4 =>
         {
             Ok(d)
         }

@@ -4,8 +4,8 @@ use diesel::prelude::*;
 
 use crate::schema::{
     accounts, agent_claims, agents, api_keys, audit_events, holds, idempotency_keys,
-    journal_entries, master_keys, platforms, service_subscriptions, services, usage_events, wallet_allowlist, wallet_transfers,
-    wallets, x402_authorizations, x402_payments,
+    journal_entries, master_keys, platforms, service_subscriptions, services, usage_events,
+    wallet_allowlist, wallet_transfers, wallets, x402_authorizations, x402_payments,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -41,7 +41,10 @@ pub async fn list(
         cursor: q.cursor,
     };
     let (limit, cursor) = (page.limit()?, page.cursor()?);
-    let search = q.search.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let search = q
+        .search
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
     if search
         .as_ref()
         .is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS)
@@ -264,6 +267,8 @@ pub async fn unsubscribe(
     if changed {
         Ok(HttpResponse::NoContent().finish())
     } else {
-        Err(ApiError::not_found("This wallet is not subscribed to the service"))
+        Err(ApiError::not_found(
+            "This wallet is not subscribed to the service",
+        ))
     }
 }

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod agents;
 pub mod audit;
+pub mod catalog;
 pub mod device;
 pub mod keys;
 pub mod master_keys;
@@ -11,7 +12,6 @@ pub mod payments;
 pub mod platform;
 pub mod platform_agents;
 pub mod services;
-pub mod catalog;
 pub mod usage;
 pub mod wallets;
 

@@ -13,9 +13,7 @@ use aibank_core::clock::rfc3339;
 use aibank_core::ids::new_id;
 use aibank_core::{ApiError, Usd};
 use aibank_gateway::service_spec::{self, ServiceSpec};
-use aibank_store::models::{
-    Service, OWNER_AGENT, OWNER_PLATFORM, SERVICE_ACTIVE, SERVICE_PAUSED,
-};
+use aibank_store::models::{Service, OWNER_AGENT, OWNER_PLATFORM, SERVICE_ACTIVE, SERVICE_PAUSED};
 use aibank_store::repo::services as repo;
 use aibank_store::StoreError;
 use futures_util::future::LocalBoxFuture;
@@ -143,7 +141,8 @@ pub struct CreateRequest {
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(payload: web::Payload) -> Result<T, ApiError> {
-    let body = aibank_core::extract::read_body(payload.into_inner(), MAX_SERVICE_BODY_BYTES).await?;
+    let body =
+        aibank_core::extract::read_body(payload.into_inner(), MAX_SERVICE_BODY_BYTES).await?;
     aibank_core::extract::parse_json(&body)
 }
 
@@ -206,8 +205,7 @@ fn provider_key(k: &ProviderKey) -> Result<(String, String), ApiError> {
         ));
     }
     let n = k.value.chars().count();
-    if n == 0 || n > MAX_PROVIDER_KEY_CHARS || !k.value.bytes().all(|b| (0x20..0x7f).contains(&b))
-    {
+    if n == 0 || n > MAX_PROVIDER_KEY_CHARS || !k.value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return Err(ApiError::invalid_field(
             "provider_key.value",
             format!(
@@ -356,7 +354,11 @@ pub async fn update(
         }
     };
     let changes = repo::ServiceChanges {
-        price_micros: body.price_per_call_usd.map(price).transpose()?.map(Usd::micros),
+        price_micros: body
+            .price_per_call_usd
+            .map(price)
+            .transpose()?
+            .map(Usd::micros),
         status,
         description: body.description.as_deref().map(description).transpose()?,
         openapi_spec: body

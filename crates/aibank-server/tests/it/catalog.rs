@@ -94,7 +94,10 @@ async fn create_returns_the_service_without_its_key_for_agents_and_platforms() {
     assert!(b["created_at"].is_string());
     let keys: Vec<&String> = b.as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 10, "exactly the documented fields: {keys:?}");
-    assert!(!r.text.contains(OWNER_KEY), "the provider key is never returned");
+    assert!(
+        !r.text.contains(OWNER_KEY),
+        "the provider key is never returned"
+    );
 
     let mut body = service_body(&mock.base, "0", "weather", "Platform weather");
     body["openapi_spec"] = openapi_3_0();
@@ -105,7 +108,10 @@ async fn create_returns_the_service_without_its_key_for_agents_and_platforms() {
     assert_eq!(r.body["price_per_call_usd"], json!(0.0));
     let id = r.body["id"].as_str().unwrap();
     let got = app
-        .get(&format!("/v1/services/{id}"), &[("X-Master-Key", &app.master_key)])
+        .get(
+            &format!("/v1/services/{id}"),
+            &[("X-Master-Key", &app.master_key)],
+        )
         .await;
     assert_eq!(got.status, 200, "{}", got.text);
     assert_eq!(got.body["total_calls"], 0);
@@ -117,7 +123,9 @@ async fn create_returns_the_service_without_its_key_for_agents_and_platforms() {
     let (pool, sid) = (app.pool.clone(), id.to_owned());
     let row: Service = tokio::task::spawn_blocking(move || {
         let mut c = pool.get().unwrap();
-        aibank_store::repo::services::find(&mut c, &sid).unwrap().unwrap()
+        aibank_store::repo::services::find(&mut c, &sid)
+            .unwrap()
+            .unwrap()
     })
     .await
     .unwrap();
@@ -156,10 +164,19 @@ async fn bad_specs_are_invalid_spec_and_bad_fields_invalid_input() {
         ("price_per_call_usd", json!(0.000_000_1)),
         ("provider_key", json!({"header": "X-API-Key", "value": "v"})),
         ("provider_key", json!({"header": "x-payment", "value": "v"})),
-        ("provider_key", json!({"header": "connection", "value": "v"})),
-        ("provider_key", json!({"header": "bad header", "value": "v"})),
+        (
+            "provider_key",
+            json!({"header": "connection", "value": "v"}),
+        ),
+        (
+            "provider_key",
+            json!({"header": "bad header", "value": "v"}),
+        ),
         ("provider_key", json!({"header": "x-k", "value": "a\nb"})),
-        ("provider_key", json!({"header": "x-k", "value": "v".repeat(513)})),
+        (
+            "provider_key",
+            json!({"header": "x-k", "value": "v".repeat(513)}),
+        ),
     ];
     for (field, value) in cases {
         let mut body = service_body(&mock.base, "0.01", "weather", "W");
@@ -249,7 +266,10 @@ async fn a_target_that_became_private_is_refused_at_call_time_and_nothing_charge
     ] {
         let id = insert_row(&app, &seller, &base, 10_000).await;
         let r = app
-            .get(&format!("/v1/proxy/{id}/weather/paris"), &[("X-API-Key", &key)])
+            .get(
+                &format!("/v1/proxy/{id}/weather/paris"),
+                &[("X-API-Key", &key)],
+            )
             .await;
         assert_eq!(r.status, 502, "{base}: {}", r.text);
         assert_eq!(r.body["code"], "UPSTREAM_ERROR");
@@ -273,10 +293,18 @@ async fn only_the_owner_sees_changes_and_deletes_a_service() {
     )
     .await;
     let path = format!("/v1/services/{id}");
-    for auth in [("X-API-Key", other.as_str()), ("X-Master-Key", app.master_key.as_str())] {
+    for auth in [
+        ("X-API-Key", other.as_str()),
+        ("X-Master-Key", app.master_key.as_str()),
+    ] {
         assert_eq!(app.get(&path, &[auth]).await.status, 404);
         let r = app
-            .send("PUT", &path, Some(json!({"status": "paused"}).to_string()), &[auth])
+            .send(
+                "PUT",
+                &path,
+                Some(json!({"status": "paused"}).to_string()),
+                &[auth],
+            )
             .await;
         assert_eq!(r.status, 404, "{}", r.text);
         assert_eq!(app.delete(&path, &[auth]).await.status, 404);
@@ -295,7 +323,12 @@ async fn only_the_owner_sees_changes_and_deletes_a_service() {
     assert_eq!(r.body["description"], "New");
     assert_eq!(r.body["name"], "Mine");
     let r = app
-        .send("PUT", &path, Some(json!({"status": "deleted"}).to_string()), &me)
+        .send(
+            "PUT",
+            &path,
+            Some(json!({"status": "deleted"}).to_string()),
+            &me,
+        )
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     let r = app
@@ -311,22 +344,43 @@ async fn only_the_owner_sees_changes_and_deletes_a_service() {
     // Paused: out of the catalog and the proxy, back when active.
     let proxied = format!("/v1/proxy/{id}/weather/paris");
     let r = app
-        .send("PUT", &path, Some(json!({"status": "paused"}).to_string()), &me)
+        .send(
+            "PUT",
+            &path,
+            Some(json!({"status": "paused"}).to_string()),
+            &me,
+        )
         .await;
     assert_eq!(r.body["status"], "paused", "{}", r.text);
-    assert_eq!(app.get(&proxied, &[("X-API-Key", &other)]).await.status, 404);
     assert_eq!(
-        app.get(&format!("/v1/catalog/{id}"), &[("X-API-Key", &other)]).await.status,
+        app.get(&proxied, &[("X-API-Key", &other)]).await.status,
         404
     );
-    app.send("PUT", &path, Some(json!({"status": "active"}).to_string()), &me)
-        .await;
-    assert_eq!(app.get(&proxied, &[("X-API-Key", &other)]).await.status, 200);
+    assert_eq!(
+        app.get(&format!("/v1/catalog/{id}"), &[("X-API-Key", &other)])
+            .await
+            .status,
+        404
+    );
+    app.send(
+        "PUT",
+        &path,
+        Some(json!({"status": "active"}).to_string()),
+        &me,
+    )
+    .await;
+    assert_eq!(
+        app.get(&proxied, &[("X-API-Key", &other)]).await.status,
+        200
+    );
 
     let r = app.delete(&path, &me).await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(app.get(&path, &me).await.status, 404);
-    assert_eq!(app.get(&proxied, &[("X-API-Key", &other)]).await.status, 404);
+    assert_eq!(
+        app.get(&proxied, &[("X-API-Key", &other)]).await.status,
+        404
+    );
     assert_eq!(app.delete(&path, &me).await.status, 404);
 }
 
@@ -336,12 +390,27 @@ async fn the_catalog_lists_filters_searches_and_pages_active_services() {
     let app = spawn_app_with(private).await;
     let (_, key, _) = agent(&app).await;
     let auth = ("X-API-Key", key.as_str());
-    let a = create(&app, service_body(&mock.base, "0.01", "weather", "Sunny API"), auth).await;
+    let a = create(
+        &app,
+        service_body(&mock.base, "0.01", "weather", "Sunny API"),
+        auth,
+    )
+    .await;
     let mut body = service_body(&mock.base, "0.02", "language", "Translator");
     body["description"] = json!("Turns text into 100% other words");
     let b = create(&app, body, auth).await;
-    let c = create(&app, service_body(&mock.base, "0.03", "weather", "Rainy"), auth).await;
-    let paused = create(&app, service_body(&mock.base, "0.03", "weather", "Paused"), auth).await;
+    let c = create(
+        &app,
+        service_body(&mock.base, "0.03", "weather", "Rainy"),
+        auth,
+    )
+    .await;
+    let paused = create(
+        &app,
+        service_body(&mock.base, "0.03", "weather", "Paused"),
+        auth,
+    )
+    .await;
     app.send(
         "PUT",
         &format!("/v1/services/{paused}"),
@@ -359,7 +428,11 @@ async fn the_catalog_lists_filters_searches_and_pages_active_services() {
     };
     let all = app.get("/v1/catalog", &[auth]).await;
     assert_eq!(all.status, 200, "{}", all.text);
-    assert_eq!(ids(&all), vec![c.clone(), b.clone(), a.clone()], "newest first, active only");
+    assert_eq!(
+        ids(&all),
+        vec![c.clone(), b.clone(), a.clone()],
+        "newest first, active only"
+    );
     assert_eq!(all.body["data"][0]["endpoints_count"], 7);
     assert!(!all.text.contains(OWNER_KEY));
     let weather = app.get("/v1/catalog?category=weather", &[auth]).await;
@@ -367,15 +440,23 @@ async fn the_catalog_lists_filters_searches_and_pages_active_services() {
     let search = app.get("/v1/catalog?search=sunny", &[auth]).await;
     assert_eq!(ids(&search), vec![a.clone()], "name, any case");
     let search = app.get("/v1/catalog?search=100%25", &[auth]).await;
-    assert_eq!(ids(&search), vec![b.clone()], "description, % taken literally");
-    let search = app.get("/v1/catalog?search=weather&category=language", &[auth]).await;
+    assert_eq!(
+        ids(&search),
+        vec![b.clone()],
+        "description, % taken literally"
+    );
+    let search = app
+        .get("/v1/catalog?search=weather&category=language", &[auth])
+        .await;
     assert!(ids(&search).is_empty());
 
     let p1 = app.get("/v1/catalog?limit=2", &[auth]).await;
     assert_eq!(ids(&p1), vec![c, b]);
     assert_eq!(p1.body["has_more"], true);
     let cursor = p1.body["next_cursor"].as_str().unwrap();
-    let p2 = app.get(&format!("/v1/catalog?limit=2&cursor={cursor}"), &[auth]).await;
+    let p2 = app
+        .get(&format!("/v1/catalog?limit=2&cursor={cursor}"), &[auth])
+        .await;
     assert_eq!(ids(&p2), vec![a]);
     assert_eq!(p2.body["has_more"], false);
     assert_eq!(app.get("/v1/catalog?limit=0", &[auth]).await.status, 400);
@@ -393,7 +474,9 @@ async fn the_detail_has_the_spec_endpoints_and_an_agent_summary() {
         ("X-API-Key", &key),
     )
     .await;
-    let r = app.get(&format!("/v1/catalog/{id}"), &[("X-API-Key", &key)]).await;
+    let r = app
+        .get(&format!("/v1/catalog/{id}"), &[("X-API-Key", &key)])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["openapi_spec"], openapi());
     let endpoints = r.body["endpoints"].as_array().unwrap();
@@ -414,7 +497,12 @@ async fn the_detail_has_the_spec_endpoints_and_an_agent_summary() {
     assert!(summary.contains(&format!("/v1/proxy/{id}")), "{summary}");
     assert!(summary.contains("$0.01"), "{summary}");
     assert!(!r.text.contains(OWNER_KEY));
-    assert_eq!(app.get("/v1/catalog/svc_nope", &[("X-API-Key", &key)]).await.status, 404);
+    assert_eq!(
+        app.get("/v1/catalog/svc_nope", &[("X-API-Key", &key)])
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test]
@@ -439,19 +527,29 @@ async fn wallets_subscribe_once_unsubscribe_and_come_back() {
     let r = app.post(&sub, json!({"wallet_id": wallet}), &auth).await;
     assert_eq!(r.status, 409, "{}", r.text);
     assert_eq!(r.body["code"], "ALREADY_SUBSCRIBED");
-    let r = app.post(&sub, json!({"wallet_id": others_wallet}), &auth).await;
+    let r = app
+        .post(&sub, json!({"wallet_id": others_wallet}), &auth)
+        .await;
     assert_eq!(r.status, 404, "another agent's wallet: {}", r.text);
     let r = app
-        .post("/v1/catalog/svc_nope/subscribe", json!({"wallet_id": wallet}), &auth)
+        .post(
+            "/v1/catalog/svc_nope/subscribe",
+            json!({"wallet_id": wallet}),
+            &auth,
+        )
         .await;
     assert_eq!(r.status, 404);
-    let got = app.get(&format!("/v1/services/{id}"), &[("X-API-Key", &owner)]).await;
+    let got = app
+        .get(&format!("/v1/services/{id}"), &[("X-API-Key", &owner)])
+        .await;
     assert_eq!(got.body["subscribers"], 1);
 
     let del = format!("{sub}?wallet_id={wallet}");
     assert_eq!(app.delete(&del, &auth).await.status, 204);
     assert_eq!(app.delete(&del, &auth).await.status, 404);
-    let got = app.get(&format!("/v1/services/{id}"), &[("X-API-Key", &owner)]).await;
+    let got = app
+        .get(&format!("/v1/services/{id}"), &[("X-API-Key", &owner)])
+        .await;
     assert_eq!(got.body["subscribers"], 0);
     let r = app.post(&sub, json!({"wallet_id": wallet}), &auth).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -502,7 +600,10 @@ async fn a_declared_call_is_forwarded_with_the_owners_key_and_paid_on_every_side
     // 0.0125 at 10%: fee 0.00125 rounds down to 0.001250 exactly; the seller gets the rest.
     assert_eq!(micros(&app, &buyer).await, b0 - 12_500);
     assert_eq!(micros(&app, &seller).await, s0 + 11_250);
-    assert_eq!(micros(&app, aibank_ledger::OPERATOR_REVENUE_ACCOUNT).await, 1_250);
+    assert_eq!(
+        micros(&app, aibank_ledger::OPERATOR_REVENUE_ACCOUNT).await,
+        1_250
+    );
     let kinds = |j: Vec<(String, i64)>| j.into_iter().skip(1).collect::<Vec<_>>();
     assert_eq!(
         kinds(journal(&app, &buyer).await),
@@ -512,15 +613,28 @@ async fn a_declared_call_is_forwarded_with_the_owners_key_and_paid_on_every_side
             ("capture".to_owned(), -12_500)
         ]
     );
-    assert_eq!(kinds(journal(&app, &seller).await), vec![("sale".to_owned(), 11_250)]);
+    assert_eq!(
+        kinds(journal(&app, &seller).await),
+        vec![("sale".to_owned(), 11_250)]
+    );
     assert_eq!(
         journal(&app, aibank_ledger::OPERATOR_REVENUE_ACCOUNT).await,
         vec![("fee".to_owned(), 1_250)]
     );
     let usage = app.get("/v1/usage", &[("X-API-Key", &key)]).await;
-    assert!(usage.text.contains(&id), "usage names the service: {}", usage.text);
-    assert!(usage.text.contains(&wallet), "usage records the wallet: {}", usage.text);
-    let got = app.get(&format!("/v1/services/{id}"), &[("X-API-Key", &owner)]).await;
+    assert!(
+        usage.text.contains(&id),
+        "usage names the service: {}",
+        usage.text
+    );
+    assert!(
+        usage.text.contains(&wallet),
+        "usage records the wallet: {}",
+        usage.text
+    );
+    let got = app
+        .get(&format!("/v1/services/{id}"), &[("X-API-Key", &owner)])
+        .await;
     assert_eq!(got.body["total_calls"], 1);
     assert_eq!(got.body["total_revenue_usd"], json!(0.0125));
 
@@ -546,11 +660,21 @@ async fn a_declared_call_is_forwarded_with_the_owners_key_and_paid_on_every_side
         ("GET", "items/%2e%2e"),
     ] {
         let r = app
-            .send(method, &format!("/v1/proxy/{id}/{path}"), None, &[("X-API-Key", &key)])
+            .send(
+                method,
+                &format!("/v1/proxy/{id}/{path}"),
+                None,
+                &[("X-API-Key", &key)],
+            )
             .await;
         assert_eq!(r.status, 404, "{method} {path}: {}", r.text);
     }
-    assert_eq!(app.get("/v1/proxy/svc_nope/admin", &[("X-API-Key", &key)]).await.status, 404);
+    assert_eq!(
+        app.get("/v1/proxy/svc_nope/admin", &[("X-API-Key", &key)])
+            .await
+            .status,
+        404
+    );
     assert_eq!(mock.requests().len(), n, "nothing undeclared was forwarded");
 
     // Failures cost nothing.
@@ -576,7 +700,9 @@ async fn a_platform_is_paid_for_its_service_and_a_short_buyer_is_refused() {
         c.signup_credits = Usd::from_micros(5_000);
     })
     .await;
-    let platform = app.get("/v1/platform", &[("X-Master-Key", &app.master_key)]).await;
+    let platform = app
+        .get("/v1/platform", &[("X-Master-Key", &app.master_key)])
+        .await;
     let platform_id = platform.body["id"].as_str().unwrap().to_owned();
     let id = create(
         &app,
@@ -588,7 +714,11 @@ async fn a_platform_is_paid_for_its_service_and_a_short_buyer_is_refused() {
     let call = format!("/v1/proxy/{id}/weather/oslo");
     let r = app.get(&call, &[("X-API-Key", &key)]).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(micros(&app, &platform_id).await, 4_000, "the platform's account is paid");
+    assert_eq!(
+        micros(&app, &platform_id).await,
+        4_000,
+        "the platform's account is paid"
+    );
     assert_eq!(micros(&app, &buyer).await, 1_000);
     let n = mock.requests().len();
     let r = app.get(&call, &[("X-API-Key", &key)]).await;
@@ -624,9 +754,12 @@ async fn thirty_two_concurrent_calls_never_overspend_nor_lose_revenue() {
     for i in 0..32 {
         let (app, key, id) = (app.clone(), key.clone(), id.clone());
         tasks.push(tokio::spawn(async move {
-            app.get(&format!("/v1/proxy/{id}/weather/c{i}"), &[("X-API-Key", &key)])
-                .await
-                .status
+            app.get(
+                &format!("/v1/proxy/{id}/weather/c{i}"),
+                &[("X-API-Key", &key)],
+            )
+            .await
+            .status
         }));
     }
     let mut ok = 0;
@@ -645,7 +778,9 @@ async fn thirty_two_concurrent_calls_never_overspend_nor_lose_revenue() {
         micros(&app, aibank_ledger::OPERATOR_REVENUE_ACCOUNT).await,
         ok * fee
     );
-    let got = app.get(&format!("/v1/services/{id}"), &[("X-API-Key", &owner)]).await;
+    let got = app
+        .get(&format!("/v1/services/{id}"), &[("X-API-Key", &owner)])
+        .await;
     assert_eq!(got.body["total_calls"], ok);
     assert_eq!(mock.requests().len(), 10, "refused calls never went out");
     assert!(assert_books_balance(&app.pool) >= 3);
