@@ -785,3 +785,71 @@ async fn thirty_two_concurrent_calls_never_overspend_nor_lose_revenue() {
     assert_eq!(mock.requests().len(), 10, "refused calls never went out");
     assert!(assert_books_balance(&app.pool) >= 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_without_a_key_pays_with_x402_at_the_services_price() {
+    use aibank_testkit::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
+    use aibank_x402::{Chain, ChainConfig, X402Settings};
+    use std::time::Duration;
+    let anvil = Anvil::start(CHAIN_BASE_SEPOLIA).await;
+    anvil.deploy_erc20(USDC_BASE_SEPOLIA).await;
+    let accounts = anvil.accounts().await;
+    let (payer, pay_to) = (accounts[1].clone(), accounts[9].clone());
+    anvil.mint(USDC_BASE_SEPOLIA, &payer, 100_000_000).await;
+    let x = X402Settings {
+        pay_to: pay_to.parse().unwrap(),
+        chains: vec![ChainConfig {
+            chain: Chain::BaseSepolia,
+            rpc_url: anvil.url.clone().into(),
+            usdc: Chain::BaseSepolia.default_usdc(),
+            usdc_domain: aibank_x402::exact::TokenDomain::usdc(Chain::BaseSepolia),
+        }],
+        default_chain: Chain::BaseSepolia,
+        confirmations: 1,
+        max_age: None,
+        require_signature: false,
+        min_price: Usd::from_micros(10_000),
+        rpc_timeout: Duration::from_secs(3),
+        max_timeout_secs: aibank_x402::MAX_TIMEOUT_SECONDS,
+        settler_key: None,
+        public_url: String::new(),
+        settle_wait: Duration::from_secs(10),
+    };
+    let mock = MockService::start().await;
+    let app = spawn_app_with(move |c| {
+        private(c);
+        c.x402 = Some(x);
+    })
+    .await;
+    let (seller, owner, _) = agent(&app).await;
+    let id = create(
+        &app,
+        service_body(&mock.base, "0.02", "weather", "Weather"),
+        ("X-API-Key", &owner),
+    )
+    .await;
+    let call = format!("/v1/proxy/{id}/weather/rome");
+    let r = app.get(&call, &[]).await;
+    assert_eq!(r.status, 402, "{}", r.text);
+    assert!(mock.requests().is_empty());
+    let s0 = micros(&app, &seller).await;
+    let hash = anvil
+        .transfer(USDC_BASE_SEPOLIA, &payer, &pay_to, 50_000)
+        .await;
+    let r = app
+        .get(
+            &call,
+            &[("X-Payment", &hash), ("X-Payment-Chain", "base-sepolia")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.headers["x-aibank-cost-usd"], "0.02");
+    let account = format!("x402_base-sepolia_{}", &payer[2..]);
+    assert_eq!(
+        micros(&app, &account).await,
+        30_000,
+        "paid 0.05, the call cost 0.02"
+    );
+    assert_eq!(micros(&app, &seller).await, s0 + 20_000);
+    assert_books_balance(&app.pool);
+}
