@@ -69,7 +69,7 @@ fn names_the_key_owner(name: &str) -> bool {
 }
 
 /// The header names the `Connection` header values list: hop-by-hop for this message only.
-fn connection_listed<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+pub(crate) fn connection_listed<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
     values
         .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))

@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod bankr;
 mod billing;
 pub mod byok;
+pub mod catalog;
 pub mod dialect;
 pub mod gemini;
 mod headers;

@@ -72,6 +72,8 @@ pub struct Gateway {
     clock: SharedClock,
     /// Pay-per-call with USDC, when configured.
     pub x402: Option<Arc<X402>>,
+    /// The service catalog's proxy, when configured.
+    pub catalog: Option<Arc<crate::catalog::Catalog>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -108,6 +110,7 @@ impl Gateway {
             pool,
             clock,
             x402: None,
+            catalog: None,
         })
     }
 
@@ -115,6 +118,13 @@ impl Gateway {
     #[must_use]
     pub fn with_x402(mut self, x402: Option<Arc<X402>>) -> Self {
         self.x402 = x402;
+        self
+    }
+
+    /// Serves the service catalog's proxy.
+    #[must_use]
+    pub fn with_catalog(mut self, catalog: crate::catalog::Catalog) -> Self {
+        self.catalog = Some(Arc::new(catalog));
         self
     }
 

@@ -23,6 +23,7 @@
 mod accounts;
 pub mod holds;
 pub mod limits;
+mod sales;
 pub mod sweeper;
 
 pub use accounts::{balance, balances, credit, journal_sum, open_account};
@@ -30,6 +31,7 @@ pub use holds::{
     capture, capture_usage, expire_due, place_hold, release, Collected, HoldReceipt, Settlement,
 };
 pub use limits::{authorize, charge, record_usage, LimitBreach, Scope, UsageMeta, Window};
+pub use sales::{capture_sale, ensure_account, fee_of, Sale, OPERATOR_REVENUE_ACCOUNT};
 
 use aibank_core::{ApiError, ErrorCode, Usd};
 use aibank_store::{AnyConnection, StoreError};
@@ -74,6 +76,10 @@ pub enum EntryKind {
     Refund,
     /// Credits bought with an on-chain payment.
     TopUp,
+    /// A seller's part of a catalog call's price.
+    Sale,
+    /// The operator's fee on a catalog call.
+    Fee,
 }
 
 impl EntryKind {
@@ -87,6 +93,8 @@ impl EntryKind {
             EntryKind::Capture => "capture",
             EntryKind::Refund => "refund",
             EntryKind::TopUp => "x402_topup",
+            EntryKind::Sale => "sale",
+            EntryKind::Fee => "fee",
         }
     }
 }

@@ -76,6 +76,8 @@ const SETTINGS: &[(&str, &str)] = &[
         "AIBANK_GATEWAY_IDLE_TIMEOUT_SECS",
     ),
     ("byok_charge", "AIBANK_BYOK_CHARGE"),
+    ("catalog_allow_private", "AIBANK_CATALOG_ALLOW_PRIVATE"),
+    ("catalog_fee_percent", "AIBANK_CATALOG_FEE_PERCENT"),
     ("trusted_proxies", "AIBANK_TRUSTED_PROXIES"),
     ("rate_limit_per_minute", "AIBANK_RATE_LIMIT_PER_MINUTE"),
     (
@@ -215,6 +217,11 @@ pub struct Config {
     pub claim_guess_limit: aibank_auth::ratelimit::Limit,
     /// Where the trading API reads Hyperliquid, and how long it waits.
     pub hyperliquid: HyperliquidSettings,
+    /// Whether catalog services may live on loopback, private or link-local addresses
+    /// (and plain http): for private deployments and tests only.
+    pub catalog_allow_private: bool,
+    /// The operator's part of each catalog call's price, in percent (0..=100).
+    pub catalog_fee_percent: rust_decimal::Decimal,
     /// Problems worth a log line once logging is up (unknown variables).
     pub warnings: Vec<String>,
 }
@@ -567,6 +574,20 @@ impl Config {
                 300,
             )?),
         };
+        let catalog_allow_private = match get("catalog_allow_private").unwrap_or("false") {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "AIBANK_CATALOG_ALLOW_PRIVATE",
+                    message: format!("`{other}` is not true or false"),
+                })
+            }
+        };
+        let catalog_fee_percent = parse_percent(
+            "AIBANK_CATALOG_FEE_PERCENT",
+            get("catalog_fee_percent").unwrap_or("0"),
+        )?;
         Ok(Config {
             listen,
             database_url,
@@ -597,6 +618,8 @@ impl Config {
             claim_code_ttl,
             claim_guess_limit,
             hyperliquid,
+            catalog_allow_private,
+            catalog_fee_percent,
             warnings,
         })
     }
@@ -926,6 +949,23 @@ where
         _ => Err(ConfigError::Invalid {
             name,
             message: format!("`{v}` is not a whole number from {min} to {max}"),
+        }),
+    }
+}
+
+/// A percentage from 0 to 100, with at most 4 decimal places.
+fn parse_percent(name: &'static str, v: &str) -> Result<rust_decimal::Decimal, ConfigError> {
+    match v.trim().parse::<rust_decimal::Decimal>() {
+        Ok(d)
+            if d >= rust_decimal::Decimal::ZERO
+                && d <= rust_decimal::Decimal::ONE_HUNDRED
+                && d.scale() <= 4 =>
+        {
+            Ok(d)
+        }
+        _ => Err(ConfigError::Invalid {
+            name,
+            message: format!("`{v}` is not a percentage from 0 to 100 (at most 4 decimals)"),
         }),
     }
 }

@@ -5,8 +5,8 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, Route};
 
 use crate::handlers::{
-    account, agents, audit, device, keys, master_keys, meta, payments, platform, platform_agents,
-    trading, wallets,
+    account, agents, audit, catalog, device, keys, master_keys, meta, payments, platform,
+    platform_agents, services, trading, wallets,
 };
 use aibank_core::ApiError;
 
@@ -24,6 +24,18 @@ fn def(method: Method, path: &'static str, make: fn() -> Route) -> RouteDef {
         method,
         path,
         pattern: path,
+        make,
+    }
+}
+
+const CATALOG_PROXY_SPEC: &str = "/v1/proxy/{service_id}/{path}";
+const CATALOG_PROXY_PATTERN: &str = "/v1/proxy/{service_id}/{tail:.*}";
+
+fn catalog_proxy(method: Method, make: fn() -> Route) -> RouteDef {
+    RouteDef {
+        method,
+        path: CATALOG_PROXY_SPEC,
+        pattern: CATALOG_PROXY_PATTERN,
         make,
     }
 }
@@ -206,6 +218,43 @@ pub fn table() -> Vec<RouteDef> {
         ),
         def(Method::POST, "/v1/trading/hyperliquid", || {
             web::post().to(trading::hyperliquid)
+        }),
+        def(Method::POST, "/v1/services", || {
+            web::post().to(services::create)
+        }),
+        def(Method::GET, "/v1/services/{id}", || {
+            web::get().to(services::get)
+        }),
+        def(Method::PUT, "/v1/services/{id}", || {
+            web::put().to(services::update)
+        }),
+        def(Method::DELETE, "/v1/services/{id}", || {
+            web::delete().to(services::delete)
+        }),
+        def(Method::GET, "/v1/catalog", || web::get().to(catalog::list)),
+        def(Method::GET, "/v1/catalog/{id}", || {
+            web::get().to(catalog::get)
+        }),
+        def(Method::POST, "/v1/catalog/{id}/subscribe", || {
+            web::post().to(catalog::subscribe)
+        }),
+        def(Method::DELETE, "/v1/catalog/{id}/subscribe", || {
+            web::delete().to(catalog::unsubscribe)
+        }),
+        catalog_proxy(Method::GET, || {
+            web::get().to(aibank_gateway::catalog::proxy)
+        }),
+        catalog_proxy(Method::POST, || {
+            web::post().to(aibank_gateway::catalog::proxy)
+        }),
+        catalog_proxy(Method::PUT, || {
+            web::put().to(aibank_gateway::catalog::proxy)
+        }),
+        catalog_proxy(Method::PATCH, || {
+            web::patch().to(aibank_gateway::catalog::proxy)
+        }),
+        catalog_proxy(Method::DELETE, || {
+            web::delete().to(aibank_gateway::catalog::proxy)
         }),
     ]
 }

@@ -203,7 +203,15 @@ fn gateway(
         clock.clone(),
     )
     .map_err(|e| StartupError::Task(format!("HTTP client: {e}")))?
-    .with_x402(x402))
+    .with_x402(x402)
+    .with_catalog(
+        aibank_gateway::catalog::Catalog::new(
+            config.catalog_allow_private,
+            config.catalog_fee_percent,
+            config.gateway.connect_timeout,
+        )
+        .map_err(|e| StartupError::Task(format!("catalog HTTP client: {e}")))?,
+    ))
 }
 
 fn hyperliquid(config: &Config) -> Result<Arc<crate::hyperliquid::Hyperliquid>, StartupError> {

@@ -4,8 +4,8 @@ use diesel::prelude::*;
 
 use crate::schema::{
     accounts, agent_claims, agents, api_keys, audit_events, holds, idempotency_keys,
-    journal_entries, master_keys, platforms, trading_queries, usage_events, wallet_allowlist,
-    wallet_transfers, wallets, x402_authorizations, x402_payments,
+    journal_entries, master_keys, platforms, service_subscriptions, services, trading_queries,
+    usage_events, wallet_allowlist, wallet_transfers, wallets, x402_authorizations, x402_payments,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -430,4 +430,47 @@ pub struct AgentClaim {
     pub claimed_at: Option<i64>,
     pub claimed_email: Option<String>,
     pub claimed_platform_id: Option<String>,
+}
+
+pub const SERVICE_ACTIVE: &str = "active";
+pub const SERVICE_PAUSED: &str = "paused";
+pub const SERVICE_DELETED: &str = "deleted";
+pub const OWNER_AGENT: &str = "agent";
+pub const OWNER_PLATFORM: &str = "platform";
+
+/// A catalog service: an API its owner sells per call through the proxy.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = services)]
+pub struct Service {
+    pub id: String,
+    /// [`OWNER_AGENT`] or [`OWNER_PLATFORM`].
+    pub owner_kind: String,
+    pub owner_id: String,
+    pub name: String,
+    pub description: String,
+    pub base_url: String,
+    /// The OpenAPI document as JSON text.
+    pub openapi_spec: String,
+    pub price_micros: i64,
+    pub category: String,
+    pub provider_key_header: Option<String>,
+    /// Ciphertext only; sealing is the gateway's job.
+    pub provider_key_sealed: Option<String>,
+    pub status: String,
+    pub total_calls: i64,
+    pub total_revenue_micros: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A wallet's subscription to a service.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = service_subscriptions)]
+pub struct ServiceSubscription {
+    pub service_id: String,
+    pub wallet_id: String,
+    pub agent_id: String,
+    pub active: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
 }

@@ -7,6 +7,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod payments;
 pub mod provider_keys;
+pub mod services;
 pub mod trading;
 pub mod usage;
 pub mod wallets;

@@ -295,6 +295,38 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    services (id) {
+        id -> Text,
+        owner_kind -> Text,
+        owner_id -> Text,
+        name -> Text,
+        description -> Text,
+        base_url -> Text,
+        openapi_spec -> Text,
+        price_micros -> BigInt,
+        category -> Text,
+        provider_key_header -> Nullable<Text>,
+        provider_key_sealed -> Nullable<Text>,
+        status -> Text,
+        total_calls -> BigInt,
+        total_revenue_micros -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    service_subscriptions (service_id, wallet_id) {
+        service_id -> Text,
+        wallet_id -> Text,
+        agent_id -> Text,
+        active -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(master_keys -> platforms (platform_id));
 diesel::joinable!(agents -> platforms (platform_id));
 diesel::joinable!(api_keys -> agents (agent_id));
@@ -305,6 +337,7 @@ diesel::joinable!(wallets -> agents (agent_id));
 diesel::joinable!(wallet_transfers -> wallets (wallet_id));
 diesel::joinable!(trading_queries -> wallets (wallet_id));
 diesel::joinable!(agent_claims -> agents (agent_id));
+diesel::joinable!(service_subscriptions -> services (service_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     platforms,
@@ -329,4 +362,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     trading_queries,
     agent_claims,
     spend_buckets,
+    services,
+    service_subscriptions,
 );

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod agents;
 pub mod audit;
+pub mod catalog;
 pub mod device;
 pub mod keys;
 pub mod master_keys;
@@ -10,6 +11,7 @@ pub mod meta;
 pub mod payments;
 pub mod platform;
 pub mod platform_agents;
+pub mod services;
 pub mod trading;
 pub mod usage;
 pub mod wallets;

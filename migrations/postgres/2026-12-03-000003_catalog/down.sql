@@ -1,0 +1,2 @@
+DROP TABLE service_subscriptions;
+DROP TABLE services;
