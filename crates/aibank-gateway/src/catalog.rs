@@ -40,6 +40,9 @@ pub struct Catalog {
     /// The operator's part of each price, 0..=100: `AIBANK_CATALOG_FEE_PERCENT`.
     pub fee_percent: Decimal,
     client: reqwest::Client,
+    /// Parsed specs by `id@updated_at`: a call matches its path without reading the
+    /// stored document again, and a changed service (a new `updated_at`) is read afresh.
+    specs: aibank_auth::TtlCache<Arc<ServiceSpec>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -61,7 +64,24 @@ impl Catalog {
             allow_private,
             fee_percent,
             client: crate::public_net::client(allow_private, connect_timeout)?,
+            specs: aibank_auth::TtlCache::new(Duration::from_secs(600), 10_000),
         })
+    }
+}
+
+impl Catalog {
+    /// The service's declared operations, parsed once per version of the service.
+    fn spec(&self, service: &aibank_store::models::Service) -> Result<Arc<ServiceSpec>, ApiError> {
+        let key = format!("{}@{}", service.id, service.updated_at);
+        if let Some(spec) = self.specs.get(&key) {
+            return Ok(spec);
+        }
+        let spec: ServiceSpec = serde_json::from_str(&service.openapi_spec)
+            .map_err(|e| ApiError::internal(format!("stored spec of {}: {e}", service.id)))
+            .and_then(|v| service_spec::parse(&v).map_err(ApiError::internal))?;
+        let spec = Arc::new(spec);
+        self.specs.insert(&key, spec.clone());
+        Ok(spec)
     }
 }
 
@@ -145,9 +165,7 @@ pub async fn proxy(
         .run(move |c| aibank_store::repo::services::find_active(c, &id).map_err(StoreError::from))
         .await?
         .ok_or_else(|| not_found(&service_id))?;
-    let spec: ServiceSpec = serde_json::from_str(&service.openapi_spec)
-        .map_err(|e| ApiError::internal(format!("stored spec of {service_id}: {e}")))
-        .and_then(|v| service_spec::parse(&v).map_err(ApiError::internal))?;
+    let spec = catalog.spec(&service)?;
     let method = req.method().as_str().to_owned();
     let path = format!("/{tail}");
     let endpoint = if crate::path::plain_path(&tail) || tail.is_empty() {
