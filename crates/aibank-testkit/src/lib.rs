@@ -18,6 +18,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 pub mod anvil;
+pub mod local_server;
 pub mod mock_bankr;
 pub mod mock_http_api;
 pub mod mock_hyperliquid;

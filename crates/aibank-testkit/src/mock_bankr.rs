@@ -20,11 +20,11 @@
 //! `500 {error, message}`.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::local_server::LocalServer;
 use actix_web::web::{self, Bytes};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use aibank_core::SecretString;
@@ -47,40 +47,24 @@ pub struct MockBankr {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Drop for MockBankr {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: LocalServer,
 }
 
 impl MockBankr {
     /// Accepts the API keys `keys`.
     #[allow(clippy::unused_async)] // async so that it is only called inside a runtime.
     pub async fn start(keys: &[&str]) -> MockBankr {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
         let shared = Arc::new(Shared {
             keys: keys.iter().map(|k| (*k).to_owned()).collect(),
             ..Shared::default()
         });
-        let data = web::Data::from(shared.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::to(handle))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .expect("mock bankr listens")
-        .run();
+        let server = LocalServer::start(shared.clone(), 1, |cfg| {
+            cfg.default_service(web::to(handle));
+        });
         MockBankr {
-            base: format!("http://127.0.0.1:{port}"),
+            base: server.base.clone(),
             shared,
-            server: tokio::spawn(server),
+            _server: server,
         }
     }
 

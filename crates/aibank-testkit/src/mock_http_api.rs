@@ -3,12 +3,12 @@
 //! sees exactly what the gateway sent upstream. The query parameter `status=NNN` chooses
 //! the answer's status (default 200); every request is recorded.
 
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::local_server::LocalServer;
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 pub use crate::mock_upstream::RecordedRequest;
@@ -22,37 +22,21 @@ pub struct MockHttpApi {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Drop for MockHttpApi {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: LocalServer,
 }
 
 impl MockHttpApi {
     /// Binds `127.0.0.1:0` and serves on the current Tokio runtime.
     #[allow(clippy::unused_async)] // async so that it is only called inside a runtime.
     pub async fn start() -> MockHttpApi {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
         let shared = Arc::new(Shared::default());
-        let data = web::Data::from(shared.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::to(echo))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .expect("mock http api listens")
-        .run();
+        let server = LocalServer::start(shared.clone(), 1, |cfg| {
+            cfg.default_service(web::to(echo));
+        });
         MockHttpApi {
-            base: format!("http://127.0.0.1:{port}"),
+            base: server.base.clone(),
             shared,
-            server: tokio::spawn(server),
+            _server: server,
         }
     }
 

@@ -13,13 +13,13 @@
 // Ids and epoch-millisecond times are written as Hyperliquid's answers carry them.
 #![allow(clippy::unreadable_literal)]
 
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::local_server::LocalServer;
 use actix_web::web::{self, Bytes};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 /// How the mock answers.
@@ -66,37 +66,21 @@ pub struct MockHyperliquid {
     /// `http://127.0.0.1:PORT`, for `HYPERLIQUID_BASE_URL`.
     pub base: String,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Drop for MockHyperliquid {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: LocalServer,
 }
 
 impl MockHyperliquid {
     /// Binds `127.0.0.1:0` and serves on the current Tokio runtime.
     #[allow(clippy::unused_async)] // async so that it is only called inside a runtime.
     pub async fn start() -> MockHyperliquid {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
         let shared = Arc::new(Shared::default());
-        let data = web::Data::from(shared.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route("/info", web::post().to(info))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .expect("mock Hyperliquid listens")
-        .run();
+        let server = LocalServer::start(shared.clone(), 1, |cfg| {
+            cfg.route("/info", web::post().to(info));
+        });
         MockHyperliquid {
-            base: format!("http://127.0.0.1:{port}"),
+            base: server.base.clone(),
             shared,
-            server: tokio::spawn(server),
+            _server: server,
         }
     }
 

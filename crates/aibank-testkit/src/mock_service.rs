@@ -15,12 +15,12 @@
 //! aibank refuses an undeclared operation even where the service would answer it.
 //! Anything else is a 404. Every request, answered or not, is recorded.
 
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::local_server::LocalServer;
 use actix_web::web::{self, Bytes};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 /// One request the service received.
@@ -66,38 +66,22 @@ pub struct MockService {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     shared: Arc<Shared>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Drop for MockService {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: LocalServer,
 }
 
 impl MockService {
     /// Binds `127.0.0.1:0` and serves on the current Tokio runtime.
     #[allow(clippy::unused_async)] // async so that it is only called inside a runtime.
     pub async fn start() -> MockService {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
         let shared = Arc::new(Shared::default());
-        let data = web::Data::from(shared.clone());
         // Two workers, so a slow call does not hold up the others in a concurrent run.
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::to(handle))
-        })
-        .workers(2)
-        .disable_signals()
-        .listen(listener)
-        .expect("mock service listens")
-        .run();
+        let server = LocalServer::start(shared.clone(), 2, |cfg| {
+            cfg.default_service(web::to(handle));
+        });
         MockService {
-            base: format!("http://127.0.0.1:{port}"),
+            base: server.base.clone(),
             shared,
-            server: tokio::spawn(server),
+            _server: server,
         }
     }
 
