@@ -40,25 +40,7 @@ struct Chainside {
 }
 
 fn settings(anvil: &Anvil, pay_to: &str) -> X402Settings {
-    X402Settings {
-        pay_to: pay_to.parse().unwrap(),
-        chains: vec![ChainConfig {
-            chain: Chain::BaseSepolia,
-            rpc_url: anvil.url.clone().into(),
-            usdc: Chain::BaseSepolia.default_usdc(),
-            usdc_domain: aibank_x402::exact::TokenDomain::usdc(Chain::BaseSepolia),
-        }],
-        default_chain: Chain::BaseSepolia,
-        confirmations: 1,
-        max_age: None,
-        require_signature: false,
-        min_price: Usd::from_micros(10_000),
-        rpc_timeout: Duration::from_secs(3),
-        max_timeout_secs: aibank_x402::MAX_TIMEOUT_SECONDS,
-        settler_key: None,
-        public_url: String::new(),
-        settle_wait: Duration::from_secs(10),
-    }
+    aibank_testkit::anvil::x402_settings(anvil, pay_to)
 }
 
 async fn chain() -> Chainside {

@@ -526,6 +526,31 @@ fn assemble(program: &[Asm]) -> Vec<u8> {
     code
 }
 
+/// x402 taken on Base Sepolia against `anvil`, paid to `pay_to`: tx-hash payments of the
+/// minimal token, one confirmation, a $0.01 smallest payment, and no settlement account.
+pub fn x402_settings(anvil: &Anvil, pay_to: &str) -> aibank_x402::X402Settings {
+    use aibank_x402::{Chain, ChainConfig};
+    aibank_x402::X402Settings {
+        pay_to: pay_to.parse().expect("an address"),
+        chains: vec![ChainConfig {
+            chain: Chain::BaseSepolia,
+            rpc_url: anvil.url.clone().into(),
+            usdc: Chain::BaseSepolia.default_usdc(),
+            usdc_domain: aibank_x402::exact::TokenDomain::usdc(Chain::BaseSepolia),
+        }],
+        default_chain: Chain::BaseSepolia,
+        confirmations: 1,
+        max_age: None,
+        require_signature: false,
+        min_price: aibank_core::Usd::from_micros(10_000),
+        rpc_timeout: Duration::from_secs(3),
+        max_timeout_secs: aibank_x402::MAX_TIMEOUT_SECONDS,
+        settler_key: None,
+        public_url: String::new(),
+        settle_wait: Duration::from_secs(10),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -789,32 +789,12 @@ async fn thirty_two_concurrent_calls_never_overspend_nor_lose_revenue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_without_a_key_pays_with_x402_at_the_services_price() {
     use aibank_testkit::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
-    use aibank_x402::{Chain, ChainConfig, X402Settings};
-    use std::time::Duration;
     let anvil = Anvil::start(CHAIN_BASE_SEPOLIA).await;
     anvil.deploy_erc20(USDC_BASE_SEPOLIA).await;
     let accounts = anvil.accounts().await;
     let (payer, pay_to) = (accounts[1].clone(), accounts[9].clone());
     anvil.mint(USDC_BASE_SEPOLIA, &payer, 100_000_000).await;
-    let x = X402Settings {
-        pay_to: pay_to.parse().unwrap(),
-        chains: vec![ChainConfig {
-            chain: Chain::BaseSepolia,
-            rpc_url: anvil.url.clone().into(),
-            usdc: Chain::BaseSepolia.default_usdc(),
-            usdc_domain: aibank_x402::exact::TokenDomain::usdc(Chain::BaseSepolia),
-        }],
-        default_chain: Chain::BaseSepolia,
-        confirmations: 1,
-        max_age: None,
-        require_signature: false,
-        min_price: Usd::from_micros(10_000),
-        rpc_timeout: Duration::from_secs(3),
-        max_timeout_secs: aibank_x402::MAX_TIMEOUT_SECONDS,
-        settler_key: None,
-        public_url: String::new(),
-        settle_wait: Duration::from_secs(10),
-    };
+    let x = aibank_testkit::anvil::x402_settings(&anvil, &pay_to);
     let mock = MockService::start().await;
     let app = spawn_app_with(move |c| {
         private(c);

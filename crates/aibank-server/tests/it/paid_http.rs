@@ -3,14 +3,11 @@
 //! key goes where the provider wants it and ours never does; agents' own keys where the
 //! provider takes them; x402 at the endpoint's price.
 
-use std::time::Duration;
-
 use aibank_core::Usd;
 use aibank_server::Config;
 use aibank_testkit::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
 use aibank_testkit::mock_http_api::MockHttpApi;
 use aibank_testkit::{assert_books_balance, spawn_app_with, TestApp};
-use aibank_x402::{Chain, ChainConfig, X402Settings};
 use serde_json::{json, Value};
 
 /// The platform keys of the declared providers, by their `api_key_env`.
@@ -392,25 +389,7 @@ async fn an_x402_payment_pays_for_a_call_at_the_endpoints_price() {
     let accounts = anvil.accounts().await;
     let (payer, pay_to) = (accounts[1].clone(), accounts[9].clone());
     anvil.mint(USDC_BASE_SEPOLIA, &payer, 100_000_000).await;
-    let settings = X402Settings {
-        pay_to: pay_to.parse().unwrap(),
-        chains: vec![ChainConfig {
-            chain: Chain::BaseSepolia,
-            rpc_url: anvil.url.clone().into(),
-            usdc: Chain::BaseSepolia.default_usdc(),
-            usdc_domain: aibank_x402::exact::TokenDomain::usdc(Chain::BaseSepolia),
-        }],
-        default_chain: Chain::BaseSepolia,
-        confirmations: 1,
-        max_age: None,
-        require_signature: false,
-        min_price: Usd::from_micros(10_000),
-        rpc_timeout: Duration::from_secs(3),
-        max_timeout_secs: aibank_x402::MAX_TIMEOUT_SECONDS,
-        settler_key: None,
-        public_url: String::new(),
-        settle_wait: Duration::from_secs(10),
-    };
+    let settings = aibank_testkit::anvil::x402_settings(&anvil, &pay_to);
     let mock = MockHttpApi::start().await;
     let base = mock.base.clone();
     let app = spawn_app_with(move |c| {
