@@ -3,9 +3,8 @@
 
 use std::fmt;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use http::header::{HeaderName, HeaderValue};
+use http::StatusCode;
 use serde_json::{Map, Value};
 
 /// Every code the API can answer with, and its HTTP status. The table is the contract.
@@ -246,6 +245,7 @@ impl ApiError {
         Value::Object(body)
     }
 
+    #[cfg(feature = "actix")]
     fn log(&self) {
         match (self.0.code, &self.0.source) {
             (ErrorCode::Internal, Some(source)) => {
@@ -304,14 +304,15 @@ impl std::error::Error for ApiError {
     }
 }
 
-impl ResponseError for ApiError {
+#[cfg(feature = "actix")]
+impl actix_web::ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.0.code.status()
     }
 
-    fn error_response(&self) -> HttpResponse {
+    fn error_response(&self) -> actix_web::HttpResponse {
         self.log();
-        let mut res = HttpResponse::build(self.status_code());
+        let mut res = actix_web::HttpResponse::build(self.0.code.status());
         for (name, value) in &self.0.headers {
             res.insert_header((name.clone(), value.clone()));
         }

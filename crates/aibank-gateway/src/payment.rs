@@ -85,7 +85,7 @@ pub(crate) async fn pay(
     };
     let price = x402.price(cost);
     let challenge = x402.challenge(price, req.method().as_str(), req.path());
-    let Some(presented) = x402.presented(req.headers(), &challenge)? else {
+    let Some(presented) = x402.presented(|name| req.headers().get(name), &challenge)? else {
         return Err(x402.required(price, &challenge));
     };
     let now = gw.now_ms();

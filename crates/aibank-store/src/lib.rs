@@ -3,6 +3,7 @@
 
 mod checkpoint;
 pub mod conn;
+mod error;
 mod group;
 pub mod models;
 pub mod pool;
@@ -12,7 +13,8 @@ pub mod stmt;
 
 pub use checkpoint::{CheckpointStats, RESTART_FRAMES};
 pub use conn::AnyConnection;
-pub use pool::{Backend, DbPool, PoolOptions, StoreError};
+pub use error::StoreError;
+pub use pool::{Backend, DbPool, PoolOptions};
 pub use stmt::{stmt, Stmt};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aibank_core::ApiError;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::r2d2::R2D2Connection;
@@ -14,7 +13,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::checkpoint::{CheckpointStats, Checkpointer};
 use crate::group::GroupWriter;
-use crate::AnyConnection;
+use crate::{AnyConnection, StoreError};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
@@ -33,39 +32,6 @@ impl Backend {
         match self {
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "unsupported database URL scheme `{0}`: use sqlite://PATH (embedded) or postgres://USER@HOST/DB"
-    )]
-    UnsupportedScheme(String),
-    #[error("invalid database URL: {0}")]
-    InvalidUrl(String),
-    #[error("cannot connect to the database")]
-    Connect(#[source] ConnectionError),
-    #[error("no database connection available")]
-    Pool(#[from] r2d2::Error),
-    #[error("database query failed")]
-    Query(#[from] diesel::result::Error),
-    #[error("database migration failed: {0}")]
-    Migration(String),
-    #[error("blocking database task failed")]
-    Join(#[from] tokio::task::JoinError),
-    #[error("database write failed: {0}")]
-    GroupCommit(String),
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Pool(_) | StoreError::Connect(_) => {
-                ApiError::unavailable("The database is unavailable; retry shortly").with_source(e)
-            }
-            other => ApiError::internal(other),
         }
     }
 }

@@ -20,14 +20,13 @@ pub mod verify;
 
 use std::time::Duration;
 
-use actix_web::http::header::HeaderMap;
-use actix_web::http::header::{HeaderName, HeaderValue};
 use aibank_core::{ApiError, ErrorCode, SecretString, Usd};
 use aibank_ledger::{EntryKind, LedgerError};
 use aibank_store::models::{Agent, Payment};
 use aibank_store::repo;
 use aibank_store::{is_unique_violation, AnyConnection, StoreError};
 use alloy::primitives::U256;
+use http::header::{HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
 pub use aibank_chain::{redact_urls, CallError, Chain, ChainConfig, Endpoint};
@@ -200,17 +199,13 @@ impl X402 {
     /// The payment in a request's headers, if any: `PAYMENT-SIGNATURE` (x402 v2), or
     /// `X-Payment` holding a transaction hash (aibank's flow) or a v1 payload. Malformed
     /// headers are a 402 that says what is wrong; `offered` is the payment's requirements,
-    /// sent again with a refusal.
-    pub fn presented(
+    /// sent again with a refusal. `header` looks a request header up by name.
+    pub fn presented<'h>(
         &self,
-        headers: &HeaderMap,
+        header: impl Fn(&str) -> Option<&'h HeaderValue>,
         offered: &Challenge,
     ) -> Result<Option<Presented>, ApiError> {
-        let text = |name: &str| {
-            headers
-                .get(name)
-                .map(|v| v.to_str().map(|s| s.trim().to_owned()))
-        };
+        let text = |name: &str| header(name).map(|v| v.to_str().map(|s| s.trim().to_owned()));
         let standard = |value: Result<String, _>, version| {
             if !self.settles() {
                 return Err(offered.refuse(&exact::Refusal {

@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
 use aibank_chain::{Call, ChainRpc, RpcError, Signed as SignedTx};
 use aibank_core::ApiError;
 use aibank_store::models::Authorization as Claim;
@@ -20,6 +19,7 @@ use aibank_store::{DbPool, StoreError};
 use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
+use http::header::{HeaderName, HeaderValue};
 
 use crate::exact::{
     authorizationStateCall, balanceOfCall, settlement_header, transferWithAuthorizationCall, Offer,

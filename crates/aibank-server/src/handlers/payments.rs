@@ -138,7 +138,7 @@ pub async fn topup(
         ));
     }
     let challenge = x402.challenge(amount, "POST", req.path());
-    let Some(presented) = x402.presented(req.headers(), &challenge)? else {
+    let Some(presented) = x402.presented(|name| req.headers().get(name), &challenge)? else {
         return Err(x402.required(amount, &challenge));
     };
     let now = state.clock.now_ms();
