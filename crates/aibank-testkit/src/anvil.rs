@@ -212,6 +212,13 @@ impl Anvil {
     /// `from` (an unlocked account) sends `transfer(to, amount)` to `token`; returns once it
     /// is mined.
     /// The gas is fixed, so a transfer that reverts is still mined (with status 0).
+    /// Gives `address` `wei` of ETH and `amount` of the ERC-20 at `token`.
+    pub async fn fund(&self, address: &str, wei: u128, token: &str, amount: u128) {
+        self.rpc("anvil_setBalance", json!([address, format!("0x{wei:x}")]))
+            .await;
+        self.mint(token, address, amount).await;
+    }
+
     pub async fn transfer(&self, token: &str, from: &str, to: &str, amount: u128) -> String {
         let data = format!("0xa9059cbb{}{}", word(to), word(&format!("{amount:x}")));
         let tx = json!({"from": from, "to": token, "data": data, "gas": "0x30000"});
@@ -524,31 +531,6 @@ fn assemble(program: &[Asm]) -> Vec<u8> {
         }
     }
     code
-}
-
-/// x402 taken on Base Sepolia against `anvil`, paid to `pay_to`: tx-hash payments of the
-/// minimal token, one confirmation, a $0.01 smallest payment, and no settlement account.
-pub fn x402_settings(anvil: &Anvil, pay_to: &str) -> aibank_x402::X402Settings {
-    use aibank_x402::{Chain, ChainConfig};
-    aibank_x402::X402Settings {
-        pay_to: pay_to.parse().expect("an address"),
-        chains: vec![ChainConfig {
-            chain: Chain::BaseSepolia,
-            rpc_url: anvil.url.clone().into(),
-            usdc: Chain::BaseSepolia.default_usdc(),
-            usdc_domain: aibank_x402::exact::TokenDomain::usdc(Chain::BaseSepolia),
-        }],
-        default_chain: Chain::BaseSepolia,
-        confirmations: 1,
-        max_age: None,
-        require_signature: false,
-        min_price: aibank_core::Usd::from_micros(10_000),
-        rpc_timeout: Duration::from_secs(3),
-        max_timeout_secs: aibank_x402::MAX_TIMEOUT_SECONDS,
-        settler_key: None,
-        public_url: String::new(),
-        settle_wait: Duration::from_secs(10),
-    }
 }
 
 #[cfg(test)]

@@ -27,10 +27,6 @@ use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use aibank_core::SecretString;
-use aibank_gateway::bankr::BankrPrices;
-use aibank_server::config::Config;
-
 /// `resetAt` of the mock's 429 (2025-01-15T12:00:00Z), as Bankr's docs show it.
 pub const RESET_AT_MS: i64 = 1_736_942_400_000;
 
@@ -76,24 +72,6 @@ impl MockBankr {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
-}
-
-/// Points the built-in `bankr` provider at `base`, with `platform_key` as `BANKR_API_KEY`.
-pub fn use_mock_bankr(c: &mut Config, base: &str, platform_key: Option<&str>, prices: BankrPrices) {
-    let unused = |url: &str| (url.to_owned(), None);
-    c.providers = aibank_gateway::Registry::build(
-        unused("http://127.0.0.1:9"),
-        unused("http://127.0.0.1:9"),
-        unused("http://127.0.0.1:9"),
-        vec![aibank_gateway::bankr::provider(
-            base,
-            platform_key.map(SecretString::new),
-            prices,
-        )],
-        BTreeMap::new(),
-        |_| None,
-    )
-    .expect("a registry with bankr");
 }
 
 fn err(status: u16, error: &str, message: &str) -> HttpResponse {

@@ -3,10 +3,11 @@
 //! and its 429 mapped into our envelope, per-route prices, and the trading capability and
 //! read-only keys.
 
+use crate::support::mock_bankr::{MockBankr, RESET_AT_MS};
+use crate::support::use_mock_bankr;
+use crate::support::{assert_books_balance, spawn_app_with, TestApp};
 use aibank_core::Usd;
 use aibank_gateway::bankr::BankrPrices;
-use aibank_testkit::mock_bankr::{use_mock_bankr, MockBankr, RESET_AT_MS};
-use aibank_testkit::{assert_books_balance, spawn_app_with, TestApp};
 use serde_json::json;
 
 const PLATFORM: &str = "bk_platform";
@@ -25,7 +26,7 @@ async fn credits(app: &TestApp, key: &str) -> i64 {
     v.micros()
 }
 
-async fn store_own(app: &TestApp, key: &str, own: &str) -> aibank_testkit::Resp {
+async fn store_own(app: &TestApp, key: &str, own: &str) -> crate::support::Resp {
     app.post(
         "/v1/provider-keys/bankr",
         json!({ "apiKey": own }),

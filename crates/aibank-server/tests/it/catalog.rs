@@ -1,28 +1,19 @@
 //! The service catalog: services sold by agents and platforms, the listing, subscriptions,
 //! and the paid proxy, with the money checked on every side.
 
+use crate::support::mock_service::{self, openapi, openapi_3_0, MockService};
+use crate::support::Agent;
+use crate::support::{assert_books_balance, spawn_app_with, TestApp};
 use aibank_core::Usd;
+use aibank_gateway::service_spec;
 use aibank_server::config::Config;
 use aibank_store::models::Service;
-use aibank_testkit::mock_service::{openapi, openapi_3_0, MockService};
-use aibank_testkit::{assert_books_balance, spawn_app_with, TestApp};
 use serde_json::{json, Value};
 
 const OWNER_KEY: &str = "owner-secret-key-123";
 
 fn private(c: &mut Config) {
     c.catalog_allow_private = true;
-}
-
-/// A registered agent: (agent id, key, wallet id).
-async fn agent(app: &TestApp) -> (String, String, String) {
-    let r = app.post("/v1/agents/register", json!({}), &[]).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    (
-        r.body["agentId"].as_str().unwrap().to_owned(),
-        r.body["apiKey"].as_str().unwrap().to_owned(),
-        r.body["wallet"]["id"].as_str().unwrap().to_owned(),
-    )
 }
 
 fn service_body(base: &str, price: &str, category: &str, name: &str) -> Value {
@@ -72,7 +63,7 @@ async fn journal(app: &TestApp, account: &str) -> Vec<(String, i64)> {
 async fn create_returns_the_service_without_its_key_for_agents_and_platforms() {
     let mock = MockService::start().await;
     let app = spawn_app_with(private).await;
-    let (_, key, _) = agent(&app).await;
+    let Agent { key, .. } = app.agent().await;
     let r = app
         .post(
             "/v1/services",
@@ -137,7 +128,7 @@ async fn create_returns_the_service_without_its_key_for_agents_and_platforms() {
 async fn bad_specs_are_invalid_spec_and_bad_fields_invalid_input() {
     let mock = MockService::start().await;
     let app = spawn_app_with(private).await;
-    let (_, key, _) = agent(&app).await;
+    let Agent { key, .. } = app.agent().await;
     let auth = [("X-API-Key", key.as_str())];
     for spec in [
         json!({"swagger": "2.0", "paths": {"/a": {"get": {}}}}),
@@ -198,7 +189,7 @@ async fn bad_specs_are_invalid_spec_and_bad_fields_invalid_input() {
 #[tokio::test]
 async fn private_and_loopback_targets_are_refused_at_registration() {
     let app = spawn_app_with(|_| {}).await;
-    let (_, key, _) = agent(&app).await;
+    let Agent { key, .. } = app.agent().await;
     for base in [
         "https://127.0.0.1",
         "https://10.0.0.1",
@@ -255,8 +246,8 @@ async fn insert_row(app: &TestApp, owner: &str, base_url: &str, price_micros: i6
 async fn a_target_that_became_private_is_refused_at_call_time_and_nothing_charged() {
     let mock = MockService::start().await;
     let app = spawn_app_with(|_| {}).await;
-    let (seller, _, _) = agent(&app).await;
-    let (buyer, key, _) = agent(&app).await;
+    let Agent { id: seller, .. } = app.agent().await;
+    let Agent { id: buyer, key, .. } = app.agent().await;
     let port = mock.base.rsplit(':').next().unwrap();
     let before = micros(&app, &buyer).await;
     for base in [
@@ -284,8 +275,8 @@ async fn a_target_that_became_private_is_refused_at_call_time_and_nothing_charge
 async fn only_the_owner_sees_changes_and_deletes_a_service() {
     let mock = MockService::start().await;
     let app = spawn_app_with(private).await;
-    let (_, owner, _) = agent(&app).await;
-    let (_, other, _) = agent(&app).await;
+    let Agent { key: owner, .. } = app.agent().await;
+    let Agent { key: other, .. } = app.agent().await;
     let id = create(
         &app,
         service_body(&mock.base, "0.01", "weather", "Mine"),
@@ -388,7 +379,7 @@ async fn only_the_owner_sees_changes_and_deletes_a_service() {
 async fn the_catalog_lists_filters_searches_and_pages_active_services() {
     let mock = MockService::start().await;
     let app = spawn_app_with(private).await;
-    let (_, key, _) = agent(&app).await;
+    let Agent { key, .. } = app.agent().await;
     let auth = ("X-API-Key", key.as_str());
     let a = create(
         &app,
@@ -418,7 +409,7 @@ async fn the_catalog_lists_filters_searches_and_pages_active_services() {
         &[auth],
     )
     .await;
-    let ids = |r: &aibank_testkit::Resp| -> Vec<String> {
+    let ids = |r: &crate::support::Resp| -> Vec<String> {
         r.body["data"]
             .as_array()
             .unwrap()
@@ -467,7 +458,7 @@ async fn the_catalog_lists_filters_searches_and_pages_active_services() {
 async fn the_detail_has_the_spec_endpoints_and_an_agent_summary() {
     let mock = MockService::start().await;
     let app = spawn_app_with(private).await;
-    let (_, key, _) = agent(&app).await;
+    let Agent { key, .. } = app.agent().await;
     let id = create(
         &app,
         service_body(&mock.base, "0.01", "weather", "Weather"),
@@ -509,9 +500,12 @@ async fn the_detail_has_the_spec_endpoints_and_an_agent_summary() {
 async fn wallets_subscribe_once_unsubscribe_and_come_back() {
     let mock = MockService::start().await;
     let app = spawn_app_with(private).await;
-    let (_, owner, _) = agent(&app).await;
-    let (_, key, wallet) = agent(&app).await;
-    let (_, _, others_wallet) = agent(&app).await;
+    let Agent { key: owner, .. } = app.agent().await;
+    let Agent { key, wallet, .. } = app.agent().await;
+    let Agent {
+        wallet: others_wallet,
+        ..
+    } = app.agent().await;
     let id = create(
         &app,
         service_body(&mock.base, "0.01", "weather", "Weather"),
@@ -565,8 +559,17 @@ async fn a_declared_call_is_forwarded_with_the_owners_key_and_paid_on_every_side
         c.catalog_fee_percent = "10".parse().unwrap();
     })
     .await;
-    let (seller, owner, _) = agent(&app).await;
-    let (buyer, key, wallet) = agent(&app).await;
+    let Agent {
+        id: seller,
+        key: owner,
+        ..
+    } = app.agent().await;
+    let Agent {
+        id: buyer,
+        key,
+        wallet,
+        ..
+    } = app.agent().await;
     let id = create(
         &app,
         service_body(&mock.base, "0.0125", "weather", "Weather"),
@@ -710,7 +713,7 @@ async fn a_platform_is_paid_for_its_service_and_a_short_buyer_is_refused() {
         ("X-Master-Key", &app.master_key),
     )
     .await;
-    let (buyer, key, _) = agent(&app).await;
+    let Agent { id: buyer, key, .. } = app.agent().await;
     let call = format!("/v1/proxy/{id}/weather/oslo");
     let r = app.get(&call, &[("X-API-Key", &key)]).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -740,8 +743,12 @@ async fn thirty_two_concurrent_calls_never_overspend_nor_lose_revenue() {
         c.signup_credits = Usd::from_micros(price * 10 + 1_234);
     })
     .await;
-    let (seller, owner, _) = agent(&app).await;
-    let (buyer, key, _) = agent(&app).await;
+    let Agent {
+        id: seller,
+        key: owner,
+        ..
+    } = app.agent().await;
+    let Agent { id: buyer, key, .. } = app.agent().await;
     let id = create(
         &app,
         service_body(&mock.base, "0.003", "weather", "Weather"),
@@ -788,20 +795,24 @@ async fn thirty_two_concurrent_calls_never_overspend_nor_lose_revenue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_without_a_key_pays_with_x402_at_the_services_price() {
-    use aibank_testkit::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
+    use crate::support::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
     let anvil = Anvil::start(CHAIN_BASE_SEPOLIA).await;
     anvil.deploy_erc20(USDC_BASE_SEPOLIA).await;
     let accounts = anvil.accounts().await;
     let (payer, pay_to) = (accounts[1].clone(), accounts[9].clone());
     anvil.mint(USDC_BASE_SEPOLIA, &payer, 100_000_000).await;
-    let x = aibank_testkit::anvil::x402_settings(&anvil, &pay_to);
+    let x = crate::support::x402_settings(&anvil, &pay_to);
     let mock = MockService::start().await;
     let app = spawn_app_with(move |c| {
         private(c);
         c.x402 = Some(x);
     })
     .await;
-    let (seller, owner, _) = agent(&app).await;
+    let Agent {
+        id: seller,
+        key: owner,
+        ..
+    } = app.agent().await;
     let id = create(
         &app,
         service_body(&mock.base, "0.02", "weather", "Weather"),
@@ -832,4 +843,41 @@ async fn a_caller_without_a_key_pays_with_x402_at_the_services_price() {
     );
     assert_eq!(micros(&app, &seller).await, s0 + 20_000);
     assert_books_balance(&app.pool);
+}
+
+fn operations(doc: &Value) -> Vec<(String, String)> {
+    service_spec::parse(doc)
+        .unwrap()
+        .endpoints
+        .into_iter()
+        .map(|e| (e.method, e.path))
+        .collect()
+}
+
+/// The mock service's documents, read by the catalog's own reader.
+#[test]
+fn the_mock_services_documents_declare_every_operation_and_nothing_else() {
+    let expected: Vec<(String, String)> = [
+        ("GET", "/fail"),
+        ("DELETE", "/items/{id}"),
+        ("GET", "/items/{id}"),
+        ("GET", "/slow"),
+        ("GET", "/teapot"),
+        ("POST", "/translate"),
+        ("GET", "/weather/{city}"),
+    ]
+    .iter()
+    .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+    .collect();
+    assert_eq!(operations(&mock_service::openapi()), expected);
+    assert_eq!(operations(&mock_service::openapi_3_0()), expected);
+    let spec = service_spec::parse(&mock_service::openapi()).unwrap();
+    assert!(spec.find("GET", "/admin").is_none());
+    let weather = spec.find("GET", "/weather/paris").unwrap();
+    assert_eq!(weather.parameters[1].schema_type.as_deref(), Some("string"));
+    let item = spec.find("DELETE", "/items/7").unwrap();
+    assert_eq!(
+        item.parameters[0].description.as_deref(),
+        Some("The item's id.")
+    );
 }

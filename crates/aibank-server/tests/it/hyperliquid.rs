@@ -6,35 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::mock_hyperliquid::{self, MockHyperliquid, Mode};
+use crate::support::Agent;
+use crate::support::{assert_books_balance, spawn_app_with, spawn_app_with_clock, Resp, TestApp};
 use aibank_core::ManualClock;
 use aibank_store::models::WalletTransfer;
-use aibank_testkit::mock_hyperliquid::{self, MockHyperliquid, Mode};
-use aibank_testkit::{assert_books_balance, spawn_app_with, spawn_app_with_clock, Resp, TestApp};
 use serde_json::{json, Value};
 
 const PATH: &str = "/v1/trading/hyperliquid";
 const T0: i64 = 1_790_000_000_000;
-
-/// A self-registered agent: (apiKey, wallet id, EVM address).
-async fn agent(app: &TestApp) -> (String, String, String) {
-    let (_, key, wallet, address) = agent_with_id(app).await;
-    (key, wallet, address)
-}
-
-/// A self-registered agent: (agentId, apiKey, wallet id, EVM address).
-async fn agent_with_id(app: &TestApp) -> (String, String, String, String) {
-    let r = app.post("/v1/agents/register", json!({}), &[]).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    (
-        r.body["agentId"].as_str().unwrap().to_owned(),
-        r.body["apiKey"].as_str().unwrap().to_owned(),
-        r.body["wallet"]["id"].as_str().unwrap().to_owned(),
-        r.body["wallet"]["addresses"]["ethereum"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    )
-}
 
 async fn trade(app: &TestApp, key: &str, body: Value) -> Resp {
     app.post(PATH, body, &[("X-API-Key", key)]).await
@@ -51,12 +31,6 @@ async fn transactions(app: &TestApp, key: &str, wallet: &str, query: &str) -> Re
     r
 }
 
-fn assert_error(r: &Resp, status: u16, code: &str) {
-    assert_eq!(r.status, status, "{}", r.text);
-    assert_eq!(r.body["code"], code, "{}", r.text);
-    assert!(r.body["error"].is_string(), "{}", r.text);
-}
-
 async fn app_with(hl: &MockHyperliquid, clock: &Arc<ManualClock>) -> TestApp {
     let base = hl.base.clone();
     spawn_app_with_clock(clock.clone(), move |c| c.hyperliquid.base_url = base).await
@@ -67,7 +41,13 @@ async fn every_read_asks_hyperliquid_for_the_wallet_and_is_recorded_as_a_trading
     let hl = MockHyperliquid::start().await;
     let clock = Arc::new(ManualClock::new(T0));
     let app = app_with(&hl, &clock).await;
-    let (agent_id, key, wallet, address) = agent_with_id(&app).await;
+    let Agent {
+        id: agent_id,
+        key,
+        wallet,
+        ethereum: address,
+        ..
+    } = app.agent().await;
     let user = address.to_ascii_lowercase();
     assert_ne!(user, address, "the wallet's address is checksummed");
 
@@ -338,16 +318,20 @@ async fn refusals_are_checked_before_hyperliquid_is_asked_and_leave_nothing_reco
     let hl = MockHyperliquid::start().await;
     let clock = Arc::new(ManualClock::new(T0));
     let app = app_with(&hl, &clock).await;
-    let (key, wallet, _) = agent(&app).await;
-    let (other_key, other_wallet, _) = agent(&app).await;
+    let Agent { key, wallet, .. } = app.agent().await;
+    let Agent {
+        key: other_key,
+        wallet: other_wallet,
+        ..
+    } = app.agent().await;
 
     let r = app
         .post(PATH, json!({"walletId": wallet, "action": "status"}), &[])
         .await;
-    assert_error(&r, 401, "UNAUTHORIZED");
+    r.assert_error(401, "UNAUTHORIZED");
 
     let r = trade(&app, &key, json!({"walletId": wallet, "action": "yolo"})).await;
-    assert_error(&r, 400, "INVALID_INPUT");
+    r.assert_error(400, "INVALID_INPUT");
     assert_eq!(r.body["field"], "action");
     assert_eq!(
         r.body["actions"],
@@ -389,7 +373,7 @@ async fn refusals_are_checked_before_hyperliquid_is_asked_and_leave_nothing_reco
         json!({"walletId": wallet, "action": "status", "colour": 1}),
     )
     .await;
-    assert_error(&r, 400, "INVALID_INPUT");
+    r.assert_error(400, "INVALID_INPUT");
 
     // Another agent's wallet, or none at all, does not exist for this agent.
     let r = trade(
@@ -398,21 +382,21 @@ async fn refusals_are_checked_before_hyperliquid_is_asked_and_leave_nothing_reco
         json!({"walletId": other_wallet, "action": "positions"}),
     )
     .await;
-    assert_error(&r, 404, "NOT_FOUND");
+    r.assert_error(404, "NOT_FOUND");
     let r = trade(
         &app,
         &key,
         json!({"walletId": "wal_nope", "action": "positions"}),
     )
     .await;
-    assert_error(&r, 404, "NOT_FOUND");
+    r.assert_error(404, "NOT_FOUND");
     let r = trade(
         &app,
         &other_key,
         json!({"walletId": wallet, "action": "order"}),
     )
     .await;
-    assert_error(&r, 404, "NOT_FOUND");
+    r.assert_error(404, "NOT_FOUND");
 
     // Symbols: letters and digits, bounded; a market Hyperliquid does not have is refused.
     for bad in ["ETH-USD", "", "ABCDEFGHIJKLMNOPQRSTU", "ETH "] {
@@ -422,7 +406,7 @@ async fn refusals_are_checked_before_hyperliquid_is_asked_and_leave_nothing_reco
             json!({"walletId": wallet, "action": "orderbook", "symbol": bad}),
         )
         .await;
-        assert_error(&r, 400, "INVALID_INPUT");
+        r.assert_error(400, "INVALID_INPUT");
         assert_eq!(r.body["field"], "symbol", "{bad}");
     }
     let before = hl.requests().len();
@@ -434,7 +418,7 @@ async fn refusals_are_checked_before_hyperliquid_is_asked_and_leave_nothing_reco
             json!({"walletId": wallet, "action": action, "symbol": "DOGE"}),
         )
         .await;
-        assert_error(&r, 400, "INVALID_INPUT");
+        r.assert_error(400, "INVALID_INPUT");
         assert_eq!(r.body["field"], "symbol");
         assert!(
             r.body["error"].as_str().unwrap().contains("DOGE"),
@@ -448,7 +432,7 @@ async fn refusals_are_checked_before_hyperliquid_is_asked_and_leave_nothing_reco
         json!({"walletId": wallet, "action": "funding", "startTime": T0 + 1}),
     )
     .await;
-    assert_error(&r, 400, "INVALID_INPUT");
+    r.assert_error(400, "INVALID_INPUT");
     assert_eq!(r.body["field"], "startTime");
 
     // A key with tradingEnabled off is refused, naming the flag.
@@ -463,7 +447,7 @@ async fn refusals_are_checked_before_hyperliquid_is_asked_and_leave_nothing_reco
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = trade(&app, &key, json!({"walletId": wallet, "action": "status"})).await;
-    assert_error(&r, 403, "FORBIDDEN");
+    r.assert_error(403, "FORBIDDEN");
     assert_eq!(r.body["flag"], "tradingEnabled");
 
     let listed = transactions(&app, &key, &wallet, "").await;
@@ -479,7 +463,7 @@ async fn a_read_only_key_may_read_but_not_ask_for_a_write() {
     let hl = MockHyperliquid::start().await;
     let clock = Arc::new(ManualClock::new(T0));
     let app = app_with(&hl, &clock).await;
-    let (key, wallet, _) = agent(&app).await;
+    let Agent { key, wallet, .. } = app.agent().await;
     let keys = app.get("/v1/keys", &[("X-API-Key", &key)]).await;
     let key_id = keys.body["data"][0]["id"].as_str().unwrap().to_owned();
     let r = app
@@ -505,7 +489,7 @@ async fn a_read_only_key_may_read_but_not_ask_for_a_write() {
                "destination": "0x000000000000000000000000000000000000dEaD"}),
     )
     .await;
-    assert_error(&r, 403, "FORBIDDEN");
+    r.assert_error(403, "FORBIDDEN");
     assert_eq!(r.body["error"], "Read-only API key");
 }
 
@@ -518,12 +502,12 @@ async fn hyperliquid_failing_is_a_502_or_504_that_reveals_nothing_and_records_no
         c.hyperliquid.timeout = Duration::from_secs(1);
     })
     .await;
-    let (key, wallet, _) = agent(&app).await;
+    let Agent { key, wallet, .. } = app.agent().await;
     let status = json!({"walletId": wallet, "action": "status"});
 
     hl.set_mode(Mode::Fail);
     let r = trade(&app, &key, status.clone()).await;
-    assert_error(&r, 502, "UPSTREAM_ERROR");
+    r.assert_error(502, "UPSTREAM_ERROR");
     assert_eq!(r.body["error"], "Hyperliquid answered HTTP 500");
     assert!(!r.text.contains("10.0.3.7"), "{}", r.text);
     // Writes that must look a market up fail the same way.
@@ -533,18 +517,18 @@ async fn hyperliquid_failing_is_a_502_or_504_that_reveals_nothing_and_records_no
         json!({"walletId": wallet, "action": "cancel", "symbol": "ETH", "orderId": 1}),
     )
     .await;
-    assert_error(&r, 502, "UPSTREAM_ERROR");
+    r.assert_error(502, "UPSTREAM_ERROR");
 
     hl.set_mode(Mode::Garbage);
     let r = trade(&app, &key, status.clone()).await;
-    assert_error(&r, 502, "UPSTREAM_ERROR");
+    r.assert_error(502, "UPSTREAM_ERROR");
     assert_eq!(r.body["error"], "Hyperliquid's answer was not understood");
     assert!(!r.text.contains("maintenance"), "{}", r.text);
 
     hl.set_mode(Mode::Stall);
     let started = std::time::Instant::now();
     let r = trade(&app, &key, status.clone()).await;
-    assert_error(&r, 504, "UPSTREAM_TIMEOUT");
+    r.assert_error(504, "UPSTREAM_TIMEOUT");
     assert!(started.elapsed() < Duration::from_secs(10));
 
     hl.set_mode(Mode::Ok);
@@ -566,9 +550,9 @@ async fn hyperliquid_failing_is_a_502_or_504_that_reveals_nothing_and_records_no
         c.hyperliquid.base_url = format!("http://127.0.0.1:{port}");
     })
     .await;
-    let (key, wallet, _) = agent(&app).await;
+    let Agent { key, wallet, .. } = app.agent().await;
     let r = trade(&app, &key, json!({"walletId": wallet, "action": "orders"})).await;
-    assert_error(&r, 502, "UPSTREAM_ERROR");
+    r.assert_error(502, "UPSTREAM_ERROR");
     assert_eq!(r.body["error"], "Hyperliquid could not be reached");
     assert!(!r.text.contains("127.0.0.1"), "{}", r.text);
 }
@@ -578,7 +562,12 @@ async fn every_write_is_validated_and_answered_501_with_the_exchange_action_it_w
     let hl = MockHyperliquid::start().await;
     let clock = Arc::new(ManualClock::new(T0));
     let app = app_with(&hl, &clock).await;
-    let (key, wallet, address) = agent(&app).await;
+    let Agent {
+        key,
+        wallet,
+        ethereum: address,
+        ..
+    } = app.agent().await;
     let dest = "0x000000000000000000000000000000000000dEaD";
     let dest_lower = dest.to_ascii_lowercase();
 
@@ -586,7 +575,7 @@ async fn every_write_is_validated_and_answered_501_with_the_exchange_action_it_w
         let mut body = body;
         body["walletId"] = wallet.clone().into();
         let r = trade(&app, &key, body).await;
-        assert_error(&r, 501, "NOT_IMPLEMENTED");
+        r.assert_error(501, "NOT_IMPLEMENTED");
         assert!(
             r.body["error"]
                 .as_str()
@@ -763,7 +752,7 @@ async fn every_write_is_validated_and_answered_501_with_the_exchange_action_it_w
         let mut body = body;
         body["walletId"] = wallet.clone().into();
         let r = trade(&app, &key, body.clone()).await;
-        assert_error(&r, 400, "INVALID_INPUT");
+        r.assert_error(400, "INVALID_INPUT");
         assert_eq!(r.body["field"], field, "{body}: {}", r.text);
     }
 
@@ -783,14 +772,14 @@ async fn the_testnet_signs_for_its_own_chain() {
         c.hyperliquid.base_url = "https://api.hyperliquid-testnet.xyz".into();
     })
     .await;
-    let (key, wallet, _) = agent(&app).await;
+    let Agent { key, wallet, .. } = app.agent().await;
     let r = trade(
         &app,
         &key,
         json!({"walletId": wallet, "action": "transfer", "amount": "3", "toPerp": false}),
     )
     .await;
-    assert_error(&r, 501, "NOT_IMPLEMENTED");
+    r.assert_error(501, "NOT_IMPLEMENTED");
     assert_eq!(r.body["action"]["hyperliquidChain"], "Testnet");
     assert_eq!(r.body["action"]["signatureChainId"], "0x66eee");
 }

@@ -3,11 +3,11 @@
 //! key goes where the provider wants it and ours never does; agents' own keys where the
 //! provider takes them; x402 at the endpoint's price.
 
+use crate::support::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
+use crate::support::mock_http_api::MockHttpApi;
+use crate::support::{assert_books_balance, spawn_app_with, TestApp};
 use aibank_core::Usd;
 use aibank_server::Config;
-use aibank_testkit::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
-use aibank_testkit::mock_http_api::MockHttpApi;
-use aibank_testkit::{assert_books_balance, spawn_app_with, TestApp};
 use serde_json::{json, Value};
 
 /// The platform keys of the declared providers, by their `api_key_env`.
@@ -75,7 +75,7 @@ async fn usage(app: &TestApp, key: &str) -> Vec<Value> {
     r.body["data"].as_array().unwrap().clone()
 }
 
-fn cost(r: &aibank_testkit::Resp) -> &str {
+fn cost(r: &crate::support::Resp) -> &str {
     r.headers
         .get("x-aibank-cost-usd")
         .unwrap()
@@ -204,7 +204,7 @@ async fn failures_release_the_hold_and_charge_any_captures_on_a_4xx() {
         .await;
     assert_eq!(r.status, 502, "{}", r.text);
     assert!(!r.text.contains("k-query-platform"));
-    let logs = aibank_testkit::captured_logs();
+    let logs = crate::support::captured_logs();
     assert!(
         logs.contains("Could not reach the upstream provider"),
         "the failure is logged"
@@ -389,7 +389,7 @@ async fn an_x402_payment_pays_for_a_call_at_the_endpoints_price() {
     let accounts = anvil.accounts().await;
     let (payer, pay_to) = (accounts[1].clone(), accounts[9].clone());
     anvil.mint(USDC_BASE_SEPOLIA, &payer, 100_000_000).await;
-    let settings = aibank_testkit::anvil::x402_settings(&anvil, &pay_to);
+    let settings = crate::support::x402_settings(&anvil, &pay_to);
     let mock = MockHttpApi::start().await;
     let base = mock.base.clone();
     let app = spawn_app_with(move |c| {

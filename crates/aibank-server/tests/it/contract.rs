@@ -10,9 +10,9 @@
 
 use std::collections::BTreeSet;
 
+use crate::support::{captured_logs, spawn_app};
 use aibank_server::routes;
 use aibank_server::startup::openapi_document;
-use aibank_testkit::{captured_logs, spawn_app};
 use serde_json::json;
 
 fn spec_routes() -> BTreeSet<(String, String)> {

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::support::mock_upstream::MockUpstream;
+use crate::support::spawn_app_with;
 use aibank_gateway::Registry;
-use aibank_testkit::mock_upstream::MockUpstream;
-use aibank_testkit::spawn_app_with;
 
 fn sdks_available() -> bool {
     std::process::Command::new("python3")

@@ -11,11 +11,11 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use aibank_core::SystemClock;
-use aibank_server::Application;
-use aibank_testkit::{
+use crate::support::{
     aibank_command, spawn_app_on, spawn_app_with, test_config, ServerProcess, TestDb,
 };
+use aibank_core::SystemClock;
+use aibank_server::Application;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aibank");
 
@@ -273,8 +273,8 @@ async fn a_revoked_bootstrap_key_stays_revoked_after_restart() {
 /// not load changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_prices_file_is_reloaded_on_sighup_and_usage_rows_name_the_version() {
-    use aibank_testkit::mock_upstream::MockUpstream;
-    use aibank_testkit::{random_master_key, MOCK_ANTHROPIC_KEY, TEST_SECRET_KEY};
+    use crate::support::mock_upstream::MockUpstream;
+    use crate::support::{random_master_key, MOCK_ANTHROPIC_KEY, TEST_SECRET_KEY};
     use serde_json::{json, Value};
 
     let mock = MockUpstream::start().await;

@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+use crate::support::mock_upstream::MockUpstream;
+use crate::support::{spawn_app_with, Resp, TestApp};
 use aibank_gateway::Registry;
 use aibank_server::Config;
-use aibank_testkit::mock_upstream::MockUpstream;
-use aibank_testkit::{spawn_app_with, Resp, TestApp};
 use serde_json::{json, Value};
 
-use aibank_testkit::{
+use crate::support::{
     use_mock_upstream as use_mock, MOCK_ANTHROPIC_KEY as ANTHROPIC_KEY,
     MOCK_OPENAI_KEY as OPENAI_KEY,
 };
@@ -990,11 +990,11 @@ async fn bring_your_own_key_wins_and_is_not_charged() {
 /// its database, private to its owner.
 #[tokio::test]
 async fn without_a_secret_key_postgres_refuses_to_start_and_sqlite_makes_one() {
-    let db = tokio::task::spawn_blocking(aibank_testkit::TestDb::fresh)
+    let db = tokio::task::spawn_blocking(crate::support::TestDb::fresh)
         .await
         .unwrap();
     if db.backend == aibank_store::Backend::Postgres {
-        let mut config = aibank_testkit::test_config(&db, &aibank_testkit::random_master_key());
+        let mut config = crate::support::test_config(&db, &crate::support::random_master_key());
         config.secret_key = None;
         let err = aibank_server::Application::build(
             config,
@@ -1086,7 +1086,7 @@ async fn a_stored_provider_key_reaches_other_instances_within_the_lookup_ttl() {
     let mock = MockUpstream::start().await;
     let (base_a, base_b) = (mock.base.clone(), mock.base.clone());
     let a = spawn_app_with(move |c| byok_instance(c, &base_a)).await;
-    let b = aibank_testkit::spawn_app_on(
+    let b = crate::support::spawn_app_on(
         a.db.clone(),
         move |c| byok_instance(c, &base_b),
         std::sync::Arc::new(aibank_core::SystemClock),
@@ -1135,7 +1135,7 @@ async fn gemini_gets_the_platform_key_as_x_goog_api_key_and_never_the_caller_s()
     );
     assert_eq!(
         up.header("x-goog-api-key"),
-        Some(aibank_testkit::MOCK_GEMINI_KEY)
+        Some(crate::support::MOCK_GEMINI_KEY)
     );
     assert!(
         up.headers.iter().all(|(_, v)| !v.contains(&key)),

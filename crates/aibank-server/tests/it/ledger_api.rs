@@ -10,29 +10,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{master, Agent};
+use crate::support::{spawn_app, spawn_app_with_clock, Resp, TestApp};
 use aibank_core::clock::rfc3339;
 use aibank_core::{ManualClock, Usd};
-use aibank_testkit::{spawn_app, spawn_app_with_clock, Resp, TestApp};
 use serde_json::{json, Value};
 
 const T0: i64 = 1_800_000_000_000;
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
-
-fn master(key: &str) -> [(&str, &str); 1] {
-    [("X-Master-Key", key)]
-}
-
-async fn fleet_agent(app: &TestApp, body: Value) -> (String, String) {
-    let r = app
-        .post("/v1/platform/agents", body, &master(&app.master_key))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    (
-        r.body["agentId"].as_str().unwrap().to_owned(),
-        r.body["apiKey"].as_str().unwrap().to_owned(),
-    )
-}
 
 async fn charge(app: &TestApp, agent: &str, amount: Value, key: Option<&str>) -> Resp {
     let mut headers = vec![("X-Master-Key", app.master_key.as_str())];
@@ -86,7 +72,10 @@ async fn credits(app: &TestApp, key: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_two_cent_charges_against_ten_dollars() {
     let app = spawn_app().await;
-    let (id, key) = fleet_agent(&app, json!({"name": "hammer", "credits_usd": 10})).await;
+    let Agent { id, key, .. } = app
+        .platform()
+        .agent(json!({"name": "hammer", "credits_usd": 10}))
+        .await;
     let results = concurrent_charges(&app, &id, 1000, json!(0.02), None).await;
     let (mut ok, mut refused) = (0, 0);
     for (status, text) in results {
@@ -122,7 +111,10 @@ async fn a_thousand_concurrent_two_cent_charges_against_ten_dollars() {
 #[tokio::test]
 async fn charges_answer_with_the_new_balance_and_refuse_what_is_not_there() {
     let app = spawn_app().await;
-    let (id, key) = fleet_agent(&app, json!({"name": "c", "credits_usd": 0.05})).await;
+    let Agent { id, key, .. } = app
+        .platform()
+        .agent(json!({"name": "c", "credits_usd": 0.05}))
+        .await;
     let r = app
         .post(
             &format!("/v1/platform/agents/{id}/charges"),
@@ -186,11 +178,12 @@ async fn charges_answer_with_the_new_balance_and_refuse_what_is_not_there() {
 async fn per_tx_and_daily_limits_block_and_the_daily_window_rolls() {
     let clock = Arc::new(ManualClock::new(T0));
     let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
-    let (id, _) = fleet_agent(
-        &app,
-        json!({"name": "l", "credits_usd": 10, "daily_limit_usd": 1, "per_tx_limit_usd": 0.5}),
-    )
-    .await;
+    let Agent { id, .. } = app
+        .platform()
+        .agent(
+            json!({"name": "l", "credits_usd": 10, "daily_limit_usd": 1, "per_tx_limit_usd": 0.5}),
+        )
+        .await;
 
     let r = charge(&app, &id, json!(0.6), None).await;
     assert_eq!(r.status, 403);
@@ -250,16 +243,14 @@ async fn per_tx_and_daily_limits_block_and_the_daily_window_rolls() {
 async fn weekly_and_monthly_windows_roll_too() {
     let clock = Arc::new(ManualClock::new(T0));
     let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
-    let (weekly, _) = fleet_agent(
-        &app,
-        json!({"name": "w", "credits_usd": 10, "weekly_limit_usd": 1}),
-    )
-    .await;
-    let (monthly, _) = fleet_agent(
-        &app,
-        json!({"name": "m", "credits_usd": 10, "monthly_limit_usd": 1}),
-    )
-    .await;
+    let Agent { id: weekly, .. } = app
+        .platform()
+        .agent(json!({"name": "w", "credits_usd": 10, "weekly_limit_usd": 1}))
+        .await;
+    let Agent { id: monthly, .. } = app
+        .platform()
+        .agent(json!({"name": "m", "credits_usd": 10, "monthly_limit_usd": 1}))
+        .await;
     for id in [&weekly, &monthly] {
         assert_eq!(charge(&app, id, json!(0.8), None).await.status, 201);
     }
@@ -301,8 +292,14 @@ async fn the_fleet_daily_limit_spans_all_of_a_platforms_agents() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["daily_limit_usd"], json!(1.0));
-    let (a, _) = fleet_agent(&app, json!({"name": "a", "credits_usd": 5})).await;
-    let (b, _) = fleet_agent(&app, json!({"name": "b", "credits_usd": 5})).await;
+    let Agent { id: a, .. } = app
+        .platform()
+        .agent(json!({"name": "a", "credits_usd": 5}))
+        .await;
+    let Agent { id: b, .. } = app
+        .platform()
+        .agent(json!({"name": "b", "credits_usd": 5}))
+        .await;
     assert_eq!(charge(&app, &a, json!(0.7), None).await.status, 201);
     let r = charge(&app, &b, json!(0.4), None).await;
     assert_eq!(r.status, 403, "{}", r.text);
@@ -373,7 +370,10 @@ async fn the_fleet_daily_limit_spans_all_of_a_platforms_agents() {
 #[tokio::test]
 async fn idempotent_charges_and_grants_move_money_once() {
     let app = spawn_app().await;
-    let (id, key) = fleet_agent(&app, json!({"name": "i", "credits_usd": 1})).await;
+    let Agent { id, key, .. } = app
+        .platform()
+        .agent(json!({"name": "i", "credits_usd": 1}))
+        .await;
     let first = charge(&app, &id, json!(0.25), Some("order-1")).await;
     assert_eq!(first.status, 201, "{}", first.text);
     assert!(first.headers.get("idempotent-replayed").is_none());
@@ -449,7 +449,10 @@ async fn idempotent_charges_and_grants_move_money_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_retries_with_one_key_charge_once() {
     let app = spawn_app().await;
-    let (id, key) = fleet_agent(&app, json!({"name": "race", "credits_usd": 10})).await;
+    let Agent { id, key, .. } = app
+        .platform()
+        .agent(json!({"name": "race", "credits_usd": 10}))
+        .await;
     let results = concurrent_charges(&app, &id, 30, json!(1.5), Some("same-one")).await;
     let mut bodies = std::collections::HashSet::new();
     for (status, body) in results {
@@ -466,7 +469,10 @@ async fn idempotency_keys_are_kept_a_day_then_forgotten() {
     let clock = Arc::new(ManualClock::new(T0));
     let app =
         spawn_app_with_clock(clock.clone(), |c| c.sweep_interval = Duration::from_secs(1)).await;
-    let (id, key) = fleet_agent(&app, json!({"name": "ttl", "credits_usd": 1})).await;
+    let Agent { id, key, .. } = app
+        .platform()
+        .agent(json!({"name": "ttl", "credits_usd": 1}))
+        .await;
     assert_eq!(
         charge(&app, &id, json!(0.1), Some("daily-job"))
             .await
@@ -499,7 +505,10 @@ async fn the_sweeper_releases_expired_holds() {
     let clock = Arc::new(ManualClock::new(T0));
     let app =
         spawn_app_with_clock(clock.clone(), |c| c.sweep_interval = Duration::from_secs(1)).await;
-    let (id, key) = fleet_agent(&app, json!({"name": "h", "credits_usd": 1})).await;
+    let Agent { id, key, .. } = app
+        .platform()
+        .agent(json!({"name": "h", "credits_usd": 1}))
+        .await;
     let (pool, agent) = (app.pool.clone(), id.clone());
     let hold = app
         .pool
@@ -530,7 +539,10 @@ async fn the_sweeper_releases_expired_holds() {
 async fn usage_filters_by_time_and_totals_the_range() {
     let clock = Arc::new(ManualClock::new(T0));
     let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
-    let (id, key) = fleet_agent(&app, json!({"name": "u", "credits_usd": 5})).await;
+    let Agent { id, key, .. } = app
+        .platform()
+        .agent(json!({"name": "u", "credits_usd": 5}))
+        .await;
     for (i, amount) in [0.1, 0.2, 0.4].iter().enumerate() {
         clock.set(T0 + i64::try_from(i).unwrap() * 1000);
         let r = app
@@ -601,11 +613,11 @@ async fn usage_filters_by_time_and_totals_the_range() {
 }
 
 /// A gateway app whose providers are the mock upstream; the mock with it.
-async fn gateway_app() -> (TestApp, aibank_testkit::mock_upstream::MockUpstream) {
-    let mock = aibank_testkit::mock_upstream::MockUpstream::start().await;
+async fn gateway_app() -> (TestApp, crate::support::mock_upstream::MockUpstream) {
+    let mock = crate::support::mock_upstream::MockUpstream::start().await;
     let base = mock.base.clone();
-    let app = aibank_testkit::spawn_app_with(move |c| {
-        aibank_testkit::use_mock_upstream(c, &base, true);
+    let app = crate::support::spawn_app_with(move |c| {
+        crate::support::use_mock_upstream(c, &base, true);
     })
     .await;
     (app, mock)
@@ -658,7 +670,10 @@ async fn usage_rows(app: &TestApp, agent: &str) -> Vec<(i64, i64)> {
 #[tokio::test]
 async fn usage_beyond_the_hold_and_the_balance_is_owed_until_a_grant_pays_it() {
     let (app, mock) = gateway_app().await;
-    let (agent, key) = fleet_agent(&app, json!({"name": "searcher", "credits_usd": 0.1})).await;
+    let Agent { id: agent, key, .. } = app
+        .platform()
+        .agent(json!({"name": "searcher", "credits_usd": 0.1}))
+        .await;
 
     // The searches' results came back as 40,000 more prompt tokens: 40,011 × $3/M +
     // 7 × $15/M + 20 searches × $10/1,000 = $0.320138, against a balance of $0.10.
@@ -731,7 +746,7 @@ async fn usage_beyond_the_hold_and_the_balance_is_owed_until_a_grant_pays_it() {
     // 10 × $3/M + 1 × $15/M.
     assert_eq!(r.headers["x-aibank-cost-usd"], "0.000045");
     assert_eq!(r.headers["x-aibank-balance-usd"], "0.779817");
-    assert!(aibank_testkit::assert_books_balance(&app.pool) > 0);
+    assert!(crate::support::assert_books_balance(&app.pool) > 0);
 }
 
 /// 32 calls at once, each served beyond its hold: every one served is recorded in full,
@@ -739,7 +754,10 @@ async fn usage_beyond_the_hold_and_the_balance_is_owed_until_a_grant_pays_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_concurrent_drain_beyond_every_hold_records_every_served_call() {
     let (app, _mock) = gateway_app().await;
-    let (agent, key) = fleet_agent(&app, json!({"name": "drain", "credits_usd": 1})).await;
+    let Agent { id: agent, key, .. } = app
+        .platform()
+        .agent(json!({"name": "drain", "credits_usd": 1}))
+        .await;
     // Each call: 40,000 × $3/M + 10 × $15/M + 5 × $10/1,000 = $0.17015, its hold ~$0.022.
     let tasks: Vec<_> = (0..32)
         .map(|_| {
@@ -787,5 +805,5 @@ async fn a_concurrent_drain_beyond_every_hold_records_every_served_call() {
         "owed is the cost the balance missed"
     );
     assert_eq!((a.balance_micros, a.held_micros), (0, 0));
-    aibank_testkit::assert_books_balance(&app.pool);
+    crate::support::assert_books_balance(&app.pool);
 }

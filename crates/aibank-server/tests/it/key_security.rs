@@ -11,13 +11,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::mock_upstream::MockUpstream;
+use crate::support::Agent;
+use crate::support::{
+    spawn_app_on, spawn_app_with, spawn_app_with_clock, use_mock_upstream, Resp, TestApp,
+};
 use aibank_auth::ratelimit::Limit;
 use aibank_auth::rsa_keys;
 use aibank_core::ManualClock;
-use aibank_testkit::mock_upstream::MockUpstream;
-use aibank_testkit::{
-    spawn_app_on, spawn_app_with, spawn_app_with_clock, use_mock_upstream, Resp, TestApp,
-};
 use serde_json::{json, Value};
 
 const T0: i64 = 1_790_000_000_000;
@@ -65,21 +66,6 @@ async fn new_key(app: &TestApp, key: &str, name: &str) -> (String, String) {
     )
 }
 
-async fn platform_agent(app: &TestApp) -> (String, String) {
-    let r = app
-        .post(
-            "/v1/platform/agents",
-            json!({"name": "fleet-1", "credits_usd": 5}),
-            &[("X-Master-Key", &app.master_key)],
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    (
-        r.body["agentId"].as_str().unwrap().to_owned(),
-        r.body["apiKey"].as_str().unwrap().to_owned(),
-    )
-}
-
 async fn patch_key(app: &TestApp, auth: &str, id: &str, body: Value) -> Resp {
     app.patch(&format!("/v1/keys/{id}"), body, &[("X-API-Key", auth)])
         .await
@@ -103,7 +89,7 @@ fn key_id(full: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_created_once_and_listed_with_the_last_four_characters_only() {
-    let app = aibank_testkit::spawn_app().await;
+    let app = crate::support::spawn_app().await;
     let (_, first) = app.register().await;
     let r = app
         .post(
@@ -176,7 +162,7 @@ async fn keys_are_created_once_and_listed_with_the_last_four_characters_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sixth_active_key_is_refused_even_when_requested_concurrently() {
-    let app = aibank_testkit::spawn_app().await;
+    let app = crate::support::spawn_app().await;
     let (_, first) = app.register().await;
     // Ten concurrent requests for four free slots: exactly four win.
     let results = futures_util::future::join_all((0..10).map(|i| {
@@ -224,7 +210,7 @@ async fn a_sixth_active_key_is_refused_even_when_requested_concurrently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_keys() {
-    let app = aibank_testkit::spawn_app().await;
+    let app = crate::support::spawn_app().await;
     let (_, first) = app.register().await;
     let (second_id, second) = new_key(&app, &first, "second").await;
 
@@ -328,7 +314,14 @@ async fn read_only_keys_read_but_neither_write_nor_spend() {
     assert!(mock.requests().is_empty(), "nothing reached the upstream");
 
     // A platform's readOnly binds every key of its agent.
-    let (agent, fleet_key) = platform_agent(&app).await;
+    let Agent {
+        id: agent,
+        key: fleet_key,
+        ..
+    } = app
+        .platform()
+        .agent(json!({"name": "fleet-1", "credits_usd": 5}))
+        .await;
     let r = patch_agent(&app, &agent, json!({"readOnly": true})).await;
     assert_eq!(r.body["security"]["readOnly"], true);
     let r = app
@@ -352,7 +345,10 @@ async fn read_only_keys_read_but_neither_write_nor_spend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capability_flags_gate_the_gateway_and_a_platforms_flags_cannot_be_lifted() {
     let (app, mock) = with_mock(|_| {}).await;
-    let (agent, key) = platform_agent(&app).await;
+    let Agent { id: agent, key, .. } = app
+        .platform()
+        .agent(json!({"name": "fleet-1", "credits_usd": 5}))
+        .await;
     let id = key_id(&key);
     let off = json!({"error": "gatewayEnabled is off for this API key", "code": "FORBIDDEN",
                      "flag": "gatewayEnabled"});
@@ -466,8 +462,11 @@ async fn ip_allowlists_with_ipv4_ipv6_and_cidr() {
     assert_eq!(app.get("/v1/balance", &from("11.0.0.1")).await.status, 200);
 
     // Without trusted proxies, X-Forwarded-For is ignored: the socket peer is the client.
-    let app = aibank_testkit::spawn_app().await;
-    let (agent, key) = platform_agent(&app).await;
+    let app = crate::support::spawn_app().await;
+    let Agent { id: agent, key, .. } = app
+        .platform()
+        .agent(json!({"name": "fleet-1", "credits_usd": 5}))
+        .await;
     patch_agent(&app, &agent, json!({"allowedIps": ["10.0.0.0/8"]})).await;
     let r = app
         .get(
@@ -518,7 +517,7 @@ async fn send_signed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_signed_keys_valid_wrong_expired_and_replayed() {
-    let app = aibank_testkit::spawn_app().await;
+    let app = crate::support::spawn_app().await;
     let (_, owner) = app.register().await;
 
     // Register a public key made by the client.
@@ -673,7 +672,7 @@ async fn rsa_signed_keys_valid_wrong_expired_and_replayed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_signature_is_refused_by_another_instance_too() {
-    let a = aibank_testkit::spawn_app().await;
+    let a = crate::support::spawn_app().await;
     let b = spawn_app_on(a.db.clone(), |_| {}, Arc::new(aibank_core::SystemClock)).await;
     let (_, owner) = a.register().await;
     let r = a
@@ -693,8 +692,11 @@ async fn a_replayed_signature_is_refused_by_another_instance_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_platform_pauses_and_resumes_all_keys_of_an_agent() {
-    let app = aibank_testkit::spawn_app().await;
-    let (agent, key) = platform_agent(&app).await;
+    let app = crate::support::spawn_app().await;
+    let Agent { id: agent, key, .. } = app
+        .platform()
+        .agent(json!({"name": "fleet-1", "credits_usd": 5}))
+        .await;
     let (_, second) = new_key(&app, &key, "second").await;
     let mk = [("X-Master-Key", app.master_key.as_str())];
     assert_eq!(
@@ -781,7 +783,10 @@ async fn the_daily_message_limit_rolls_over_24_hours_after_the_first_call() {
     let base = mock.base.clone();
     let clock = Arc::new(ManualClock::new(T0));
     let app = spawn_app_with_clock(clock.clone(), move |c| use_mock_upstream(c, &base, true)).await;
-    let (agent, key) = platform_agent(&app).await;
+    let Agent { id: agent, key, .. } = app
+        .platform()
+        .agent(json!({"name": "fleet-1", "credits_usd": 5}))
+        .await;
     let r = patch_agent(&app, &agent, json!({"dailyMessageLimit": 3})).await;
     assert_eq!(r.body["security"]["dailyMessageLimit"], 3);
     let call = |k: String| {
@@ -874,7 +879,10 @@ async fn the_daily_message_limit_holds_across_two_instances_on_one_database() {
         Arc::new(aibank_core::SystemClock),
     )
     .await;
-    let (agent, key) = platform_agent(&a).await;
+    let Agent { id: agent, key, .. } = a
+        .platform()
+        .agent(json!({"name": "fleet-1", "credits_usd": 5}))
+        .await;
     patch_agent(&a, &agent, json!({"dailyMessageLimit": 10})).await;
     let results = futures_util::future::join_all((0..40).map(|i| {
         let app = if i % 2 == 0 { &a } else { &b };
@@ -967,7 +975,10 @@ async fn the_audit_log_records_who_changed_what() {
         .unwrap()
         .to_owned();
     tick();
-    let (agent, _) = platform_agent(&app).await;
+    let Agent { id: agent, .. } = app
+        .platform()
+        .agent(json!({"name": "fleet-1", "credits_usd": 5}))
+        .await;
     tick();
     let r = app
         .post(
@@ -1101,7 +1112,10 @@ async fn the_audit_log_records_who_changed_what() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_on_the_agents_own_upstream_key_count_as_messages_too() {
     let (app, mock) = with_mock(|c| c.secret_key = Some("5e".repeat(32).into())).await;
-    let (agent, key) = platform_agent(&app).await;
+    let Agent { id: agent, key, .. } = app
+        .platform()
+        .agent(json!({"name": "fleet-1", "credits_usd": 5}))
+        .await;
     patch_agent(&app, &agent, json!({"dailyMessageLimit": 1})).await;
     let r = app
         .post(

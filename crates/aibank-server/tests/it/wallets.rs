@@ -12,9 +12,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
+use crate::support::Agent;
+use crate::support::{captured_logs, spawn_app, spawn_app_with, Resp, TestApp, TEST_SECRET_KEY};
 use aibank_core::SecretBox;
-use aibank_testkit::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
-use aibank_testkit::{captured_logs, spawn_app, spawn_app_with, Resp, TestApp, TEST_SECRET_KEY};
 use aibank_wallet::{Chain, ChainConfig, WalletSettings};
 use serde_json::{json, Value};
 
@@ -43,53 +44,6 @@ async fn chain() -> Anvil {
 async fn server(anvil: &Anvil) -> TestApp {
     let s = settings(anvil);
     spawn_app_with(move |c| c.wallets = s).await
-}
-
-/// A self-registered agent: (agentId, apiKey, wallet id, EVM address).
-async fn agent(app: &TestApp) -> (String, String, String, String) {
-    let r = app.post("/v1/agents/register", json!({}), &[]).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    (
-        r.body["agentId"].as_str().unwrap().to_owned(),
-        r.body["apiKey"].as_str().unwrap().to_owned(),
-        r.body["wallet"]["id"].as_str().unwrap().to_owned(),
-        r.body["wallet"]["addresses"]["base"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    )
-}
-
-/// A self-registered agent whose wallet holds 1 ETH and 100 USDC.
-async fn funded_agent(anvil: &Anvil, app: &TestApp) -> (String, String, String, String) {
-    let a = agent(app).await;
-    fund(anvil, &a.3, ONE_ETH, 100_000_000).await;
-    a
-}
-
-/// An agent of the app's platform with these limits: (agentId, apiKey, wallet id, address).
-async fn platform_agent(app: &TestApp, limits: Value) -> (String, String, String, String) {
-    let mut body = json!({"name": "fleet-agent"});
-    body.as_object_mut()
-        .unwrap()
-        .extend(limits.as_object().unwrap().clone());
-    let r = app
-        .post(
-            "/v1/platform/agents",
-            body,
-            &[("X-Master-Key", &app.master_key)],
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    (
-        r.body["agentId"].as_str().unwrap().to_owned(),
-        r.body["apiKey"].as_str().unwrap().to_owned(),
-        r.body["wallet"]["id"].as_str().unwrap().to_owned(),
-        r.body["wallet"]["addresses"]["base"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    )
 }
 
 async fn fund(anvil: &Anvil, address: &str, wei: u128, usdc: u128) {
@@ -189,9 +143,19 @@ async fn registration_gives_a_wallet_and_a_claim_code() {
 #[tokio::test]
 async fn a_wallet_is_visible_to_its_agent_and_its_platform_only() {
     let app = spawn_app().await;
-    let (_, key, wallet, address) = agent(&app).await;
-    let (_, other_key, _, _) = agent(&app).await;
-    let (fleet_id, fleet_key, fleet_wallet, _) = platform_agent(&app, json!({})).await;
+    let Agent {
+        key,
+        wallet,
+        address,
+        ..
+    } = app.agent().await;
+    let Agent { key: other_key, .. } = app.agent().await;
+    let Agent {
+        id: fleet_id,
+        key: fleet_key,
+        wallet: fleet_wallet,
+        ..
+    } = app.platform().agent(json!({})).await;
     let other_platform = app.new_platform_key().await;
 
     let r = app.get("/v1/wallets", &[("X-API-Key", &key)]).await;
@@ -291,7 +255,12 @@ async fn a_wallet_is_visible_to_its_agent_and_its_platform_only() {
 #[tokio::test]
 async fn an_agent_without_a_wallet_gets_one_on_first_use() {
     let app = spawn_app().await;
-    let (id, key, old_wallet, _) = agent(&app).await;
+    let Agent {
+        id,
+        key,
+        wallet: old_wallet,
+        ..
+    } = app.agent().await;
     let pool = app.pool.clone();
     let agent_id = id.clone();
     tokio::task::spawn_blocking(move || {
@@ -326,7 +295,12 @@ async fn an_agent_without_a_wallet_gets_one_on_first_use() {
 async fn balances_are_read_on_chain_and_missing_chains_are_unavailable() {
     let anvil = chain().await;
     let app = server(&anvil).await;
-    let (_, key, wallet, address) = agent(&app).await;
+    let Agent {
+        key,
+        wallet,
+        address,
+        ..
+    } = app.agent().await;
     fund(&anvil, &address, 2 * ONE_ETH + ONE_ETH / 4, 12_345_678).await;
 
     let r = app
@@ -378,7 +352,12 @@ async fn balances_are_read_on_chain_and_missing_chains_are_unavailable() {
 async fn usdc_and_eth_transfers_land_on_chain() {
     let anvil = chain().await;
     let app = server(&anvil).await;
-    let (_, key, wallet, address) = agent(&app).await;
+    let Agent {
+        key,
+        wallet,
+        address,
+        ..
+    } = app.agent().await;
     fund(&anvil, &address, ONE_ETH, 10_000_000).await;
     let to = stranger(0x11);
 
@@ -445,7 +424,12 @@ async fn bad_transfer_input_is_refused_before_anything_is_signed() {
         ..settings(&anvil)
     };
     let app = spawn_app_with(move |c| c.wallets = s).await;
-    let (_, key, wallet, address) = agent(&app).await;
+    let Agent {
+        key,
+        wallet,
+        address,
+        ..
+    } = app.agent().await;
     fund(&anvil, &address, ONE_ETH, 10_000_000).await;
     let to = stranger(0x22);
     let cases = [
@@ -504,7 +488,12 @@ async fn spending_limits_bound_transfers_and_failed_ones_do_not_count() {
     let app = server(&anvil).await;
     let to = stranger(0x33);
 
-    let (_, key, wallet, address) = platform_agent(&app, json!({"per_tx_limit_usd": 5})).await;
+    let Agent {
+        key,
+        wallet,
+        address,
+        ..
+    } = app.platform().agent(json!({"per_tx_limit_usd": 5})).await;
     fund(&anvil, &address, ONE_ETH, 100_000_000).await;
     let r = send(&app, &key, &wallet, usdc(&to, "5.000001"), &[]).await;
     assert_eq!(r.status, 403, "{}", r.text);
@@ -528,7 +517,12 @@ async fn spending_limits_bound_transfers_and_failed_ones_do_not_count() {
         ("weekly_limit_usd", "WEEKLY_LIMIT_EXCEEDED"),
         ("monthly_limit_usd", "MONTHLY_LIMIT_EXCEEDED"),
     ] {
-        let (_, key, wallet, address) = platform_agent(&app, json!({ window: 10 })).await;
+        let Agent {
+            key,
+            wallet,
+            address,
+            ..
+        } = app.platform().agent(json!({ window: 10 })).await;
         // Not funded yet: the chain refuses, the transfer fails and does not count.
         let r = send(&app, &key, &wallet, usdc(&to, "6"), &[]).await;
         assert_eq!(r.status, 502, "{}", r.text);
@@ -569,7 +563,12 @@ async fn the_recipient_allowlist_is_enforced_and_managed_by_the_right_party() {
     let mk = app.master_key.clone();
 
     // A platform's agent: only the platform manages the list.
-    let (_, key, wallet, address) = platform_agent(&app, json!({})).await;
+    let Agent {
+        key,
+        wallet,
+        address,
+        ..
+    } = app.platform().agent(json!({})).await;
     fund(&anvil, &address, ONE_ETH, 100_000_000).await;
     let path = format!("/v1/wallets/{wallet}/allowlist");
     let r = app
@@ -633,7 +632,12 @@ async fn the_recipient_allowlist_is_enforced_and_managed_by_the_right_party() {
     );
 
     // A self-registered agent manages its own list.
-    let (_, key2, wallet2, address2) = agent(&app).await;
+    let Agent {
+        key: key2,
+        wallet: wallet2,
+        address: address2,
+        ..
+    } = app.agent().await;
     fund(&anvil, &address2, ONE_ETH, 100_000_000).await;
     let r = app
         .post(
@@ -666,7 +670,13 @@ async fn the_recipient_allowlist_is_enforced_and_managed_by_the_right_party() {
 async fn read_only_keys_can_look_but_not_send() {
     let anvil = chain().await;
     let app = server(&anvil).await;
-    let (id, key, wallet, address) = platform_agent(&app, json!({})).await;
+    let Agent {
+        id,
+        key,
+        wallet,
+        address,
+        ..
+    } = app.platform().agent(json!({})).await;
     fund(&anvil, &address, ONE_ETH, 100_000_000).await;
     let r = app
         .patch(
@@ -691,7 +701,12 @@ async fn read_only_keys_can_look_but_not_send() {
 async fn ten_parallel_transfers_all_land_with_distinct_nonces() {
     let anvil = chain().await;
     let app = server(&anvil).await;
-    let (_, key, wallet, address) = funded_agent(&anvil, &app).await;
+    let Agent {
+        key,
+        wallet,
+        address,
+        ..
+    } = app.funded_agent(&anvil).await;
     let to = stranger(0x77);
     let results = futures_util::future::join_all(
         (0..10).map(|_| send(&app, &key, &wallet, usdc(&to, "1"), &[])),
@@ -729,7 +744,12 @@ async fn ten_parallel_transfers_all_land_with_distinct_nonces() {
 async fn an_idempotency_key_sends_a_transfer_once() {
     let anvil = chain().await;
     let app = server(&anvil).await;
-    let (_, key, wallet, address) = funded_agent(&anvil, &app).await;
+    let Agent {
+        key,
+        wallet,
+        address,
+        ..
+    } = app.funded_agent(&anvil).await;
     let to = stranger(0x88);
     let first = send(
         &app,
@@ -791,7 +811,12 @@ async fn an_idempotency_key_sends_a_transfer_once() {
 async fn a_stopped_rpc_gives_a_clean_error_and_nothing_confirmed() {
     let mut anvil = chain().await;
     let app = server(&anvil).await;
-    let (_, key, wallet, address) = funded_agent(&anvil, &app).await;
+    let Agent {
+        key,
+        wallet,
+        address,
+        ..
+    } = app.funded_agent(&anvil).await;
     let to = stranger(0x99);
     let r = send(&app, &key, &wallet, usdc(&to, "1"), &[]).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -1059,7 +1084,11 @@ async fn a_nonce_freed_by_a_failed_transfer_is_taken_again() {
     use diesel::prelude::*;
 
     let app = spawn_app().await;
-    let (agent_id, _, wallet, _) = agent(&app).await;
+    let Agent {
+        id: agent_id,
+        wallet,
+        ..
+    } = app.agent().await;
     let rows = [
         ("held5", "base-sepolia", Some(5), "pending"),
         // Failed before it reached the chain: its nonce is free again.
@@ -1120,7 +1149,11 @@ async fn a_settled_transfer_is_never_moved_back_by_a_staler_save() {
     use diesel::prelude::*;
 
     let app = spawn_app().await;
-    let (agent_id, _, wallet, _) = agent(&app).await;
+    let Agent {
+        id: agent_id,
+        wallet,
+        ..
+    } = app.agent().await;
     let mut c = app.pool.get().unwrap();
     let status = |c: &mut aibank_store::AnyConnection, id: &str| -> (String, Option<i64>) {
         aibank_store::schema::wallet_transfers::table
@@ -1165,7 +1198,7 @@ async fn a_settled_transfer_is_never_moved_back_by_a_staler_save() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_adds_of_one_recipient_list_it_once() {
     let app = spawn_app().await;
-    let (_, _, wallet, _) = platform_agent(&app, json!({})).await;
+    let Agent { wallet, .. } = app.platform().agent(json!({})).await;
     let path = format!("/v1/wallets/{wallet}/allowlist");
     let (app, path) = (&app, &path);
     // Rounds of simultaneous adds, each of a new address: the racing adds meet in the

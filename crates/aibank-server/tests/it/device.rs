@@ -11,10 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::master;
+use crate::support::{captured_logs, spawn_app_with_clock, Resp, TestApp};
 use aibank_auth::ratelimit::Limit;
 use aibank_core::clock::rfc3339;
 use aibank_core::ManualClock;
-use aibank_testkit::{captured_logs, spawn_app_with_clock, Resp, TestApp};
 use serde_json::{json, Value};
 
 const T0: i64 = 1_790_000_000_000;
@@ -132,10 +133,6 @@ fn element_text(html: &str, id: &str) -> String {
     let open_end = start + html[start..].find('>').unwrap() + 1;
     let close = open_end + html[open_end..].find("</").unwrap();
     html[open_end..close].to_owned()
-}
-
-fn master(key: &str) -> [(&str, &str); 1] {
-    [("X-Master-Key", key)]
 }
 
 // ---------------------------------------------------------------- status

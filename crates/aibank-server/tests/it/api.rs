@@ -10,31 +10,9 @@
 
 use std::collections::HashSet;
 
-use aibank_testkit::{spawn_app, spawn_app_with, TestApp};
+use crate::support::{api, master, Agent};
+use crate::support::{spawn_app, spawn_app_with};
 use serde_json::{json, Value};
-
-fn api(key: &str) -> [(&str, &str); 1] {
-    [("X-API-Key", key)]
-}
-
-fn master(key: &str) -> [(&str, &str); 1] {
-    [("X-Master-Key", key)]
-}
-
-fn assert_error(r: &aibank_testkit::Resp, status: u16, code: &str) {
-    assert_eq!(r.status, status, "{}", r.text);
-    assert_eq!(r.body["code"], code, "{}", r.text);
-    assert!(
-        r.body["error"].as_str().is_some_and(|m| !m.is_empty()),
-        "{}",
-        r.text
-    );
-}
-
-fn assert_invalid(r: &aibank_testkit::Resp, field: &str) {
-    assert_error(r, 400, "INVALID_INPUT");
-    assert_eq!(r.body["field"], field, "{}", r.text);
-}
 
 // ---------------------------------------------------------------- self-service agents
 
@@ -133,7 +111,7 @@ async fn bad_input_is_400_naming_the_field_never_500() {
     ];
     for (path, body, field) in cases {
         let r = app.send("POST", path, Some(body.clone()), &[]).await;
-        assert_invalid(&r, field);
+        r.assert_invalid(field);
         assert!(
             !r.body["error"].as_str().unwrap().is_empty(),
             "{path} {body}"
@@ -148,7 +126,7 @@ async fn oversize_bodies_are_refused() {
     let r = app
         .send("POST", "/v1/agents/register", Some(big), &[])
         .await;
-    assert_invalid(&r, "body");
+    r.assert_invalid("body");
     assert!(
         r.body["error"].as_str().unwrap().contains("65536"),
         "{}",
@@ -165,7 +143,7 @@ async fn oversize_bodies_are_refused() {
             &[],
         )
         .await;
-    assert_invalid(&r, "body");
+    r.assert_invalid("body");
 }
 
 #[tokio::test]
@@ -219,7 +197,7 @@ async fn gateway_keys_have_credits_but_only_gateway_routes() {
     assert_eq!(app.get("/v1/balance", &api(key)).await.status, 200);
     assert_eq!(app.get("/v1/usage", &api(key)).await.status, 200);
     let me = app.get("/v1/agents/me", &api(key)).await;
-    assert_error(&me, 403, "FORBIDDEN");
+    me.assert_error(403, "FORBIDDEN");
 
     let (_, ak) = app.register().await;
     let me = app.get("/v1/agents/me", &api(&ak)).await;
@@ -265,14 +243,12 @@ async fn api_key_errors_name_what_is_wrong() {
     }
     // The right secret under the wrong prefix is not the same key.
     let as_gw = key.replacen("ak_", "gw_", 1);
-    assert_error(
-        &app.get("/v1/balance", &api(&as_gw)).await,
-        401,
-        "UNAUTHORIZED",
-    );
+    app.get("/v1/balance", &api(&as_gw))
+        .await
+        .assert_error(401, "UNAUTHORIZED");
 
     let r = app.get("/v1/balance", &api(&app.master_key)).await;
-    assert_error(&r, 401, "UNAUTHORIZED");
+    r.assert_error(401, "UNAUTHORIZED");
     assert!(r.text.contains("X-Master-Key"), "{}", r.text);
     assert!(
         !r.text.contains(&app.master_key),
@@ -285,7 +261,7 @@ async fn api_key_errors_name_what_is_wrong() {
         r#"{"error":"Missing X-Master-Key header","code":"UNAUTHORIZED"}"#
     );
     let r = app.get("/v1/platform/agents", &master(&key)).await;
-    assert_error(&r, 401, "UNAUTHORIZED");
+    r.assert_error(401, "UNAUTHORIZED");
     assert!(r.text.contains("X-API-Key"), "{}", r.text);
     let r = app.get("/v1/platform/agents", &master("mk_nope")).await;
     assert_eq!(
@@ -368,11 +344,21 @@ async fn usage_is_paginated_newest_first_and_private() {
     let other = app.get("/v1/usage", &api(&other_key)).await;
     assert_eq!(other.body["data"], json!([]));
 
-    assert_invalid(&app.get("/v1/usage?limit=0", &api(&key)).await, "limit");
-    assert_invalid(&app.get("/v1/usage?limit=201", &api(&key)).await, "limit");
-    assert_invalid(&app.get("/v1/usage?limit=abc", &api(&key)).await, "limit");
-    assert_invalid(&app.get("/v1/usage?cursor=zzz", &api(&key)).await, "cursor");
-    assert_invalid(&app.get("/v1/usage?page=2", &api(&key)).await, "page");
+    app.get("/v1/usage?limit=0", &api(&key))
+        .await
+        .assert_invalid("limit");
+    app.get("/v1/usage?limit=201", &api(&key))
+        .await
+        .assert_invalid("limit");
+    app.get("/v1/usage?limit=abc", &api(&key))
+        .await
+        .assert_invalid("limit");
+    app.get("/v1/usage?cursor=zzz", &api(&key))
+        .await
+        .assert_invalid("cursor");
+    app.get("/v1/usage?page=2", &api(&key))
+        .await
+        .assert_invalid("page");
 }
 
 // ---------------------------------------------------------------- meta
@@ -403,13 +389,11 @@ async fn health_is_503_while_the_database_is_gone_and_recovers() {
         .await
         .unwrap();
     let r = app.get("/v1/health", &[]).await;
-    assert_error(&r, 503, "UNAVAILABLE");
+    r.assert_error(503, "UNAVAILABLE");
     assert!(!r.text.contains("postgres://"), "{}", r.text);
-    assert_error(
-        &app.get("/v1/balance", &api(&key)).await,
-        503,
-        "UNAVAILABLE",
-    );
+    app.get("/v1/balance", &api(&key))
+        .await
+        .assert_error(503, "UNAVAILABLE");
 
     let db = app.db.clone();
     tokio::task::spawn_blocking(move || db.set_reachable(true))
@@ -489,22 +473,13 @@ async fn providers_show_configuration_and_prices_but_no_secret() {
 async fn unknown_routes_and_methods_get_the_envelope() {
     let app = spawn_app().await;
     let r = app.get("/v1/nope", &[]).await;
-    assert_error(&r, 404, "NOT_FOUND");
+    r.assert_error(404, "NOT_FOUND");
     let r = app.delete("/v1/balance", &[]).await;
-    assert_error(&r, 404, "NOT_FOUND");
+    r.assert_error(404, "NOT_FOUND");
     assert_eq!(r.body["allowed"], "GET");
 }
 
 // ---------------------------------------------------------------- platform: agents
-
-async fn create_fleet_agent(app: &TestApp, mk: &str, body: Value) -> (String, String) {
-    let r = app.post("/v1/platform/agents", body, &master(mk)).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    (
-        r.body["agentId"].as_str().unwrap().to_owned(),
-        r.body["apiKey"].as_str().unwrap().to_owned(),
-    )
-}
 
 #[tokio::test]
 async fn platform_creates_agents_with_credits_and_limits() {
@@ -565,7 +540,7 @@ async fn platform_creates_agents_with_credits_and_limits() {
         let r = app
             .post("/v1/platform/agents", body.clone(), &master(&mk))
             .await;
-        assert_invalid(&r, field);
+        r.assert_invalid(field);
     }
 }
 
@@ -576,9 +551,10 @@ async fn platform_lists_gets_and_updates_its_agents() {
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(
-            create_fleet_agent(&app, &mk, json!({"name": format!("a{i}")}))
+            app.platform_with(&mk)
+                .agent(json!({"name": format!("a{i}")}))
                 .await
-                .0,
+                .id,
         );
     }
     // A self-registered agent is nobody's fleet.
@@ -637,55 +613,47 @@ async fn platform_lists_gets_and_updates_its_agents() {
         json!(500.0)
     );
 
-    assert_invalid(
-        &app.patch(
-            &format!("/v1/platform/agents/{id}"),
-            json!({}),
-            &master(&mk),
-        )
-        .await,
-        "body",
-    );
-    assert_invalid(
-        &app.patch(
-            &format!("/v1/platform/agents/{id}"),
-            json!({"active": "yes"}),
-            &master(&mk),
-        )
-        .await,
-        "active",
-    );
-    assert_invalid(
-        &app.patch(
-            &format!("/v1/platform/agents/{id}"),
-            json!({"weekly_limit_usd": -3}),
-            &master(&mk),
-        )
-        .await,
-        "weekly_limit_usd",
-    );
-    assert_error(
-        &app.get("/v1/platform/agents/agt_nope", &master(&mk)).await,
-        404,
-        "NOT_FOUND",
-    );
-    assert_error(
-        &app.patch(
-            "/v1/platform/agents/agt_nope",
-            json!({"name": "x"}),
-            &master(&mk),
-        )
-        .await,
-        404,
-        "NOT_FOUND",
-    );
+    app.patch(
+        &format!("/v1/platform/agents/{id}"),
+        json!({}),
+        &master(&mk),
+    )
+    .await
+    .assert_invalid("body");
+    app.patch(
+        &format!("/v1/platform/agents/{id}"),
+        json!({"active": "yes"}),
+        &master(&mk),
+    )
+    .await
+    .assert_invalid("active");
+    app.patch(
+        &format!("/v1/platform/agents/{id}"),
+        json!({"weekly_limit_usd": -3}),
+        &master(&mk),
+    )
+    .await
+    .assert_invalid("weekly_limit_usd");
+    app.get("/v1/platform/agents/agt_nope", &master(&mk))
+        .await
+        .assert_error(404, "NOT_FOUND");
+    app.patch(
+        "/v1/platform/agents/agt_nope",
+        json!({"name": "x"}),
+        &master(&mk),
+    )
+    .await
+    .assert_error(404, "NOT_FOUND");
 }
 
 #[tokio::test]
 async fn deactivated_agents_are_refused_until_reactivated() {
     let app = spawn_app().await;
     let mk = app.master_key.clone();
-    let (id, key) = create_fleet_agent(&app, &mk, json!({"name": "sleepy"})).await;
+    let Agent { id, key, .. } = app
+        .platform_with(&mk)
+        .agent(json!({"name": "sleepy"}))
+        .await;
     let r = app
         .patch(
             &format!("/v1/platform/agents/{id}"),
@@ -713,7 +681,10 @@ async fn deactivated_agents_are_refused_until_reactivated() {
 async fn platform_grants_credits_exactly_and_journaled() {
     let app = spawn_app().await;
     let mk = app.master_key.clone();
-    let (id, key) = create_fleet_agent(&app, &mk, json!({"name": "w", "credits_usd": 1})).await;
+    let Agent { id, key, .. } = app
+        .platform_with(&mk)
+        .agent(json!({"name": "w", "credits_usd": 1}))
+        .await;
     let path = format!("/v1/platform/agents/{id}/credits");
     let r = app
         .post(&path, json!({"amount_usd": 0.1}), &master(&mk))
@@ -744,18 +715,17 @@ async fn platform_grants_credits_exactly_and_journaled() {
         (json!({"amount_usd": 1e12}), "amount_usd"),
         (json!({}), "amount_usd"),
     ] {
-        assert_invalid(&app.post(&path, body, &master(&mk)).await, field);
+        app.post(&path, body, &master(&mk))
+            .await
+            .assert_invalid(field);
     }
-    assert_error(
-        &app.post(
-            "/v1/platform/agents/agt_nope/credits",
-            json!({"amount_usd": 1}),
-            &master(&mk),
-        )
-        .await,
-        404,
-        "NOT_FOUND",
-    );
+    app.post(
+        "/v1/platform/agents/agt_nope/credits",
+        json!({"amount_usd": 1}),
+        &master(&mk),
+    )
+    .await
+    .assert_error(404, "NOT_FOUND");
     assert_eq!(
         app.ledger_state(&id).await,
         (1_300_000, 1_300_000),
@@ -767,7 +737,7 @@ async fn platform_grants_credits_exactly_and_journaled() {
 async fn rotating_a_key_kills_the_old_one_at_once() {
     let app = spawn_app().await;
     let mk = app.master_key.clone();
-    let (id, old) = create_fleet_agent(&app, &mk, json!({"name": "r"})).await;
+    let Agent { id, key: old, .. } = app.platform_with(&mk).agent(json!({"name": "r"})).await;
     // Warm the verified cache with the old key.
     assert_eq!(app.get("/v1/balance", &api(&old)).await.status, 200);
     let r = app
@@ -789,16 +759,13 @@ async fn rotating_a_key_kills_the_old_one_at_once() {
         r#"{"error":"API key has been revoked","code":"UNAUTHORIZED"}"#
     );
     assert_eq!(app.get("/v1/balance", &api(new)).await.status, 200);
-    assert_error(
-        &app.post(
-            "/v1/platform/agents/agt_nope/rotate-key",
-            json!({}),
-            &master(&mk),
-        )
-        .await,
-        404,
-        "NOT_FOUND",
-    );
+    app.post(
+        "/v1/platform/agents/agt_nope/rotate-key",
+        json!({}),
+        &master(&mk),
+    )
+    .await
+    .assert_error(404, "NOT_FOUND");
 }
 
 #[tokio::test]
@@ -806,47 +773,38 @@ async fn platforms_cannot_see_or_touch_each_others_agents() {
     let app = spawn_app().await;
     let mk_a = app.master_key.clone();
     let mk_b = app.new_platform_key().await;
-    let (id, key) =
-        create_fleet_agent(&app, &mk_a, json!({"name": "private", "credits_usd": 1})).await;
+    let Agent { id, key, .. } = app
+        .platform_with(&mk_a)
+        .agent(json!({"name": "private", "credits_usd": 1}))
+        .await;
     let (self_registered, _) = app.register().await;
 
     for target in [&id, &self_registered] {
         let b = master(&mk_b);
-        assert_error(
-            &app.get(&format!("/v1/platform/agents/{target}"), &b).await,
-            404,
-            "NOT_FOUND",
-        );
-        assert_error(
-            &app.patch(
-                &format!("/v1/platform/agents/{target}"),
-                json!({"active": false}),
-                &b,
-            )
-            .await,
-            404,
-            "NOT_FOUND",
-        );
-        assert_error(
-            &app.post(
-                &format!("/v1/platform/agents/{target}/credits"),
-                json!({"amount_usd": 5}),
-                &b,
-            )
-            .await,
-            404,
-            "NOT_FOUND",
-        );
-        assert_error(
-            &app.post(
-                &format!("/v1/platform/agents/{target}/rotate-key"),
-                json!({}),
-                &b,
-            )
-            .await,
-            404,
-            "NOT_FOUND",
-        );
+        app.get(&format!("/v1/platform/agents/{target}"), &b)
+            .await
+            .assert_error(404, "NOT_FOUND");
+        app.patch(
+            &format!("/v1/platform/agents/{target}"),
+            json!({"active": false}),
+            &b,
+        )
+        .await
+        .assert_error(404, "NOT_FOUND");
+        app.post(
+            &format!("/v1/platform/agents/{target}/credits"),
+            json!({"amount_usd": 5}),
+            &b,
+        )
+        .await
+        .assert_error(404, "NOT_FOUND");
+        app.post(
+            &format!("/v1/platform/agents/{target}/rotate-key"),
+            json!({}),
+            &b,
+        )
+        .await
+        .assert_error(404, "NOT_FOUND");
     }
     assert_eq!(
         app.get("/v1/platform/agents", &master(&mk_b)).await.body["data"],
@@ -887,7 +845,10 @@ async fn master_keys_are_created_listed_and_revoked() {
     assert!(r.body["created_at"].as_str().unwrap().ends_with('Z'));
 
     // Same platform: the new key sees the same fleet.
-    let (agent, _) = create_fleet_agent(&app, &mk, json!({"name": "shared"})).await;
+    let Agent { id: agent, .. } = app
+        .platform_with(&mk)
+        .agent(json!({"name": "shared"}))
+        .await;
     assert_eq!(
         app.get(&format!("/v1/platform/agents/{agent}"), &master(&second))
             .await
@@ -915,11 +876,9 @@ async fn master_keys_are_created_listed_and_revoked() {
         (json!({"owner_email": "a@b.co"}), "name"),
         (json!({"name": "x", "owner_email": "bad"}), "owner_email"),
     ] {
-        assert_invalid(
-            &app.post("/v1/platform/master-keys", body, &master(&mk))
-                .await,
-            field,
-        );
+        app.post("/v1/platform/master-keys", body, &master(&mk))
+            .await
+            .assert_invalid(field);
     }
 
     // A key cannot revoke itself...
@@ -929,7 +888,7 @@ async fn master_keys_are_created_listed_and_revoked() {
             &master(&second),
         )
         .await;
-    assert_error(&r, 409, "CONFLICT");
+    r.assert_error(409, "CONFLICT");
     // ...but another key of the platform can, and then it stops working at once.
     let r = app
         .delete(
@@ -944,15 +903,12 @@ async fn master_keys_are_created_listed_and_revoked() {
         r.text,
         r#"{"error":"Master key has been revoked","code":"UNAUTHORIZED"}"#
     );
-    assert_error(
-        &app.delete(
-            &format!("/v1/platform/master-keys/{second_id}"),
-            &master(&mk),
-        )
-        .await,
-        404,
-        "NOT_FOUND",
-    );
+    app.delete(
+        &format!("/v1/platform/master-keys/{second_id}"),
+        &master(&mk),
+    )
+    .await
+    .assert_error(404, "NOT_FOUND");
     let list = app.get("/v1/platform/master-keys", &master(&mk)).await;
     let entry = list.body["data"]
         .as_array()
@@ -967,15 +923,12 @@ async fn master_keys_are_created_listed_and_revoked() {
     // Another platform's keys are out of reach.
     let other = app.new_platform_key().await;
     let other_id = aibank_auth::keys::parse(&other).unwrap().id;
-    assert_error(
-        &app.delete(
-            &format!("/v1/platform/master-keys/{other_id}"),
-            &master(&mk),
-        )
-        .await,
-        404,
-        "NOT_FOUND",
-    );
+    app.delete(
+        &format!("/v1/platform/master-keys/{other_id}"),
+        &master(&mk),
+    )
+    .await
+    .assert_error(404, "NOT_FOUND");
     assert_eq!(
         app.get("/v1/platform/agents", &master(&other)).await.status,
         200
@@ -992,7 +945,7 @@ async fn other_instances_see_a_rotation_within_the_status_ttl() {
     let a = spawn_app_with(|c| c.auth_status_ttl = ttl).await;
     let mk = a.master_key.clone();
     let boot = mk.clone();
-    let b = aibank_testkit::spawn_app_on(
+    let b = crate::support::spawn_app_on(
         a.db.clone(),
         move |c| {
             c.auth_status_ttl = ttl;
@@ -1001,7 +954,7 @@ async fn other_instances_see_a_rotation_within_the_status_ttl() {
         std::sync::Arc::new(aibank_core::SystemClock),
     )
     .await;
-    let (id, old) = create_fleet_agent(&a, &mk, json!({"name": "shared"})).await;
+    let Agent { id, key: old, .. } = a.platform_with(&mk).agent(json!({"name": "shared"})).await;
     assert_eq!(
         b.get("/v1/balance", &api(&old)).await.status,
         200,

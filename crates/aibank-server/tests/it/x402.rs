@@ -11,11 +11,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
+use crate::support::mock_upstream::MockUpstream;
+use crate::support::{spawn_app_with_clock, use_mock_upstream, TestApp};
 use aibank_core::{ManualClock, SharedClock, SystemClock, Usd};
 use aibank_server::Config;
-use aibank_testkit::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
-use aibank_testkit::mock_upstream::MockUpstream;
-use aibank_testkit::{spawn_app_with_clock, use_mock_upstream, TestApp};
 use aibank_x402::{Address, Chain, ChainConfig, X402Settings, B256};
 use alloy::primitives::U256;
 use alloy::signers::local::PrivateKeySigner;
@@ -40,7 +40,7 @@ struct Chainside {
 }
 
 fn settings(anvil: &Anvil, pay_to: &str) -> X402Settings {
-    aibank_testkit::anvil::x402_settings(anvil, pay_to)
+    crate::support::x402_settings(anvil, pay_to)
 }
 
 async fn chain() -> Chainside {
@@ -83,7 +83,7 @@ async fn pay(c: &Chainside, amount: u128) -> String {
         .await
 }
 
-async fn call_paid(app: &TestApp, hash: &str, extra: &[(&str, &str)]) -> aibank_testkit::Resp {
+async fn call_paid(app: &TestApp, hash: &str, extra: &[(&str, &str)]) -> crate::support::Resp {
     let mut h = vec![("X-Payment", hash), ("X-Payment-Chain", "base-sepolia")];
     h.extend_from_slice(extra);
     app.post(MESSAGES, hello(), &h).await
@@ -264,7 +264,7 @@ async fn a_valid_payment_serves_the_call_once_and_credits_what_it_did_not_cost()
 async fn every_invalid_payment_is_refused_with_its_reason_and_recorded_nowhere() {
     let c = chain().await;
     let (app, mock) = server(&c, system(), |_, _| None).await;
-    let invalid = |r: &aibank_testkit::Resp, reason: &str| {
+    let invalid = |r: &crate::support::Resp, reason: &str| {
         assert_eq!(r.status, 402, "{reason}: {}", r.text);
         assert_eq!(r.body["code"], "PAYMENT_INVALID", "{}", r.text);
         assert_eq!(r.body["reason"], reason, "{}", r.text);
@@ -591,7 +591,7 @@ async fn an_rpc_that_never_answers_times_out_into_503() {
     let r = call_paid(&app, &hash, &[]).await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert!(!r.text.contains("rpc-secret"));
-    let logs = aibank_testkit::captured_logs();
+    let logs = crate::support::captured_logs();
     assert!(
         logs.contains("payment verification unavailable"),
         "the failure is logged"
@@ -667,7 +667,7 @@ fn unb64(h: &str) -> Value {
 }
 
 /// The v2 requirements of a 402.
-fn required(r: &aibank_testkit::Resp) -> Value {
+fn required(r: &crate::support::Resp) -> Value {
     unb64(r.headers["payment-required"].to_str().unwrap())
 }
 
@@ -742,7 +742,7 @@ fn v1_header(payload: Value) -> (&'static str, String) {
     )
 }
 
-async fn call_with(app: &TestApp, header: &(&str, String)) -> aibank_testkit::Resp {
+async fn call_with(app: &TestApp, header: &(&str, String)) -> crate::support::Resp {
     app.post(MESSAGES, hello(), &[(header.0, header.1.as_str())])
         .await
 }
@@ -860,7 +860,7 @@ async fn every_refused_authorization_has_its_reason_and_nothing_is_forwarded() {
     let key = payer(&s, 1_000_000).await;
     let poor = payer(&s, 5_000).await;
     let offer = required(&app.post(MESSAGES, hello(), &[]).await)["accepts"][0].clone();
-    let refused = |r: aibank_testkit::Resp, reason: &str| {
+    let refused = |r: crate::support::Resp, reason: &str| {
         assert_eq!(r.status, 402, "{reason}: {}", r.text);
         assert_eq!(r.body["code"], "PAYMENT_INVALID", "{reason}");
         assert_eq!(r.body["reason"], reason, "{}", r.text);

@@ -8,11 +8,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aibank_store::schema::journal_entries;
-use aibank_store::DbPool;
-use aibank_testkit::{
+use crate::support::{
     assert_books_balance, pool_options, random_master_key, ServerProcess, TestDb, TEST_SECRET_KEY,
 };
+use aibank_store::schema::journal_entries;
+use aibank_store::DbPool;
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
