@@ -199,7 +199,7 @@ async fn gateway_keys_have_credits_but_only_gateway_routes() {
     let me = app.get("/v1/agents/me", &api(key)).await;
     me.assert_error(403, "FORBIDDEN");
 
-    let (_, ak) = app.register().await;
+    let Agent { key: ak, .. } = app.agent().await;
     let me = app.get("/v1/agents/me", &api(&ak)).await;
     assert_eq!(me.status, 200, "{}", me.text);
     assert_eq!(me.body["kind"], "agent");
@@ -218,7 +218,7 @@ async fn api_key_errors_name_what_is_wrong() {
         r#"{"error":"Missing X-API-Key header","code":"UNAUTHORIZED"}"#
     );
 
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let wrong_secret = format!(
         "{}{}",
         &key[..key.len() - 4],
@@ -273,7 +273,7 @@ async fn api_key_errors_name_what_is_wrong() {
 #[tokio::test]
 async fn repeated_requests_use_the_verified_cache_and_still_check_the_secret() {
     let app = spawn_app().await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     for _ in 0..20 {
         assert_eq!(app.get("/v1/balance", &api(&key)).await.status, 200);
     }
@@ -291,8 +291,8 @@ async fn repeated_requests_use_the_verified_cache_and_still_check_the_secret() {
 #[tokio::test]
 async fn usage_is_paginated_newest_first_and_private() {
     let app = spawn_app().await;
-    let (agent, key) = app.register().await;
-    let (_, other_key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
+    let Agent { key: other_key, .. } = app.agent().await;
     let pool = app.pool.clone();
     let a = agent.clone();
     tokio::task::spawn_blocking(move || {
@@ -383,7 +383,7 @@ async fn health_is_503_while_the_database_is_gone_and_recovers() {
         eprintln!("skipped on SQLite: needs a database server to cut");
         return;
     }
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let db = app.db.clone();
     tokio::task::spawn_blocking(move || db.set_reachable(false))
         .await
@@ -558,7 +558,7 @@ async fn platform_lists_gets_and_updates_its_agents() {
         );
     }
     // A self-registered agent is nobody's fleet.
-    app.register().await;
+    app.agent().await;
 
     let p1 = app.get("/v1/platform/agents?limit=2", &master(&mk)).await;
     assert_eq!(p1.status, 200, "{}", p1.text);
@@ -777,7 +777,10 @@ async fn platforms_cannot_see_or_touch_each_others_agents() {
         .platform_with(&mk_a)
         .agent(json!({"name": "private", "credits_usd": 1}))
         .await;
-    let (self_registered, _) = app.register().await;
+    let Agent {
+        id: self_registered,
+        ..
+    } = app.agent().await;
 
     for target in [&id, &self_registered] {
         let b = master(&mk_b);

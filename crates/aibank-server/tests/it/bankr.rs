@@ -5,6 +5,7 @@
 
 use crate::support::mock_bankr::{MockBankr, RESET_AT_MS};
 use crate::support::use_mock_bankr;
+use crate::support::Agent;
 use crate::support::{assert_books_balance, spawn_app_with, TestApp};
 use aibank_core::Usd;
 use aibank_gateway::bankr::BankrPrices;
@@ -38,7 +39,7 @@ async fn store_own(app: &TestApp, key: &str, own: &str) -> crate::support::Resp 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_own_key_is_stored_sealed_checked_and_never_returned() {
     let (app, _mock) = setup(None, BankrPrices::default()).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let h = [("X-API-Key", key.as_str())];
     let r = app.get("/v1/provider-keys/bankr", &h).await;
     assert_eq!(
@@ -87,7 +88,7 @@ async fn an_agents_own_key_is_stored_sealed_checked_and_never_returned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agents_own_key_wins_then_the_platform_key_else_503_needs_key() {
     let (app, mock) = setup(Some(PLATFORM), BankrPrices::default()).await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let h = [("X-API-Key", key.as_str())];
 
     let r = app.get("/v1/trading/bankr/balances", &h).await;
@@ -138,7 +139,7 @@ async fn the_agents_own_key_wins_then_the_platform_key_else_503_needs_key() {
 
     // Without a platform key, only an agent's own key serves.
     let (app, mock) = setup(None, BankrPrices::default()).await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let h = [("X-API-Key", key.as_str())];
     for (method, path) in [
         ("GET", "/v1/trading/bankr/balances"),
@@ -176,7 +177,7 @@ async fn prompt_then_job_status_then_cancel() {
         balances: Usd::ZERO,
     };
     let (app, mock) = setup(Some(PLATFORM), prices).await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let h = [("X-API-Key", key.as_str())];
     let before = credits(&app, &key).await;
 
@@ -300,7 +301,7 @@ async fn bankrs_429_comes_back_as_rate_limited_with_its_fields() {
         ..BankrPrices::default()
     };
     let (app, _mock) = setup(Some(PLATFORM), prices).await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let before = credits(&app, &key).await;
     let r = app
         .post(
@@ -331,7 +332,7 @@ async fn bankrs_429_comes_back_as_rate_limited_with_its_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_keys_read_balances_and_jobs_but_neither_prompt_nor_cancel() {
     let (app, mock) = setup(Some(PLATFORM), BankrPrices::default()).await;
-    let (_, owner) = app.register().await;
+    let Agent { key: owner, .. } = app.agent().await;
     let h = [("X-API-Key", owner.as_str())];
     let r = app
         .post("/v1/trading/bankr/prompt", json!({"prompt": "hi"}), &h)

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::support::Agent;
 use crate::support::{captured_logs, spawn_app};
 use aibank_server::routes;
 use aibank_server::startup::openapi_document;
@@ -92,7 +93,7 @@ async fn no_secret_reaches_the_logs() {
     let mk = app.master_key.clone();
     let mut secrets = vec![mk.clone()];
 
-    let (_, ak) = app.register().await;
+    let Agent { key: ak, .. } = app.agent().await;
     secrets.push(ak.clone());
     let gw = app
         .post("/v1/keys", json!({"email": "s@example.com"}), &[])

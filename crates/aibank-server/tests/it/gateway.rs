@@ -13,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use crate::support::mock_upstream::MockUpstream;
+use crate::support::Agent;
 use crate::support::{spawn_app_with, Resp, TestApp};
 use aibank_gateway::Registry;
 use aibank_server::Config;
@@ -82,7 +83,7 @@ async fn settled(app: &TestApp, agent: &str) {
 #[tokio::test]
 async fn anthropic_json_call_costs_exactly_the_price_table_times_usage() {
     let (app, mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let r = anthropic_call(
         &app,
         false,
@@ -144,7 +145,7 @@ async fn anthropic_json_call_costs_exactly_the_price_table_times_usage() {
 #[tokio::test]
 async fn openai_json_call_with_a_bearer_key_like_the_sdk_sends() {
     let (app, mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let bearer = format!("Bearer {key}");
     let r = app
         .post(
@@ -171,7 +172,7 @@ async fn openai_json_call_with_a_bearer_key_like_the_sdk_sends() {
 #[tokio::test]
 async fn anthropic_stream_arrives_chunk_by_chunk_and_is_billed_at_the_end() {
     let (app, mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let start = Instant::now();
     let mut res = app
         .client
@@ -220,7 +221,7 @@ async fn anthropic_stream_arrives_chunk_by_chunk_and_is_billed_at_the_end() {
 #[tokio::test]
 async fn openai_stream_asks_for_usage_and_is_billed_from_it() {
     let (app, mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let r = app
         .post(
             "/v1/gateway/openai/v1/chat/completions",
@@ -244,7 +245,7 @@ async fn openai_stream_asks_for_usage_and_is_billed_from_it() {
 #[tokio::test]
 async fn upstream_errors_pass_through_and_charge_nothing() {
     let (app, mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     for (behavior, status) in [("error-429", 429), ("error-500", 500), ("error-400", 400)] {
         let r = anthropic_call(
             &app,
@@ -278,7 +279,7 @@ async fn upstream_errors_pass_through_and_charge_nothing() {
 async fn upstream_redirects_go_back_to_the_client_with_the_key_kept_home() {
     let (app, mock) = setup(|_| {}).await;
     let elsewhere = MockUpstream::start().await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let to = format!("{}/v1/messages", elsewhere.base);
     for path in [
         "/v1/gateway/anthropic/v1/messages",
@@ -326,7 +327,7 @@ async fn unreachable_and_silent_upstreams_are_502_and_504() {
         c.gateway.first_byte_timeout = Duration::from_secs(1);
     })
     .await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let r = anthropic_call(&app, false, &[("X-API-Key", &key)]).await;
     assert_eq!(
         (r.status, r.body["code"].as_str()),
@@ -356,7 +357,7 @@ async fn unreachable_and_silent_upstreams_are_502_and_504() {
 #[tokio::test]
 async fn an_answer_that_breaks_off_or_goes_quiet_costs_nothing() {
     let (app, mock) = setup(|c| c.gateway.idle_timeout = Duration::from_secs(1)).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     for (behavior, status, code) in [
         ("cut", 502, "UPSTREAM_ERROR"),
         ("stall-stream", 504, "UPSTREAM_TIMEOUT"),
@@ -384,7 +385,7 @@ async fn an_answer_that_breaks_off_or_goes_quiet_costs_nothing() {
 #[tokio::test]
 async fn stream_requests_are_asked_for_usage_and_a_json_answer_to_one_stays_json() {
     let (app, mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let k = [("X-API-Key", key.as_str())];
     let mut bad = chat(true);
     bad["stream_options"] = json!(1);
@@ -432,7 +433,7 @@ async fn stream_requests_are_asked_for_usage_and_a_json_answer_to_one_stays_json
 #[tokio::test]
 async fn usage_beyond_the_hold_is_charged_and_what_the_balance_lacks_is_owed() {
     let (app, _mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     // 11 in × $3/M + 5,000 out × $15/M: far beyond the 100 output tokens the hold reserved.
     let r = anthropic_call(
         &app,
@@ -459,7 +460,7 @@ async fn usage_beyond_the_hold_is_charged_and_what_the_balance_lacks_is_owed() {
 #[tokio::test]
 async fn long_prompts_and_web_searches_are_billed_at_their_prices() {
     let (app, _mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let mut spent = 0;
     for stream in [false, true] {
         let r = anthropic_call(
@@ -488,7 +489,7 @@ async fn long_prompts_and_web_searches_are_billed_at_their_prices() {
 #[tokio::test]
 async fn a_cut_stream_is_billed_for_what_it_delivered_and_says_so() {
     let (app, _mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let r = anthropic_call(
         &app,
         true,
@@ -519,7 +520,7 @@ async fn a_cut_stream_is_billed_for_what_it_delivered_and_says_so() {
 #[tokio::test]
 async fn a_cut_stream_pays_its_reported_usage_in_full_beyond_the_hold() {
     let (app, _mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     // `message_start` reports 150,000 prompt tokens (and 1 output token), far beyond the
     // hold for a short request with max_tokens 100; then the stream is cut.
     let r = anthropic_call(
@@ -545,7 +546,7 @@ async fn a_cut_stream_pays_its_reported_usage_in_full_beyond_the_hold() {
 #[tokio::test]
 async fn an_idle_stream_times_out_and_is_billed_for_what_it_delivered() {
     let (app, _mock) = setup(|c| c.gateway.idle_timeout = Duration::from_secs(1)).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let r = anthropic_call(
         &app,
         true,
@@ -564,7 +565,7 @@ async fn an_idle_stream_times_out_and_is_billed_for_what_it_delivered() {
 #[tokio::test]
 async fn a_client_that_leaves_mid_stream_pays_only_for_what_was_streamed() {
     let (app, mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let mut res = app
         .client
         .post(format!("{}/v1/gateway/anthropic/v1/messages", app.base))
@@ -598,7 +599,7 @@ async fn a_client_that_leaves_mid_stream_pays_only_for_what_was_streamed() {
 #[tokio::test]
 async fn refusals_before_forwarding() {
     let (app, mock) = setup(|_| {}).await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let k = [("X-API-Key", key.as_str())];
     let r = app
         .post("/v1/gateway/nope/v1/messages", messages(false), &k)
@@ -713,7 +714,7 @@ async fn raw_get(app: &TestApp, target: &str, key: &str) -> u16 {
 #[tokio::test]
 async fn paths_cannot_climb_out_of_the_allowed_endpoints() {
     let (app, mock) = setup(|_| {}).await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     // A model's page is forwarded (the mock has none: its 404 comes back), with a `/` in
     // its id escaped or not.
     raw_get(&app, "/v1/gateway/openai/v1/models/gpt-4o", &key).await;
@@ -760,7 +761,7 @@ async fn paths_cannot_climb_out_of_the_allowed_endpoints() {
 #[tokio::test]
 async fn credentials_and_hop_headers_never_reach_the_upstream() {
     let (app, mock) = setup(|_| {}).await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let r = app
         .post(
             "/v1/gateway/anthropic/v1/messages?beta=true",
@@ -867,7 +868,7 @@ async fn bring_your_own_key_wins_and_is_not_charged() {
         c.secret_key = Some("5e".repeat(32).into());
     })
     .await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let k = [("X-API-Key", key.as_str())];
 
     let r = anthropic_call(&app, false, &k).await;
@@ -973,7 +974,7 @@ async fn bring_your_own_key_wins_and_is_not_charged() {
     assert!(!stored[0].contains("my-own-key"));
 
     // Another agent does not get this key.
-    let (_, other) = app.register().await;
+    let Agent { key: other, .. } = app.agent().await;
     let r = anthropic_call(&app, false, &[("X-API-Key", &other)]).await;
     assert_eq!(r.status, 503);
 
@@ -1011,7 +1012,7 @@ async fn without_a_secret_key_postgres_refuses_to_start_and_sqlite_makes_one() {
         return;
     }
     let (app, _mock) = setup(|c| c.secret_key = None).await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let r = app
         .post(
             "/v1/provider-keys/openai",
@@ -1032,7 +1033,7 @@ async fn without_a_secret_key_postgres_refuses_to_start_and_sqlite_makes_one() {
 #[tokio::test]
 async fn oversize_bodies_and_limit_breaching_holds_are_refused_before_forwarding() {
     let (app, mock) = setup(|c| c.gateway.max_body_bytes = 4096).await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let big = json!({"model": "claude-sonnet-4-5", "max_tokens": 10,
                      "messages": [{"role": "user", "content": "x".repeat(5000)}]});
     let r = app
@@ -1092,7 +1093,7 @@ async fn a_stored_provider_key_reaches_other_instances_within_the_lookup_ttl() {
         std::sync::Arc::new(aibank_core::SystemClock),
     )
     .await;
-    let (_, key) = a.register().await;
+    let Agent { key, .. } = a.agent().await;
     // A looks the agent up once: no key of its own.
     assert_eq!(upstream_key_used(&a, &key, &mock).await, ANTHROPIC_KEY);
     let r = b
@@ -1113,7 +1114,7 @@ async fn a_stored_provider_key_reaches_other_instances_within_the_lookup_ttl() {
 #[tokio::test]
 async fn gemini_gets_the_platform_key_as_x_goog_api_key_and_never_the_caller_s() {
     let (app, mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let body = json!({"contents": [{"parts": [{"text": "Hello"}]}],
                       "generationConfig": {"maxOutputTokens": 50}});
     // The agent key sent as the Gemini SDKs send theirs; a `key` in the query stays home.
@@ -1170,7 +1171,7 @@ async fn gemini_gets_the_platform_key_as_x_goog_api_key_and_never_the_caller_s()
 #[tokio::test]
 async fn responses_and_embeddings_are_billed_exactly_and_a_stored_response_is_free() {
     let (app, mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let k = [
         ("X-API-Key", key.as_str()),
         ("x-mock-usage", "1000,500,0,200"),
@@ -1227,7 +1228,7 @@ async fn responses_and_embeddings_are_billed_exactly_and_a_stored_response_is_fr
 #[tokio::test]
 async fn the_hold_counts_the_web_searches_a_request_allows() {
     let (app, _mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let mut body = messages(true);
     body["tools"] = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]);
     let len = i64::try_from(body.to_string().len()).unwrap();
@@ -1264,7 +1265,7 @@ async fn the_hold_counts_the_web_searches_a_request_allows() {
 #[tokio::test]
 async fn gemini_calls_are_billed_from_usage_metadata_and_token_counts_are_free() {
     let (app, mock) = setup(|_| {}).await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     // 1,300 prompt tokens of which 300 cached, 500 answer and 200 thinking tokens.
     let k = [
         ("x-goog-api-key", key.as_str()),

@@ -73,13 +73,10 @@ async fn patch_key(app: &TestApp, auth: &str, id: &str, body: Value) -> Resp {
 
 async fn patch_agent(app: &TestApp, id: &str, body: Value) -> Resp {
     let r = app
-        .patch(
-            &format!("/v1/platform/agents/{id}"),
-            body,
-            &[("X-Master-Key", &app.master_key)],
-        )
+        .platform()
+        .patch(&format!("/v1/platform/agents/{id}"), body)
         .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    r.assert_status(200);
     r
 }
 
@@ -90,7 +87,7 @@ fn key_id(full: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_created_once_and_listed_with_the_last_four_characters_only() {
     let app = crate::support::spawn_app().await;
-    let (_, first) = app.register().await;
+    let Agent { key: first, .. } = app.agent().await;
     let r = app
         .post(
             "/v1/keys/create",
@@ -163,7 +160,7 @@ async fn keys_are_created_once_and_listed_with_the_last_four_characters_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sixth_active_key_is_refused_even_when_requested_concurrently() {
     let app = crate::support::spawn_app().await;
-    let (_, first) = app.register().await;
+    let Agent { key: first, .. } = app.agent().await;
     // Ten concurrent requests for four free slots: exactly four win.
     let results = futures_util::future::join_all((0..10).map(|i| {
         let app = &app;
@@ -196,7 +193,7 @@ async fn a_sixth_active_key_is_refused_even_when_requested_concurrently() {
 
     // The limit is configurable.
     let app = spawn_app_with(|c| c.max_keys_per_agent = 1).await;
-    let (_, only) = app.register().await;
+    let Agent { key: only, .. } = app.agent().await;
     let r = app
         .post(
             "/v1/keys/create",
@@ -211,16 +208,14 @@ async fn a_sixth_active_key_is_refused_even_when_requested_concurrently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_keys() {
     let app = crate::support::spawn_app().await;
-    let (_, first) = app.register().await;
-    let (second_id, second) = new_key(&app, &first, "second").await;
+    let agent = app.agent().await;
+    let (second_id, second) = new_key(&app, &agent.key, "second").await;
+    let second_caller = app.with_key(&second);
 
-    let r = app
-        .delete(
-            &format!("/v1/keys/{}", key_id(&first)),
-            &[("X-API-Key", &first)],
-        )
+    let r = agent
+        .delete(&format!("/v1/keys/{}", key_id(&agent.key)))
         .await;
-    assert_eq!(r.status, 409);
+    r.assert_status(409);
     assert_eq!(
         r.body,
         json!({"error": "A key cannot delete itself: use another key of this agent",
@@ -228,55 +223,47 @@ async fn deleting_keys() {
     );
 
     // Another agent's key does not exist for this one.
-    let (_, stranger) = app.register().await;
-    let r = app
-        .delete(
-            &format!("/v1/keys/{second_id}"),
-            &[("X-API-Key", &stranger)],
-        )
-        .await;
-    assert_eq!(r.status, 404);
+    let stranger = app.agent().await;
+    let r = stranger.delete(&format!("/v1/keys/{second_id}")).await;
+    r.assert_status(404);
     assert_eq!(
         r.body,
         json!({"error": "API key not found or already deleted", "code": "NOT_FOUND"})
     );
-    let r = patch_key(&app, &stranger, &second_id, json!({"name": "mine"})).await;
-    assert_eq!(r.status, 404);
+    let r = stranger
+        .patch(&format!("/v1/keys/{second_id}"), json!({"name": "mine"}))
+        .await;
+    r.assert_status(404);
     assert_eq!(
         r.body,
         json!({"error": "API key not found", "code": "NOT_FOUND"})
     );
 
     // Warm the second key's cache entries, then delete it: it stops at once.
-    assert_eq!(
-        app.get("/v1/balance", &[("X-API-Key", &second)])
-            .await
-            .status,
-        200
-    );
-    let r = app
-        .delete(&format!("/v1/keys/{second_id}"), &[("X-API-Key", &first)])
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    second_caller.get("/v1/balance").await.assert_ok();
+    let r = agent.delete(&format!("/v1/keys/{second_id}")).await;
+    r.assert_ok();
     assert_eq!(r.body["id"], second_id);
     assert_eq!(r.body["status"], "revoked");
-    let r = app.get("/v1/balance", &[("X-API-Key", &second)]).await;
-    assert_eq!(r.status, 401);
+    let r = second_caller.get("/v1/balance").await;
+    r.assert_status(401);
     assert_eq!(r.body["error"], "API key has been revoked");
-    let r = app
-        .delete(&format!("/v1/keys/{second_id}"), &[("X-API-Key", &first)])
-        .await;
-    assert_eq!(r.status, 404);
-    let r = patch_key(&app, &first, &second_id, json!({"name": "back"})).await;
-    assert_eq!(r.status, 409);
-    let listed = app.get("/v1/keys", &[("X-API-Key", &first)]).await;
+    agent
+        .delete(&format!("/v1/keys/{second_id}"))
+        .await
+        .assert_status(404);
+    agent
+        .patch(&format!("/v1/keys/{second_id}"), json!({"name": "back"}))
+        .await
+        .assert_status(409);
+    let listed = agent.get("/v1/keys").await;
     assert_eq!(listed.body["data"][0]["status"], "revoked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_keys_read_but_neither_write_nor_spend() {
     let (app, mock) = with_mock(|_| {}).await;
-    let (_, owner) = app.register().await;
+    let Agent { key: owner, .. } = app.agent().await;
     let (ro_id, ro) = new_key(&app, &owner, "dashboard").await;
     let r = patch_key(&app, &owner, &ro_id, json!({"readOnly": true})).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -394,7 +381,7 @@ async fn ip_allowlists_with_ipv4_ipv6_and_cidr() {
         c.trusted_proxies = vec![aibank_auth::access::parse_net("127.0.0.1").unwrap()];
     })
     .await;
-    let (_, owner) = app.register().await;
+    let Agent { key: owner, .. } = app.agent().await;
     let (id, key) = new_key(&app, &owner, "office").await;
     let r = patch_key(
         &app,
@@ -518,7 +505,7 @@ async fn send_signed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_signed_keys_valid_wrong_expired_and_replayed() {
     let app = crate::support::spawn_app().await;
-    let (_, owner) = app.register().await;
+    let Agent { key: owner, .. } = app.agent().await;
 
     // Register a public key made by the client.
     let (public, private) = tokio::task::spawn_blocking(rsa_keys::generate)
@@ -674,7 +661,7 @@ async fn rsa_signed_keys_valid_wrong_expired_and_replayed() {
 async fn a_replayed_signature_is_refused_by_another_instance_too() {
     let a = crate::support::spawn_app().await;
     let b = spawn_app_on(a.db.clone(), |_| {}, Arc::new(aibank_core::SystemClock)).await;
-    let (_, owner) = a.register().await;
+    let Agent { key: owner, .. } = a.agent().await;
     let r = a
         .post(
             "/v1/keys/rsa/generate",
@@ -914,7 +901,7 @@ async fn per_ip_limits_for_authenticated_and_public_endpoints() {
         };
     })
     .await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     clock.advance(Duration::from_secs(10));
     for _ in 0..3 {
         assert_eq!(

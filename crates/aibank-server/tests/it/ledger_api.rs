@@ -65,17 +65,18 @@ async fn concurrent_charges(
     out
 }
 
-async fn credits(app: &TestApp, key: &str) -> Value {
-    app.get("/v1/balance", &[("X-API-Key", key)]).await.body["credits_usd"].clone()
+async fn credits(agent: &Agent) -> Value {
+    agent.get("/v1/balance").await.assert_status(200).body["credits_usd"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_two_cent_charges_against_ten_dollars() {
     let app = spawn_app().await;
-    let Agent { id, key, .. } = app
+    let agent = app
         .platform()
         .agent(json!({"name": "hammer", "credits_usd": 10}))
         .await;
+    let id = agent.id.clone();
     let results = concurrent_charges(&app, &id, 1000, json!(0.02), None).await;
     let (mut ok, mut refused) = (0, 0);
     for (status, text) in results {
@@ -90,7 +91,7 @@ async fn a_thousand_concurrent_two_cent_charges_against_ten_dollars() {
         }
     }
     assert_eq!((ok, refused), (500, 500));
-    assert_eq!(credits(&app, &key).await, json!(0.0));
+    assert_eq!(credits(&agent).await, json!(0.0));
     assert_eq!(
         app.ledger_state(&id).await,
         (0, 0),
@@ -111,10 +112,11 @@ async fn a_thousand_concurrent_two_cent_charges_against_ten_dollars() {
 #[tokio::test]
 async fn charges_answer_with_the_new_balance_and_refuse_what_is_not_there() {
     let app = spawn_app().await;
-    let Agent { id, key, .. } = app
+    let agent = app
         .platform()
         .agent(json!({"name": "c", "credits_usd": 0.05}))
         .await;
+    let id = agent.id.clone();
     let r = app
         .post(
             &format!("/v1/platform/agents/{id}/charges"),
@@ -127,7 +129,7 @@ async fn charges_answer_with_the_new_balance_and_refuse_what_is_not_there() {
     assert_eq!(r.body["agentId"], id.as_str());
     assert_eq!(r.body["amount_usd"], json!(0.01));
     assert_eq!(r.body["credits_usd"], json!(0.04));
-    assert_eq!(credits(&app, &key).await, json!(0.04));
+    assert_eq!(credits(&agent).await, json!(0.04));
 
     let r = charge(&app, &id, json!(0.05), None).await;
     assert_eq!(r.status, 402);
@@ -370,10 +372,11 @@ async fn the_fleet_daily_limit_spans_all_of_a_platforms_agents() {
 #[tokio::test]
 async fn idempotent_charges_and_grants_move_money_once() {
     let app = spawn_app().await;
-    let Agent { id, key, .. } = app
+    let agent = app
         .platform()
         .agent(json!({"name": "i", "credits_usd": 1}))
         .await;
+    let id = agent.id.clone();
     let first = charge(&app, &id, json!(0.25), Some("order-1")).await;
     assert_eq!(first.status, 201, "{}", first.text);
     assert!(first.headers.get("idempotent-replayed").is_none());
@@ -381,7 +384,7 @@ async fn idempotent_charges_and_grants_move_money_once() {
     assert_eq!(again.status, 201);
     assert_eq!(again.text, first.text);
     assert_eq!(again.headers["idempotent-replayed"], "true");
-    assert_eq!(credits(&app, &key).await, json!(0.75));
+    assert_eq!(credits(&agent).await, json!(0.75));
 
     let r = charge(&app, &id, json!(0.3), Some("order-1")).await;
     assert_eq!(
@@ -449,10 +452,11 @@ async fn idempotent_charges_and_grants_move_money_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_retries_with_one_key_charge_once() {
     let app = spawn_app().await;
-    let Agent { id, key, .. } = app
+    let agent = app
         .platform()
         .agent(json!({"name": "race", "credits_usd": 10}))
         .await;
+    let id = agent.id.clone();
     let results = concurrent_charges(&app, &id, 30, json!(1.5), Some("same-one")).await;
     let mut bodies = std::collections::HashSet::new();
     for (status, body) in results {
@@ -460,7 +464,7 @@ async fn concurrent_retries_with_one_key_charge_once() {
         bodies.insert(body);
     }
     assert_eq!(bodies.len(), 1, "every retry sees the one result");
-    assert_eq!(credits(&app, &key).await, json!(8.5));
+    assert_eq!(credits(&agent).await, json!(8.5));
     assert_eq!(app.ledger_state(&id).await, (8_500_000, 8_500_000));
 }
 
@@ -469,10 +473,11 @@ async fn idempotency_keys_are_kept_a_day_then_forgotten() {
     let clock = Arc::new(ManualClock::new(T0));
     let app =
         spawn_app_with_clock(clock.clone(), |c| c.sweep_interval = Duration::from_secs(1)).await;
-    let Agent { id, key, .. } = app
+    let agent = app
         .platform()
         .agent(json!({"name": "ttl", "credits_usd": 1}))
         .await;
+    let id = agent.id.clone();
     assert_eq!(
         charge(&app, &id, json!(0.1), Some("daily-job"))
             .await
@@ -497,7 +502,7 @@ async fn idempotency_keys_are_kept_a_day_then_forgotten() {
         }
     }
     assert!(forgotten, "the sweeper drops keys older than the retention");
-    assert_eq!(credits(&app, &key).await, json!(0.8));
+    assert_eq!(credits(&agent).await, json!(0.8));
 }
 
 #[tokio::test]
@@ -505,27 +510,28 @@ async fn the_sweeper_releases_expired_holds() {
     let clock = Arc::new(ManualClock::new(T0));
     let app =
         spawn_app_with_clock(clock.clone(), |c| c.sweep_interval = Duration::from_secs(1)).await;
-    let Agent { id, key, .. } = app
+    let agent = app
         .platform()
         .agent(json!({"name": "h", "credits_usd": 1}))
         .await;
-    let (pool, agent) = (app.pool.clone(), id.clone());
+    let id = agent.id.clone();
+    let (pool, account) = (app.pool.clone(), id.clone());
     let hold = app
         .pool
         .run(move |c| {
-            aibank_ledger::place_hold(c, &agent, Usd::from_micros(400_000), 600_000, None, T0)
+            aibank_ledger::place_hold(c, &account, Usd::from_micros(400_000), 600_000, None, T0)
         })
         .await
         .unwrap();
     assert_eq!(hold.balance, Usd::from_micros(600_000));
-    assert_eq!(credits(&app, &key).await, json!(0.6));
+    assert_eq!(credits(&agent).await, json!(0.6));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(credits(&app, &key).await, json!(0.6), "not expired yet");
+    assert_eq!(credits(&agent).await, json!(0.6), "not expired yet");
     clock.set(T0 + 600_000);
     let mut released = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if credits(&app, &key).await == json!(1.0) {
+        if credits(&agent).await == json!(1.0) {
             released = true;
             break;
         }

@@ -5,6 +5,7 @@
 
 use crate::support::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
 use crate::support::mock_http_api::MockHttpApi;
+use crate::support::Agent;
 use crate::support::{assert_books_balance, spawn_app_with, TestApp};
 use aibank_core::Usd;
 use aibank_server::Config;
@@ -86,7 +87,7 @@ fn cost(r: &crate::support::Resp) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_holds_its_price_and_captures_it_exactly_on_a_2xx() {
     let (app, mock) = setup().await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let before = credits(&app, &key).await;
 
     let r = app
@@ -153,7 +154,7 @@ async fn a_call_holds_its_price_and_captures_it_exactly_on_a_2xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_release_the_hold_and_charge_any_captures_on_a_4xx() {
     let (app, mock) = setup().await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let before = credits(&app, &key).await;
 
     for status in [404, 500, 503] {
@@ -188,7 +189,7 @@ async fn failures_release_the_hold_and_charge_any_captures_on_a_4xx() {
 
     // No answer at all: released whatever the rule.
     let dead = spawn_app_with(|c| use_providers(c, "http://127.0.0.1:9")).await;
-    let (_, key) = dead.register().await;
+    let Agent { key, .. } = dead.agent().await;
     let before = credits(&dead, &key).await;
     let r = dead
         .delete("/v1/gateway/hdr/v1/items/1", &[("X-API-Key", &key)])
@@ -217,7 +218,7 @@ async fn failures_release_the_hold_and_charge_any_captures_on_a_4xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unlisted_paths_and_methods_are_404_and_traversal_is_refused() {
     let (app, mock) = setup().await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     for (method, path) in [
         ("GET", "/v1/gateway/hdr/v1/other"),
         ("GET", "/v1/gateway/hdr/v1/items"),
@@ -240,7 +241,7 @@ async fn unlisted_paths_and_methods_are_404_and_traversal_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_key_placement_reaches_the_upstream_and_our_key_never_does() {
     let (app, mock) = setup().await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let bearer = format!("Bearer {key}");
     let ours: [(&str, &str); 3] = [
         ("Authorization", &bearer),
@@ -290,7 +291,7 @@ async fn each_key_placement_reaches_the_upstream_and_our_key_never_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_own_key_wins_where_the_provider_takes_it_and_is_refused_elsewhere() {
     let (app, mock) = setup().await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let before = credits(&app, &key).await;
 
     let r = app
@@ -366,7 +367,7 @@ async fn an_agents_own_key_wins_where_the_provider_takes_it_and_is_refused_elsew
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_few_credits_is_402_before_anything_is_forwarded() {
     let (app, mock) = setup().await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let before = credits(&app, &key).await;
     let r = app
         .send(
@@ -450,7 +451,7 @@ async fn priced_calls_count_against_the_keys_daily_message_limit() {
         c.gateway.daily_message_limit = 2;
     })
     .await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     // Free and priced endpoints alike.
     for path in ["/v1/gateway/hdr/v1/free", "/v1/gateway/hdr/v1/items/1"] {
         let r = app.get(path, &[("X-API-Key", &key)]).await;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::support::mock_upstream::MockUpstream;
 use crate::support::spawn_app_with;
+use crate::support::Agent;
 use aibank_gateway::Registry;
 
 fn sdks_available() -> bool {
@@ -41,7 +42,7 @@ async fn official_sdks_work_unchanged() {
         .unwrap();
     })
     .await;
-    let (agent, key) = app.register().await;
+    let Agent { id: agent, key, .. } = app.agent().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk_dropin.py");
     let out = tokio::process::Command::new("python3")
         .arg(script)

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::anvil::{Anvil, CHAIN_BASE_SEPOLIA, USDC_BASE_SEPOLIA};
 use crate::support::mock_upstream::MockUpstream;
+use crate::support::Agent;
 use crate::support::{spawn_app_with_clock, use_mock_upstream, TestApp};
 use aibank_core::{ManualClock, SharedClock, SystemClock, Usd};
 use aibank_server::Config;
@@ -517,7 +518,7 @@ async fn payer_signatures_bind_a_payment_to_its_sender() {
 async fn a_request_with_a_key_never_pays() {
     let c = chain().await;
     let (app, _mock) = server(&c, system(), |_, _| None).await;
-    let (_, key) = app.register().await;
+    let Agent { key, .. } = app.agent().await;
     let hash = pay(&c, 10_000).await;
     let r = app
         .post(
@@ -1105,7 +1106,11 @@ async fn funds_moved_before_settlement_is_a_failed_settlement_and_nothing_is_ser
 async fn credits_are_bought_with_a_standard_payment_or_a_signed_hash_once() {
     let s = standard_chain().await;
     let (app, _mock) = standard_server(&s, |_| {}).await;
-    let (agent, api_key) = app.register().await;
+    let Agent {
+        id: agent,
+        key: api_key,
+        ..
+    } = app.agent().await;
     let before = app.ledger_state(&agent).await.1;
     let topup = |amount: Value, h: Vec<(&'static str, String)>| {
         let app = &app;
@@ -1239,7 +1244,11 @@ async fn the_official_x402_clients_pay_for_calls_and_buy_credits() {
     }
     let s = standard_chain().await;
     let (app, mock) = standard_server(&s, |_| {}).await;
-    let (agent, api_key) = app.register().await;
+    let Agent {
+        id: agent,
+        key: api_key,
+        ..
+    } = app.agent().await;
     let before = app.ledger_state(&agent).await.1;
     let clients = [
         (python.clone(), format!("{dir}/pay.py")),

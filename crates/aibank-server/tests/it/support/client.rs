@@ -135,14 +135,6 @@ impl Caller {
         }
     }
 
-    /// The same caller with one more header on every request.
-    #[must_use]
-    pub fn with_header(&self, name: &str, value: &str) -> Caller {
-        let mut c = self.clone();
-        c.headers.push((name.to_owned(), value.to_owned()));
-        c
-    }
-
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
         let headers: Vec<(&str, &str)> = self
             .headers
@@ -160,10 +152,6 @@ impl Caller {
 
     pub async fn post(&self, path: &str, body: Value) -> Resp {
         self.send("POST", path, Some(body)).await
-    }
-
-    pub async fn put(&self, path: &str, body: Value) -> Resp {
-        self.send("PUT", path, Some(body)).await
     }
 
     pub async fn patch(&self, path: &str, body: Value) -> Resp {
@@ -216,7 +204,6 @@ impl Deref for Agent {
 /// A platform, calling as one of its master keys.
 #[derive(Clone)]
 pub struct Platform {
-    pub master_key: String,
     http: Http,
     caller: Caller,
 }
@@ -224,7 +211,6 @@ pub struct Platform {
 impl Platform {
     fn new(http: &Http, master_key: &str) -> Platform {
         Platform {
-            master_key: master_key.to_owned(),
             http: http.clone(),
             caller: Caller::new(http.clone(), &master(master_key)),
         }
@@ -251,8 +237,9 @@ impl Deref for Platform {
 }
 
 impl TestApp {
-    pub fn http(&self) -> &Http {
-        &self.http
+    /// Requests sent as an agent key (`ak_`, `gw_`).
+    pub fn with_key(&self, key: &str) -> Caller {
+        Caller::new(self.http.clone(), &api(key))
     }
 
     /// Requests sent with no credential.

@@ -18,7 +18,7 @@ use serde_json::Value;
 pub use aibank_testkit::*;
 
 pub mod client;
-pub use client::{api, master, Agent, Caller, Http, Platform, Resp};
+pub use client::{api, master, Agent, Http, Resp};
 
 /// Logs of every server in this test process, for asserting what is (not) logged.
 fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
@@ -217,18 +217,6 @@ impl TestApp {
 
     pub async fn delete(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
         self.send("DELETE", path, None, headers).await
-    }
-
-    /// Registers a self-service agent; returns (agentId, apiKey).
-    pub async fn register(&self) -> (String, String) {
-        let r = self
-            .post("/v1/agents/register", serde_json::json!({}), &[])
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text);
-        (
-            r.body["agentId"].as_str().unwrap().to_owned(),
-            r.body["apiKey"].as_str().unwrap().to_owned(),
-        )
     }
 
     /// A master key of a brand-new platform (as `aibank master-keys create` makes).
