@@ -11,10 +11,8 @@ use aibank_core::Usd;
 use aibank_ledger::limits::TRANSFER_FAILED;
 use aibank_store::models::{Wallet, WalletTransfer, TRANSFER_CONFIRMED as CONFIRMED};
 use aibank_store::repo::wallets;
-use aibank_store::schema::{wallet_allowlist, wallet_transfers};
 use aibank_store::{is_unique_violation, AnyConnection, StoreError, TxStop};
 use alloy::primitives::{Address, U256};
-use diesel::prelude::*;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
@@ -206,13 +204,7 @@ impl Wallets {
         let prev: Option<WalletTransfer> = self
             .pool
             .run(move |c| {
-                wallet_transfers::table
-                    .filter(wallet_transfers::agent_id.eq(&agent_id))
-                    .filter(wallet_transfers::idempotency_key.eq(&key))
-                    .select(WalletTransfer::as_select())
-                    .first(c)
-                    .optional()
-                    .map_err(StoreError::from)
+                wallets::transfer_by_idempotency_key(c, &agent_id, &key).map_err(StoreError::from)
             })
             .await?;
         match prev {
@@ -224,14 +216,7 @@ impl Wallets {
                 let id = p.id;
                 self.pool
                     .run(move |c| {
-                        diesel::update(
-                            wallet_transfers::table
-                                .find(&id)
-                                .filter(wallet_transfers::status.eq(TRANSFER_FAILED)),
-                        )
-                        .set(wallet_transfers::idempotency_key.eq(None::<String>))
-                        .execute(c)
-                        .map_err(StoreError::from)
+                        wallets::free_failed_idempotency_key(c, &id).map_err(StoreError::from)
                     })
                     .await?;
                 Ok(None)
@@ -246,21 +231,13 @@ impl Wallets {
         wallet_id: &str,
         to: Address,
     ) -> Result<(), TxStop<Raced, WalletError>> {
-        let to_lower = format!("{to:#x}");
-        let listed = wallet_allowlist::table.filter(wallet_allowlist::wallet_id.eq(wallet_id));
-        let entries: i64 = listed.count().get_result(c)?;
-        if entries > 0 {
-            let allowed: i64 = listed
-                .filter(wallet_allowlist::address.eq(&to_lower))
-                .count()
-                .get_result(c)?;
-            if allowed == 0 {
-                return Err(TxStop::Failed(WalletError::AddressNotAllowed {
-                    to: to.to_checksum(None),
-                }));
-            }
+        if wallets::allowlist_admits(c, wallet_id, &format!("{to:#x}"))? {
+            Ok(())
+        } else {
+            Err(TxStop::Failed(WalletError::AddressNotAllowed {
+                to: to.to_checksum(None),
+            }))
         }
-        Ok(())
     }
 
     /// Checks the recipient allowlist and the spending limits and records the transfer,
@@ -301,11 +278,8 @@ impl Wallets {
                     Self::check_allowed(c, &row.wallet_id, to)?;
                     aibank_ledger::authorize(c, &row.agent_id, usd, now)
                         .map_err(|e| TxStop::Failed(e.into()))?;
-                    match diesel::insert_into(wallet_transfers::table)
-                        .values(&row)
-                        .execute(c)
-                    {
-                        Ok(_) => Ok(row),
+                    match wallets::insert_transfer(c, &row) {
+                        Ok(()) => Ok(row),
                         Err(e) if is_unique_violation(&e) => Err(TxStop::Stopped(Raced)),
                         Err(e) => Err(e.into()),
                     }

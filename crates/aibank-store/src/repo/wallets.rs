@@ -99,6 +99,60 @@ pub fn disallow(conn: &mut AnyConnection, wallet_id: &str, address: &str) -> Que
     Ok(n > 0)
 }
 
+/// The transfer an agent sent under an `Idempotency-Key`, if any.
+pub fn transfer_by_idempotency_key(
+    conn: &mut AnyConnection,
+    agent_id: &str,
+    key: &str,
+) -> QueryResult<Option<WalletTransfer>> {
+    wallet_transfers::table
+        .filter(wallet_transfers::agent_id.eq(agent_id))
+        .filter(wallet_transfers::idempotency_key.eq(key))
+        .select(WalletTransfer::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Frees the `Idempotency-Key` of a transfer that failed (nothing moved), so a retry under
+/// that key really retries. A transfer in any other state keeps its key.
+pub fn free_failed_idempotency_key(conn: &mut AnyConnection, id: &str) -> QueryResult<()> {
+    diesel::update(
+        wallet_transfers::table
+            .find(id)
+            .filter(wallet_transfers::status.eq(TRANSFER_FAILED)),
+    )
+    .set(wallet_transfers::idempotency_key.eq(None::<String>))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Whether a wallet may pay `address` (lower-case hex): an empty allowlist allows all.
+pub fn allowlist_admits(
+    conn: &mut AnyConnection,
+    wallet_id: &str,
+    address: &str,
+) -> QueryResult<bool> {
+    let listed = wallet_allowlist::table.filter(wallet_allowlist::wallet_id.eq(wallet_id));
+    let entries: i64 = listed.count().get_result(conn)?;
+    if entries == 0 {
+        return Ok(true);
+    }
+    let allowed: i64 = listed
+        .filter(wallet_allowlist::address.eq(address))
+        .count()
+        .get_result(conn)?;
+    Ok(allowed > 0)
+}
+
+/// A new transfer record. An `Idempotency-Key` already used by the agent is a unique
+/// violation, which the caller reads as a lost race.
+pub fn insert_transfer(conn: &mut AnyConnection, row: &WalletTransfer) -> QueryResult<()> {
+    diesel::insert_into(wallet_transfers::table)
+        .values(row)
+        .execute(conn)?;
+    Ok(())
+}
+
 /// Records a transfer's progress (status, error, nonce, hash, block), unless the transfer
 /// is already settled — confirmed or failed. A listing may read the receipt and settle a
 /// transfer while its sender is still between broadcasting and saving `pending`; the
