@@ -108,10 +108,11 @@ pub(crate) async fn pay(
         credit_to: None,
     };
     // One transaction: the hash recorded as used, the payment credited, the price held.
+    let payers = x402.payers();
     let hold = gw
         .pool()
         .run(move |c| {
-            aibank_x402::accept(c, &acceptance, |c, account| {
+            aibank_x402::accept(c, &acceptance, payers.as_ref(), |c, account| {
                 aibank_ledger::place_hold(c, account, price, ttl, Some(&reference), now)
             })
             .map_err(|e| e.into_api(&acceptance.transfer))

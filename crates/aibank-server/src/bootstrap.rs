@@ -57,8 +57,8 @@ pub fn ensure_master_key(
         last_used_at: None,
         revoked_at: None,
     };
-    let audit = crate::service::Audit {
-        actor: &crate::service::Actor::OPERATOR,
+    let audit = crate::audit::Audit {
+        actor: &crate::audit::Actor::OPERATOR,
         action: "master_key.created",
         platform_id: Some(&row.platform_id),
         agent_id: None,

@@ -20,7 +20,7 @@ use aibank_store::{is_unique_violation, AnyConnection, StoreError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::service::AppState;
+use crate::state::AppState;
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");

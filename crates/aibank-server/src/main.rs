@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aibank_auth::{keys, GeneratedKey, KeyKind};
 use aibank_core::{Clock, SystemClock};
 use aibank_server::config::Config;
-use aibank_server::{service, startup, telemetry, Application};
+use aibank_server::{audit, identities, startup, telemetry, Application};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -88,9 +88,9 @@ fn create_master_key(config: &Config, name: &str, email: Option<&str>) -> Result
     let key = GeneratedKey::new(KeyKind::Master);
     let hash = keys::hash(&key.full).map_err(|e| e.to_string())?;
     let mut conn = pool.get().map_err(|e| e.to_string())?;
-    let row = service::create_master_key(
+    let row = identities::create_master_key(
         &mut conn,
-        &service::Actor::OPERATOR,
+        &audit::Actor::OPERATOR,
         None,
         &name,
         email.as_deref(),

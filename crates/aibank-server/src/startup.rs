@@ -26,7 +26,7 @@ use crate::bootstrap::{self, Outcome};
 use crate::config::Config;
 use crate::handlers::device::{self, ClaimGuard};
 use crate::routes;
-use crate::service::AppState;
+use crate::state::AppState;
 
 /// Response header carrying the id under which the request was logged.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -187,7 +187,7 @@ fn gateway(
         .clone()
         .map(|mut s| {
             public_url.clone_into(&mut s.public_url);
-            aibank_x402::X402::new(s)
+            aibank_x402::X402::new(s, Arc::new(crate::identities::X402Payers))
         })
         .transpose()
         .map_err(|e| StartupError::Task(format!("x402: {e}")))?

@@ -3,9 +3,11 @@
 
 pub mod agents;
 pub mod audit;
+pub mod claims;
 pub mod idempotency;
 pub mod keys;
 pub mod payments;
+pub mod platforms;
 pub mod provider_keys;
 pub mod services;
 pub mod trading;
@@ -13,6 +15,15 @@ pub mod usage;
 pub mod wallets;
 
 use aibank_core::page::Cursor;
+use diesel::connection::SimpleConnection;
+use diesel::QueryResult;
+
+use crate::AnyConnection;
+
+/// A round trip to the database, for health checks.
+pub fn ping(conn: &mut AnyConnection) -> QueryResult<()> {
+    conn.batch_execute("SELECT 1")
+}
 
 /// Newest-first keyset pagination over `(created_at, id)`.
 macro_rules! after_cursor {

@@ -54,25 +54,28 @@ async fn main() {
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let pool = DbPool::connect(&url, &PoolOptions::default()).unwrap();
     pool.migrate().unwrap();
-    let x402 = X402::new(X402Settings {
-        pay_to,
-        chains: vec![ChainConfig {
-            chain: Chain::BaseSepolia,
-            rpc_url: anvil.url.clone().into(),
-            usdc: Chain::BaseSepolia.default_usdc(),
-            usdc_domain: TokenDomain::usdc(Chain::BaseSepolia),
-        }],
-        default_chain: Chain::BaseSepolia,
-        confirmations: 1,
-        max_age: None,
-        require_signature: false,
-        min_price: Usd::from_micros(10_000),
-        rpc_timeout: Duration::from_secs(10),
-        max_timeout_secs: 300,
-        settler_key: Some(SETTLER_KEY.to_owned().into()),
-        public_url: "http://127.0.0.1".into(),
-        settle_wait: Duration::from_secs(30),
-    })
+    let x402 = X402::new(
+        X402Settings {
+            pay_to,
+            chains: vec![ChainConfig {
+                chain: Chain::BaseSepolia,
+                rpc_url: anvil.url.clone().into(),
+                usdc: Chain::BaseSepolia.default_usdc(),
+                usdc_domain: TokenDomain::usdc(Chain::BaseSepolia),
+            }],
+            default_chain: Chain::BaseSepolia,
+            confirmations: 1,
+            max_age: None,
+            require_signature: false,
+            min_price: Usd::from_micros(10_000),
+            rpc_timeout: Duration::from_secs(10),
+            max_timeout_secs: 300,
+            settler_key: Some(SETTLER_KEY.to_owned().into()),
+            public_url: "http://127.0.0.1".into(),
+            settle_wait: Duration::from_secs(30),
+        },
+        std::sync::Arc::new(NoPayers),
+    )
     .unwrap();
     let challenge = x402.challenge(Usd::from_micros(10_000), "POST", "/v1/bench");
     let offer = challenge.offers[0].clone();
@@ -144,5 +147,20 @@ async fn main() {
         }
         let (rate, p50, p99) = quantiles(l, start.elapsed());
         println!("| settlements (on-chain checks, claim, send, receipt) | {concurrency} | {n} | {rate:.0} | {p50:.3} | {p99:.3} |");
+    }
+}
+
+/// Settlements here credit no account, so no payer account is ever asked for.
+struct NoPayers;
+
+impl aibank_x402::PayerAccounts for NoPayers {
+    fn ensure_payer(
+        &self,
+        _: &mut aibank_store::AnyConnection,
+        _: &str,
+        _: &str,
+        _: i64,
+    ) -> Result<(), aibank_ledger::LedgerError> {
+        Ok(())
     }
 }

@@ -18,13 +18,14 @@ pub mod exact;
 mod settle;
 pub mod verify;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aibank_core::{ApiError, ErrorCode, SecretString, Usd};
 use aibank_ledger::{EntryKind, LedgerError};
-use aibank_store::models::{Agent, Payment};
+use aibank_store::models::Payment;
 use aibank_store::repo;
-use aibank_store::{is_unique_violation, AnyConnection, StoreError};
+use aibank_store::{AnyConnection, StoreError};
 use alloy::primitives::U256;
 use http::header::{HeaderName, HeaderValue};
 use serde_json::{json, Value};
@@ -92,6 +93,7 @@ pub struct X402 {
     pub settings: X402Settings,
     clients: Vec<ChainClient>,
     settlers: Vec<settle::Settler>,
+    payers: Arc<dyn PayerAccounts>,
 }
 
 impl std::fmt::Debug for X402 {
@@ -144,7 +146,8 @@ fn invalid(message: impl Into<String>, reason: &str) -> ApiError {
 }
 
 impl X402 {
-    pub fn new(settings: X402Settings) -> Result<Self, String> {
+    /// `payers` creates the accounts of payers who hold none (see [`PayerAccounts`]).
+    pub fn new(settings: X402Settings, payers: Arc<dyn PayerAccounts>) -> Result<Self, String> {
         let clients = settings
             .chains
             .iter()
@@ -166,7 +169,13 @@ impl X402 {
             settings,
             clients,
             settlers,
+            payers,
         })
+    }
+
+    /// Who creates payers' accounts, for [`accept`].
+    pub fn payers(&self) -> Arc<dyn PayerAccounts> {
+        self.payers.clone()
     }
 
     /// The settlement account's address, when standard payments are taken.
@@ -473,9 +482,6 @@ fn hex_lower(a: Address) -> String {
     format!("{a:x}").trim_start_matches("0x").to_owned()
 }
 
-/// Limits of payer accounts: the payment is the limit.
-const PAYER_LIMIT_MICROS: i64 = 1_000_000_000 * 1_000_000;
-
 #[derive(Debug, thiserror::Error)]
 pub enum AcceptError {
     #[error("payment already used")]
@@ -579,11 +585,12 @@ pub struct Acceptance {
 }
 
 /// In one write transaction: records the hash as used (a second use, even concurrent,
-/// loses), credits the payment to the payer's account (created on first payment), then
-/// runs `then` with the account id (to reserve or charge the call's cost).
+/// loses), credits the payment to the payer's account (created by `payers` on first
+/// payment), then runs `then` with the account id (to reserve or charge the call's cost).
 pub fn accept<T>(
     conn: &mut AnyConnection,
     a: &Acceptance,
+    payers: &dyn PayerAccounts,
     then: impl FnOnce(&mut AnyConnection, &str) -> Result<T, LedgerError>,
 ) -> Result<T, AcceptError> {
     let t = &a.transfer;
@@ -606,7 +613,7 @@ pub fn accept<T>(
     };
     conn.write_tx(|c| {
         if a.credit_to.is_none() {
-            ensure_payer(c, &account, &row.payer, a.now)?;
+            payers.ensure_payer(c, &account, &row.payer, a.now)?;
         }
         if !repo::payments::insert(c, &row)? {
             return Err(AcceptError::AlreadyUsed);
@@ -631,34 +638,16 @@ pub fn accept<T>(
     })
 }
 
-/// Creates the payer's agent row and account on first payment. A concurrent first payment
-/// of the same payer may create them first; the savepoint keeps this transaction usable.
-fn ensure_payer(c: &mut AnyConnection, id: &str, payer: &str, now: i64) -> Result<(), AcceptError> {
-    if repo::agents::find(c, id)?.is_some() {
-        return Ok(());
-    }
-    let agent = Agent {
-        per_tx_limit_micros: PAYER_LIMIT_MICROS,
-        daily_limit_micros: PAYER_LIMIT_MICROS,
-        weekly_limit_micros: PAYER_LIMIT_MICROS,
-        monthly_limit_micros: PAYER_LIMIT_MICROS,
-        ..Agent::new(
-            id.to_owned(),
-            None,
-            "gateway",
-            format!("x402 payer {payer}"),
-            None,
-            now,
-        )
-    };
-    let created = c.write_tx(|c| {
-        repo::agents::insert(c, &agent)?;
-        aibank_ledger::open_account(c, id, Usd::ZERO, EntryKind::TopUp, now)?;
-        Ok::<_, LedgerError>(())
-    });
-    match created {
-        Ok(()) => Ok(()),
-        Err(LedgerError::Store(StoreError::Query(e))) if is_unique_violation(&e) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+/// The identities payments are credited to when the payer holds no account of its own.
+/// The server's services create them; this crate only asks for one.
+pub trait PayerAccounts: Send + Sync {
+    /// Makes sure the account `account_id` of the payer at address `payer` exists, in the
+    /// caller's transaction, creating it on the payer's first payment.
+    fn ensure_payer(
+        &self,
+        conn: &mut AnyConnection,
+        account_id: &str,
+        payer: &str,
+        now: i64,
+    ) -> Result<(), LedgerError>;
 }

@@ -6,8 +6,8 @@ use aibank_core::{ApiError, Query, Usd};
 use serde::Serialize;
 
 use super::usage::{self, UsagePage, UsageQuery};
-use crate::dto::AgentView;
-use crate::service::AppState;
+use crate::state::AppState;
+use crate::views::agents::AgentView;
 
 #[derive(Debug, Serialize)]
 pub struct Balance {

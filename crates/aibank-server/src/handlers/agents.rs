@@ -7,9 +7,11 @@ use aibank_ledger::EntryKind;
 use serde::{Deserialize, Serialize};
 
 use super::{created, Created};
-use crate::dto::{AgentCreated, SpendingControls};
-use crate::service::{create_agent, Actor, AppState, NewAgentSpec};
+use crate::audit::Actor;
+use crate::identities::{create_agent, NewAgentSpec};
+use crate::state::AppState;
 use crate::validate;
+use crate::views::agents::{AgentCreated, SpendingControls};
 
 pub const DEFAULT_AGENT_NAME: &str = "unnamed-agent";
 

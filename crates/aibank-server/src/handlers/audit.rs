@@ -9,8 +9,8 @@ use aibank_store::repo::{audit, cursor_of};
 use aibank_store::StoreError;
 use serde::Deserialize;
 
-use crate::dto::AuditView;
-use crate::service::AppState;
+use crate::state::AppState;
+use crate::views::audit::AuditView;
 
 /// Every action the log records.
 pub const ACTIONS: &[&str] = &[

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::handlers::services::{spec_of, ServiceView};
-use crate::service::AppState;
+use crate::state::AppState;
 
 pub const MAX_SEARCH_CHARS: usize = 100;
 

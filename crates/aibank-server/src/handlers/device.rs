@@ -29,16 +29,14 @@ use aibank_auth::{GeneratedKey, KeyKind};
 use aibank_core::clock::rfc3339;
 use aibank_core::{ApiError, ErrorCode, Json, SharedClock};
 use aibank_store::models::{Agent, AgentClaim};
-use aibank_store::schema::{agent_claims, agents, master_keys};
-use aibank_store::{AnyConnection, StoreError, TxStop};
-use diesel::prelude::*;
-use diesel::sql_types::{Nullable, Text};
+use aibank_store::{repo, AnyConnection, StoreError, TxStop};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::dto::WalletSummary;
-use crate::service::{create_master_key, Actor, AppState, Audit};
+use crate::audit::{Actor, Audit};
+use crate::identities::create_master_key;
+use crate::state::AppState;
 use crate::validate;
+use crate::views::wallets::WalletSummary;
 
 pub use page::error_page;
 
@@ -112,18 +110,11 @@ impl Found {
     }
 }
 
-fn find(c: &mut AnyConnection, code: &str) -> QueryResult<Option<Found>> {
-    let row = agent_claims::table
-        .inner_join(agents::table)
-        .filter(agent_claims::code.eq(code))
-        .select((AgentClaim::as_select(), Agent::as_select()))
-        .first::<(AgentClaim, Agent)>(c)
-        .optional()?;
-    let Some((claim, agent)) = row else {
+fn find(c: &mut AnyConnection, code: &str) -> Result<Option<Found>, StoreError> {
+    let Some((claim, agent)) = repo::claims::find_by_code(c, code)? else {
         return Ok(None);
     };
-    let wallet =
-        aibank_store::repo::wallets::find_for_agent(c, &agent.id)?.map(|w| WalletSummary::of(&w));
+    let wallet = repo::wallets::find_for_agent(c, &agent.id)?.map(|w| WalletSummary::of(&w));
     Ok(Some(Found {
         claim,
         agent,
@@ -152,12 +143,7 @@ fn needs_master_key() -> ApiError {
 async fn lookup(state: &AppState, guess: Guess<'_>, raw: &str) -> Result<Found, ApiError> {
     let found = match normalize_code(raw) {
         None => Ok(None),
-        Some(code) => {
-            state
-                .pool
-                .run(move |c| find(c, &code).map_err(StoreError::from))
-                .await
-        }
+        Some(code) => state.pool.run(move |c| find(c, &code)).await,
     };
     let found = match found {
         Ok(Some(found)) => found,
@@ -172,36 +158,6 @@ async fn lookup(state: &AppState, guess: Guess<'_>, raw: &str) -> Result<Found, 
         return Err(ApiError::not_found("This claim code has expired").with("expired", true));
     }
     Ok(found)
-}
-
-diesel::define_sql_function! {
-    /// SQL `lower()`; on SQLite it folds ASCII only, so addresses are compared that way.
-    fn lower(x: Nullable<Text>) -> Nullable<Text>;
-}
-
-/// The platforms an email address owns: those with an active master key issued to it.
-fn platforms_of(c: &mut AnyConnection, email_lower: &str) -> QueryResult<Vec<String>> {
-    master_keys::table
-        .filter(lower(master_keys::owner_email).eq(email_lower))
-        .filter(master_keys::revoked_at.is_null())
-        .select(master_keys::platform_id)
-        .distinct()
-        .load(c)
-}
-
-/// Serialises the creation of a platform for one email address across PostgreSQL
-/// sessions until the transaction ends. SQLite needs nothing: `write_tx` already admits
-/// one writer at a time.
-fn lock_email(c: &mut AnyConnection, email_lower: &str) -> QueryResult<()> {
-    if let AnyConnection::Postgresql(pg) = c {
-        let digest = Sha256::digest(format!("aibank.claim.email:{email_lower}"));
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
-            .bind::<diesel::sql_types::BigInt, _>(i64::from_be_bytes(first))
-            .execute(pg)?;
-    }
-    Ok(())
 }
 
 /// The platform a claim adds the agent to.
@@ -239,7 +195,7 @@ async fn target_for(
     let lookup_email = email_lower.to_owned();
     let platforms = state
         .pool
-        .run(move |c| platforms_of(c, &lookup_email).map_err(StoreError::from))
+        .run(move |c| repo::claims::platforms_of_email(c, &lookup_email).map_err(StoreError::from))
         .await?;
     let master_key = master_key.map(str::trim).filter(|k| !k.is_empty());
     if platforms.is_empty() {
@@ -291,9 +247,9 @@ fn commit_claim(
         } => (platform_id, Actor::master_key(&key_id), None),
         Target::New { key, hash } => {
             let email_lower = email.to_ascii_lowercase();
-            lock_email(c, &email_lower)?;
+            repo::claims::lock_email(c, &email_lower)?;
             // Another claim may have created the email's platform meanwhile.
-            if !platforms_of(c, &email_lower)?.is_empty() {
+            if !repo::claims::platforms_of_email(c, &email_lower)?.is_empty() {
                 return Err(TxStop::Stopped(needs_master_key()));
             }
             let row =
@@ -301,26 +257,9 @@ fn commit_claim(
             (row.platform_id, Actor::PUBLIC, Some(key))
         }
     };
-    let won = diesel::update(
-        agent_claims::table
-            .filter(agent_claims::agent_id.eq(agent_id))
-            .filter(agent_claims::claimed_at.is_null()),
-    )
-    .set((
-        agent_claims::claimed_at.eq(now),
-        agent_claims::claimed_email.eq(email),
-        agent_claims::claimed_platform_id.eq(&platform_id),
-    ))
-    .execute(c)?;
-    if won == 0 {
+    if !repo::claims::claim(c, agent_id, email, &platform_id, now)? {
         return Err(TxStop::Stopped(already_claimed()));
     }
-    diesel::update(agents::table.find(agent_id))
-        .set((
-            agents::platform_id.eq(&platform_id),
-            agents::updated_at.eq(now),
-        ))
-        .execute(c)?;
     Audit {
         actor: &actor,
         action: "agent.claimed",
@@ -571,7 +510,7 @@ pub async fn submit(
                 .pool
                 .run({
                     let code = found.claim.code.clone();
-                    move |c| find(c, &code).map_err(StoreError::from)
+                    move |c| find(c, &code)
                 })
                 .await;
             match current {

@@ -16,9 +16,11 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{created, Created};
-use crate::dto::KeyView;
-use crate::service::{api_key_row, Actor, AppState, Audit};
+use crate::audit::{Actor, Audit};
+use crate::identities::api_key_row;
+use crate::state::AppState;
 use crate::validate::{self, Patch, Restrictions};
+use crate::views::keys::KeyView;
 
 fn key_not_found() -> ApiError {
     ApiError::not_found("API key not found")

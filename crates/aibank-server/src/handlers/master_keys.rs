@@ -11,9 +11,11 @@ use aibank_store::StoreError;
 use serde::{Deserialize, Serialize};
 
 use super::{created, Created};
-use crate::dto::MasterKeyView;
-use crate::service::{create_master_key, Actor, AppState, Audit};
+use crate::audit::{Actor, Audit};
+use crate::identities::create_master_key;
+use crate::state::AppState;
 use crate::validate;
+use crate::views::keys::MasterKeyView;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 use actix_web::{web, HttpResponse};
 use aibank_core::ApiError;
 use aibank_store::StoreError;
-use diesel::connection::SimpleConnection;
 use serde::Serialize;
 
-use crate::service::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Serialize)]
 pub struct Health {
@@ -23,7 +22,7 @@ pub struct Health {
 pub async fn health(state: web::Data<AppState>) -> Result<web::Json<Health>, ApiError> {
     state
         .pool
-        .run(|c| c.batch_execute("SELECT 1").map_err(StoreError::from))
+        .run(|c| aibank_store::repo::ping(c).map_err(StoreError::from))
         .await
         .map_err(|e| ApiError::unavailable("Database is not reachable").with_source(e))?;
     Ok(web::Json(Health {

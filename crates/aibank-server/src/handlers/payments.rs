@@ -10,7 +10,7 @@ use aibank_store::StoreError;
 use aibank_x402::Chain;
 use serde::{Deserialize, Serialize};
 
-use crate::service::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,10 +159,11 @@ pub async fn topup(
         authorization,
         credit_to: Some(auth.agent.id.clone()),
     };
+    let payers = x402.payers();
     let balance = state
         .pool
         .run(move |c| {
-            aibank_x402::accept(c, &acceptance, |c, account| {
+            aibank_x402::accept(c, &acceptance, payers.as_ref(), |c, account| {
                 aibank_ledger::balance(c, account)
             })
             .map_err(|e| e.into_api(&acceptance.transfer))

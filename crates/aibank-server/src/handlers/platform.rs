@@ -5,13 +5,11 @@ use aibank_auth::MasterKeyAuth;
 use aibank_core::clock::rfc3339;
 use aibank_core::{ApiError, Json, Usd};
 use aibank_ledger::LedgerError;
-use aibank_store::models::Platform;
-use aibank_store::schema::platforms;
-use aibank_store::AnyConnection;
-use diesel::prelude::*;
+use aibank_store::{repo, AnyConnection};
 use serde::{Deserialize, Serialize};
 
-use crate::service::{Actor, AppState, Audit};
+use crate::audit::{Actor, Audit};
+use crate::state::AppState;
 use crate::validate::{self, Patch};
 
 #[derive(Debug, Serialize)]
@@ -24,10 +22,7 @@ pub struct PlatformView {
 }
 
 fn view(c: &mut AnyConnection, platform_id: &str, now: i64) -> Result<PlatformView, LedgerError> {
-    let p: Platform = platforms::table
-        .find(platform_id)
-        .select(Platform::as_select())
-        .first(c)?;
+    let p = repo::platforms::find(c, platform_id)?;
     let spent = aibank_ledger::limits::platform_usage(c, platform_id, now)?;
     Ok(PlatformView {
         daily_limit_usd: p.daily_limit_micros.map(Usd::from_micros),
@@ -80,9 +75,7 @@ pub async fn update(
         .pool
         .run(move |c| {
             c.write_tx(|c| {
-                diesel::update(platforms::table.find(&auth.platform_id))
-                    .set(platforms::daily_limit_micros.eq(limit))
-                    .execute(c)?;
+                repo::platforms::set_daily_limit(c, &auth.platform_id, limit)?;
                 Audit {
                     actor: &Actor::master_key(&auth.key_id),
                     action: "platform.updated",

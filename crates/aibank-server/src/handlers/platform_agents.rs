@@ -15,10 +15,13 @@ use tracing_actix_web::RequestId;
 
 use super::usage::{UsagePage, UsageQuery};
 use super::{created, Created};
-use crate::dto::{AgentCreated, AgentView, KeyView, SpendingControls};
+use crate::audit::{Actor, Audit};
 use crate::idempotency::{amount_part, fingerprint, run_once, IdempotencyKey};
-use crate::service::{api_key_row, create_agent, Actor, AppState, Audit, NewAgentSpec};
+use crate::identities::{api_key_row, create_agent, NewAgentSpec};
+use crate::state::AppState;
 use crate::validate::{self, Patch, Restrictions};
+use crate::views::agents::{AgentCreated, AgentView, SpendingControls};
+use crate::views::keys::KeyView;
 
 fn agent_not_found() -> ApiError {
     ApiError::not_found("Agent not found")

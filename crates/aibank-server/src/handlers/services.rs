@@ -20,7 +20,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::service::AppState;
+use crate::state::AppState;
 use crate::validate;
 
 /// The largest body `POST`/`PUT /v1/services` read: 1 MiB, the OpenAPI document included.

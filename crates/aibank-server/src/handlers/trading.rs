@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tracing_actix_web::RequestId;
 
-use crate::service::AppState;
+use crate::state::AppState;
 
 /// Every action, reads first; the order of the list in a 400.
 const ACTIONS: [&str; 14] = [

@@ -7,7 +7,7 @@ use aibank_store::repo::usage::{self, Range};
 use aibank_store::{DbPool, StoreError};
 use serde::{Deserialize, Serialize};
 
-use crate::dto::UsageItem;
+use crate::views::usage::UsageItem;
 
 /// `?from=&to=&limit=&cursor=`; times are RFC 3339 or epoch milliseconds.
 #[derive(Debug, Deserialize)]

@@ -20,9 +20,10 @@ use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::dto::WalletAddresses;
+use crate::audit::{Actor, Audit};
 use crate::idempotency::{fingerprint, IdempotencyKey, REPLAYED};
-use crate::service::{Actor, AppState, Audit};
+use crate::state::AppState;
+use crate::views::wallets::WalletAddresses;
 
 /// Who is asking about a wallet.
 #[derive(Debug, Clone)]
@@ -96,7 +97,7 @@ pub struct WalletView {
 
 impl WalletView {
     fn of(w: &Wallet) -> Self {
-        let s = crate::dto::WalletSummary::of(w);
+        let s = crate::views::wallets::WalletSummary::of(w);
         WalletView {
             id: s.id,
             name: s.name,

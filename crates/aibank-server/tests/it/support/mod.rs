@@ -11,7 +11,7 @@ use aibank_auth::{keys, GeneratedKey, KeyKind};
 use aibank_core::{SecretString, SharedClock, SystemClock};
 use aibank_gateway::bankr::BankrPrices;
 use aibank_server::config::Config;
-use aibank_server::{service, Application};
+use aibank_server::{audit, identities, Application};
 use aibank_store::DbPool;
 use serde_json::Value;
 
@@ -226,9 +226,9 @@ impl TestApp {
             let key = GeneratedKey::new(KeyKind::Master);
             let hash = keys::hash(&key.full).unwrap();
             let mut c = pool.get().unwrap();
-            service::create_master_key(
+            identities::create_master_key(
                 &mut c,
-                &service::Actor::OPERATOR,
+                &audit::Actor::OPERATOR,
                 None,
                 "other",
                 None,

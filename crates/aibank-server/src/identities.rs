@@ -1,103 +1,18 @@
-//! Operations that span several tables, shared by handlers, the CLI and start-up.
+//! Creating identities: agents (with their first key, account, wallet and claim code),
+//! master keys (with a new platform when asked), and the accounts of x402 payers, which
+//! the payment crate asks for. Handlers, the CLI and start-up all create them here.
 
-use std::sync::Arc;
-
-use actix_web::web;
-use aibank_auth::{AuthState, GeneratedKey, KeyKind};
+use aibank_auth::{GeneratedKey, KeyKind};
 use aibank_core::ids::new_id;
-use aibank_core::{ApiError, SharedClock, Usd};
+use aibank_core::{ApiError, Usd};
 use aibank_ledger::{EntryKind, LedgerError};
-use aibank_store::models::{Agent, AgentClaim, ApiKey, AuditEvent, MasterKey, Wallet};
+use aibank_store::models::{Agent, AgentClaim, ApiKey, MasterKey, Wallet, AGENT_KIND_GATEWAY};
 use aibank_store::repo::keys as key_repo;
-use aibank_store::schema::agent_claims;
-use aibank_store::{is_unique_violation, repo, AnyConnection, DbPool, StoreError, TxStop};
-use diesel::prelude::*;
-use serde_json::Value;
+use aibank_store::{is_unique_violation, repo, AnyConnection, StoreError, TxStop};
 
-use crate::config::Config;
-use crate::dto::SpendingControls;
-
-/// Everything a handler may need, shared as `web::Data<AppState>`.
-pub struct AppState {
-    pub pool: DbPool,
-    pub config: Arc<Config>,
-    pub clock: SharedClock,
-    pub auth: web::Data<AuthState>,
-    pub gateway: web::Data<aibank_gateway::Gateway>,
-    pub wallets: Arc<aibank_wallet::Wallets>,
-    /// The trading API's client of Hyperliquid's info API.
-    pub hyperliquid: Arc<crate::hyperliquid::Hyperliquid>,
-    /// The base of links handed out, without a trailing slash.
-    pub public_url: String,
-    pub openapi: Arc<Value>,
-}
-
-/// Who made a change, as the audit log records it.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub kind: &'static str,
-    pub id: Option<String>,
-}
-
-impl Actor {
-    /// Unauthenticated self-service sign-up.
-    pub const PUBLIC: Actor = Actor {
-        kind: "public",
-        id: None,
-    };
-    /// The server operator (CLI, bootstrap key).
-    pub const OPERATOR: Actor = Actor {
-        kind: "operator",
-        id: None,
-    };
-
-    pub fn master_key(id: &str) -> Actor {
-        Actor {
-            kind: "master_key",
-            id: Some(id.to_owned()),
-        }
-    }
-
-    pub fn api_key(id: &str) -> Actor {
-        Actor {
-            kind: "api_key",
-            id: Some(id.to_owned()),
-        }
-    }
-}
-
-/// What an audit entry says happened.
-#[derive(Debug)]
-pub struct Audit<'a> {
-    pub actor: &'a Actor,
-    pub action: &'a str,
-    pub platform_id: Option<&'a str>,
-    pub agent_id: Option<&'a str>,
-    pub target_id: &'a str,
-    /// A JSON object of what changed; never a secret.
-    pub details: Option<Value>,
-}
-
-impl Audit<'_> {
-    pub fn row(self, now: i64) -> AuditEvent {
-        AuditEvent {
-            id: new_id("aud"),
-            platform_id: self.platform_id.map(str::to_owned),
-            agent_id: self.agent_id.map(str::to_owned),
-            actor_type: self.actor.kind.to_owned(),
-            actor_id: self.actor.id.clone(),
-            action: self.action.to_owned(),
-            target_id: self.target_id.to_owned(),
-            details: self.details.map(|d| d.to_string()),
-            created_at: now,
-        }
-    }
-
-    /// Writes the entry; call it inside the transaction of the change it records.
-    pub fn write(self, conn: &mut AnyConnection, now: i64) -> diesel::QueryResult<()> {
-        repo::audit::insert(conn, &self.row(now))
-    }
-}
+use crate::audit::{Actor, Audit};
+use crate::state::AppState;
+use crate::views::agents::SpendingControls;
 
 /// What a new agent starts with.
 #[derive(Debug)]
@@ -207,11 +122,8 @@ async fn create_agent_once(
                     aibank_store::repo::wallets::insert(c, w)?;
                 }
                 if let Some(cl) = &claim {
-                    match diesel::insert_into(agent_claims::table)
-                        .values(cl)
-                        .execute(c)
-                    {
-                        Ok(_) => {}
+                    match repo::claims::insert(c, cl) {
+                        Ok(()) => {}
                         Err(e) if is_unique_violation(&e) => {
                             return Err(TxStop::Stopped(CodeTaken))
                         }
@@ -283,4 +195,51 @@ pub fn create_master_key(
     .row(now);
     key_repo::create_master_key(conn, &row, platform_id.is_none().then_some(name), &audit)?;
     Ok(row)
+}
+
+/// Spending limits of an x402 payer's account: what it paid is its limit.
+const PAYER_LIMIT_MICROS: i64 = 1_000_000_000 * 1_000_000;
+
+/// Creates x402 payers' accounts on their first payment, for the payment crate: a
+/// gateway-only agent named after the payer's address, with an empty account.
+#[derive(Debug)]
+pub struct X402Payers;
+
+impl aibank_x402::PayerAccounts for X402Payers {
+    fn ensure_payer(
+        &self,
+        conn: &mut AnyConnection,
+        account_id: &str,
+        payer: &str,
+        now: i64,
+    ) -> Result<(), LedgerError> {
+        if repo::agents::find(conn, account_id)?.is_some() {
+            return Ok(());
+        }
+        let agent = Agent {
+            per_tx_limit_micros: PAYER_LIMIT_MICROS,
+            daily_limit_micros: PAYER_LIMIT_MICROS,
+            weekly_limit_micros: PAYER_LIMIT_MICROS,
+            monthly_limit_micros: PAYER_LIMIT_MICROS,
+            ..Agent::new(
+                account_id.to_owned(),
+                None,
+                AGENT_KIND_GATEWAY,
+                format!("x402 payer {payer}"),
+                None,
+                now,
+            )
+        };
+        // A concurrent first payment of the same payer may create them first; the
+        // savepoint keeps the caller's transaction usable.
+        let created = conn.write_tx(|c| {
+            repo::agents::insert(c, &agent)?;
+            aibank_ledger::open_account(c, account_id, Usd::ZERO, EntryKind::TopUp, now)?;
+            Ok::<_, LedgerError>(())
+        });
+        match created {
+            Err(LedgerError::Store(StoreError::Query(e))) if is_unique_violation(&e) => Ok(()),
+            other => other,
+        }
+    }
 }
