@@ -25,6 +25,8 @@ enum Command {
     /// Manage platform master keys.
     #[command(subcommand)]
     MasterKeys(MasterKeysCommand),
+    /// Print every setting with its default, values and meaning: the README's table.
+    Settings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +42,10 @@ enum MasterKeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Settings) {
+        print!("{}", aibank_server::config::settings_markdown());
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -54,6 +60,7 @@ fn main() -> ExitCode {
         Command::MasterKeys(MasterKeysCommand::Create { name, email }) => {
             create_master_key(&config, &name, email.as_deref())
         }
+        Command::Settings => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

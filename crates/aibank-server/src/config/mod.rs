@@ -2,7 +2,8 @@
 //! `AIBANK_CONFIG` whose keys are the variable names without the `AIBANK_` prefix, in lower
 //! case (`listen`, `database_url`, …). The environment wins over the file. Everything is
 //! typed and validated at start-up; unknown file keys are errors, unknown `AIBANK_*`
-//! variables are reported as warnings (they are usually typos).
+//! variables are reported as warnings (they are usually typos). Each setting is declared
+//! once, in `settings`; this module turns the declared values into the typed [`Config`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,134 +11,13 @@ use std::time::Duration;
 
 use aibank_core::{SecretString, Usd};
 
+mod settings;
+
+pub use settings::{markdown as settings_markdown, Kind, Setting, SETTINGS};
+use settings::{Values, OTHER_VARIABLES};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/aibank.db";
-
-/// (file key, environment variable). Provider credentials keep the names users know.
-const SETTINGS: &[(&str, &str)] = &[
-    ("listen", "AIBANK_LISTEN"),
-    ("database_url", "AIBANK_DATABASE_URL"),
-    ("database_pool_size", "AIBANK_DATABASE_POOL_SIZE"),
-    ("database_timeout_secs", "AIBANK_DATABASE_TIMEOUT_SECS"),
-    ("secret_key", "AIBANK_SECRET_KEY"),
-    ("bootstrap_master_key", "AIBANK_BOOTSTRAP_MASTER_KEY"),
-    ("public_url", "AIBANK_PUBLIC_URL"),
-    ("signup_credits_usd", "AIBANK_SIGNUP_CREDITS_USD"),
-    ("max_json_bytes", "AIBANK_MAX_JSON_BYTES"),
-    ("auth_cache_ttl_secs", "AIBANK_AUTH_CACHE_TTL_SECS"),
-    ("auth_status_ttl_ms", "AIBANK_AUTH_STATUS_TTL_MS"),
-    ("workers", "AIBANK_WORKERS"),
-    ("hold_ttl_secs", "AIBANK_HOLD_TTL_SECS"),
-    ("sweep_interval_secs", "AIBANK_SWEEP_INTERVAL_SECS"),
-    ("idempotency_ttl_hours", "AIBANK_IDEMPOTENCY_TTL_HOURS"),
-    ("log_format", "AIBANK_LOG_FORMAT"),
-    ("anthropic_api_key", "ANTHROPIC_API_KEY"),
-    ("anthropic_base_url", "ANTHROPIC_BASE_URL"),
-    ("openai_api_key", "OPENAI_API_KEY"),
-    ("openai_base_url", "OPENAI_BASE_URL"),
-    ("gemini_api_key", "GEMINI_API_KEY"),
-    ("gemini_base_url", "GEMINI_BASE_URL"),
-    ("hyperliquid_base_url", "HYPERLIQUID_BASE_URL"),
-    (
-        "hyperliquid_timeout_secs",
-        "AIBANK_HYPERLIQUID_TIMEOUT_SECS",
-    ),
-    ("bankr_api_key", "BANKR_API_KEY"),
-    ("bankr_base_url", "BANKR_BASE_URL"),
-    (
-        "bankr_price_balances_usd",
-        "AIBANK_BANKR_PRICE_BALANCES_USD",
-    ),
-    ("bankr_price_prompt_usd", "AIBANK_BANKR_PRICE_PROMPT_USD"),
-    ("bankr_price_job_usd", "AIBANK_BANKR_PRICE_JOB_USD"),
-    ("bankr_price_cancel_usd", "AIBANK_BANKR_PRICE_CANCEL_USD"),
-    ("rpc_url_ethereum", "AIBANK_RPC_URL_ETHEREUM"),
-    ("rpc_url_base", "AIBANK_RPC_URL_BASE"),
-    ("rpc_url_base_sepolia", "AIBANK_RPC_URL_BASE_SEPOLIA"),
-    ("x402_pay_to", "AIBANK_X402_PAY_TO"),
-    ("providers", "AIBANK_PROVIDERS"),
-    ("prices", "AIBANK_PRICES"),
-    ("prices_file", "AIBANK_PRICES_FILE"),
-    ("gateway_max_body_bytes", "AIBANK_GATEWAY_MAX_BODY_BYTES"),
-    (
-        "gateway_default_max_output_tokens",
-        "AIBANK_GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS",
-    ),
-    (
-        "gateway_connect_timeout_secs",
-        "AIBANK_GATEWAY_CONNECT_TIMEOUT_SECS",
-    ),
-    (
-        "gateway_first_byte_timeout_secs",
-        "AIBANK_GATEWAY_FIRST_BYTE_TIMEOUT_SECS",
-    ),
-    (
-        "gateway_idle_timeout_secs",
-        "AIBANK_GATEWAY_IDLE_TIMEOUT_SECS",
-    ),
-    ("byok_charge", "AIBANK_BYOK_CHARGE"),
-    ("catalog_allow_private", "AIBANK_CATALOG_ALLOW_PRIVATE"),
-    ("catalog_fee_percent", "AIBANK_CATALOG_FEE_PERCENT"),
-    ("trusted_proxies", "AIBANK_TRUSTED_PROXIES"),
-    ("rate_limit_per_minute", "AIBANK_RATE_LIMIT_PER_MINUTE"),
-    (
-        "public_rate_limit_per_15_min",
-        "AIBANK_PUBLIC_RATE_LIMIT_PER_15_MIN",
-    ),
-    ("daily_message_limit", "AIBANK_DAILY_MESSAGE_LIMIT"),
-    ("max_keys_per_agent", "AIBANK_MAX_KEYS_PER_AGENT"),
-    ("x402_default_chain", "AIBANK_X402_DEFAULT_CHAIN"),
-    ("x402_confirmations", "AIBANK_X402_CONFIRMATIONS"),
-    ("x402_max_age_secs", "AIBANK_X402_MAX_AGE_SECS"),
-    ("x402_require_signature", "AIBANK_X402_REQUIRE_SIGNATURE"),
-    ("x402_min_price_usd", "AIBANK_X402_MIN_PRICE_USD"),
-    ("x402_rpc_timeout_secs", "AIBANK_X402_RPC_TIMEOUT_SECS"),
-    ("x402_max_timeout_secs", "AIBANK_X402_MAX_TIMEOUT_SECS"),
-    ("x402_settler_key", "AIBANK_X402_SETTLER_KEY"),
-    ("x402_settle_wait_secs", "AIBANK_X402_SETTLE_WAIT_SECS"),
-    ("usdc_eip712_name_base", "AIBANK_USDC_EIP712_NAME_BASE"),
-    (
-        "usdc_eip712_version_base",
-        "AIBANK_USDC_EIP712_VERSION_BASE",
-    ),
-    (
-        "usdc_eip712_name_base_sepolia",
-        "AIBANK_USDC_EIP712_NAME_BASE_SEPOLIA",
-    ),
-    (
-        "usdc_eip712_version_base_sepolia",
-        "AIBANK_USDC_EIP712_VERSION_BASE_SEPOLIA",
-    ),
-    ("topup_min_usd", "AIBANK_TOPUP_MIN_USD"),
-    ("topup_max_usd", "AIBANK_TOPUP_MAX_USD"),
-    ("usdc_address_base", "AIBANK_USDC_ADDRESS_BASE"),
-    (
-        "usdc_address_base_sepolia",
-        "AIBANK_USDC_ADDRESS_BASE_SEPOLIA",
-    ),
-    ("usdc_address_ethereum", "AIBANK_USDC_ADDRESS_ETHEREUM"),
-    ("eth_usd_price", "AIBANK_ETH_USD_PRICE"),
-    ("wallet_rpc_timeout_secs", "AIBANK_WALLET_RPC_TIMEOUT_SECS"),
-    (
-        "wallet_confirm_timeout_secs",
-        "AIBANK_WALLET_CONFIRM_TIMEOUT_SECS",
-    ),
-    ("claim_code_ttl_secs", "AIBANK_CLAIM_CODE_TTL_SECS"),
-    (
-        "claim_guess_limit_per_15_min",
-        "AIBANK_CLAIM_GUESS_LIMIT_PER_15_MIN",
-    ),
-];
-
-/// Variables with the prefix that are not settings but are expected around.
-const KNOWN_NON_SETTINGS: &[&str] = &[
-    "AIBANK_CONFIG",
-    "AIBANK_LOG",
-    "AIBANK_PG_DIR",
-    "AIBANK_PG_PORT",
-    "AIBANK_SKIP_POSTGRES",
-    "AIBANK_ANVIL",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -262,8 +142,8 @@ impl Config {
         let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
         if let Some(file) = file {
             for (k, v) in file {
-                if let Some((key, _)) = SETTINGS.iter().find(|(key, _)| *key == k) {
-                    values.insert(key, v);
+                if let Some(s) = settings::find_by_file_key(&k) {
+                    values.insert(s.env, v);
                 }
             }
         }
@@ -271,163 +151,79 @@ impl Config {
         let mut all_env: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in env {
             all_env.insert(name.clone(), value.clone());
-            if let Some((key, _)) = SETTINGS.iter().find(|(_, var)| *var == name) {
-                values.insert(key, value);
+            if let Some(s) = settings::find(&name) {
+                values.insert(s.env, value);
             } else if name.starts_with("AIBANK_")
                 && !name.starts_with("AIBANK_TEST_")
-                && !KNOWN_NON_SETTINGS.contains(&name.as_str())
+                && !OTHER_VARIABLES.iter().any(|(v, _)| *v == name)
             {
                 warnings.push(format!("ignoring unknown environment variable {name}"));
             }
         }
-        let get = |k: &str| {
-            values
-                .get(k)
-                .map(String::as_str)
-                .filter(|v| !v.trim().is_empty())
-        };
-        let secret = |k: &str| get(k).map(|v| SecretString::new(v.trim()));
+        let v = Values::new(values);
 
-        let listen = parse_listen(get("listen").unwrap_or(DEFAULT_LISTEN))?;
-        let database_url = SecretString::new(get("database_url").unwrap_or(DEFAULT_DATABASE_URL));
-        let database_pool_size = parse_num(
-            "AIBANK_DATABASE_POOL_SIZE",
-            get("database_pool_size"),
-            10,
-            1,
-            1000,
-        )?;
-        let database_timeout = Duration::from_secs(parse_num(
-            "AIBANK_DATABASE_TIMEOUT_SECS",
-            get("database_timeout_secs"),
-            5,
-            1,
-            300,
-        )?);
-        let secret_key = secret("secret_key");
+        let listen = parse_listen(v.text("AIBANK_LISTEN")?.unwrap_or(DEFAULT_LISTEN))?;
+        let database_url = v
+            .secret("AIBANK_DATABASE_URL")?
+            .unwrap_or_else(|| SecretString::new(DEFAULT_DATABASE_URL));
+        let database_pool_size = v.int("AIBANK_DATABASE_POOL_SIZE")?;
+        let database_timeout = Duration::from_secs(v.int("AIBANK_DATABASE_TIMEOUT_SECS")?);
+        let secret_key = v.secret("AIBANK_SECRET_KEY")?;
         if let Some(k) = &secret_key {
             validate_secret_key(k.expose())?;
         }
-        let bootstrap_master_key = secret("bootstrap_master_key");
-        let signup_credits = match get("signup_credits_usd") {
-            None => Usd::from_micros(10_000_000),
-            Some(v) => parse_usd("AIBANK_SIGNUP_CREDITS_USD", v)?,
-        };
-        let max_json_bytes = parse_num(
-            "AIBANK_MAX_JSON_BYTES",
-            get("max_json_bytes"),
-            64 * 1024,
-            1024,
-            64 << 20,
-        )?;
-        let auth_cache_ttl = Duration::from_secs(parse_num(
-            "AIBANK_AUTH_CACHE_TTL_SECS",
-            get("auth_cache_ttl_secs"),
-            60,
-            0,
-            86_400,
-        )?);
-        let auth_status_ttl = Duration::from_millis(parse_num(
-            "AIBANK_AUTH_STATUS_TTL_MS",
-            get("auth_status_ttl_ms"),
-            2000,
-            0,
-            60_000,
-        )?);
-        let workers = match get("workers") {
-            None => None,
-            Some(v) => Some(parse_num("AIBANK_WORKERS", Some(v), 0, 1, 1024)?),
-        };
-        let hold_ttl = Duration::from_secs(parse_num(
-            "AIBANK_HOLD_TTL_SECS",
-            get("hold_ttl_secs"),
-            600,
-            1,
-            7 * 86_400,
-        )?);
-        let sweep_interval = Duration::from_secs(parse_num(
-            "AIBANK_SWEEP_INTERVAL_SECS",
-            get("sweep_interval_secs"),
-            30,
-            1,
-            3600,
-        )?);
-        let idempotency_ttl = Duration::from_secs(
-            3600 * parse_num(
-                "AIBANK_IDEMPOTENCY_TTL_HOURS",
-                get("idempotency_ttl_hours"),
-                24,
-                24,
-                24 * 365,
-            )?,
-        );
-        let log_format = match get("log_format").unwrap_or("text") {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(ConfigError::Invalid {
-                    name: "AIBANK_LOG_FORMAT",
-                    message: format!("`{other}` is not one of text, json"),
-                })
-            }
+        let bootstrap_master_key = v.secret("AIBANK_BOOTSTRAP_MASTER_KEY")?;
+        let signup_credits = v.usd("AIBANK_SIGNUP_CREDITS_USD")?;
+        let max_json_bytes = v.int("AIBANK_MAX_JSON_BYTES")?;
+        let auth_cache_ttl = Duration::from_secs(v.int("AIBANK_AUTH_CACHE_TTL_SECS")?);
+        let auth_status_ttl = Duration::from_millis(v.int("AIBANK_AUTH_STATUS_TTL_MS")?);
+        let workers = v.opt_int("AIBANK_WORKERS")?;
+        let hold_ttl = Duration::from_secs(v.int("AIBANK_HOLD_TTL_SECS")?);
+        let sweep_interval = Duration::from_secs(v.int("AIBANK_SWEEP_INTERVAL_SECS")?);
+        let idempotency_ttl =
+            Duration::from_secs(3600 * v.int::<u64>("AIBANK_IDEMPOTENCY_TTL_HOURS")?);
+        let log_format = match v.choice("AIBANK_LOG_FORMAT")? {
+            Some("json") => LogFormat::Json,
+            _ => LogFormat::Text,
         };
         let anthropic = (
-            parse_url(
-                "ANTHROPIC_BASE_URL",
-                get("anthropic_base_url").unwrap_or("https://api.anthropic.com"),
-            )?,
-            secret("anthropic_api_key"),
+            v.url_or_default("ANTHROPIC_BASE_URL")?,
+            v.secret("ANTHROPIC_API_KEY")?,
         );
         let openai = (
-            parse_url(
-                "OPENAI_BASE_URL",
-                get("openai_base_url").unwrap_or("https://api.openai.com"),
-            )?,
-            secret("openai_api_key"),
+            v.url_or_default("OPENAI_BASE_URL")?,
+            v.secret("OPENAI_API_KEY")?,
         );
         let gemini = (
-            parse_url(
-                "GEMINI_BASE_URL",
-                get("gemini_base_url").unwrap_or("https://generativelanguage.googleapis.com"),
-            )?,
-            secret("gemini_api_key"),
+            v.url_or_default("GEMINI_BASE_URL")?,
+            v.secret("GEMINI_API_KEY")?,
         );
-        let mut custom: Vec<aibank_gateway::CustomProvider> = match get("providers") {
+        let mut custom: Vec<aibank_gateway::CustomProvider> = match v.given("AIBANK_PROVIDERS")? {
             None => Vec::new(),
-            Some(v) => serde_json::from_str(v).map_err(|e| ConfigError::Invalid {
+            Some(p) => serde_json::from_str(p).map_err(|e| ConfigError::Invalid {
                 name: "AIBANK_PROVIDERS",
                 message: format!("must be a JSON array of providers: {e}"),
             })?,
         };
-        let bankr_price = |key: &str, name: &'static str| match get(key) {
-            None => Ok(Usd::ZERO),
-            Some(v) => parse_usd(name, v),
-        };
         let bankr_prices = aibank_gateway::bankr::BankrPrices {
-            balances: bankr_price(
-                "bankr_price_balances_usd",
-                "AIBANK_BANKR_PRICE_BALANCES_USD",
-            )?,
-            prompt: bankr_price("bankr_price_prompt_usd", "AIBANK_BANKR_PRICE_PROMPT_USD")?,
-            job: bankr_price("bankr_price_job_usd", "AIBANK_BANKR_PRICE_JOB_USD")?,
-            cancel: bankr_price("bankr_price_cancel_usd", "AIBANK_BANKR_PRICE_CANCEL_USD")?,
+            balances: v.usd("AIBANK_BANKR_PRICE_BALANCES_USD")?,
+            prompt: v.usd("AIBANK_BANKR_PRICE_PROMPT_USD")?,
+            job: v.usd("AIBANK_BANKR_PRICE_JOB_USD")?,
+            cancel: v.usd("AIBANK_BANKR_PRICE_CANCEL_USD")?,
         };
         // First, so a declared provider named `bankr` is refused as declared twice.
         custom.insert(
             0,
             aibank_gateway::bankr::provider(
-                &parse_url(
-                    "BANKR_BASE_URL",
-                    get("bankr_base_url").unwrap_or(aibank_gateway::bankr::DEFAULT_BASE_URL),
-                )?,
-                secret("bankr_api_key"),
+                &v.url_or_default("BANKR_BASE_URL")?,
+                v.secret("BANKR_API_KEY")?,
                 bankr_prices,
             ),
         );
-        let overrides = match get("prices") {
+        let overrides = match v.given("AIBANK_PRICES")? {
             None => BTreeMap::new(),
-            Some(v) => {
-                aibank_gateway::parse_overrides(v).map_err(|message| ConfigError::Invalid {
+            Some(p) => {
+                aibank_gateway::parse_overrides(p).map_err(|message| ConfigError::Invalid {
                     name: "AIBANK_PRICES",
                     message,
                 })?
@@ -441,67 +237,27 @@ impl Config {
                 name: "AIBANK_PROVIDERS",
                 message,
             })?;
-        let prices_file = get("prices_file").map(std::path::PathBuf::from);
+        let prices_file = v.given("AIBANK_PRICES_FILE")?.map(std::path::PathBuf::from);
         if let Some(path) = &prices_file {
             load_prices_file(&providers, path).map_err(|message| ConfigError::Invalid {
                 name: "AIBANK_PRICES_FILE",
                 message,
             })?;
         }
-        let secs = |name: &'static str, key: &str, default: u64| {
-            parse_num(name, get(key), default, 1, 86_400).map(Duration::from_secs)
-        };
+        let secs = |name: &'static str| v.int::<u64>(name).map(Duration::from_secs);
         let gateway = aibank_gateway::GatewaySettings {
-            max_body_bytes: parse_num(
-                "AIBANK_GATEWAY_MAX_BODY_BYTES",
-                get("gateway_max_body_bytes"),
-                10 << 20,
-                1024,
-                256 << 20,
-            )?,
-            default_max_output_tokens: parse_num(
-                "AIBANK_GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS",
-                get("gateway_default_max_output_tokens"),
-                4096,
-                1,
-                10_000_000,
-            )?,
+            max_body_bytes: v.int("AIBANK_GATEWAY_MAX_BODY_BYTES")?,
+            default_max_output_tokens: v.int("AIBANK_GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS")?,
             hold_ttl,
-            connect_timeout: secs(
-                "AIBANK_GATEWAY_CONNECT_TIMEOUT_SECS",
-                "gateway_connect_timeout_secs",
-                10,
-            )?,
-            first_byte_timeout: secs(
-                "AIBANK_GATEWAY_FIRST_BYTE_TIMEOUT_SECS",
-                "gateway_first_byte_timeout_secs",
-                600,
-            )?,
-            idle_timeout: secs(
-                "AIBANK_GATEWAY_IDLE_TIMEOUT_SECS",
-                "gateway_idle_timeout_secs",
-                120,
-            )?,
+            connect_timeout: secs("AIBANK_GATEWAY_CONNECT_TIMEOUT_SECS")?,
+            first_byte_timeout: secs("AIBANK_GATEWAY_FIRST_BYTE_TIMEOUT_SECS")?,
+            idle_timeout: secs("AIBANK_GATEWAY_IDLE_TIMEOUT_SECS")?,
             lookup_ttl: auth_status_ttl,
-            daily_message_limit: parse_num(
-                "AIBANK_DAILY_MESSAGE_LIMIT",
-                get("daily_message_limit"),
-                100,
-                0,
-                1_000_000_000,
-            )?,
-            charge_byok: match get("byok_charge").unwrap_or("false") {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                other => {
-                    return Err(ConfigError::Invalid {
-                        name: "AIBANK_BYOK_CHARGE",
-                        message: format!("`{other}` is not true or false"),
-                    })
-                }
-            },
+            daily_message_limit: v.int("AIBANK_DAILY_MESSAGE_LIMIT")?,
+            charge_byok: v.bool("AIBANK_BYOK_CHARGE")?,
         };
-        let trusted_proxies = get("trusted_proxies")
+        let trusted_proxies = v
+            .given("AIBANK_TRUSTED_PROXIES")?
             .unwrap_or("")
             .split(',')
             .filter(|e| !e.trim().is_empty())
@@ -512,82 +268,29 @@ impl Config {
                 message,
             })?;
         let ip_rate_limit = aibank_auth::ratelimit::Limit {
-            max: parse_num(
-                "AIBANK_RATE_LIMIT_PER_MINUTE",
-                get("rate_limit_per_minute"),
-                120,
-                0,
-                10_000_000,
-            )?,
+            max: v.int("AIBANK_RATE_LIMIT_PER_MINUTE")?,
             window: Duration::from_secs(60),
         };
         let public_rate_limit = aibank_auth::ratelimit::Limit {
-            max: parse_num(
-                "AIBANK_PUBLIC_RATE_LIMIT_PER_15_MIN",
-                get("public_rate_limit_per_15_min"),
-                100,
-                0,
-                10_000_000,
-            )?,
+            max: v.int("AIBANK_PUBLIC_RATE_LIMIT_PER_15_MIN")?,
             window: Duration::from_secs(15 * 60),
         };
-        let max_keys_per_agent = parse_num(
-            "AIBANK_MAX_KEYS_PER_AGENT",
-            get("max_keys_per_agent"),
-            5,
-            1,
-            1000,
-        )?;
-        let x402 = x402_settings(&get)?;
-        let topup_bounds = topup_bounds(&get)?;
-        let wallets = wallet_settings(&get)?;
-        let claim_code_ttl = Duration::from_secs(parse_num(
-            "AIBANK_CLAIM_CODE_TTL_SECS",
-            get("claim_code_ttl_secs"),
-            10 * 365 * 86_400,
-            60,
-            100 * 365 * 86_400,
-        )?);
+        let max_keys_per_agent = v.int("AIBANK_MAX_KEYS_PER_AGENT")?;
+        let x402 = x402_settings(&v)?;
+        let topup_bounds = topup_bounds(&v)?;
+        let wallets = wallet_settings(&v)?;
+        let claim_code_ttl = Duration::from_secs(v.int("AIBANK_CLAIM_CODE_TTL_SECS")?);
         let claim_guess_limit = aibank_auth::ratelimit::Limit {
-            max: parse_num(
-                "AIBANK_CLAIM_GUESS_LIMIT_PER_15_MIN",
-                get("claim_guess_limit_per_15_min"),
-                20,
-                0,
-                10_000_000,
-            )?,
+            max: v.int("AIBANK_CLAIM_GUESS_LIMIT_PER_15_MIN")?,
             window: Duration::from_secs(15 * 60),
         };
-        let public_url = get("public_url")
-            .map(|u| parse_url("AIBANK_PUBLIC_URL", u))
-            .transpose()?;
+        let public_url = v.url("AIBANK_PUBLIC_URL")?;
         let hyperliquid = HyperliquidSettings {
-            base_url: parse_url(
-                "HYPERLIQUID_BASE_URL",
-                get("hyperliquid_base_url").unwrap_or("https://api.hyperliquid.xyz"),
-            )?,
-            timeout: Duration::from_secs(parse_num(
-                "AIBANK_HYPERLIQUID_TIMEOUT_SECS",
-                get("hyperliquid_timeout_secs"),
-                10,
-                1,
-                300,
-            )?),
+            base_url: v.url_or_default("HYPERLIQUID_BASE_URL")?,
+            timeout: secs("AIBANK_HYPERLIQUID_TIMEOUT_SECS")?,
         };
-        let catalog_allow_private = match get("catalog_allow_private").unwrap_or("false") {
-            "true" | "1" => true,
-            "false" | "0" => false,
-            other => {
-                return Err(ConfigError::Invalid {
-                    name: "AIBANK_CATALOG_ALLOW_PRIVATE",
-                    message: format!("`{other}` is not true or false"),
-                })
-            }
-        };
-        let catalog_fee_percent = parse_percent(
-            "AIBANK_CATALOG_FEE_PERCENT",
-            get("catalog_fee_percent").unwrap_or("0"),
-        )?;
+        let catalog_allow_private = v.bool("AIBANK_CATALOG_ALLOW_PRIVATE")?;
+        let catalog_fee_percent = v.percent("AIBANK_CATALOG_FEE_PERCENT")?;
         Ok(Config {
             listen,
             database_url,
@@ -644,18 +347,6 @@ impl Config {
     }
 }
 
-fn parse_bool(name: &'static str, v: Option<&str>, default: bool) -> Result<bool, ConfigError> {
-    match v.map(str::trim) {
-        None => Ok(default),
-        Some("true" | "1") => Ok(true),
-        Some("false" | "0") => Ok(false),
-        Some(other) => Err(ConfigError::Invalid {
-            name,
-            message: format!("`{other}` is not true or false"),
-        }),
-    }
-}
-
 fn parse_address(name: &'static str, v: &str) -> Result<aibank_x402::Address, ConfigError> {
     v.trim().parse().map_err(|_| ConfigError::Invalid {
         name,
@@ -664,15 +355,13 @@ fn parse_address(name: &'static str, v: &str) -> Result<aibank_x402::Address, Co
 }
 
 /// x402 is on when a recipient address and at least one chain's RPC URL are configured.
-fn x402_settings<'a>(
-    get: &impl Fn(&str) -> Option<&'a str>,
-) -> Result<Option<aibank_x402::X402Settings>, ConfigError> {
+fn x402_settings(v: &Values) -> Result<Option<aibank_x402::X402Settings>, ConfigError> {
     use aibank_x402::{Chain, ChainConfig};
-    let Some(pay_to) = get("x402_pay_to") else {
+    let Some(pay_to) = v.given("AIBANK_X402_PAY_TO")? else {
         return Ok(None);
     };
     let pay_to = parse_address("AIBANK_X402_PAY_TO", pay_to)?;
-    let chains: Vec<ChainConfig> = chain_configs(get)?
+    let chains: Vec<ChainConfig> = chain_configs(v)?
         .into_iter()
         .filter(|c| c.chain.accepts_payments())
         .collect();
@@ -682,7 +371,7 @@ fn x402_settings<'a>(
             message: "x402 needs a chain to verify payments on: set AIBANK_RPC_URL_BASE and/or AIBANK_RPC_URL_BASE_SEPOLIA".into(),
         });
     };
-    let default_chain = match get("x402_default_chain") {
+    let default_chain = match v.given("AIBANK_X402_DEFAULT_CHAIN")? {
         None => first,
         Some(c) => Chain::parse(c)
             .filter(|c| c.accepts_payments() && chains.iter().any(|cc| cc.chain == *c))
@@ -691,49 +380,19 @@ fn x402_settings<'a>(
                 message: format!("`{c}` is not a chain with an RPC URL configured"),
             })?,
     };
-    let max_age: u64 = parse_num(
-        "AIBANK_X402_MAX_AGE_SECS",
-        get("x402_max_age_secs"),
-        0,
-        0,
-        365 * 86_400,
-    )?;
+    let max_age: u64 = v.int("AIBANK_X402_MAX_AGE_SECS")?;
+    let secs = |name: &'static str| v.int::<u64>(name).map(Duration::from_secs);
     Ok(Some(aibank_x402::X402Settings {
         pay_to,
         chains,
         default_chain,
-        confirmations: parse_num(
-            "AIBANK_X402_CONFIRMATIONS",
-            get("x402_confirmations"),
-            1,
-            1,
-            1000,
-        )?,
+        confirmations: v.int("AIBANK_X402_CONFIRMATIONS")?,
         max_age: (max_age > 0).then(|| Duration::from_secs(max_age)),
-        require_signature: parse_bool(
-            "AIBANK_X402_REQUIRE_SIGNATURE",
-            get("x402_require_signature"),
-            false,
-        )?,
-        min_price: match get("x402_min_price_usd") {
-            None => Usd::from_micros(10_000),
-            Some(v) => parse_usd("AIBANK_X402_MIN_PRICE_USD", v)?,
-        },
-        rpc_timeout: Duration::from_secs(parse_num(
-            "AIBANK_X402_RPC_TIMEOUT_SECS",
-            get("x402_rpc_timeout_secs"),
-            10,
-            1,
-            300,
-        )?),
-        max_timeout_secs: parse_num(
-            "AIBANK_X402_MAX_TIMEOUT_SECS",
-            get("x402_max_timeout_secs"),
-            aibank_x402::MAX_TIMEOUT_SECONDS,
-            10,
-            86_400,
-        )?,
-        settler_key: match get("x402_settler_key") {
+        require_signature: v.bool("AIBANK_X402_REQUIRE_SIGNATURE")?,
+        min_price: v.usd("AIBANK_X402_MIN_PRICE_USD")?,
+        rpc_timeout: secs("AIBANK_X402_RPC_TIMEOUT_SECS")?,
+        max_timeout_secs: v.int("AIBANK_X402_MAX_TIMEOUT_SECS")?,
+        settler_key: match v.given("AIBANK_X402_SETTLER_KEY")? {
             None => None,
             Some(k) => {
                 // Checked now, so a bad key stops the start; the message never shows it.
@@ -744,28 +403,16 @@ fn x402_settings<'a>(
                 Some(SecretString::new(k.trim()))
             }
         },
-        settle_wait: Duration::from_secs(parse_num(
-            "AIBANK_X402_SETTLE_WAIT_SECS",
-            get("x402_settle_wait_secs"),
-            30,
-            1,
-            600,
-        )?),
+        settle_wait: secs("AIBANK_X402_SETTLE_WAIT_SECS")?,
         // Filled in once the server knows its address.
         public_url: String::new(),
     }))
 }
 
 /// What agents may buy in one top-up: `AIBANK_TOPUP_MIN_USD` to `AIBANK_TOPUP_MAX_USD`.
-fn topup_bounds<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<(Usd, Usd), ConfigError> {
-    let min = match get("topup_min_usd") {
-        None => Usd::from_micros(1_000_000),
-        Some(v) => parse_usd("AIBANK_TOPUP_MIN_USD", v)?,
-    };
-    let max = match get("topup_max_usd") {
-        None => Usd::from_micros(1_000_000_000),
-        Some(v) => parse_usd("AIBANK_TOPUP_MAX_USD", v)?,
-    };
+fn topup_bounds(v: &Values) -> Result<(Usd, Usd), ConfigError> {
+    let min = v.usd("AIBANK_TOPUP_MIN_USD")?;
+    let max = v.usd("AIBANK_TOPUP_MAX_USD")?;
     if min.is_zero() || min > max {
         return Err(ConfigError::Invalid {
             name: "AIBANK_TOPUP_MIN_USD",
@@ -775,89 +422,79 @@ fn topup_bounds<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<(Usd, Usd)
     Ok((min, max))
 }
 
+/// A chain's settings: its RPC URL, its USDC contract and that token's EIP-712 domain.
+struct ChainVars {
+    chain: aibank_x402::Chain,
+    rpc: &'static str,
+    usdc: &'static str,
+    /// The EIP-712 name and version settings, on the chains that take authorizations.
+    domain: Option<(&'static str, &'static str)>,
+}
+
+const CHAINS: [ChainVars; 3] = [
+    ChainVars {
+        chain: aibank_x402::Chain::Ethereum,
+        rpc: "AIBANK_RPC_URL_ETHEREUM",
+        usdc: "AIBANK_USDC_ADDRESS_ETHEREUM",
+        domain: None,
+    },
+    ChainVars {
+        chain: aibank_x402::Chain::Base,
+        rpc: "AIBANK_RPC_URL_BASE",
+        usdc: "AIBANK_USDC_ADDRESS_BASE",
+        domain: Some((
+            "AIBANK_USDC_EIP712_NAME_BASE",
+            "AIBANK_USDC_EIP712_VERSION_BASE",
+        )),
+    },
+    ChainVars {
+        chain: aibank_x402::Chain::BaseSepolia,
+        rpc: "AIBANK_RPC_URL_BASE_SEPOLIA",
+        usdc: "AIBANK_USDC_ADDRESS_BASE_SEPOLIA",
+        domain: Some((
+            "AIBANK_USDC_EIP712_NAME_BASE_SEPOLIA",
+            "AIBANK_USDC_EIP712_VERSION_BASE_SEPOLIA",
+        )),
+    },
+];
+
 /// Every chain whose RPC URL is set, with its USDC contract (Circle's unless overridden).
-fn chain_configs<'a>(
-    get: &impl Fn(&str) -> Option<&'a str>,
-) -> Result<Vec<aibank_x402::ChainConfig>, ConfigError> {
-    use aibank_x402::Chain;
+fn chain_configs(v: &Values) -> Result<Vec<aibank_x402::ChainConfig>, ConfigError> {
     let mut chains = Vec::new();
-    for (chain, rpc, usdc, usdc_var) in [
-        (
-            Chain::Ethereum,
-            "rpc_url_ethereum",
-            "usdc_address_ethereum",
-            "AIBANK_USDC_ADDRESS_ETHEREUM",
-        ),
-        (
-            Chain::Base,
-            "rpc_url_base",
-            "usdc_address_base",
-            "AIBANK_USDC_ADDRESS_BASE",
-        ),
-        (
-            Chain::BaseSepolia,
-            "rpc_url_base_sepolia",
-            "usdc_address_base_sepolia",
-            "AIBANK_USDC_ADDRESS_BASE_SEPOLIA",
-        ),
-    ] {
-        if let Some(url) = get(rpc) {
-            let mut domain = aibank_x402::exact::TokenDomain::usdc(chain);
-            let suffix = rpc.trim_start_matches("rpc_url_");
-            if let Some(n) = get(&format!("usdc_eip712_name_{suffix}")) {
+    for c in &CHAINS {
+        let Some(url) = v.given(c.rpc)? else {
+            continue;
+        };
+        let mut domain = aibank_x402::exact::TokenDomain::usdc(c.chain);
+        if let Some((name, version)) = c.domain {
+            if let Some(n) = v.given(name)? {
                 n.trim().clone_into(&mut domain.name);
             }
-            if let Some(v) = get(&format!("usdc_eip712_version_{suffix}")) {
-                v.trim().clone_into(&mut domain.version);
+            if let Some(ver) = v.given(version)? {
+                ver.trim().clone_into(&mut domain.version);
             }
-            chains.push(aibank_x402::ChainConfig {
-                chain,
-                rpc_url: SecretString::new(url.trim()),
-                usdc: match get(usdc) {
-                    Some(a) => parse_address(usdc_var, a)?,
-                    None => chain.default_usdc(),
-                },
-                usdc_domain: domain,
-            });
         }
+        chains.push(aibank_x402::ChainConfig {
+            chain: c.chain,
+            rpc_url: SecretString::new(url.trim()),
+            usdc: match v.given(c.usdc)? {
+                Some(a) => parse_address(c.usdc, a)?,
+                None => c.chain.default_usdc(),
+            },
+            usdc_domain: domain,
+        });
     }
     Ok(chains)
 }
 
 /// Wallets use every chain with an RPC URL.
-fn wallet_settings<'a>(
-    get: &impl Fn(&str) -> Option<&'a str>,
-) -> Result<aibank_wallet::WalletSettings, ConfigError> {
-    let chains = chain_configs(get)?;
-    let eth_usd_price = match get("eth_usd_price") {
-        None => None,
-        Some(v) => Some(
-            v.trim()
-                .parse::<rust_decimal::Decimal>()
-                .ok()
-                .filter(|p| *p > rust_decimal::Decimal::ZERO)
-                .ok_or_else(|| ConfigError::Invalid {
-                    name: "AIBANK_ETH_USD_PRICE",
-                    message: format!("`{v}` is not a positive decimal number of USD"),
-                })?,
-        ),
-    };
-    let secs = |name: &'static str, key: &str, default: u64| {
-        parse_num(name, get(key), default, 1, 3600).map(Duration::from_secs)
-    };
+fn wallet_settings(v: &Values) -> Result<aibank_wallet::WalletSettings, ConfigError> {
+    let secs = |name: &'static str| v.int::<u64>(name).map(Duration::from_secs);
     Ok(aibank_wallet::WalletSettings {
-        chains,
-        eth_usd_price,
-        rpc_timeout: secs(
-            "AIBANK_WALLET_RPC_TIMEOUT_SECS",
-            "wallet_rpc_timeout_secs",
-            10,
-        )?,
-        confirm_timeout: secs(
-            "AIBANK_WALLET_CONFIRM_TIMEOUT_SECS",
-            "wallet_confirm_timeout_secs",
-            30,
-        )?,
+        chains: chain_configs(v)?,
+        eth_usd_price: v.positive_decimal("AIBANK_ETH_USD_PRICE")?,
+        rpc_timeout: secs("AIBANK_WALLET_RPC_TIMEOUT_SECS")?,
+        confirm_timeout: secs("AIBANK_WALLET_CONFIRM_TIMEOUT_SECS")?,
     })
 }
 
@@ -893,13 +530,13 @@ fn parse_toml(path: &str, text: &str) -> Result<BTreeMap<String, String>, Config
         })?;
     let mut out = BTreeMap::new();
     for (k, v) in table {
-        if !SETTINGS.iter().any(|(key, _)| *key == k) {
+        if settings::find_by_file_key(&k).is_none() {
             return Err(ConfigError::UnknownKey {
                 path: path.to_owned(),
                 key: k,
                 known: SETTINGS
                     .iter()
-                    .map(|(k, _)| *k)
+                    .map(Setting::file_key)
                     .collect::<Vec<_>>()
                     .join(", "),
             });
@@ -931,69 +568,6 @@ fn parse_listen(v: &str) -> Result<SocketAddr, ConfigError> {
         name: "AIBANK_LISTEN",
         message: format!("`{v}` is not an address like 127.0.0.1:4000"),
     })
-}
-
-fn parse_num<T>(
-    name: &'static str,
-    v: Option<&str>,
-    default: T,
-    min: T,
-    max: T,
-) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let Some(v) = v else { return Ok(default) };
-    match v.trim().parse::<T>() {
-        Ok(n) if n >= min && n <= max => Ok(n),
-        _ => Err(ConfigError::Invalid {
-            name,
-            message: format!("`{v}` is not a whole number from {min} to {max}"),
-        }),
-    }
-}
-
-/// A percentage from 0 to 100, with at most 4 decimal places.
-fn parse_percent(name: &'static str, v: &str) -> Result<rust_decimal::Decimal, ConfigError> {
-    match v.trim().parse::<rust_decimal::Decimal>() {
-        Ok(d)
-            if d >= rust_decimal::Decimal::ZERO
-                && d <= rust_decimal::Decimal::ONE_HUNDRED
-                && d.scale() <= 4 =>
-        {
-            Ok(d)
-        }
-        _ => Err(ConfigError::Invalid {
-            name,
-            message: format!("`{v}` is not a percentage from 0 to 100 (at most 4 decimals)"),
-        }),
-    }
-}
-
-fn parse_usd(name: &'static str, v: &str) -> Result<Usd, ConfigError> {
-    let d: rust_decimal::Decimal = v.trim().parse().map_err(|_| ConfigError::Invalid {
-        name,
-        message: format!("`{v}` is not a decimal amount"),
-    })?;
-    match Usd::from_decimal(d) {
-        Ok(u) if !u.is_negative() => Ok(u),
-        _ => Err(ConfigError::Invalid {
-            name,
-            message: "must be a non-negative amount with at most 6 decimal places".into(),
-        }),
-    }
-}
-
-fn parse_url(name: &'static str, v: &str) -> Result<String, ConfigError> {
-    let v = v.trim().trim_end_matches('/');
-    if (v.starts_with("http://") || v.starts_with("https://")) && v.len() > "https://".len() {
-        Ok(v.to_owned())
-    } else {
-        Err(ConfigError::Invalid {
-            name,
-            message: "must be an http:// or https:// URL".into(),
-        })
-    }
 }
 
 fn validate_secret_key(v: &str) -> Result<(), ConfigError> {
@@ -1273,6 +847,88 @@ mod tests {
         assert!(err.to_string().contains("databse_url"), "{err}");
         let c = Config::from_sources(None, env(&[("AIBANK_DATABSE_URL", "x")])).unwrap();
         assert_eq!(c.warnings.len(), 1);
+    }
+
+    #[test]
+    fn the_readme_settings_table_is_the_declarations() {
+        let readme = include_str!("../../../../README.md");
+        let start = readme
+            .find("<!-- settings:start")
+            .and_then(|i| readme[i..].find("-->\n").map(|j| i + j + 4))
+            .expect("README has the settings:start marker");
+        let end = readme
+            .find("<!-- settings:end -->")
+            .expect("README has the settings:end marker");
+        assert!(
+            readme[start..end] == settings_markdown(),
+            "README.md's settings table differs from the declarations in \
+             crates/aibank-server/src/config/settings.rs: put the output of \
+             `cargo run -q -p aibank-server -- settings` between the settings markers"
+        );
+    }
+
+    #[test]
+    fn every_declared_setting_is_read_and_nothing_undeclared_is() {
+        settings::READ.with(|r| r.borrow_mut().clear());
+        let all = [
+            (
+                "AIBANK_X402_PAY_TO",
+                "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            ),
+            ("AIBANK_RPC_URL_ETHEREUM", "http://127.0.0.1:8545"),
+            ("AIBANK_RPC_URL_BASE", "http://127.0.0.1:8545"),
+            ("AIBANK_RPC_URL_BASE_SEPOLIA", "http://127.0.0.1:8545"),
+        ];
+        Config::from_sources(None, env(&all)).unwrap();
+        let read = settings::READ.with(|r| r.borrow().clone());
+        let declared: std::collections::BTreeSet<&str> = SETTINGS.iter().map(|s| s.env).collect();
+        let unread: Vec<_> = declared.difference(&read).collect();
+        assert!(unread.is_empty(), "declared but never read: {unread:?}");
+        let undeclared: Vec<_> = read.difference(&declared).collect();
+        assert!(
+            undeclared.is_empty(),
+            "read but not declared: {undeclared:?}"
+        );
+        let mut keys = std::collections::BTreeSet::new();
+        for s in SETTINGS {
+            assert!(keys.insert(s.file_key()), "{} declared twice", s.env);
+        }
+    }
+
+    #[test]
+    fn declared_defaults_are_the_ones_the_code_names() {
+        let default = |env: &str| settings::find(env).and_then(|s| s.default);
+        assert_eq!(default("AIBANK_LISTEN"), Some(DEFAULT_LISTEN));
+        assert_eq!(default("AIBANK_DATABASE_URL"), Some(DEFAULT_DATABASE_URL));
+        assert_eq!(
+            default("BANKR_BASE_URL"),
+            Some(aibank_gateway::bankr::DEFAULT_BASE_URL)
+        );
+        assert_eq!(
+            default("AIBANK_X402_MAX_TIMEOUT_SECS"),
+            Some(aibank_x402::MAX_TIMEOUT_SECONDS.to_string().as_str())
+        );
+        let documented = |env: &str| {
+            settings::find(env)
+                .and_then(|s| s.default_doc)
+                .map(|d| d.trim_matches('`').to_owned())
+        };
+        for (chain, name, version) in [
+            (
+                aibank_x402::Chain::Base,
+                "AIBANK_USDC_EIP712_NAME_BASE",
+                "AIBANK_USDC_EIP712_VERSION_BASE",
+            ),
+            (
+                aibank_x402::Chain::BaseSepolia,
+                "AIBANK_USDC_EIP712_NAME_BASE_SEPOLIA",
+                "AIBANK_USDC_EIP712_VERSION_BASE_SEPOLIA",
+            ),
+        ] {
+            let domain = aibank_x402::exact::TokenDomain::usdc(chain);
+            assert_eq!(documented(name), Some(domain.name));
+            assert_eq!(documented(version), Some(domain.version));
+        }
     }
 
     #[test]
