@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use crate::access::{client_ip, AllowList};
 use crate::cache::TtlCache;
 use crate::keys::{self, KeyKind, ParsedKey};
+use crate::limits::KeyLimits;
 use crate::rsa_keys;
 use crate::VerifiedCache;
 
@@ -70,6 +71,8 @@ pub struct ApiKeyAuth {
     pub gateway_enabled: bool,
     pub wallets_enabled: bool,
     pub trading_enabled: bool,
+    /// The key's own call limits; the platform's on the agent bind it as well.
+    pub limits: KeyLimits,
 }
 
 /// What a key may be allowed to do beyond reading, each behind its own flag.
@@ -435,6 +438,11 @@ impl AuthState {
             gateway_enabled: key.gateway_enabled && agent.gateway_enabled,
             wallets_enabled: key.wallets_enabled && agent.wallets_enabled,
             trading_enabled: key.trading_enabled && agent.trading_enabled,
+            limits: KeyLimits {
+                allowed_models: key.allowed_models,
+                rpm_limit: key.rpm_limit,
+                tpm_limit: key.tpm_limit,
+            },
             agent,
             key_id: key.id,
             kind,

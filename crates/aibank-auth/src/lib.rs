@@ -5,9 +5,11 @@ pub mod access;
 pub mod cache;
 pub mod extract;
 pub mod keys;
+pub mod limits;
 pub mod ratelimit;
 pub mod rsa_keys;
 
 pub use cache::{TtlCache, VerifiedCache};
 pub use extract::{AgentKeyAuth, ApiKeyAuth, AuthState, Capability, MasterKeyAuth};
 pub use keys::{GeneratedKey, KeyKind};
+pub use limits::KeyLimits;

@@ -6,7 +6,7 @@ use actix_web::HttpRequest;
 use aibank_auth::ApiKeyAuth;
 use aibank_core::{ApiError, SharedClock, Usd};
 use aibank_ledger::{HoldReceipt, LedgerError, UsageMeta};
-use aibank_store::{AnyConnection, DbPool, StoreError, TxStop};
+use aibank_store::{repo, AnyConnection, DbPool, StoreError, TxStop};
 use bytes::Bytes;
 use serde_json::Value;
 use tracing_actix_web::RequestId;
@@ -29,6 +29,8 @@ pub(crate) struct Bill {
     /// (chain, tx hash) of the x402 payment that pays for the call.
     pub(crate) payment: Option<(String, String)>,
     pub(crate) provider: String,
+    /// The provider's deployment that served it, once one did.
+    pub(crate) deployment: Option<String>,
     /// How the call's answer reports its usage.
     pub(crate) api: &'static dyn Metered,
     pub(crate) model: String,
@@ -40,6 +42,8 @@ pub(crate) struct Bill {
     pub(crate) web_searches: u64,
     pub(crate) charged: bool,
     pub(crate) request_id: String,
+    /// The tokens the call was counted at against its key's tokens-per-minute limit.
+    pub(crate) counted: Option<Counted>,
 }
 
 impl Bill {
@@ -74,6 +78,13 @@ pub(crate) struct FlatFee {
 }
 
 impl HoldGuard {
+    /// Names the deployment that served a flat-fee call in its usage row.
+    pub(crate) fn served_by(&mut self, deployment: &str) {
+        if let Some(flat) = &mut self.flat {
+            flat.meta.deployment = Some(deployment.to_owned());
+        }
+    }
+
     pub(crate) fn take(&mut self) -> Option<HoldReceipt> {
         self.hold.take()
     }
@@ -175,6 +186,7 @@ pub(crate) async fn settle(
     let meta = UsageMeta {
         api_key_id: bill.api_key_id.clone(),
         provider: bill.provider.clone(),
+        deployment: bill.deployment.clone(),
         model: bill.model.clone(),
         input_tokens: i64::try_from(tokens.prompt()).unwrap_or(i64::MAX),
         output_tokens: i64::try_from(tokens.output).unwrap_or(i64::MAX),
@@ -185,6 +197,7 @@ pub(crate) async fn settle(
     let now = gw.now_ms();
     let agent = bill.agent_id.clone();
     let payment = bill.payment.clone();
+    let counted = bill.counted.clone();
     // One transaction: the capture, any overage and the usage row commit together.
     let res = gw
         .pool()
@@ -202,6 +215,9 @@ pub(crate) async fn settle(
             aibank_ledger::record_usage(c, &agent, charged, owed, &meta, now)?;
             if let Some((chain, hash)) = &payment {
                 aibank_store::repo::payments::set_cost(c, chain, hash, charged.micros())?;
+            }
+            if let Some(counted) = &counted {
+                counted.reconcile(c, tokens.prompt().saturating_add(tokens.output))?;
             }
             let balance = match got {
                 Some(g) => g.balance,
@@ -261,6 +277,7 @@ pub(crate) fn meter_request(
         api_key_id: None,
         payment: None,
         provider: provider.name.clone(),
+        deployment: None,
         api,
         model: call.model,
         price,
@@ -269,18 +286,19 @@ pub(crate) fn meter_request(
         web_searches: call.web_searches,
         charged: true,
         request_id: request_id.to_string(),
+        counted: None,
     };
     Ok((bill, call.max_output, call.streamed))
 }
 
-/// Reserves the most the call can cost, and counts the call against its key's message
-/// limit, in one transaction.
+/// Reserves the most the call can cost, and counts the call against its key's limits, in
+/// one transaction; the tokens it was counted at, to be replaced by its usage.
 pub(crate) async fn reserve(
     gw: &Gateway,
     bill: &Bill,
     max_out: u64,
     quota: Option<Quota>,
-) -> Result<HoldReceipt, ApiError> {
+) -> Result<(HoldReceipt, Option<Counted>), ApiError> {
     let max = bill.max_cost(max_out);
     let ttl = gw.hold_ttl_ms();
     let (agent, now, reference) = (bill.agent_id.clone(), gw.now_ms(), bill.request_id.clone());
@@ -294,10 +312,11 @@ pub(crate) async fn reserve(
             // Counted last: the count locks the key's row until the commit, and calls on
             // one key wait for each other only that long. A refused count rolls the hold
             // back; a refused hold is never counted.
-            if let Some(q) = &quota {
-                q.admit(c, now)?.map_err(TxStop::Stopped)?;
-            }
-            Ok(hold)
+            let counted = match &quota {
+                Some(q) => q.admit(c, now)?.map_err(TxStop::Stopped)?,
+                None => None,
+            };
+            Ok((hold, counted))
         })
         .await
         .map_err(|e: TxStop<ApiError, LedgerError>| match e {
@@ -306,56 +325,136 @@ pub(crate) async fn reserve(
         })
 }
 
-/// A metered call's place in its key's daily message limit: the key and the limit.
+/// A call's place in its key's limits: the daily message limit (metered calls only), and
+/// the requests and tokens per minute of the key and its agent, the narrower of each.
 #[derive(Debug, Clone)]
 pub(crate) struct Quota {
     key_id: String,
-    limit: i64,
+    daily: Option<i64>,
+    rpm: Option<i64>,
+    tpm: Option<i64>,
+    /// What the call is counted at until its usage is known.
+    tokens: i64,
+}
+
+/// The tokens a call was counted at in its key's minute window.
+#[derive(Debug, Clone)]
+pub(crate) struct Counted {
+    key_id: String,
+    window_start: i64,
+    tokens: i64,
+}
+
+fn narrower(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl Quota {
-    /// `None` when the limit is off (0) for this caller.
+    /// `None` when no limit applies to this caller.
     pub(crate) fn of(gw: &Gateway, caller: &ApiKeyAuth) -> Option<Quota> {
-        let limit = caller
+        let daily = caller
             .agent
             .daily_message_limit
             .unwrap_or(gw.settings.daily_message_limit);
-        (limit > 0).then(|| Quota {
+        let q = Quota {
             key_id: caller.key_id.clone(),
-            limit,
-        })
+            daily: (daily > 0).then_some(daily),
+            rpm: narrower(caller.agent.rpm_limit, caller.limits.rpm_limit),
+            tpm: narrower(caller.agent.tpm_limit, caller.limits.tpm_limit),
+            tokens: 0,
+        };
+        (q.daily.is_some() || q.rpm.is_some() || q.tpm.is_some()).then_some(q)
     }
 
-    /// Counts one message, on every instance sharing the database; the 429 when the
-    /// window is full. Run inside the write transaction that places the call's hold, so a
-    /// metered call still commits once before it is forwarded.
+    /// Counted at `tokens` against the tokens-per-minute limit.
+    #[must_use]
+    pub(crate) fn with_tokens(mut self, tokens: u64) -> Quota {
+        self.tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// Not a message: a call the daily message limit does not count (a free endpoint).
+    #[must_use]
+    pub(crate) fn not_a_message(mut self) -> Option<Quota> {
+        self.daily = None;
+        (self.rpm.is_some() || self.tpm.is_some()).then_some(self)
+    }
+
+    /// Counts the call, on every instance sharing the database; the 429 when a limit is
+    /// reached. Run inside the write transaction that places the call's hold, so a metered
+    /// call still commits once before it is forwarded.
     pub(crate) fn admit(
         &self,
         c: &mut AnyConnection,
         now: i64,
-    ) -> Result<Result<(), ApiError>, StoreError> {
-        let w = aibank_store::repo::keys::admit_message(
-            c,
-            &self.key_id,
-            self.limit,
-            MESSAGE_WINDOW_MS,
-            now,
-        )?;
-        if w.admitted {
-            return Ok(Ok(()));
+    ) -> Result<Result<Option<Counted>, ApiError>, StoreError> {
+        if let Some(limit) = self.daily {
+            let w = repo::keys::admit_message(c, &self.key_id, limit, MESSAGE_WINDOW_MS, now)?;
+            if !w.admitted {
+                return Ok(Err(ApiError::rate_limited(
+                    "Daily message limit reached for this API key",
+                    limit,
+                    w.used,
+                    w.window_start.saturating_add(MESSAGE_WINDOW_MS),
+                    now,
+                )
+                .with("limitName", "dailyMessageLimit")));
+            }
         }
-        Ok(Err(ApiError::rate_limited(
-            "Daily message limit reached for this API key",
-            self.limit,
-            w.used,
-            w.window_start.saturating_add(MESSAGE_WINDOW_MS),
-            now,
-        )))
+        if self.rpm.is_none() && self.tpm.is_none() {
+            return Ok(Ok(None));
+        }
+        let w = repo::keys::admit_minute(c, &self.key_id, self.rpm, self.tpm, self.tokens, now)?;
+        let reset = w.window_start.saturating_add(repo::keys::MINUTE_MS);
+        if !w.admitted {
+            let refusal = match self.rpm {
+                Some(rpm) if w.requests >= rpm => ApiError::rate_limited(
+                    "Requests-per-minute limit reached for this API key",
+                    rpm,
+                    w.requests,
+                    reset,
+                    now,
+                )
+                .with("limitName", "rpmLimit"),
+                _ => ApiError::rate_limited(
+                    "Tokens-per-minute limit reached for this API key",
+                    self.tpm.unwrap_or_default(),
+                    w.tokens,
+                    reset,
+                    now,
+                )
+                .with("limitName", "tpmLimit"),
+            };
+            return Ok(Err(refusal));
+        }
+        Ok(Ok(self.tpm.map(|_| Counted {
+            key_id: self.key_id.clone(),
+            window_start: w.window_start,
+            tokens: self.tokens,
+        })))
     }
 }
 
-/// Counts a message that places no hold (a call on the agent's own upstream key).
-pub(crate) async fn admit_alone(gw: &Gateway, quota: Quota) -> Result<(), ApiError> {
+impl Counted {
+    /// Puts what the call used in place of what it was counted at.
+    pub(crate) fn reconcile(&self, c: &mut AnyConnection, used: u64) -> Result<(), StoreError> {
+        let used = i64::try_from(used).unwrap_or(i64::MAX);
+        repo::keys::reconcile_minute_tokens(
+            c,
+            &self.key_id,
+            self.window_start,
+            used.saturating_sub(self.tokens),
+        )?;
+        Ok(())
+    }
+}
+
+/// Counts a call that places no hold (one on the agent's own upstream key, or to a free
+/// endpoint).
+pub(crate) async fn admit_alone(gw: &Gateway, quota: Quota) -> Result<Option<Counted>, ApiError> {
     let now = gw.now_ms();
     gw.pool().write(move |c| quota.admit(c, now)).await?
 }

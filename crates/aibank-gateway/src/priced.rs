@@ -24,10 +24,11 @@ use serde::{Deserialize, Serialize};
 use tracing_actix_web::RequestId;
 
 use crate::billing::{admit_alone, HoldGuard, Quota};
+use crate::deployments::Deployment;
 use crate::dialect::{Dialect, Endpoint};
 use crate::payment::{pay, Priced};
 use crate::providers::Provider;
-use crate::proxy::{platform_key, send, upstream_key, Gateway};
+use crate::proxy::{platform_key, send_to_deployment, upstream_key, Gateway, UpstreamKey};
 use crate::pump::{read_upstream, ReadError};
 
 /// The methods an endpoint may be declared with.
@@ -326,7 +327,7 @@ async fn resolve_key(
     gw: &Gateway,
     provider: &Provider,
     payer: &Payer,
-) -> Result<(String, bool), ApiError> {
+) -> Result<UpstreamKey, ApiError> {
     // Only the missing-key refusal is renamed; any other failure passes as it is.
     let no_key = |e: ApiError| {
         if e.body().get("needsKey").is_some() {
@@ -340,7 +341,7 @@ async fn resolve_key(
         Payer::Agent(caller) if provider.byok => upstream_key(gw, &caller.agent.id, provider)
             .await
             .map_err(no_key),
-        _ => platform_key(provider).map(|k| (k, false)).map_err(no_key),
+        _ => platform_key(provider).map_err(no_key),
     }
 }
 
@@ -363,7 +364,8 @@ pub(crate) async fn call(
     payer: Payer,
     request_id: &RequestId,
 ) -> Result<Served, ApiError> {
-    let (key, own_key) = resolve_key(gw, provider, &payer).await?;
+    let key = resolve_key(gw, provider, &payer).await?;
+    let own_key = key.own();
     let endpoint = out.endpoint;
     let charged = !own_key || gw.settings.charge_byok;
     let price = if charged {
@@ -416,14 +418,19 @@ pub(crate) async fn call(
             None
         }
     };
-    let request = upstream_request(gw, provider, api, &out, &key)?;
-    let upstream = match send(gw, request).await {
+    let sent = send_to_deployment(gw, provider, |d| {
+        upstream_request(gw, d, api, &out, key.at(d))
+    })
+    .await;
+    let (upstream, deployment) = match sent {
         Ok(r) => r,
         Err(e) => {
             guard.release().await;
             return Err(e);
         }
     };
+    meta.deployment = Some(deployment.name.clone());
+    guard.served_by(&deployment.name);
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = upstream
@@ -515,12 +522,12 @@ async fn settle(gw: &Gateway, agent: &str, guard: &mut HoldGuard, meta: UsageMet
 /// provider wants it.
 fn upstream_request(
     gw: &Gateway,
-    provider: &Provider,
+    deployment: &Deployment,
     api: &PricedApi,
     out: &Outgoing<'_>,
     key: &str,
 ) -> Result<RequestBuilder, ApiError> {
-    let mut url = reqwest::Url::parse(&format!("{}/{}", provider.base_url, out.path))
+    let mut url = reqwest::Url::parse(&format!("{}/{}", deployment.base_url, out.path))
         .map_err(ApiError::internal)?;
     let key_param = match &api.key {
         KeyPlacement::Query { query } => Some(query.as_str()),

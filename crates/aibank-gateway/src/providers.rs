@@ -9,6 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use aibank_core::SecretString;
 use serde::Deserialize;
 
+use crate::deployments::{from_specs, Deployment, DeploymentSpec, DEFAULT_DEPLOYMENT};
 use crate::dialect::Dialect;
 use crate::priced::{EndpointSpec, KeyPlacement, PricedApi};
 use crate::prices::{
@@ -20,14 +21,34 @@ pub struct Provider {
     pub name: String,
     /// The wire format it speaks.
     pub dialect: &'static dyn Dialect,
-    /// Without a trailing slash and without `/v1`.
-    pub base_url: String,
-    /// The platform-wide upstream key, if configured.
-    pub api_key: Option<SecretString>,
+    /// Where its calls go: one or more upstream accounts, each with its base URL and the
+    /// platform's key there (all have a key, or none has).
+    pub deployments: Vec<Deployment>,
     /// Whether agents may store their own key for it.
     pub byok: bool,
     /// A per-call priced HTTP API: its endpoints, prices and key placement.
     pub priced: Option<Arc<PricedApi>>,
+}
+
+impl Provider {
+    /// Whether the platform has a key for it (at every deployment).
+    pub fn configured(&self) -> bool {
+        self.deployments.iter().all(|d| d.api_key.is_some())
+    }
+
+    /// The deployment a call goes to when there is one alone, or the first declared.
+    pub fn primary(&self) -> &Deployment {
+        &self.deployments[0]
+    }
+}
+
+/// Whether `name` may name a provider or a deployment.
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 type Kind = (&'static dyn Dialect, bool, Option<Arc<PricedApi>>);
@@ -51,6 +72,8 @@ pub struct CustomProvider {
     pub name: String,
     #[serde(default)]
     pub kind: ProviderKind,
+    /// Where it is, when it has one deployment (else `deployments`).
+    #[serde(default)]
     pub base_url: String,
     /// The environment variable holding its API key.
     #[serde(default)]
@@ -70,6 +93,10 @@ pub struct CustomProvider {
     /// `http` only: the endpoints forwarded, each with its price.
     #[serde(default)]
     pub endpoints: Vec<EndpointSpec>,
+    /// Several upstream accounts to spread its calls over, instead of `base_url` and
+    /// `api_key_env`.
+    #[serde(default)]
+    pub deployments: Vec<DeploymentSpec>,
     /// Served only through routes of its own, not `/v1/gateway/{name}/…`.
     #[serde(skip)]
     pub routes_only: bool,
@@ -88,53 +115,44 @@ pub struct Registry {
 
 impl Registry {
     /// The built-ins (with price overrides from `AIBANK_PRICES`, keyed by provider) and the
-    /// custom providers, whose keys are read through `env`.
+    /// custom providers, whose keys are read through `env`; `deployments` gives any of them
+    /// several upstream accounts (`AIBANK_DEPLOYMENTS`).
     pub fn build(
         anthropic: (String, Option<SecretString>),
         openai: (String, Option<SecretString>),
         gemini: (String, Option<SecretString>),
         custom: Vec<CustomProvider>,
         overrides: PriceOverrides,
+        mut deployments: BTreeMap<String, Vec<DeploymentSpec>>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Registry, String> {
+        let single = |(url, key): (String, Option<SecretString>)| {
+            vec![Deployment::new(DEFAULT_DEPLOYMENT, url, key, 1)]
+        };
+        let builtin = |name: &str, dialect: &'static dyn Dialect, at| Provider {
+            name: name.into(),
+            dialect,
+            deployments: single(at),
+            byok: true,
+            priced: None,
+        };
         let mut providers = vec![
-            Provider {
-                name: "anthropic".into(),
-                dialect: &crate::anthropic::DIALECT,
-                base_url: anthropic.0,
-                api_key: anthropic.1,
-                byok: true,
-                priced: None,
-            },
-            Provider {
-                name: "openai".into(),
-                dialect: &crate::openai::DIALECT,
-                base_url: openai.0,
-                api_key: openai.1,
-                byok: true,
-                priced: None,
-            },
-            Provider {
-                name: "gemini".into(),
-                dialect: &crate::gemini::DIALECT,
-                base_url: gemini.0,
-                api_key: gemini.1,
-                byok: true,
-                priced: None,
-            },
+            builtin("anthropic", &crate::anthropic::DIALECT, anthropic),
+            builtin("openai", &crate::openai::DIALECT, openai),
+            builtin("gemini", &crate::gemini::DIALECT, gemini),
         ];
+        for p in &mut providers {
+            if let Some(specs) = deployments.remove(&p.name) {
+                p.deployments = from_specs(&p.name, specs, &env)?;
+            }
+        }
         let mut tables = BTreeMap::from([
             ("anthropic".to_owned(), anthropic_defaults()),
             ("openai".to_owned(), openai_defaults()),
             ("gemini".to_owned(), crate::gemini::prices()),
         ]);
         for mut c in custom {
-            let valid_name = !c.name.is_empty()
-                && c.name.len() <= 40
-                && c.name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !valid_name {
+            if !valid_name(&c.name) {
                 return Err(format!(
                     "provider name `{}` must be lowercase letters, digits and -",
                     c.name
@@ -143,28 +161,52 @@ impl Registry {
             if providers.iter().any(|p| p.name == c.name) {
                 return Err(format!("provider `{}` is declared twice", c.name));
             }
-            let base = c.base_url.trim_end_matches('/').to_owned();
-            if !(base.starts_with("http://") || base.starts_with("https://")) {
+            let (dialect, byok, priced) = kind_of(&mut c, &mut tables)?;
+            let listed = match deployments.remove(&c.name) {
+                Some(_) if !c.deployments.is_empty() => {
+                    return Err(format!(
+                        "provider `{}`: its deployments are declared twice",
+                        c.name
+                    ))
+                }
+                Some(specs) => specs,
+                None => std::mem::take(&mut c.deployments),
+            };
+            let deployments = if listed.is_empty() {
+                let base = c.base_url.trim_end_matches('/').to_owned();
+                if !(base.starts_with("http://") || base.starts_with("https://")) {
+                    return Err(format!(
+                        "provider `{}`: base_url must be http:// or https://",
+                        c.name
+                    ));
+                }
+                let api_key = c.api_key.clone().or_else(|| {
+                    c.api_key_env
+                        .as_deref()
+                        .and_then(&env)
+                        .map(SecretString::new)
+                });
+                single((base, api_key))
+            } else if !c.base_url.is_empty() || c.api_key_env.is_some() {
                 return Err(format!(
-                    "provider `{}`: base_url must be http:// or https://",
+                    "provider `{}`: base_url and api_key_env go in each deployment when it has deployments",
                     c.name
                 ));
-            }
-            let api_key = c.api_key.clone().or_else(|| {
-                c.api_key_env
-                    .as_deref()
-                    .and_then(&env)
-                    .map(SecretString::new)
-            });
-            let (dialect, byok, priced) = kind_of(&mut c, &mut tables)?;
+            } else {
+                from_specs(&c.name, listed, &env)?
+            };
             providers.push(Provider {
-                api_key,
                 name: c.name,
                 dialect,
-                base_url: base,
+                deployments,
                 byok,
                 priced,
             });
+        }
+        if let Some(name) = deployments.keys().next() {
+            return Err(format!(
+                "AIBANK_DEPLOYMENTS names unknown provider `{name}`"
+            ));
         }
         let base = PriceBook::new(tables)
             .with(overrides)
@@ -261,6 +303,7 @@ mod tests {
             at("https://g.example"),
             Vec::new(),
             parse_overrides(overrides).unwrap(),
+            BTreeMap::new(),
             |_| None,
         )
         .unwrap()
@@ -305,6 +348,7 @@ mod tests {
             ("g".into(), None),
             Vec::new(),
             parse_overrides(bad).unwrap(),
+            BTreeMap::new(),
             |_| None,
         )
         .unwrap_err();

@@ -29,6 +29,7 @@ use serde_json::Value;
 use tracing_actix_web::RequestId;
 
 use crate::billing::{admit_alone, meter_request, reserve, settle, Bill, HoldGuard, Quota, Usage};
+use crate::deployments::{Deployment, Failure};
 use crate::dialect::{Dialect, Endpoint};
 use crate::headers::{is_media, response_head, upstream_request};
 use crate::payment::{has_credential, pay, Priced};
@@ -59,6 +60,10 @@ pub struct GatewaySettings {
     /// Messages (metered calls) per key per rolling day unless the agent's platform set
     /// another limit; 0: unlimited.
     pub daily_message_limit: i64,
+    /// Further deployments a call is sent to when one fails before answering.
+    pub retries: usize,
+    /// How long a deployment that failed is left out.
+    pub cooldown: Duration,
 }
 
 pub struct Gateway {
@@ -152,6 +157,10 @@ impl Gateway {
         &self.client
     }
 
+    pub(crate) fn cooldown_ms(&self) -> i64 {
+        i64::try_from(self.settings.cooldown.as_millis()).unwrap_or(i64::MAX)
+    }
+
     pub(crate) fn hold_ttl_ms(&self) -> i64 {
         i64::try_from(self.settings.hold_ttl.as_millis()).unwrap_or(i64::MAX)
     }
@@ -174,12 +183,38 @@ async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiErro
         .map(Bytes::from)
 }
 
+/// The key a call goes upstream with.
+#[derive(Debug, Clone)]
+pub(crate) enum UpstreamKey {
+    /// The agent's own, at whichever deployment serves the call.
+    Own(String),
+    /// The platform's at the deployment that serves the call.
+    Platform,
+}
+
+impl UpstreamKey {
+    pub(crate) fn own(&self) -> bool {
+        matches!(self, UpstreamKey::Own(_))
+    }
+
+    /// The key to send to `deployment`.
+    pub(crate) fn at<'a>(&'a self, deployment: &'a Deployment) -> &'a str {
+        match self {
+            UpstreamKey::Own(k) => k,
+            UpstreamKey::Platform => deployment
+                .api_key
+                .as_ref()
+                .map_or("", aibank_core::SecretString::expose),
+        }
+    }
+}
+
 /// The upstream key for this agent and provider: the agent's own, else the platform's.
 pub(crate) async fn upstream_key(
     gw: &Gateway,
     agent_id: &str,
     provider: &Provider,
-) -> Result<(String, bool), ApiError> {
+) -> Result<UpstreamKey, ApiError> {
     let aad = crate::byok::aad(agent_id, &provider.name);
     // The sealed key (or its absence) is served from memory for the look-up TTL; a
     // change on this instance drops the entry at once.
@@ -202,40 +237,113 @@ pub(crate) async fn upstream_key(
             .open(&sealed, aad.as_bytes())
             .map_err(ApiError::internal)?;
         let key = String::from_utf8(plain).map_err(ApiError::internal)?;
-        return Ok((key, true));
+        return Ok(UpstreamKey::Own(key));
     }
-    platform_key(provider).map(|k| (k, false))
+    platform_key(provider)
 }
 
-/// The platform-wide upstream key, or the 503 that says there is none.
-pub(crate) fn platform_key(provider: &Provider) -> Result<String, ApiError> {
-    match &provider.api_key {
-        Some(k) => Ok(k.expose().to_owned()),
-        None => Err(
+/// The platform's key, or the 503 that says there is none.
+pub(crate) fn platform_key(provider: &Provider) -> Result<UpstreamKey, ApiError> {
+    if provider.configured() {
+        Ok(UpstreamKey::Platform)
+    } else {
+        Err(
             ApiError::unavailable(format!("No {} API key configured", provider.name))
                 .with("needsKey", true),
-        ),
+        )
     }
 }
 
-/// Sends, mapping a missing answer to 504 and a failed connection to 502.
-pub(crate) async fn send(
+/// Why a request got no answer.
+enum SendError {
+    Timeout,
+    /// No connection was made: nothing reached the upstream.
+    Connect(reqwest::Error),
+    /// The exchange failed after the request may have reached the upstream.
+    Broken(reqwest::Error),
+}
+
+impl SendError {
+    /// 504 for a missing answer, 502 for a failed exchange.
+    fn into_api(self) -> ApiError {
+        match self {
+            SendError::Timeout => upstream_timeout("The upstream provider did not answer in time"),
+            // Without the URL: an http provider's key may ride in its query string.
+            SendError::Connect(e) | SendError::Broken(e) => {
+                upstream_error("Could not reach the upstream provider", e.without_url())
+            }
+        }
+    }
+
+    fn failure(&self) -> Failure {
+        match self {
+            SendError::Timeout => Failure::Timeout,
+            SendError::Connect(_) => Failure::Connect,
+            SendError::Broken(_) => Failure::Broken,
+        }
+    }
+}
+
+async fn send_once(
     gw: &Gateway,
     out: reqwest::RequestBuilder,
-) -> Result<reqwest::Response, ApiError> {
+) -> Result<reqwest::Response, SendError> {
     match tokio::time::timeout(gw.settings.first_byte_timeout, out.send()).await {
-        Err(_) => Err(upstream_timeout(
-            "The upstream provider did not answer in time",
-        )),
-        Ok(Err(e)) if e.is_timeout() => Err(upstream_timeout(
-            "The upstream provider did not answer in time",
-        )),
-        // Without the URL: an http provider's key may ride in its query string.
-        Ok(Err(e)) => Err(upstream_error(
-            "Could not reach the upstream provider",
-            e.without_url(),
-        )),
+        Err(_) => Err(SendError::Timeout),
+        Ok(Err(e)) if e.is_timeout() => Err(SendError::Timeout),
+        Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(e)),
+        Ok(Err(e)) => Err(SendError::Broken(e)),
         Ok(Ok(r)) => Ok(r),
+    }
+}
+
+/// Sends a call to one of the provider's deployments (`request` builds it for one), and,
+/// while retries are left, to another when the one tried could not be reached or answered
+/// 429 or 5xx: nothing of such an answer has reached the client, which sees only the last
+/// attempt. A timeout is not retried (the upstream may still be working on the call), nor
+/// is any other answer. Each failure cools its deployment; an answer ends its cooling.
+pub(crate) async fn send_to_deployment<'p>(
+    gw: &Gateway,
+    provider: &'p Provider,
+    mut request: impl FnMut(&Deployment) -> Result<reqwest::RequestBuilder, ApiError>,
+) -> Result<(reqwest::Response, &'p Deployment), ApiError> {
+    let deployments = &provider.deployments;
+    let attempts = deployments.len().min(gw.settings.retries.saturating_add(1));
+    let mut tried = Vec::with_capacity(attempts);
+    loop {
+        let now = gw.now_ms();
+        let i = crate::deployments::pick(deployments, &tried, now, |n| {
+            rand::Rng::random_range(&mut rand::rng(), 0..n)
+        })
+        .ok_or_else(|| ApiError::internal("a provider without deployments"))?;
+        tried.push(i);
+        let d = &deployments[i];
+        let last = tried.len() >= attempts;
+        let failure = match send_once(gw, request(d)?).await {
+            Ok(r) if r.status().as_u16() == 429 => (Failure::RateLimited, Ok(r)),
+            Ok(r) if r.status().is_server_error() => (Failure::ServerError, Ok(r)),
+            Ok(r) => {
+                d.served();
+                return Ok((r, d));
+            }
+            Err(e) => (e.failure(), Err(e)),
+        };
+        let (failure, outcome) = failure;
+        d.failed(failure, now, gw.cooldown_ms());
+        let retried = !last && matches!(&outcome, Ok(_) | Err(SendError::Connect(_)));
+        tracing::warn!(
+            provider = %provider.name,
+            deployment = %d.name,
+            failure = ?failure,
+            retried,
+            "upstream deployment failed"
+        );
+        if !retried {
+            return match outcome {
+                Ok(r) => Ok((r, d)),
+                Err(e) => Err(e.into_api()),
+            };
+        }
     }
 }
 
@@ -303,50 +411,56 @@ pub async fn proxy(
         hold: None,
         flat: None,
     };
-    let mut streamed = false;
     let mut payment_response = None;
-    let (key, own_key, bill) = match (caller, paying) {
+    let (key, mut bill, streamed) = match (caller, paying) {
         (Some(caller), _) => {
-            let (key, own_key) = upstream_key(&gw, &caller.agent.id, provider).await?;
-            let bill = match metered {
-                Some((mut bill, max_out, s)) => {
-                    streamed = s;
-                    bill.agent_id.clone_from(&caller.agent.id);
-                    bill.api_key_id = Some(caller.key_id.clone());
-                    bill.charged = !own_key || gw.settings.charge_byok;
-                    let quota = Quota::of(&gw, &caller);
-                    if bill.charged {
-                        guard.hold = Some(reserve(&gw, &bill, max_out, quota).await?);
-                    } else if let Some(q) = quota {
-                        admit_alone(&gw, q).await?;
-                    }
-                    Some(bill)
-                }
-                None => None,
-            };
-            (key, own_key, bill)
+            let key = upstream_key(&gw, &caller.agent.id, provider).await?;
+            let (bill, streamed) = bill_agent(&gw, &caller, metered, key.own(), &mut guard).await?;
+            (key, bill, streamed)
         }
         (None, Some(x402)) => {
             // Payers have no keys of their own; without the platform's, take no payment.
             let key = platform_key(provider)?;
             let paid = pay(&gw, &x402, &req, Priced::of(metered), &request_id).await?;
-            streamed = paid.streamed;
             guard.hold = paid.hold;
             guard.flat = paid.flat;
             payment_response = paid.response;
-            (key, false, paid.bill)
+            (key, paid.bill, paid.streamed)
         }
         (None, None) => return Err(ApiError::internal("no caller and no payment")),
     };
-    let out = upstream_request(&gw, &req, provider, &tail, &key, own_key, body)?;
-    let upstream = match send(&gw, out).await {
+    let own_key = key.own();
+    let sent = send_to_deployment(&gw, provider, |d| {
+        upstream_request(
+            &gw,
+            &req,
+            provider,
+            d,
+            &tail,
+            key.at(d),
+            own_key,
+            body.clone(),
+        )
+    })
+    .await;
+    let (upstream, deployment) = match sent {
         Ok(r) => r,
         Err(e) => {
             guard.release().await;
             return Err(e);
         }
     };
-    let mut res = respond(gw, dialect, bill, guard, upstream, streamed, own_key).await?;
+    if let Some(b) = &mut bill {
+        b.deployment = Some(deployment.name.clone());
+    }
+    guard.served_by(&deployment.name);
+    let served = Served {
+        dialect,
+        deployment: deployment.clone(),
+        streamed,
+        own_key,
+    };
+    let mut res = respond(gw, served, bill, guard, upstream).await?;
     // The payment was settled whatever the upstream answered: what the call did not cost
     // stays as credit.
     if let Some((name, value)) = payment_response {
@@ -355,16 +469,61 @@ pub async fn proxy(
     Ok(res)
 }
 
+/// Admits an agent's call within its key's limits (the model it names, requests and tokens
+/// per minute, daily messages) and holds what a metered one may cost; its bill, and whether
+/// it streams.
+async fn bill_agent(
+    gw: &Gateway,
+    caller: &aibank_auth::ApiKeyAuth,
+    metered: Option<(Bill, u64, bool)>,
+    own_key: bool,
+    guard: &mut HoldGuard,
+) -> Result<(Option<Bill>, bool), ApiError> {
+    let Some((mut bill, max_out, streamed)) = metered else {
+        if let Some(q) = Quota::of(gw, caller).and_then(Quota::not_a_message) {
+            admit_alone(gw, q).await?;
+        }
+        return Ok((None, false));
+    };
+    bill.agent_id.clone_from(&caller.agent.id);
+    bill.api_key_id = Some(caller.key_id.clone());
+    bill.charged = !own_key || gw.settings.charge_byok;
+    crate::limits::check_model(caller, &bill.model)?;
+    let tokens = bill.prompt_estimate.saturating_add(max_out);
+    let quota = Quota::of(gw, caller).map(|q| q.with_tokens(tokens));
+    if bill.charged {
+        let (hold, counted) = reserve(gw, &bill, max_out, quota).await?;
+        guard.hold = Some(hold);
+        bill.counted = counted;
+    } else if let Some(q) = quota {
+        bill.counted = admit_alone(gw, q).await?;
+    }
+    Ok((Some(bill), streamed))
+}
+
+/// How a call was served: in which wire format, by which deployment, whether as a stream,
+/// on whose key.
+struct Served {
+    dialect: &'static dyn Dialect,
+    deployment: Deployment,
+    streamed: bool,
+    own_key: bool,
+}
+
 /// Turns the upstream answer into ours and settles the bill.
 async fn respond(
     gw: web::Data<Gateway>,
-    dialect: &'static dyn Dialect,
+    served: Served,
     bill: Option<Bill>,
     mut guard: HoldGuard,
     upstream: reqwest::Response,
-    streamed: bool,
-    own_key: bool,
 ) -> Result<HttpResponse, ApiError> {
+    let Served {
+        dialect,
+        deployment,
+        streamed,
+        own_key,
+    } = served;
     let mut res = response_head(&upstream, own_key);
     let content_type = upstream
         .headers()
@@ -394,7 +553,14 @@ async fn respond(
     if is_sse || (streamed && !is_media(content_type, "application/json")) {
         let hold = guard.take();
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
-        tokio::spawn(pump(gw.into_inner(), dialect, bill, hold, upstream, tx));
+        tokio::spawn(pump(
+            gw.into_inner(),
+            (dialect, deployment),
+            bill,
+            hold,
+            upstream,
+            tx,
+        ));
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|b| (Ok::<_, actix_web::Error>(b), rx))
         });
@@ -403,6 +569,7 @@ async fn respond(
     let body = match read_upstream(upstream, gw.settings.idle_timeout).await {
         Ok(b) => b,
         Err(e) => {
+            deployment.failed(Failure::Broken, gw.now_ms(), gw.cooldown_ms());
             guard.release().await;
             return Err(e.into_api());
         }

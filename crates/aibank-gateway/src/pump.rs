@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::billing::{settle, Bill, Usage};
+use crate::deployments::{Deployment, Failure};
 use crate::dialect::Dialect;
 use crate::meter::SseMeter;
 use crate::proxy::{upstream_error, upstream_timeout, Gateway};
@@ -78,7 +79,7 @@ enum End {
 /// appends the cost as an SSE comment.
 pub(crate) async fn pump(
     gw: Arc<Gateway>,
-    dialect: &'static dyn Dialect,
+    (dialect, deployment): (&'static dyn Dialect, Deployment),
     bill: Bill,
     hold: Option<HoldReceipt>,
     upstream: reqwest::Response,
@@ -103,6 +104,9 @@ pub(crate) async fn pump(
         }
     };
     drop(stream);
+    if matches!(end, End::Idle | End::Broken) {
+        deployment.failed(Failure::Broken, gw.now_ms(), gw.cooldown_ms());
+    }
     let tokens = meter.billable(bill.prompt_estimate);
     let complete = meter.complete();
     if end != End::Complete || !complete {

@@ -529,6 +529,8 @@ fn lock_platform(conn: &mut AnyConnection, platform_id: &str) -> Result<(), Ledg
 pub struct UsageMeta {
     pub api_key_id: Option<String>,
     pub provider: String,
+    /// The provider's deployment that served the call.
+    pub deployment: Option<String>,
     pub model: String,
     pub input_tokens: i64,
     pub output_tokens: i64,
@@ -566,6 +568,7 @@ pub(crate) fn record_usage_with_id(
             agent_id: agent_id.to_owned(),
             api_key_id: meta.api_key_id.clone(),
             provider: meta.provider.clone(),
+            deployment: meta.deployment.clone(),
             model: meta.model.clone(),
             input_tokens: meta.input_tokens,
             output_tokens: meta.output_tokens,

@@ -206,3 +206,115 @@ impl<T> Patch<T> {
         }
     }
 }
+
+/// Call limits as sent (`allowedModels`, `rpmLimit`, `tpmLimit`), each absent, `null`
+/// (none of its own) or a value.
+#[derive(Debug, Clone, Default)]
+pub struct CallLimits {
+    pub allowed_models: Patch<Vec<String>>,
+    pub rpm_limit: Patch<i64>,
+    pub tpm_limit: Patch<i64>,
+}
+
+/// [`CallLimits`] validated: column changes, the patterns as stored.
+#[derive(Debug, Clone, Default)]
+pub struct ValidCallLimits {
+    pub allowed_models: Option<Option<String>>,
+    pub rpm_limit: Option<Option<i64>>,
+    pub tpm_limit: Option<Option<i64>>,
+}
+
+impl CallLimits {
+    /// Validates, and notes each change in `logged`. `within`: the agent's limits a key's
+    /// may only narrow (a key cannot allow a model or a rate its agent does not).
+    pub fn validate(
+        self,
+        within: Option<&aibank_auth::KeyLimits>,
+        logged: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ValidCallLimits, ApiError> {
+        use aibank_auth::limits::{
+            covered, valid_pattern, MAX_MODEL_PATTERNS, MAX_PATTERN_LEN, MAX_RPM, MAX_TPM,
+        };
+        let allowed_models = match self.allowed_models.into_change() {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(list)) => {
+                let field = "allowedModels";
+                if list.is_empty() || list.len() > MAX_MODEL_PATTERNS {
+                    return Err(ApiError::invalid_field(
+                        field,
+                        format!("`{field}` must list 1 to {MAX_MODEL_PATTERNS} model-name patterns, or be null for any model"),
+                    ));
+                }
+                if let Some(bad) = list.iter().find(|p| !valid_pattern(p)) {
+                    return Err(ApiError::invalid_field(
+                        field,
+                        format!("`{field}` pattern `{}` must be 1 to {MAX_PATTERN_LEN} printable characters without spaces (`*` stands for any run)", bad.escape_debug()),
+                    ));
+                }
+                if let Some(wider) = within.and_then(aibank_auth::KeyLimits::models) {
+                    if let Some(p) = list.iter().find(|p| !covered(&wider, p)) {
+                        return Err(ApiError::forbidden(format!(
+                            "`{field}` pattern `{p}` allows models the agent's limits do not: a key's limits may only narrow them"
+                        ))
+                        .with("field", field)
+                        .with("allowedModels", wider));
+                    }
+                }
+                let stored = serde_json::to_string(&list).map_err(ApiError::internal)?;
+                Some(Some(stored))
+            }
+        };
+        if let Some(m) = &allowed_models {
+            let shown = m.as_deref().map(|s| {
+                serde_json::from_str::<serde_json::Value>(s).unwrap_or(serde_json::Value::Null)
+            });
+            logged.insert("allowedModels".into(), shown.into());
+        }
+        let rate = |field: &'static str,
+                    v: Patch<i64>,
+                    max: i64,
+                    agent: Option<i64>,
+                    logged: &mut serde_json::Map<String, serde_json::Value>| {
+            let change = v.into_change();
+            if let Some(Some(n)) = change {
+                if !(1..=max).contains(&n) {
+                    return Err(ApiError::invalid_field(
+                        field,
+                        format!("`{field}` must be between 1 and {max}, or null for no limit"),
+                    ));
+                }
+                if let Some(a) = agent.filter(|&a| n > a) {
+                    return Err(ApiError::forbidden(format!(
+                        "`{field}` may only narrow the agent's limit of {a}"
+                    ))
+                    .with("field", field)
+                    .with("limit", a));
+                }
+            }
+            if let Some(c) = change {
+                logged.insert(field.into(), c.into());
+            }
+            Ok(change)
+        };
+        let rpm_limit = rate(
+            "rpmLimit",
+            self.rpm_limit,
+            MAX_RPM,
+            within.and_then(|w| w.rpm_limit),
+            logged,
+        )?;
+        let tpm_limit = rate(
+            "tpmLimit",
+            self.tpm_limit,
+            MAX_TPM,
+            within.and_then(|w| w.tpm_limit),
+            logged,
+        )?;
+        Ok(ValidCallLimits {
+            allowed_models,
+            rpm_limit,
+            tpm_limit,
+        })
+    }
+}

@@ -69,6 +69,11 @@ pub struct Agent {
     pub trading_enabled: bool,
     pub keys_paused_at: Option<i64>,
     pub daily_message_limit: Option<i64>,
+    /// The platform's call limits, binding each key: model-name patterns (a JSON array;
+    /// `None`: any model), requests and tokens per minute per key.
+    pub allowed_models: Option<String>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
 }
 
 impl Agent {
@@ -101,6 +106,9 @@ impl Agent {
             trading_enabled: true,
             keys_paused_at: None,
             daily_message_limit: None,
+            allowed_models: None,
+            rpm_limit: None,
+            tpm_limit: None,
         }
     }
 }
@@ -123,6 +131,9 @@ pub struct AgentChanges {
     pub trading_enabled: Option<bool>,
     /// `Some(None)` clears the column (back to the server default).
     pub daily_message_limit: Option<Option<i64>>,
+    pub allowed_models: Option<Option<String>>,
+    pub rpm_limit: Option<Option<i64>>,
+    pub tpm_limit: Option<Option<i64>>,
 }
 
 pub const AGENT_KIND_AGENT: &str = "agent";
@@ -155,6 +166,10 @@ pub struct ApiKey {
     pub trading_enabled: bool,
     /// Set for RSA-signed keys, which have no secret.
     pub public_key_pem: Option<String>,
+    /// The owner's call limits on this key, within the agent's.
+    pub allowed_models: Option<String>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
 }
 
 impl ApiKey {
@@ -185,6 +200,9 @@ impl ApiKey {
             wallets_enabled: true,
             trading_enabled: true,
             public_key_pem: None,
+            allowed_models: None,
+            rpm_limit: None,
+            tpm_limit: None,
         }
     }
 }
@@ -200,6 +218,10 @@ pub struct ApiKeyChanges {
     pub gateway_enabled: Option<bool>,
     pub wallets_enabled: Option<bool>,
     pub trading_enabled: Option<bool>,
+    /// `Some(None)` clears the column (no limit of the key's own).
+    pub allowed_models: Option<Option<String>>,
+    pub rpm_limit: Option<Option<i64>>,
+    pub tpm_limit: Option<Option<i64>>,
 }
 
 impl std::fmt::Debug for ApiKey {
@@ -257,6 +279,8 @@ pub struct UsageEvent {
     pub owed_micros: i64,
     /// The price table the call was billed at.
     pub price_version: Option<String>,
+    /// The provider's deployment that served the call.
+    pub deployment: Option<String>,
 }
 
 /// The status of a wallet transfer that moved nothing (it counts against no limit and

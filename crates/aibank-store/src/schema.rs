@@ -46,6 +46,9 @@ diesel::table! {
         trading_enabled -> Bool,
         keys_paused_at -> Nullable<BigInt>,
         daily_message_limit -> Nullable<BigInt>,
+        allowed_models -> Nullable<Text>,
+        rpm_limit -> Nullable<BigInt>,
+        tpm_limit -> Nullable<BigInt>,
     }
 }
 
@@ -70,6 +73,12 @@ diesel::table! {
         public_key_pem -> Nullable<Text>,
         msg_window_start -> BigInt,
         msg_count -> BigInt,
+        allowed_models -> Nullable<Text>,
+        rpm_limit -> Nullable<BigInt>,
+        tpm_limit -> Nullable<BigInt>,
+        minute_window_start -> BigInt,
+        minute_requests -> BigInt,
+        minute_tokens -> BigInt,
     }
 }
 
@@ -112,6 +121,7 @@ diesel::table! {
         description -> Nullable<Text>,
         owed_micros -> BigInt,
         price_version -> Nullable<Text>,
+        deployment -> Nullable<Text>,
     }
 }
 

@@ -13,7 +13,8 @@
 //!   split into the 5-minute (`CACHE_WRITE`) and 1-hour (`CACHE_WRITE_1H`) caches.
 //! - `x-mock-web-searches: N` — Anthropic: report N server-side web searches
 //!   (`usage.server_tool_use.web_search_requests`; default none).
-//! - `x-mock-behavior:` `ok` (default), `error-400|401|429|500|529`, `stall` (60 s before
+//! - `x-mock-behavior:` `ok` (default, or what [`MockUpstream::behave`] set),
+//!   `error-400|401|429|500|503|529`, `stall` (60 s before
 //!   anything), `cut` (streams: first half of the events, then the connection is cut;
 //!   non-stream: the first 20 bytes of the JSON body, then cut), `stall-stream` (streams:
 //!   first half of the events, then silence with the connection held open; non-stream: the
@@ -81,6 +82,17 @@ struct Shared {
     streams_started: AtomicUsize,
     streams_completed: AtomicUsize,
     next_id: AtomicU64,
+    /// The behaviour of requests without `x-mock-behavior` (see [`MockUpstream::behave`]).
+    behavior: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn fallback(&self) -> Option<String> {
+        self.behavior
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// The running mock; the server stops when this is dropped.
@@ -161,6 +173,16 @@ impl MockUpstream {
             .unwrap_or_else(PoisonError::into_inner)
             .last()
             .cloned()
+    }
+
+    /// Answers every request that sends no `x-mock-behavior` as if it sent `behavior`
+    /// (`None`: as `ok`): one of several upstreams can fail while the others serve.
+    pub fn behave(&self, behavior: Option<&str>) {
+        *self
+            .shared
+            .behavior
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = behavior.map(str::to_owned);
     }
 
     /// How many SSE streams have handed their final event (`message_stop` / `[DONE]`) to
@@ -334,7 +356,7 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
         }
     };
 
-    let controls = match controls(&req) {
+    let controls = match controls(&req, shared.fallback()) {
         Ok(c) => c,
         Err(message) => {
             return error_response(provider, StatusCode::BAD_REQUEST, &message, false);
@@ -401,7 +423,7 @@ async fn handle(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> Htt
     }
 }
 
-fn controls(req: &HttpRequest) -> Result<Controls, String> {
+fn controls(req: &HttpRequest, fallback: Option<String>) -> Result<Controls, String> {
     let header = |name: &str| -> Result<Option<String>, String> {
         req.headers()
             .get(name)
@@ -412,12 +434,13 @@ fn controls(req: &HttpRequest) -> Result<Controls, String> {
             })
             .transpose()
     };
-    let behavior = match header("x-mock-behavior")?.as_deref() {
+    let behavior = match header("x-mock-behavior")?.or(fallback).as_deref() {
         None | Some("ok") => Behavior::Ok,
         Some("error-400") => Behavior::Error(400),
         Some("error-401") => Behavior::Error(401),
         Some("error-429") => Behavior::Error(429),
         Some("error-500") => Behavior::Error(500),
+        Some("error-503") => Behavior::Error(503),
         Some("error-529") => Behavior::Error(529),
         Some("stall") => Behavior::Stall,
         Some("cut") => Behavior::Cut,

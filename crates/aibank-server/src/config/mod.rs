@@ -229,14 +229,49 @@ impl Config {
                 })?
             }
         };
-        let providers =
-            aibank_gateway::Registry::build(anthropic, openai, gemini, custom, overrides, |var| {
-                all_env.get(var).filter(|v| !v.is_empty()).cloned()
-            })
-            .map_err(|message| ConfigError::Invalid {
-                name: "AIBANK_PROVIDERS",
-                message,
-            })?;
+        let deployments = match v.given("AIBANK_DEPLOYMENTS")? {
+            None => BTreeMap::new(),
+            Some(d) => serde_json::from_str(d).map_err(|e| ConfigError::Invalid {
+                name: "AIBANK_DEPLOYMENTS",
+                message: format!(
+                    "must be a JSON object of provider name to a list of deployments: {e}"
+                ),
+            })?,
+        };
+        for (name, url, key) in [
+            ("anthropic", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"),
+            ("openai", "OPENAI_BASE_URL", "OPENAI_API_KEY"),
+            ("gemini", "GEMINI_BASE_URL", "GEMINI_API_KEY"),
+            ("bankr", "BANKR_BASE_URL", "BANKR_API_KEY"),
+        ] {
+            if deployments.contains_key(name)
+                && (v.given(url)?.is_some() || v.given(key)?.is_some())
+            {
+                return Err(ConfigError::Invalid {
+                    name: "AIBANK_DEPLOYMENTS",
+                    message: format!(
+                        "gives `{name}` deployments: {url} and {key} go in them instead"
+                    ),
+                });
+            }
+        }
+        let providers = aibank_gateway::Registry::build(
+            anthropic,
+            openai,
+            gemini,
+            custom,
+            overrides,
+            deployments,
+            |var| all_env.get(var).filter(|v| !v.is_empty()).cloned(),
+        )
+        .map_err(|message| ConfigError::Invalid {
+            name: if message.contains("AIBANK_DEPLOYMENTS") {
+                "AIBANK_DEPLOYMENTS"
+            } else {
+                "AIBANK_PROVIDERS"
+            },
+            message,
+        })?;
         let prices_file = v.given("AIBANK_PRICES_FILE")?.map(std::path::PathBuf::from);
         if let Some(path) = &prices_file {
             load_prices_file(&providers, path).map_err(|message| ConfigError::Invalid {
@@ -255,6 +290,8 @@ impl Config {
             lookup_ttl: auth_status_ttl,
             daily_message_limit: v.int("AIBANK_DAILY_MESSAGE_LIMIT")?,
             charge_byok: v.bool("AIBANK_BYOK_CHARGE")?,
+            retries: v.int("AIBANK_GATEWAY_RETRIES")?,
+            cooldown: secs("AIBANK_GATEWAY_COOLDOWN_SECS")?,
         };
         let trusted_proxies = v
             .given("AIBANK_TRUSTED_PROXIES")?
@@ -591,17 +628,93 @@ mod tests {
     }
 
     #[test]
+    fn deployments_are_declared_for_built_in_and_declared_providers() {
+        let built_in = r#"{"openai": [
+            {"name": "east", "base_url": "https://east.example/", "api_key_env": "EAST", "weight": 3},
+            {"base_url": "https://west.example", "api_key_env": "WEST"}]}"#;
+        let declared = r#"[{"name": "compat", "deployments": [
+            {"base_url": "https://c1.example"}, {"base_url": "https://c2.example", "weight": 0}]}]"#;
+        let c = Config::from_sources(
+            None,
+            env(&[
+                ("AIBANK_DEPLOYMENTS", built_in),
+                ("AIBANK_PROVIDERS", declared),
+                ("EAST", "sk-east"),
+                ("WEST", "sk-west"),
+                ("AIBANK_GATEWAY_RETRIES", "1"),
+                ("AIBANK_GATEWAY_COOLDOWN_SECS", "5"),
+            ]),
+        )
+        .unwrap();
+        let openai = c.providers.get("openai").unwrap();
+        let names: Vec<_> = openai.deployments.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["east", "2"]);
+        assert_eq!(openai.deployments[0].base_url, "https://east.example");
+        assert_eq!(openai.deployments[0].weight, 3);
+        assert_eq!(
+            openai.deployments[1].api_key.as_ref().unwrap().expose(),
+            "sk-west"
+        );
+        assert!(openai.configured());
+        let compat = c.providers.get("compat").unwrap();
+        assert_eq!(compat.deployments.len(), 2);
+        assert!(!compat.configured());
+        assert_eq!(compat.deployments[1].weight, 0);
+        assert_eq!(c.gateway.retries, 1);
+        assert_eq!(c.gateway.cooldown, Duration::from_secs(5));
+        let anthropic = c.providers.get("anthropic").unwrap();
+        assert_eq!(anthropic.deployments.len(), 1);
+        assert_eq!(anthropic.primary().name, "default");
+
+        for (pairs, want) in [
+            (
+                vec![
+                    ("AIBANK_DEPLOYMENTS", built_in),
+                    ("EAST", "k"),
+                    ("WEST", "k"),
+                    ("OPENAI_BASE_URL", "https://x.example"),
+                ],
+                "OPENAI_BASE_URL and OPENAI_API_KEY go in them",
+            ),
+            (
+                vec![(
+                    "AIBANK_DEPLOYMENTS",
+                    r#"{"nope": [{"base_url": "https://x"}]}"#,
+                )],
+                "unknown provider `nope`",
+            ),
+            (
+                vec![("AIBANK_DEPLOYMENTS", built_in), ("EAST", "k")],
+                "WEST named by api_key_env is not set",
+            ),
+            (
+                vec![(
+                    "AIBANK_PROVIDERS",
+                    r#"[{"name": "x", "base_url": "https://x", "deployments": [{"base_url": "https://y"}]}]"#,
+                )],
+                "go in each deployment",
+            ),
+            (vec![("AIBANK_DEPLOYMENTS", "[]")], "JSON object"),
+        ] {
+            let err = Config::from_sources(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{err} should say {want}");
+        }
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::default();
         assert_eq!(c.listen.to_string(), "127.0.0.1:4000");
         assert!(c.uses_default_database());
         assert_eq!(c.signup_credits.to_string(), "10.0");
         assert_eq!(
-            c.providers.get("anthropic").unwrap().base_url,
+            c.providers.get("anthropic").unwrap().primary().base_url,
             "https://api.anthropic.com"
         );
         assert_eq!(
-            c.providers.get("openai").unwrap().base_url,
+            c.providers.get("openai").unwrap().primary().base_url,
             "https://api.openai.com"
         );
     }
@@ -716,8 +829,8 @@ mod tests {
     fn bankr_is_built_in_with_its_settings() {
         let c = Config::default();
         let bankr = c.providers.get("bankr").unwrap();
-        assert_eq!(bankr.base_url, "https://api.bankr.bot");
-        assert!(bankr.api_key.is_none() && bankr.byok);
+        assert_eq!(bankr.primary().base_url, "https://api.bankr.bot");
+        assert!(bankr.primary().api_key.is_none() && bankr.byok);
         let api = bankr.priced.as_ref().unwrap();
         assert!(api.endpoints.iter().all(|e| e.price_usd.is_zero()));
 
@@ -732,8 +845,11 @@ mod tests {
         )
         .unwrap();
         let bankr = c.providers.get("bankr").unwrap();
-        assert_eq!(bankr.base_url, "http://127.0.0.1:9");
-        assert_eq!(bankr.api_key.as_ref().unwrap().expose(), "bk_platform");
+        assert_eq!(bankr.primary().base_url, "http://127.0.0.1:9");
+        assert_eq!(
+            bankr.primary().api_key.as_ref().unwrap().expose(),
+            "bk_platform"
+        );
         let api = bankr.priced.as_ref().unwrap();
         let price = |m: &str, p: &str| api.declared(m, p).unwrap().price_usd.micros();
         assert_eq!(price("POST", "agent/prompt"), 50_000);
@@ -770,7 +886,7 @@ mod tests {
         .unwrap();
         let w = c.providers.get("weather").unwrap();
         assert_eq!(w.dialect.name(), "http");
-        assert_eq!(w.api_key.as_ref().unwrap().expose(), "wk");
+        assert_eq!(w.primary().api_key.as_ref().unwrap().expose(), "wk");
         assert_eq!(
             w.priced.as_ref().unwrap().endpoints[0].price_usd.micros(),
             2_000

@@ -152,6 +152,12 @@ settings! {
         "price of a Bankr job status call on the platform's Bankr key";
     "AIBANK_BANKR_PRICE_CANCEL_USD", Kind::Usd, Some("0"), None,
         "price of `POST /v1/trading/bankr/jobs/{jobId}/cancel` on the platform's Bankr key";
+    "AIBANK_DEPLOYMENTS", Kind::Json, None, None,
+        "several upstream accounts for any provider, `{\"provider\": [{\"name\", \"base_url\", \"api_key_env\", \"weight\"}]}` (see the gateway section); replaces its base URL and key settings";
+    "AIBANK_GATEWAY_RETRIES", int(0, 10), Some("2"), None,
+        "other deployments a call is sent to when one cannot be reached or answers 429 or 5xx before any byte reaches the client";
+    "AIBANK_GATEWAY_COOLDOWN_SECS", int(0, 86_400), Some("30"), None,
+        "how long a deployment that failed is left out of the choice, per instance, unless all are cooling (`0`: never)";
     "AIBANK_PRICES", Kind::Json, None, None,
         "price overrides, `{\"provider\": {\"model\": {\"input\", \"output\", \"cache_write\", \"cache_write_1h\", \"cache_read\", \"web_search_per_1k\", \"long_context\": {\"above_tokens\", \"input_factor\", \"output_factor\"}}}}` (USD per million tokens, per 1,000 searches; `*` = any model)";
     "AIBANK_PRICES_FILE", Kind::Path, None, None,

@@ -4,11 +4,11 @@
 
 use actix_web::web;
 use aibank_auth::rsa_keys::{self, PublicKey};
-use aibank_auth::{ApiKeyAuth, GeneratedKey};
+use aibank_auth::{ApiKeyAuth, GeneratedKey, KeyLimits};
 use aibank_core::clock::rfc3339;
 use aibank_core::ids::random_lower;
 use aibank_core::{ApiError, Json, Page, PageQuery, Query};
-use aibank_store::models::{ApiKey, ApiKeyChanges, KEY_STATUS_ACTIVE};
+use aibank_store::models::{Agent, ApiKey, ApiKeyChanges, KEY_STATUS_ACTIVE};
 use aibank_store::repo::{cursor_of, keys as key_repo};
 use aibank_store::StoreError;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use super::{created, Created};
 use crate::audit::{Actor, Audit};
 use crate::identities::api_key_row;
 use crate::state::AppState;
-use crate::validate::{self, Patch, Restrictions};
+use crate::validate::{self, CallLimits, Patch, Restrictions};
 use crate::views::keys::KeyView;
 
 fn key_not_found() -> ApiError {
@@ -258,10 +258,20 @@ pub struct UpdateRequest {
     gateway_enabled: Option<bool>,
     wallets_enabled: Option<bool>,
     trading_enabled: Option<bool>,
+    #[serde(default)]
+    allowed_models: Patch<Vec<String>>,
+    #[serde(default)]
+    rpm_limit: Patch<i64>,
+    #[serde(default)]
+    tpm_limit: Patch<i64>,
 }
 
-/// Validates the changes and lists them (by their API names) for the audit log.
-fn key_changes(b: UpdateRequest) -> Result<(ApiKeyChanges, Map<String, Value>), ApiError> {
+/// Validates the changes (call limits within `agent`'s) and lists them (by their API
+/// names) for the audit log.
+fn key_changes(
+    b: UpdateRequest,
+    agent: &Agent,
+) -> Result<(ApiKeyChanges, Map<String, Value>), ApiError> {
     let mut logged = Map::new();
     let name = b
         .name
@@ -286,6 +296,12 @@ fn key_changes(b: UpdateRequest) -> Result<(ApiKeyChanges, Map<String, Value>), 
         trading_enabled: b.trading_enabled,
     }
     .validate(&mut logged)?;
+    let limits = CallLimits {
+        allowed_models: b.allowed_models,
+        rpm_limit: b.rpm_limit,
+        tpm_limit: b.tpm_limit,
+    }
+    .validate(Some(&KeyLimits::of_agent(agent)), &mut logged)?;
     if logged.is_empty() {
         return Err(ApiError::invalid_field(
             "body",
@@ -294,6 +310,9 @@ fn key_changes(b: UpdateRequest) -> Result<(ApiKeyChanges, Map<String, Value>), 
     }
     Ok((
         ApiKeyChanges {
+            allowed_models: limits.allowed_models,
+            rpm_limit: limits.rpm_limit,
+            tpm_limit: limits.tpm_limit,
             name,
             description,
             read_only: r.read_only,
@@ -315,7 +334,7 @@ pub async fn update(
     path: web::Path<String>,
     body: Json<UpdateRequest>,
 ) -> Result<web::Json<KeyView>, ApiError> {
-    let (changes, logged) = key_changes(body.into_inner())?;
+    let (changes, logged) = key_changes(body.into_inner(), &auth.agent)?;
     let id = path.into_inner();
     let now = state.clock.now_ms();
     let actor = Actor::api_key(&auth.key_id);

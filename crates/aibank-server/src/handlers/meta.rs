@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
+use aibank_core::clock::rfc3339;
 use aibank_core::ApiError;
 use aibank_store::StoreError;
 use serde::Serialize;
@@ -49,6 +50,38 @@ pub struct ProviderInfo {
     endpoints: Option<Vec<aibank_gateway::priced::PricedEndpoint>>,
     /// Whether agents may store their own key for it.
     byok: bool,
+    /// Where its calls go, and how each deployment has fared on this instance.
+    deployments: Vec<DeploymentInfo>,
+}
+
+/// A deployment as `GET /v1/providers` shows it: never its key.
+#[derive(Debug, Serialize)]
+pub struct DeploymentInfo {
+    name: String,
+    base_url: String,
+    weight: u32,
+    /// `ok`, or `cooling`: left out of the choice after a failure until `cooling_until`.
+    state: &'static str,
+    cooling_until: Option<String>,
+    /// `connect`, `timeout`, `rate_limited`, `server_error` or `broken`.
+    last_error: Option<aibank_gateway::deployments::Failure>,
+    last_error_at: Option<String>,
+}
+
+impl DeploymentInfo {
+    fn new(d: &aibank_gateway::Deployment, now_ms: i64) -> Self {
+        let h = d.health();
+        let cooling = d.cooling(now_ms);
+        DeploymentInfo {
+            name: d.name.clone(),
+            base_url: d.base_url.clone(),
+            weight: d.weight,
+            state: if cooling { "cooling" } else { "ok" },
+            cooling_until: h.cooling_until_ms.filter(|_| cooling).map(rfc3339),
+            last_error: h.last_error,
+            last_error_at: h.last_error_at_ms.map(rfc3339),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -62,6 +95,7 @@ pub struct Providers {
 #[tracing::instrument(skip_all)]
 pub async fn providers(state: web::Data<AppState>) -> web::Json<Providers> {
     let book = state.config.providers.prices();
+    let now = state.clock.now_ms();
     web::Json(Providers {
         price_version: book.version().to_owned(),
         providers: state
@@ -73,12 +107,17 @@ pub async fn providers(state: web::Data<AppState>) -> web::Json<Providers> {
                 ProviderInfo {
                     name: p.name.clone(),
                     kind: p.dialect.name(),
-                    base_url: p.base_url.clone(),
-                    configured: p.api_key.is_some(),
+                    base_url: p.primary().base_url.clone(),
+                    configured: p.configured(),
                     models: table.models,
                     default_price: table.default,
                     endpoints: p.priced.as_ref().map(|a| a.endpoints.clone()),
                     byok: p.byok,
+                    deployments: p
+                        .deployments
+                        .iter()
+                        .map(|d| DeploymentInfo::new(d, now))
+                        .collect(),
                 }
             })
             .collect(),

@@ -19,7 +19,7 @@ use crate::audit::{Actor, Audit};
 use crate::idempotency::{amount_part, fingerprint, run_once, IdempotencyKey};
 use crate::identities::{api_key_row, create_agent, NewAgentSpec};
 use crate::state::AppState;
-use crate::validate::{self, Patch, Restrictions};
+use crate::validate::{self, CallLimits, Patch, Restrictions};
 use crate::views::agents::{AgentCreated, AgentView, SpendingControls};
 use crate::views::keys::KeyView;
 
@@ -174,6 +174,15 @@ pub struct UpdateRequest {
     /// `null` returns the agent to the server default.
     #[serde(rename = "dailyMessageLimit", default)]
     daily_message_limit: Patch<i64>,
+    /// Model-name patterns every key of the agent is limited to; `null`: any model.
+    #[serde(rename = "allowedModels", default)]
+    allowed_models: Patch<Vec<String>>,
+    /// Requests per minute per key; `null`: no limit.
+    #[serde(rename = "rpmLimit", default)]
+    rpm_limit: Patch<i64>,
+    /// Tokens per minute per key; `null`: no limit.
+    #[serde(rename = "tpmLimit", default)]
+    tpm_limit: Patch<i64>,
 }
 
 pub const MAX_DAILY_MESSAGE_LIMIT: i64 = 1_000_000_000;
@@ -209,6 +218,15 @@ fn security_changes(
         logged.insert("dailyMessageLimit".into(), limit.into());
         changes.daily_message_limit = Some(limit);
     }
+    let limits = CallLimits {
+        allowed_models: b.allowed_models.clone(),
+        rpm_limit: b.rpm_limit.clone(),
+        tpm_limit: b.tpm_limit.clone(),
+    }
+    .validate(None, &mut logged)?;
+    changes.allowed_models = limits.allowed_models;
+    changes.rpm_limit = limits.rpm_limit;
+    changes.tpm_limit = limits.tpm_limit;
     Ok(logged)
 }
 

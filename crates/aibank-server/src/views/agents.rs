@@ -4,6 +4,7 @@
 use super::wallets::WalletSummary;
 use crate::identities::CreatedAgent;
 use aibank_auth::access::AllowList;
+use aibank_auth::KeyLimits;
 use aibank_core::clock::rfc3339;
 use aibank_core::Usd;
 use aibank_store::models::{Account, Agent};
@@ -115,6 +116,12 @@ pub struct AgentSecurity {
     pub keys_paused: bool,
     /// Gateway calls per key per rolling day set for this agent; `None`: the server default.
     pub daily_message_limit: Option<i64>,
+    /// Model-name patterns each key may call; `None`: any model.
+    pub allowed_models: Option<Vec<String>>,
+    /// Requests per minute per key; `None`: no limit.
+    pub rpm_limit: Option<i64>,
+    /// Tokens per minute per key; `None`: no limit.
+    pub tpm_limit: Option<i64>,
 }
 
 impl AgentSecurity {
@@ -127,6 +134,9 @@ impl AgentSecurity {
             trading_enabled: agent.trading_enabled,
             keys_paused: agent.keys_paused_at.is_some(),
             daily_message_limit: agent.daily_message_limit,
+            allowed_models: KeyLimits::of_agent(agent).models(),
+            rpm_limit: agent.rpm_limit,
+            tpm_limit: agent.tpm_limit,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! four characters.
 
 use aibank_auth::access::AllowList;
+use aibank_auth::KeyLimits;
 use aibank_core::clock::rfc3339;
 use aibank_store::models::{
     ApiKey, MasterKey, KEY_STATUS_ACTIVE, KEY_STATUS_PAUSED, KEY_STATUS_REVOKED,
@@ -69,6 +70,14 @@ pub struct KeyView {
     pub wallets_enabled: bool,
     #[serde(rename = "tradingEnabled")]
     pub trading_enabled: bool,
+    /// The key's own call limits (its agent's bind it as well): model-name patterns,
+    /// requests and tokens per minute; `None`: none of its own.
+    #[serde(rename = "allowedModels")]
+    pub allowed_models: Option<Vec<String>>,
+    #[serde(rename = "rpmLimit")]
+    pub rpm_limit: Option<i64>,
+    #[serde(rename = "tpmLimit")]
+    pub tpm_limit: Option<i64>,
     /// Whether this is the key that made the request (agent listings only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current: Option<bool>,
@@ -95,6 +104,13 @@ impl KeyView {
                 "secret"
             },
             allowed_ips: AllowList::from_stored(&k.allowed_ips).entries(),
+            allowed_models: KeyLimits {
+                allowed_models: k.allowed_models.clone(),
+                ..KeyLimits::default()
+            }
+            .models(),
+            rpm_limit: k.rpm_limit,
+            tpm_limit: k.tpm_limit,
             id: k.id,
             name: k.name,
             description: k.description,

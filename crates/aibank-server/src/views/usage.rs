@@ -20,6 +20,8 @@ pub struct UsageItem {
     pub description: Option<String>,
     /// The price table the call was billed at.
     pub price_version: Option<String>,
+    /// The provider's deployment that served the call.
+    pub deployment: Option<String>,
 }
 
 impl From<UsageEvent> for UsageItem {
@@ -36,6 +38,7 @@ impl From<UsageEvent> for UsageItem {
             request_id: u.request_id,
             description: u.description,
             price_version: u.price_version,
+            deployment: u.deployment,
         }
     }
 }

@@ -314,6 +314,7 @@ async fn usage_is_paginated_newest_first_and_private() {
                     description: None,
                     owed_micros: 0,
                     price_version: None,
+                    deployment: None,
                 },
             )
             .unwrap();
@@ -429,6 +430,7 @@ async fn providers_show_configuration_and_prices_but_no_secret() {
             ("http://127.0.0.1:9".into(), None),
             ("http://127.0.0.1:9".into(), None),
             Vec::new(),
+            std::collections::BTreeMap::new(),
             std::collections::BTreeMap::new(),
             |_| None,
         )

@@ -321,6 +321,7 @@ async fn unreachable_and_silent_upstreams_are_502_and_504() {
             ("http://127.0.0.1:1".into(), None),
             Vec::new(),
             BTreeMap::new(),
+            std::collections::BTreeMap::new(),
             |_| None,
         )
         .unwrap();

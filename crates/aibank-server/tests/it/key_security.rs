@@ -807,7 +807,7 @@ async fn the_daily_message_limit_rolls_over_24_hours_after_the_first_call() {
     assert_eq!(
         r.body,
         json!({"error": "Daily message limit reached for this API key", "code": "RATE_LIMITED",
-               "limit": 3, "used": 3, "resetAt": T0 + DAY_MS})
+               "limit": 3, "used": 3, "resetAt": T0 + DAY_MS, "limitName": "dailyMessageLimit"})
     );
     assert_eq!(r.headers["retry-after"], "43200");
     assert_eq!(

@@ -52,6 +52,7 @@ fn use_providers(c: &mut Config, base: &str) {
         unused("http://127.0.0.1:9"),
         custom,
         std::collections::BTreeMap::new(),
+        std::collections::BTreeMap::new(),
         env,
     )
     .unwrap();

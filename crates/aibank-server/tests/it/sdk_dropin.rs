@@ -37,6 +37,7 @@ async fn official_sdks_work_unchanged() {
             (base.clone(), Some("sk-up".to_owned().into())),
             Vec::new(),
             BTreeMap::new(),
+            std::collections::BTreeMap::new(),
             |_| None,
         )
         .unwrap();

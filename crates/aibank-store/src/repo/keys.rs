@@ -302,6 +302,102 @@ pub fn admit_message(
     })
 }
 
+/// The per-key minute window of `rpmLimit` and `tpmLimit`.
+pub const MINUTE_MS: i64 = 60_000;
+
+/// A key's minute window after a call was admitted or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinuteWindow {
+    pub admitted: bool,
+    /// Requests admitted in the window (the refused one not counted).
+    pub requests: i64,
+    /// Tokens counted in the window: estimates of calls under way, usage of settled ones.
+    pub tokens: i64,
+    pub window_start: i64,
+}
+
+/// Admits one call of about `tokens` against a key's minute window (it starts at the
+/// first call and lasts [`MINUTE_MS`]) when fewer than `rpm` requests were admitted in it
+/// and `tokens` more keep it within `tpm` (a window with no tokens yet admits any one
+/// call, so a call larger than the limit is not refused for ever). One conditional update,
+/// as [`admit_message`]: instances sharing the database cannot admit beyond the limits.
+/// `None`: no limit. Run it inside a write transaction.
+pub fn admit_minute(
+    conn: &mut AnyConnection,
+    key_id: &str,
+    rpm: Option<i64>,
+    tpm: Option<i64>,
+    tokens: i64,
+    now: i64,
+) -> QueryResult<MinuteWindow> {
+    let expired_before = now.saturating_sub(MINUTE_MS);
+    let tokens = if tpm.is_some() { tokens.max(0) } else { 0 };
+    let room = tpm.map_or(i64::MAX, |t| t.saturating_sub(tokens));
+    let admitted: Option<(i64, i64, i64)> = crate::stmt(
+        "UPDATE api_keys SET \
+         minute_requests = CASE WHEN minute_window_start <= ? THEN 1 ELSE minute_requests + 1 END, \
+         minute_tokens = CASE WHEN minute_window_start <= ? THEN ? ELSE minute_tokens + ? END, \
+         minute_window_start = CASE WHEN minute_window_start <= ? THEN ? ELSE minute_window_start END \
+         WHERE id = ? AND (minute_window_start <= ? \
+         OR (minute_requests < ? AND (minute_tokens = 0 OR minute_tokens <= ?))) \
+         RETURNING minute_window_start, minute_requests, minute_tokens",
+    )
+    .int(expired_before)
+    .int(expired_before)
+    .int(tokens)
+    .int(tokens)
+    .int(expired_before)
+    .int(now)
+    .text(key_id)
+    .int(expired_before)
+    .int(rpm.unwrap_or(i64::MAX))
+    .int(room)
+    .returning::<(BigInt, BigInt, BigInt)>()
+    .get_result(conn)
+    .optional()?;
+    let (admitted, (window_start, requests, tokens)) = match admitted {
+        Some(w) => (true, w),
+        None => (
+            false,
+            api_keys::table
+                .find(key_id)
+                .select((
+                    api_keys::minute_window_start,
+                    api_keys::minute_requests,
+                    api_keys::minute_tokens,
+                ))
+                .first(conn)?,
+        ),
+    };
+    Ok(MinuteWindow {
+        admitted,
+        requests,
+        tokens,
+        window_start,
+    })
+}
+
+/// Replaces a settled call's token estimate with what it used (`delta` = used − estimated)
+/// in the minute window it was admitted to; a window that has since started over is left
+/// alone.
+pub fn reconcile_minute_tokens(
+    conn: &mut AnyConnection,
+    key_id: &str,
+    window_start: i64,
+    delta: i64,
+) -> QueryResult<()> {
+    crate::stmt(
+        "UPDATE api_keys SET minute_tokens = CASE WHEN minute_tokens + ? < 0 THEN 0 \
+         ELSE minute_tokens + ? END WHERE id = ? AND minute_window_start = ?",
+    )
+    .int(delta)
+    .int(delta)
+    .text(key_id)
+    .int(window_start)
+    .execute(conn)?;
+    Ok(())
+}
+
 /// Records an RSA request signature; false when it was already seen (a replay).
 pub fn record_signature(
     conn: &mut AnyConnection,

@@ -14,7 +14,7 @@ pub fn insert(conn: &mut AnyConnection, event: &UsageEvent) -> QueryResult<()> {
     crate::stmt(
         "INSERT INTO usage_events (id, agent_id, api_key_id, provider, model, input_tokens, \
          output_tokens, cost_micros, request_id, created_at, description, owed_micros, \
-         price_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         price_version, deployment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .text(&event.id)
     .text(&event.agent_id)
@@ -29,6 +29,7 @@ pub fn insert(conn: &mut AnyConnection, event: &UsageEvent) -> QueryResult<()> {
     .opt_text(event.description.as_deref())
     .int(event.owed_micros)
     .opt_text(event.price_version.as_deref())
+    .opt_text(event.deployment.as_deref())
     .execute(conn)?;
     Ok(())
 }

@@ -125,6 +125,7 @@ pub fn use_mock_upstream(c: &mut Config, base: &str, with_keys: bool) {
             ..aibank_gateway::CustomProvider::default()
         }],
         std::collections::BTreeMap::new(),
+        std::collections::BTreeMap::new(),
         |var| (var == "COMPAT_KEY").then(|| "sk-compat".to_owned()),
     )
     .unwrap();
@@ -270,6 +271,7 @@ pub fn use_mock_bankr(c: &mut Config, base: &str, platform_key: Option<&str>, pr
             prices,
         )],
         BTreeMap::new(),
+        std::collections::BTreeMap::new(),
         |_| None,
     )
     .expect("a registry with bankr");

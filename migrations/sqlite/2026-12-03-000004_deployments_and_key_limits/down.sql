@@ -1,0 +1,10 @@
+ALTER TABLE api_keys DROP COLUMN minute_tokens;
+ALTER TABLE api_keys DROP COLUMN minute_requests;
+ALTER TABLE api_keys DROP COLUMN minute_window_start;
+ALTER TABLE api_keys DROP COLUMN tpm_limit;
+ALTER TABLE api_keys DROP COLUMN rpm_limit;
+ALTER TABLE api_keys DROP COLUMN allowed_models;
+ALTER TABLE agents DROP COLUMN tpm_limit;
+ALTER TABLE agents DROP COLUMN rpm_limit;
+ALTER TABLE agents DROP COLUMN allowed_models;
+ALTER TABLE usage_events DROP COLUMN deployment;
