@@ -13,6 +13,7 @@ pub enum ErrorCode {
     Unauthorized,
     Forbidden,
     NotFound,
+    MethodNotAllowed,
     Conflict,
     InvalidInput,
     InsufficientCredits,
@@ -36,10 +37,11 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
         ErrorCode::InvalidInput,
         ErrorCode::InsufficientCredits,
@@ -67,6 +69,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::InvalidInput => "INVALID_INPUT",
             ErrorCode::InsufficientCredits => "INSUFFICIENT_CREDITS",
@@ -100,6 +103,7 @@ impl ErrorCode {
             | ErrorCode::MonthlyLimitExceeded
             | ErrorCode::AddressNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict | ErrorCode::AlreadySubscribed => StatusCode::CONFLICT,
             ErrorCode::InvalidInput | ErrorCode::InvalidSpec => StatusCode::BAD_REQUEST,
             ErrorCode::InsufficientCredits
@@ -193,6 +197,16 @@ impl ApiError {
                 HeaderName::from_static("retry-after"),
                 HeaderValue::from(retry_after.max(1)),
             )
+    }
+
+    /// 405 for a known path and another method: `allowed` lists its methods, in the body
+    /// and in the `Allow` header.
+    pub fn method_not_allowed(message: impl Into<String>, allowed: &str) -> Self {
+        let e = Self::new(ErrorCode::MethodNotAllowed, message).with("allowed", allowed);
+        match HeaderValue::from_str(allowed) {
+            Ok(v) => e.with_header(HeaderName::from_static("allow"), v),
+            Err(_) => e,
+        }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -330,6 +344,7 @@ mod tests {
             ("UNAUTHORIZED", 401),
             ("FORBIDDEN", 403),
             ("NOT_FOUND", 404),
+            ("METHOD_NOT_ALLOWED", 405),
             ("CONFLICT", 409),
             ("INVALID_INPUT", 400),
             ("INSUFFICIENT_CREDITS", 402),

@@ -285,12 +285,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn method_not_allowed(req: &HttpRequest, allowed: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "{} is not supported on {}; allowed: {allowed}",
-        req.method(),
-        req.path()
-    ))
-    .with("allowed", allowed)
+    ApiError::method_not_allowed(
+        format!(
+            "{} is not supported on {}; allowed: {allowed}",
+            req.method(),
+            req.path()
+        ),
+        allowed,
+    )
 }
 
 /// Any path outside the table.

@@ -477,8 +477,9 @@ async fn unknown_routes_and_methods_get_the_envelope() {
     let r = app.get("/v1/nope", &[]).await;
     r.assert_error(404, "NOT_FOUND");
     let r = app.delete("/v1/balance", &[]).await;
-    r.assert_error(404, "NOT_FOUND");
+    r.assert_error(405, "METHOD_NOT_ALLOWED");
     assert_eq!(r.body["allowed"], "GET");
+    assert_eq!(r.headers["allow"], "GET");
 }
 
 // ---------------------------------------------------------------- platform: agents

@@ -418,8 +418,9 @@ async fn only_the_registered_email_may_claim_and_input_is_checked() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     let r = app.get("/v1/device/claim", &[]).await;
-    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(r.status, 405, "{}", r.text);
     assert_eq!(r.body["allowed"], "POST", "{}", r.text);
+    assert_eq!(r.headers["allow"], "POST");
 
     // The registered address, in any case, claims it.
     let r = claim(&app, &code.to_lowercase(), "owner@EXAMPLE.com", None).await;
