@@ -7,6 +7,7 @@ pub mod handlers;
 pub mod hyperliquid;
 pub mod idempotency;
 pub mod identities;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod state;

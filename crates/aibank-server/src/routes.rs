@@ -57,6 +57,9 @@ fn gateway(method: Method, make: fn() -> Route) -> RouteDef {
 pub fn table() -> Vec<RouteDef> {
     vec![
         def(Method::GET, "/v1/health", || web::get().to(meta::health)),
+        def(Method::GET, "/metrics", || {
+            web::get().to(crate::metrics::scrape)
+        }),
         def(Method::GET, "/v1/providers", || {
             web::get().to(meta::providers)
         }),

@@ -336,6 +336,18 @@ pub struct Application {
     pool: DbPool,
 }
 
+/// Says what became of the bootstrap master key.
+fn log_bootstrap(outcome: Outcome) {
+    match outcome {
+        Outcome::Created { id } => tracing::info!(key_id = %id, "bootstrap master key created"),
+        Outcome::Present { id } => tracing::info!(key_id = %id, "bootstrap master key present"),
+        Outcome::Revoked { id } => tracing::warn!(
+            key_id = %id,
+            "bootstrap master key was revoked through the API and stays revoked"
+        ),
+    }
+}
+
 impl Application {
     /// Connects, migrates, bootstraps and binds. The server runs when [`run`] is awaited.
     ///
@@ -350,18 +362,11 @@ impl Application {
         let pool = tokio::task::spawn_blocking(move || -> Result<DbPool, StartupError> {
             let pool = open_database(&cfg)?;
             if let Some(key) = &cfg.bootstrap_master_key {
-                match bootstrap::ensure_master_key(&pool, key, boot_clock.now_ms())? {
-                    Outcome::Created { id } => {
-                        tracing::info!(key_id = %id, "bootstrap master key created");
-                    }
-                    Outcome::Present { id } => {
-                        tracing::info!(key_id = %id, "bootstrap master key present");
-                    }
-                    Outcome::Revoked { id } => tracing::warn!(
-                        key_id = %id,
-                        "bootstrap master key was revoked through the API and stays revoked"
-                    ),
-                }
+                log_bootstrap(bootstrap::ensure_master_key(
+                    &pool,
+                    key,
+                    boot_clock.now_ms(),
+                )?);
             }
             Ok(pool)
         })
@@ -398,7 +403,10 @@ impl Application {
         let hyperliquid = hyperliquid(&config)?;
         let (auth, limiter, claim_guard) = auth_state(&config, &pool, &clock);
         let workers = config.workers;
+        let metrics = crate::metrics::Metrics::new()
+            .map_err(|e| StartupError::Task(format!("metrics: {e}")))?;
         let state = web::Data::new(AppState {
+            metrics: Arc::new(metrics),
             pool: pool.clone(),
             config: Arc::new(config),
             clock,
@@ -419,6 +427,7 @@ impl Application {
                     },
                 )
                 .wrap_fn(|req, srv| answer_with_id(request_id(&req), srv.call(req)))
+                .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .app_data(auth.clone())

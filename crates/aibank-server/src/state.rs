@@ -24,4 +24,5 @@ pub struct AppState {
     /// The base of links handed out, without a trailing slash.
     pub public_url: String,
     pub openapi: Arc<Value>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }

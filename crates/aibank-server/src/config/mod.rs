@@ -55,6 +55,8 @@ pub struct Config {
     /// 32-byte key (hex or base64) for encrypting secrets at rest.
     pub secret_key: Option<SecretString>,
     pub bootstrap_master_key: Option<SecretString>,
+    /// The Bearer token `GET /metrics` wants; `None`: the route is off.
+    pub metrics_token: Option<SecretString>,
     pub public_url: Option<String>,
     pub signup_credits: Usd,
     pub max_json_bytes: usize,
@@ -329,6 +331,7 @@ impl Config {
         let catalog_allow_private = v.bool("AIBANK_CATALOG_ALLOW_PRIVATE")?;
         let catalog_fee_percent = v.percent("AIBANK_CATALOG_FEE_PERCENT")?;
         Ok(Config {
+            metrics_token: v.secret("AIBANK_METRICS_TOKEN")?,
             listen,
             database_url,
             database_pool_size,

@@ -112,6 +112,8 @@ settings! {
         "how often expired holds are released and old idempotency keys dropped";
     "AIBANK_IDEMPOTENCY_TTL_HOURS", int(24, 24 * 365), Some("24"), None,
         "how long `Idempotency-Key`s are remembered";
+    "AIBANK_METRICS_TOKEN", Kind::Secret, None, None,
+        "Bearer token `GET /metrics` (Prometheus text format) asks for; unset, the route is off (404)";
     "AIBANK_LOG_FORMAT", Kind::Choice(&["text", "json"]), Some("text"), None,
         "log format (logs go to stderr)";
     "AIBANK_SECRET_KEY", Kind::Secret, None, Some("— (SQLite: generated into `secret.key` beside the database)"),

@@ -23,6 +23,7 @@ mod gateway;
 mod hyperliquid;
 mod key_security;
 mod ledger_api;
+mod metrics;
 mod paid_http;
 mod sdk_dropin;
 mod wallets;
