@@ -13,6 +13,7 @@ pub mod gemini;
 mod headers;
 mod limits;
 pub mod meter;
+pub mod metrics;
 pub mod openai;
 mod path;
 mod payment;

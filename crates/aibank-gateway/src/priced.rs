@@ -418,7 +418,7 @@ pub(crate) async fn call(
             None
         }
     };
-    let sent = send_to_deployment(gw, provider, |d| {
+    let sent = send_to_deployment(gw, provider, &meta.model, |d| {
         upstream_request(gw, d, api, &out, key.at(d))
     })
     .await;

@@ -79,6 +79,8 @@ pub struct Gateway {
     pub x402: Option<Arc<X402>>,
     /// The service catalog's proxy, when configured.
     pub catalog: Option<Arc<crate::catalog::Catalog>>,
+    /// Where calls are counted for `/metrics`, when the server serves them.
+    pub(crate) metrics: Option<Arc<crate::metrics::GatewayMetrics>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -116,6 +118,7 @@ impl Gateway {
             clock,
             x402: None,
             catalog: None,
+            metrics: None,
         })
     }
 
@@ -124,6 +127,27 @@ impl Gateway {
     pub fn with_x402(mut self, x402: Option<Arc<X402>>) -> Self {
         self.x402 = x402;
         self
+    }
+
+    /// Counts calls in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::GatewayMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts a call that went upstream: its provider, model, the status it got (`None`:
+    /// unreachable) and how long the answer took to begin.
+    pub(crate) fn count_call(
+        &self,
+        provider: &str,
+        model: &str,
+        status: Option<u16>,
+        took: Duration,
+    ) {
+        if let Some(m) = &self.metrics {
+            m.call(provider, model, status, took);
+        }
     }
 
     /// Serves the service catalog's proxy.
@@ -302,7 +326,21 @@ async fn send_once(
 /// 429 or 5xx: nothing of such an answer has reached the client, which sees only the last
 /// attempt. A timeout is not retried (the upstream may still be working on the call), nor
 /// is any other answer. Each failure cools its deployment; an answer ends its cooling.
+/// The call is counted for `/metrics` under `model`.
 pub(crate) async fn send_to_deployment<'p>(
+    gw: &Gateway,
+    provider: &'p Provider,
+    model: &str,
+    request: impl FnMut(&Deployment) -> Result<reqwest::RequestBuilder, ApiError>,
+) -> Result<(reqwest::Response, &'p Deployment), ApiError> {
+    let started = std::time::Instant::now();
+    let sent = failover(gw, provider, request).await;
+    let status = sent.as_ref().ok().map(|(r, _)| r.status().as_u16());
+    gw.count_call(&provider.name, model, status, started.elapsed());
+    sent
+}
+
+async fn failover<'p>(
     gw: &Gateway,
     provider: &'p Provider,
     mut request: impl FnMut(&Deployment) -> Result<reqwest::RequestBuilder, ApiError>,
@@ -430,7 +468,11 @@ pub async fn proxy(
         (None, None) => return Err(ApiError::internal("no caller and no payment")),
     };
     let own_key = key.own();
-    let sent = send_to_deployment(&gw, provider, |d| {
+    let model = bill
+        .as_ref()
+        .map_or(crate::metrics::NO_MODEL, |b| b.model.as_str())
+        .to_owned();
+    let sent = send_to_deployment(&gw, provider, &model, |d| {
         upstream_request(
             &gw,
             &req,

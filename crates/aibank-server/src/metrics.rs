@@ -1,9 +1,10 @@
 //! Prometheus metrics: the HTTP requests the server answered (by route template, method
-//! and status) and how long they took, and `GET /metrics`, which serves them in the
+//! and status) and how long they took, the gateway's (`aibank_gateway::metrics`), and `GET /metrics`, which serves them in the
 //! Prometheus text format to a caller presenting `AIBANK_METRICS_TOKEN` as a Bearer token
 //! (without the setting the route is off: 404). Labels are route templates, methods and
 //! statuses only, never a path with ids in it, a key or a secret.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
@@ -11,6 +12,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 use aibank_core::ApiError;
+use aibank_gateway::metrics::GatewayMetrics;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -23,6 +25,7 @@ const UNMATCHED: &str = "unmatched";
 
 pub struct Metrics {
     registry: Registry,
+    gateway: Arc<GatewayMetrics>,
     http_requests: IntCounterVec,
     http_seconds: HistogramVec,
 }
@@ -56,11 +59,18 @@ impl Metrics {
         )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_seconds.clone()))?;
+        let gateway = Arc::new(GatewayMetrics::register(&registry)?);
         Ok(Metrics {
             registry,
+            gateway,
             http_requests,
             http_seconds,
         })
+    }
+
+    /// The gateway's part, to hand to the gateway.
+    pub fn gateway(&self) -> Arc<GatewayMetrics> {
+        self.gateway.clone()
     }
 
     /// Counts one answered request. `route` is the matched template (`None`: no route).

@@ -177,10 +177,10 @@ fn spawn_sweeper(pool: DbPool, clock: SharedClock, config: &Config) {
 
 fn gateway(
     config: &Config,
-    pool: &DbPool,
-    clock: &SharedClock,
+    (pool, clock): (&DbPool, &SharedClock),
     secret_box: Arc<SecretBox>,
     public_url: &str,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<Gateway, StartupError> {
     let x402 = config
         .x402
@@ -204,6 +204,7 @@ fn gateway(
     )
     .map_err(|e| StartupError::Task(format!("HTTP client: {e}")))?
     .with_x402(x402)
+    .with_metrics(metrics.gateway())
     .with_catalog(
         aibank_gateway::catalog::Catalog::new(
             config.catalog_allow_private,
@@ -389,12 +390,14 @@ impl Application {
         spawn_price_reloader(&config)?;
         let secret_box = open_secret_box(&config)?;
         let public_url = public_url(&config, port);
+        let metrics = crate::metrics::Metrics::new()
+            .map_err(|e| StartupError::Task(format!("metrics: {e}")))?;
         let gateway = web::Data::new(gateway(
             &config,
-            &pool,
-            &clock,
+            (&pool, &clock),
             secret_box.clone(),
             &public_url,
+            &metrics,
         )?);
         let wallets = Arc::new(
             Wallets::new(pool.clone(), secret_box, clock.clone(), &config.wallets)
@@ -403,8 +406,6 @@ impl Application {
         let hyperliquid = hyperliquid(&config)?;
         let (auth, limiter, claim_guard) = auth_state(&config, &pool, &clock);
         let workers = config.workers;
-        let metrics = crate::metrics::Metrics::new()
-            .map_err(|e| StartupError::Task(format!("metrics: {e}")))?;
         let state = web::Data::new(AppState {
             metrics: Arc::new(metrics),
             pool: pool.clone(),

@@ -140,3 +140,43 @@ async fn metrics_are_off_without_a_token_and_behind_it_with_one() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_calls_are_counted_by_provider_model_and_outcome() {
+    let mock = crate::support::mock_upstream::MockUpstream::start().await;
+    let base = mock.base.clone();
+    let app = spawn_app_with(move |c| {
+        crate::support::use_mock_upstream(c, &base, true);
+        c.metrics_token = Some(TOKEN.to_owned().into());
+    })
+    .await;
+    let agent = app
+        .platform()
+        .agent(serde_json::json!({"credits_usd": 5}))
+        .await;
+    let hello = serde_json::json!({"model": "claude-sonnet-4-5-20250929", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "Hello"}]});
+    let path = "/v1/gateway/anthropic/v1/messages";
+    for _ in 0..2 {
+        app.post(path, hello.clone(), &[("X-API-Key", &agent.key)])
+            .await
+            .assert_ok();
+    }
+    let bad = [
+        ("X-API-Key", agent.key.as_str()),
+        ("x-mock-behavior", "error-400"),
+    ];
+    app.post(path, hello, &bad).await.assert_status(400);
+
+    let auth = format!("Bearer {TOKEN}");
+    let text = app.get("/metrics", &[("Authorization", &auth)]).await.text;
+    for (outcome, n) in [("ok", 2), ("client_error", 1)] {
+        let want = format!(
+            r#"aibank_gateway_calls_total{{model="claude-sonnet-4-5-20250929",outcome="{outcome}",provider="anthropic"}} {n}"#
+        );
+        assert!(text.lines().any(|l| l == want), "{want} in\n{text}");
+    }
+    let want = r#"aibank_gateway_upstream_first_byte_seconds_count{provider="anthropic"} 3"#;
+    assert!(text.lines().any(|l| l == want), "{want} in\n{text}");
+    assert!(!text.contains(&agent.key) && !text.contains(&agent.id));
+}
