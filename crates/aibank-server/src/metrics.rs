@@ -13,8 +13,9 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 use aibank_core::ApiError;
 use aibank_gateway::metrics::GatewayMetrics;
+use aibank_store::DbPool;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use sha2::{Digest, Sha256};
 
@@ -26,6 +27,7 @@ const UNMATCHED: &str = "unmatched";
 pub struct Metrics {
     registry: Registry,
     gateway: Arc<GatewayMetrics>,
+    pool: IntGaugeVec,
     http_requests: IntCounterVec,
     http_seconds: HistogramVec,
 }
@@ -60,9 +62,18 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_seconds.clone()))?;
         let gateway = Arc::new(GatewayMetrics::register(&registry)?);
+        let pool = IntGaugeVec::new(
+            Opts::new(
+                "aibank_db_pool_connections",
+                "Database pool connections, by state (in_use, idle), when scraped",
+            ),
+            &["state"],
+        )?;
+        registry.register(Box::new(pool.clone()))?;
         Ok(Metrics {
             registry,
             gateway,
+            pool,
             http_requests,
             http_seconds,
         })
@@ -89,8 +100,17 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Everything, in the Prometheus text format.
-    pub fn render(&self) -> Result<String, ApiError> {
+    /// Everything, in the Prometheus text format, with `pool`'s connections as they are now.
+    pub fn render(&self, pool: &DbPool) -> Result<String, ApiError> {
+        let (in_use, idle) = pool.usage();
+        self.pool
+            .with_label_values(&["in_use"])
+            .set(i64::from(in_use));
+        self.pool.with_label_values(&["idle"]).set(i64::from(idle));
+        self.encode()
+    }
+
+    fn encode(&self) -> Result<String, ApiError> {
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -147,7 +167,7 @@ pub async fn scrape(
     }
     Ok(HttpResponse::Ok()
         .content_type(TextEncoder::new().format_type())
-        .body(state.metrics.render()?))
+        .body(state.metrics.render(&state.pool)?))
 }
 
 #[cfg(test)]
@@ -171,7 +191,7 @@ mod tests {
             Duration::from_millis(4),
         );
         m.observe_http(None, "BREW", 404, Duration::from_millis(1));
-        let text = m.render().unwrap();
+        let text = m.encode().unwrap();
         assert!(text.contains(
             r#"aibank_http_requests_total{method="PATCH",route="/v1/keys/{id}",status="200"} 2"#
         ));

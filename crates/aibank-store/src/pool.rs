@@ -255,6 +255,15 @@ impl DbPool {
         Ok(self.pool.get()?)
     }
 
+    /// The pool's connections now: `(in use, idle)`.
+    pub fn usage(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (
+            state.connections.saturating_sub(state.idle_connections),
+            state.idle_connections,
+        )
+    }
+
     /// Runs `f` with a pooled connection on a blocking thread.
     pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
     where
