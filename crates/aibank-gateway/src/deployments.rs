@@ -169,6 +169,10 @@ pub(crate) fn pick(
     now_ms: i64,
     roll: impl FnOnce(u64) -> u64,
 ) -> Option<usize> {
+    // Most providers have one deployment: no choice to make, nothing to allocate.
+    if deployments.len() == 1 {
+        return tried.is_empty().then_some(0);
+    }
     let untried: Vec<usize> = (0..deployments.len())
         .filter(|i| !tried.contains(i))
         .collect();

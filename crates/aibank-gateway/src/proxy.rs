@@ -470,9 +470,8 @@ pub async fn proxy(
     let own_key = key.own();
     let model = bill
         .as_ref()
-        .map_or(crate::metrics::NO_MODEL, |b| b.model.as_str())
-        .to_owned();
-    let sent = send_to_deployment(&gw, provider, &model, |d| {
+        .map_or(crate::metrics::NO_MODEL, |b| b.model.as_str());
+    let sent = send_to_deployment(&gw, provider, model, |d| {
         upstream_request(
             &gw,
             &req,
