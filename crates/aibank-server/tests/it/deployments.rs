@@ -69,6 +69,22 @@ async fn call(
     app.post(MESSAGES, body, &headers).await
 }
 
+/// Sets `limits` on `agent` as its platform (`PATCH /v1/platform/agents/{id}`); the view.
+async fn limit_agent(app: &TestApp, agent: &Agent, limits: Value) -> Value {
+    let r = app
+        .platform()
+        .patch(&format!("/v1/platform/agents/{}", agent.id), limits)
+        .await;
+    r.assert_ok();
+    r.body
+}
+
+/// `PATCH /v1/keys/{id}` of the agent's first key.
+async fn own_key_path(agent: &Agent) -> String {
+    let keys = agent.get("/v1/keys").await;
+    format!("/v1/keys/{}", keys.str("/data/0/id"))
+}
+
 /// The usage rows of `agent`, newest first.
 async fn usage(agent: &Agent) -> Vec<Value> {
     let r = agent.get("/v1/usage").await;
@@ -289,16 +305,14 @@ async fn allowed_models_refuse_other_models_before_a_hold_and_a_key_may_only_nar
     })
     .await;
     let agent = fleet_agent(&app, json!({})).await;
-    let r = app
-        .platform()
-        .patch(
-            &format!("/v1/platform/agents/{}", agent.id),
-            json!({"allowedModels": ["claude-*", "gpt-4o-mini"]}),
-        )
-        .await;
-    r.assert_ok();
+    let view = limit_agent(
+        &app,
+        &agent,
+        json!({"allowedModels": ["claude-*", "gpt-4o-mini"]}),
+    )
+    .await;
     assert_eq!(
-        r.body["security"]["allowedModels"],
+        view["security"]["allowedModels"],
         json!(["claude-*", "gpt-4o-mini"])
     );
 
@@ -319,9 +333,7 @@ async fn allowed_models_refuse_other_models_before_a_hold_and_a_key_may_only_nar
     assert_eq!(held(&app, &agent).await, 0, "nothing held");
 
     // The key narrows its own; it cannot widen past the agent's.
-    let keys = agent.get("/v1/keys").await;
-    let key_id = keys.body["data"][0]["id"].as_str().unwrap().to_owned();
-    let path = format!("/v1/keys/{key_id}");
+    let path = own_key_path(&agent).await;
     let r = agent
         .patch(&path, json!({"allowedModels": ["gpt-*"]}))
         .await;
@@ -356,18 +368,8 @@ async fn the_rpm_limit_is_the_narrower_of_key_and_agent_and_resets_after_a_minut
     let clock = Arc::new(ManualClock::new(T0));
     let app = spawn_app_with_clock(clock.clone(), move |c| use_mock_upstream(c, &base, true)).await;
     let agent = fleet_agent(&app, json!({})).await;
-    app.platform()
-        .patch(
-            &format!("/v1/platform/agents/{}", agent.id),
-            json!({"rpmLimit": 3}),
-        )
-        .await
-        .assert_ok();
-    let key_id = agent.get("/v1/keys").await.body["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let path = format!("/v1/keys/{key_id}");
+    limit_agent(&app, &agent, json!({"rpmLimit": 3})).await;
+    let path = own_key_path(&agent).await;
     let r = agent.patch(&path, json!({"rpmLimit": 4})).await;
     r.assert_error(403, "FORBIDDEN");
     assert_eq!(r.body["limit"], 3);
@@ -405,13 +407,7 @@ async fn the_tpm_limit_admits_on_the_estimate_and_counts_the_reported_usage() {
     let clock = Arc::new(ManualClock::new(T0));
     let app = spawn_app_with_clock(clock.clone(), move |c| use_mock_upstream(c, &base, true)).await;
     let agent = fleet_agent(&app, json!({})).await;
-    app.platform()
-        .patch(
-            &format!("/v1/platform/agents/{}", agent.id),
-            json!({"tpmLimit": 300}),
-        )
-        .await
-        .assert_ok();
+    limit_agent(&app, &agent, json!({"tpmLimit": 300})).await;
     // Each call is held at its estimate (prompt bytes / 3 + max_tokens) and then counted
     // at the 18 tokens the mock reports (11 in, 7 out).
     let estimate = serde_json::to_vec(&hello()).unwrap().len().div_ceil(3) + 100;
@@ -446,13 +442,7 @@ async fn two_instances_on_one_database_share_the_rpm_counter() {
     )
     .await;
     let agent = fleet_agent(&a, json!({})).await;
-    a.platform()
-        .patch(
-            &format!("/v1/platform/agents/{}", agent.id),
-            json!({"rpmLimit": 3}),
-        )
-        .await
-        .assert_ok();
+    limit_agent(&a, &agent, json!({"rpmLimit": 3})).await;
     for app in [&a, &b, &a] {
         call(app, &agent, hello(), &[]).await.assert_ok();
     }
