@@ -129,13 +129,18 @@ impl IpRateLimiter {
         let w = current(&mut map, (client_key(ip), class), now, window_ms, longest);
         if w.used >= limit.max {
             let reset_at = w.start.saturating_add(window_ms);
+            let name = match class {
+                Class::General => "ipRequests",
+                Class::Public => "ipPublicRequests",
+            };
             return Err(ApiError::rate_limited(
                 "Too many requests from this IP address",
                 i64::from(limit.max),
                 i64::from(w.used),
                 reset_at,
                 now,
-            ));
+            )
+            .with("limitName", name));
         }
         w.used += 1;
         Ok(())
@@ -242,7 +247,8 @@ impl FailureLimiter {
                 i64::from(w.used),
                 w.start.saturating_add(window_ms),
                 now,
-            ));
+            )
+            .with("limitName", "ipFailures"));
         }
         w.used += 1;
         Ok(Attempt {

@@ -249,6 +249,11 @@ impl ApiError {
         &self.0.message
     }
 
+    /// A member added to the body with [`ApiError::with`].
+    pub fn member(&self, key: &str) -> Option<&Value> {
+        self.0.extra.get(key)
+    }
+
     pub fn body(&self) -> Value {
         let mut body = Map::new();
         body.insert("error".into(), Value::String(self.0.message.clone()));

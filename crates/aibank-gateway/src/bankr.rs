@@ -151,7 +151,8 @@ async fn forward(
             num("used"),
             num("resetAt"),
             gw.now_ms(),
-        ));
+        )
+        .with("limitName", "bankr"));
     }
     let mut err = ApiError::new(
         ErrorCode::UpstreamError,

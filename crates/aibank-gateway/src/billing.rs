@@ -2,6 +2,8 @@
 //! can cost (with the key's daily message count, in one transaction), the guard that
 //! releases a hold nobody settled, and the capture of what the call did cost.
 
+use std::sync::Arc;
+
 use actix_web::HttpRequest;
 use aibank_auth::ApiKeyAuth;
 use aibank_core::{ApiError, SharedClock, Usd};
@@ -12,6 +14,7 @@ use serde_json::Value;
 use tracing_actix_web::RequestId;
 
 use crate::dialect::Metered;
+use crate::metrics::{GatewayMetrics, HoldEvent};
 use crate::prices::{Price, Tokens};
 use crate::providers::Provider;
 use crate::proxy::Gateway;
@@ -63,8 +66,9 @@ impl Bill {
 
 /// Releases a hold that was never settled, even if the handler is dropped.
 pub(crate) struct HoldGuard {
-    pub(crate) pool: DbPool,
-    pub(crate) clock: SharedClock,
+    pool: DbPool,
+    clock: SharedClock,
+    metrics: Option<Arc<GatewayMetrics>>,
     pub(crate) hold: Option<HoldReceipt>,
     /// A paid call not billed from usage: its whole hold is the price.
     pub(crate) flat: Option<FlatFee>,
@@ -78,6 +82,17 @@ pub(crate) struct FlatFee {
 }
 
 impl HoldGuard {
+    /// Guards no hold yet.
+    pub(crate) fn new(gw: &Gateway) -> Self {
+        HoldGuard {
+            pool: gw.pool().clone(),
+            clock: gw.clock().clone(),
+            metrics: gw.metrics().cloned(),
+            hold: None,
+            flat: None,
+        }
+    }
+
     /// Names the deployment that served a flat-fee call in its usage row.
     pub(crate) fn served_by(&mut self, deployment: &str) {
         if let Some(flat) = &mut self.flat {
@@ -103,7 +118,12 @@ impl HoldGuard {
             })
             .await;
         match res {
-            Ok(()) => Some(amount),
+            Ok(()) => {
+                if let Some(m) = &self.metrics {
+                    m.holds(HoldEvent::Captured, 1);
+                }
+                Some(amount)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "settling a paid call failed");
                 None
@@ -113,7 +133,13 @@ impl HoldGuard {
 
     pub(crate) async fn release(&mut self) {
         if let Some(h) = self.hold.take() {
-            release_hold(self.pool.clone(), self.clock.now_ms(), h).await;
+            release_hold(
+                self.pool.clone(),
+                self.metrics.clone(),
+                self.clock.now_ms(),
+                h,
+            )
+            .await;
         }
     }
 }
@@ -122,18 +148,28 @@ impl Drop for HoldGuard {
     fn drop(&mut self) {
         if let Some(h) = self.hold.take() {
             let (pool, now) = (self.pool.clone(), self.clock.now_ms());
-            tokio::spawn(release_hold(pool, now, h));
+            tokio::spawn(release_hold(pool, self.metrics.take(), now, h));
         }
     }
 }
 
-pub(crate) async fn release_hold(pool: DbPool, now: i64, hold: HoldReceipt) {
+pub(crate) async fn release_hold(
+    pool: DbPool,
+    metrics: Option<Arc<GatewayMetrics>>,
+    now: i64,
+    hold: HoldReceipt,
+) {
     let id = hold.id.clone();
     match pool
         .write(move |c| aibank_ledger::release(c, &hold.id, now))
         .await
     {
-        Ok(_) | Err(LedgerError::HoldNotOpen { .. }) => {}
+        Ok(_) => {
+            if let Some(m) = &metrics {
+                m.holds(HoldEvent::Released, 1);
+            }
+        }
+        Err(LedgerError::HoldNotOpen { .. }) => {}
         Err(e) => {
             tracing::warn!(hold_id = %id, error = %e, "could not release hold; the sweeper will");
         }
@@ -201,7 +237,7 @@ pub(crate) async fn settle(
     // One transaction: the capture, any overage and the usage row commit together.
     let res = gw
         .pool()
-        .write(move |c| -> Result<(Usd, Usd), LedgerError> {
+        .write(move |c| -> Result<(Usd, Usd, bool, Usd), LedgerError> {
             let got = match hold {
                 None => None,
                 // The cost is already what may be taken: all of it is.
@@ -209,9 +245,10 @@ pub(crate) async fn settle(
                     c, &agent, &hold, cost, true, now,
                 )?),
             };
-            let (charged, owed) = got
-                .as_ref()
-                .map_or((Usd::ZERO, Usd::ZERO), |g| (g.charged, g.owed));
+            let (charged, owed, captured) =
+                got.as_ref().map_or((Usd::ZERO, Usd::ZERO, false), |g| {
+                    (g.charged, g.owed, g.captured_hold)
+                });
             aibank_ledger::record_usage(c, &agent, charged, owed, &meta, now)?;
             if let Some((chain, hash)) = &payment {
                 aibank_store::repo::payments::set_cost(c, chain, hash, charged.micros())?;
@@ -226,11 +263,17 @@ pub(crate) async fn settle(
             if !owed.is_zero() {
                 tracing::warn!(agent_id = %agent, owed = %owed, "usage beyond the balance is owed");
             }
-            Ok((charged, balance))
+            Ok((charged, owed, captured, balance))
         })
         .await;
     match res {
-        Ok((charged, balance)) => (charged, Some(balance)),
+        Ok((charged, owed, captured, balance)) => {
+            if captured {
+                gw.count_holds(HoldEvent::Captured, 1);
+            }
+            gw.count_owed(owed);
+            (charged, Some(balance))
+        }
         Err(e) => {
             tracing::error!(agent_id = %bill.agent_id, error = %e, "settling a gateway call failed");
             (Usd::ZERO, None)
@@ -323,6 +366,7 @@ pub(crate) async fn reserve(
             TxStop::Stopped(refusal) => refusal,
             TxStop::Failed(e) => e.into(),
         })
+        .inspect(|_| gw.count_holds(HoldEvent::Placed, 1))
 }
 
 /// A call's place in its key's limits: the daily message limit (metered calls only), and

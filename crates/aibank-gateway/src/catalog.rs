@@ -24,6 +24,7 @@ use tracing_actix_web::RequestId;
 
 use crate::billing::{FlatFee, HoldGuard};
 use crate::headers::{connection_listed, forwardable, response_head};
+use crate::metrics::HoldEvent;
 use crate::payment::{has_credential, pay, Priced};
 use crate::proxy::{upstream_error, upstream_timeout, Gateway};
 use crate::pump::read_upstream;
@@ -204,12 +205,7 @@ pub async fn proxy(
         }),
         ..UsageMeta::default()
     };
-    let mut guard = HoldGuard {
-        pool: gw.pool().clone(),
-        clock: gw.clock().clone(),
-        hold: None,
-        flat: None,
-    };
+    let mut guard = HoldGuard::new(&gw);
     let mut payment_response = None;
     let mut payment = None;
     let buyer = match (caller, paying) {
@@ -225,6 +221,7 @@ pub async fn proxy(
                         })
                         .await?,
                 );
+                gw.count_holds(HoldEvent::Placed, 1);
             }
             agent
         }
@@ -424,7 +421,12 @@ async fn sell(
         })
         .await;
     match res {
-        Ok(charged) => Ok(charged),
+        Ok(charged) => {
+            if !charged.is_zero() {
+                gw.count_holds(HoldEvent::Captured, 1);
+            }
+            Ok(charged)
+        }
         Err(e) => {
             tracing::error!(service_id = %service.id, error = %e, "settling a catalog call failed");
             Err(ApiError::internal(e))

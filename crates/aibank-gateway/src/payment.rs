@@ -118,6 +118,7 @@ pub(crate) async fn pay(
             .map_err(|e| e.into_api(&acceptance.transfer))
         })
         .await?;
+    gw.count_holds(crate::metrics::HoldEvent::Placed, 1);
     let payment = (
         transfer.chain.name().to_owned(),
         format!("{:x}", transfer.hash),

@@ -26,6 +26,7 @@ use tracing_actix_web::RequestId;
 use crate::billing::{admit_alone, HoldGuard, Quota};
 use crate::deployments::Deployment;
 use crate::dialect::{Dialect, Endpoint};
+use crate::metrics::HoldEvent;
 use crate::payment::{pay, Priced};
 use crate::providers::Provider;
 use crate::proxy::{platform_key, send_to_deployment, upstream_key, Gateway, UpstreamKey};
@@ -380,12 +381,7 @@ pub(crate) async fn call(
         description: own_key.then(|| "own upstream key".to_owned()),
         ..UsageMeta::default()
     };
-    let mut guard = HoldGuard {
-        pool: gw.pool().clone(),
-        clock: gw.clock().clone(),
-        hold: None,
-        flat: None,
-    };
+    let mut guard = HoldGuard::new(gw);
     let mut payment_response = None;
     let agent = match &payer {
         Payer::Agent(caller) => {
@@ -474,7 +470,8 @@ async fn hold(
 ) -> Result<aibank_ledger::HoldReceipt, ApiError> {
     let (agent, now, ttl) = (agent.to_owned(), gw.now_ms(), gw.hold_ttl_ms());
     let reference = request_id.to_string();
-    gw.pool()
+    let hold = gw
+        .pool()
         .write(move |c| {
             let hold = aibank_ledger::place_hold(c, &agent, price, ttl, Some(&reference), now)
                 .map_err(TxStop::Failed)?;
@@ -489,7 +486,9 @@ async fn hold(
         .map_err(|e: TxStop<ApiError, LedgerError>| match e {
             TxStop::Stopped(refusal) => refusal,
             TxStop::Failed(e) => e.into(),
-        })
+        })?;
+    gw.count_holds(HoldEvent::Placed, 1);
+    Ok(hold)
 }
 
 /// Captures a served call's hold (if it had one) and records its usage row, in one
@@ -499,22 +498,31 @@ async fn settle(gw: &Gateway, agent: &str, guard: &mut HoldGuard, meta: UsageMet
     let (agent, now) = (agent.to_owned(), gw.now_ms());
     let res = gw
         .pool()
-        .write(move |c| -> Result<Usd, LedgerError> {
-            let (charged, owed) = match &hold {
+        .write(move |c| -> Result<(Usd, Usd, bool), LedgerError> {
+            let (charged, owed, captured) = match &hold {
                 Some(h) => {
                     let got = aibank_ledger::capture_usage(c, &agent, h, h.amount, true, now)?;
-                    (got.charged, got.owed)
+                    (got.charged, got.owed, got.captured_hold)
                 }
-                None => (Usd::ZERO, Usd::ZERO),
+                None => (Usd::ZERO, Usd::ZERO, false),
             };
             aibank_ledger::record_usage(c, &agent, charged, owed, &meta, now)?;
-            Ok(charged)
+            Ok((charged, owed, captured))
         })
         .await;
-    res.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "settling a priced call failed");
-        Usd::ZERO
-    })
+    match res {
+        Ok((charged, owed, captured)) => {
+            if captured {
+                gw.count_holds(HoldEvent::Captured, 1);
+            }
+            gw.count_owed(owed);
+            charged
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "settling a priced call failed");
+            Usd::ZERO
+        }
+    }
 }
 
 /// The upstream request: the caller's method, the endpoint's path, the caller's query

@@ -19,9 +19,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::{web, HttpRequest, HttpResponse};
 use aibank_auth::{AuthState, Capability};
-use aibank_core::{ApiError, ErrorCode, SharedClock};
+use aibank_core::{ApiError, ErrorCode, SharedClock, Usd};
 use aibank_store::{DbPool, StoreError};
 use aibank_x402::X402;
 use bytes::Bytes;
@@ -148,6 +149,24 @@ impl Gateway {
         if let Some(m) = &self.metrics {
             m.call(provider, model, status, took);
         }
+    }
+
+    /// Counts `n` holds that became `event`.
+    pub(crate) fn count_holds(&self, event: crate::metrics::HoldEvent, n: u64) {
+        if let Some(m) = &self.metrics {
+            m.holds(event, n);
+        }
+    }
+
+    /// Counts usage served beyond its hold that the balance did not cover.
+    pub(crate) fn count_owed(&self, amount: Usd) {
+        if let (Some(m), false) = (&self.metrics, amount.is_zero()) {
+            m.owed(amount);
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&Arc<crate::metrics::GatewayMetrics>> {
+        self.metrics.as_ref()
     }
 
     /// Serves the service catalog's proxy.
@@ -312,7 +331,8 @@ async fn send_once(
     gw: &Gateway,
     out: reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, SendError> {
-    match tokio::time::timeout(gw.settings.first_byte_timeout, out.send()).await {
+    let sent = tokio::time::timeout(gw.settings.first_byte_timeout, out.send());
+    match crate::metrics::upstream_wait(sent).await {
         Err(_) => Err(SendError::Timeout),
         Ok(Err(e)) if e.is_timeout() => Err(SendError::Timeout),
         Ok(Err(e)) if e.is_connect() => Err(SendError::Connect(e)),
@@ -402,9 +422,42 @@ async fn admit(
     Ok((Some(caller), None))
 }
 
-/// The gateway route.
+/// The gateway route. A call that reached an upstream is timed for `/metrics`: what
+/// aibank added to it, and (unless it streams: its pump does that) the upstream's part.
 #[tracing::instrument(skip_all, fields(provider = %req.match_info().get("provider").unwrap_or("")))]
 pub async fn proxy(
+    req: HttpRequest,
+    payload: web::Payload,
+    gw: web::Data<Gateway>,
+    auth: web::Data<AuthState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
+    let Some(metrics) = gw.metrics().cloned() else {
+        return call(req, payload, gw, auth, request_id).await;
+    };
+    let provider = req
+        .match_info()
+        .get("provider")
+        .unwrap_or_default()
+        .to_owned();
+    // Boxed: the call's state is large, and the scope around it would copy it again.
+    let timed = crate::metrics::timed(Box::pin(call(req, payload, gw, auth, request_id)));
+    let (res, waited) = timed.await;
+    // Only a call that reached an upstream: its provider is a known one.
+    if let Some(waited) = waited {
+        metrics.overhead(&provider, started.elapsed().saturating_sub(waited));
+        let streams = res
+            .as_ref()
+            .is_ok_and(|r| matches!(MessageBody::size(r.body()), BodySize::Stream));
+        if !streams {
+            metrics.upstream(&provider, waited);
+        }
+    }
+    res
+}
+
+async fn call(
     req: HttpRequest,
     payload: web::Payload,
     gw: web::Data<Gateway>,
@@ -443,12 +496,7 @@ pub async fn proxy(
         )?),
         Endpoint::Free => None,
     };
-    let mut guard = HoldGuard {
-        pool: gw.pool.clone(),
-        clock: gw.clock.clone(),
-        hold: None,
-        flat: None,
-    };
+    let mut guard = HoldGuard::new(&gw);
     let mut payment_response = None;
     let (key, mut bill, streamed) = match (caller, paying) {
         (Some(caller), _) => {
@@ -596,7 +644,7 @@ async fn respond(
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
         tokio::spawn(pump(
             gw.into_inner(),
-            (dialect, deployment),
+            (dialect, deployment, crate::metrics::waited()),
             bill,
             hold,
             upstream,

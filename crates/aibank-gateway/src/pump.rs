@@ -3,7 +3,7 @@
 //! answer is read whole, within the idle timeout.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aibank_core::ApiError;
 use aibank_ledger::HoldReceipt;
@@ -42,9 +42,13 @@ impl ReadError {
 /// Reads a whole answer; `idle` is the longest silence allowed between two of its chunks.
 /// An answer in one chunk (most are) is not copied.
 pub(crate) async fn read_upstream(
-    mut r: reqwest::Response,
+    r: reqwest::Response,
     idle: Duration,
 ) -> Result<Bytes, ReadError> {
+    crate::metrics::upstream_wait(read_all(r, idle)).await
+}
+
+async fn read_all(mut r: reqwest::Response, idle: Duration) -> Result<Bytes, ReadError> {
     let Some(first) = next_chunk(&mut r, idle).await? else {
         return Ok(Bytes::new());
     };
@@ -76,15 +80,17 @@ enum End {
 }
 
 /// Moves a streamed answer to the client chunk by chunk, metering it, then settles and
-/// appends the cost as an SSE comment.
+/// appends the cost as an SSE comment. `head_wait` is how long its head took to come: the
+/// upstream's time for `/metrics` is that and the stream's.
 pub(crate) async fn pump(
     gw: Arc<Gateway>,
-    (dialect, deployment): (&'static dyn Dialect, Deployment),
+    (dialect, deployment, head_wait): (&'static dyn Dialect, Deployment, Duration),
     bill: Bill,
     hold: Option<HoldReceipt>,
     upstream: reqwest::Response,
     tx: tokio::sync::mpsc::Sender<Bytes>,
 ) {
+    let started = Instant::now();
     let mut meter = SseMeter::new(bill.api);
     let mut stream = upstream.bytes_stream();
     let end = loop {
@@ -104,6 +110,9 @@ pub(crate) async fn pump(
         }
     };
     drop(stream);
+    if let Some(m) = gw.metrics() {
+        m.upstream(&bill.provider, head_wait + started.elapsed());
+    }
     if matches!(end, End::Idle | End::Broken) {
         deployment.failed(Failure::Broken, gw.now_ms(), gw.cooldown_ms());
     }

@@ -197,6 +197,9 @@ pub struct Collected {
     pub balance: Usd,
     /// The part of `charged` that neither the hold nor the balance covered, now owed.
     pub owed: Usd,
+    /// The hold was still open and was captured (not: it had expired or been released,
+    /// and the cost came from the balance alone).
+    pub captured_hold: bool,
 }
 
 /// Settles a metered call's hold at its `cost`, the usage already served. With `overage`,
@@ -227,38 +230,41 @@ pub fn capture_usage(
         } else {
             cost.micros() - over
         };
-        let (after, beyond) = match settle(conn, &hold.id, Outcome::Served(taken), now) {
-            Ok((_, _, after)) => (after, if overage { over } else { 0 }),
-            // The hold was already released (or expired): all of the cost is beyond it.
-            Err(LedgerError::HoldNotOpen { .. }) if taken > 0 => {
-                let after = move_net(conn, account_id, -taken, 0, taken, now)?;
-                journal(
-                    conn,
-                    account_id,
-                    -taken,
-                    after.net(),
-                    EntryKind::Capture,
-                    Some(&hold.id),
-                    now,
-                )?;
-                (after, taken)
-            }
-            Err(LedgerError::HoldNotOpen { .. }) => {
-                let account = crate::accounts::balance(conn, account_id)?;
-                return Ok(Collected {
-                    charged: Usd::ZERO,
-                    balance: Usd::from_micros(account.balance_micros),
-                    owed: Usd::ZERO,
-                });
-            }
-            Err(e) => return Err(e),
-        };
+        let (after, beyond, captured_hold) =
+            match settle(conn, &hold.id, Outcome::Served(taken), now) {
+                Ok((_, _, after)) => (after, if overage { over } else { 0 }, true),
+                // The hold was already released (or expired): all of the cost is beyond it.
+                Err(LedgerError::HoldNotOpen { .. }) if taken > 0 => {
+                    let after = move_net(conn, account_id, -taken, 0, taken, now)?;
+                    journal(
+                        conn,
+                        account_id,
+                        -taken,
+                        after.net(),
+                        EntryKind::Capture,
+                        Some(&hold.id),
+                        now,
+                    )?;
+                    (after, taken, false)
+                }
+                Err(LedgerError::HoldNotOpen { .. }) => {
+                    let account = crate::accounts::balance(conn, account_id)?;
+                    return Ok(Collected {
+                        charged: Usd::ZERO,
+                        balance: Usd::from_micros(account.balance_micros),
+                        owed: Usd::ZERO,
+                        captured_hold: false,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
         // What this call left owed: its part beyond the hold that the balance did not
         // cover (a debt from before stays the debt it was).
         Ok(Collected {
             charged: Usd::from_micros(taken),
             balance: Usd::from_micros(after.balance),
             owed: Usd::from_micros(after.owed.min(beyond)),
+            captured_hold,
         })
     })
 }

@@ -1,21 +1,28 @@
 //! Prometheus metrics: the HTTP requests the server answered (by route template, method
-//! and status) and how long they took, the gateway's (`aibank_gateway::metrics`), and `GET /metrics`, which serves them in the
-//! Prometheus text format to a caller presenting `AIBANK_METRICS_TOKEN` as a Bearer token
-//! (without the setting the route is off: 404). Labels are route templates, methods and
-//! statuses only, never a path with ids in it, a key or a secret.
+//! and status) and how long they took, requests refused by a rate limit (by the limit's
+//! name), the database pool's connections and waiters, the gateway's
+//! (`aibank_gateway::metrics`) and the payments' (`aibank_x402::metrics`); and
+//! `GET /metrics`, which serves them in the Prometheus text format to a caller presenting
+//! `AIBANK_METRICS_TOKEN` as a Bearer token (without the setting the route is off: 404),
+//! or to anyone reaching `AIBANK_METRICS_LISTEN`, an address of its own. Labels are route
+//! templates, methods, statuses, limit names and outcome classes only, never a path with
+//! ids in it, a key or a secret.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse};
 use aibank_core::ApiError;
 use aibank_gateway::metrics::GatewayMetrics;
 use aibank_store::DbPool;
+use aibank_x402::metrics::X402Metrics;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use sha2::{Digest, Sha256};
 
@@ -27,10 +34,26 @@ const UNMATCHED: &str = "unmatched";
 pub struct Metrics {
     registry: Registry,
     gateway: Arc<GatewayMetrics>,
+    x402: X402Metrics,
     pool: IntGaugeVec,
+    pool_waiting: IntGauge,
+    writes_pending: IntGauge,
+    rate_limited: IntCounterVec,
     http_requests: IntCounterVec,
     http_seconds: HistogramVec,
 }
+
+/// The names rate-limit refusals are counted by (`limitName` in their body); any other is
+/// counted as `other`.
+const LIMIT_NAMES: [&str; 7] = [
+    "ipRequests",
+    "ipPublicRequests",
+    "ipFailures",
+    "dailyMessageLimit",
+    "rpmLimit",
+    "tpmLimit",
+    "bankr",
+];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,10 +93,39 @@ impl Metrics {
             &["state"],
         )?;
         registry.register(Box::new(pool.clone()))?;
+        let pool_waiting = IntGauge::new(
+            "aibank_db_pool_waiters",
+            "Callers waiting for a database pool connection, when scraped",
+        )?;
+        registry.register(Box::new(pool_waiting.clone()))?;
+        let writes_pending = IntGauge::new(
+            "aibank_db_writes_pending",
+            "SQLite: writes queued for the single writer or being committed, when scraped \
+             (0 on PostgreSQL)",
+        )?;
+        registry.register(Box::new(writes_pending.clone()))?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "aibank_rate_limited_total",
+                "Requests refused 429 by one of aibank's limits, by the limit's name \
+                 (limitName: ipRequests, ipPublicRequests, ipFailures, dailyMessageLimit, \
+                 rpmLimit, tpmLimit, bankr)",
+            ),
+            &["limit"],
+        )?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        for name in LIMIT_NAMES {
+            rate_limited.with_label_values(&[name]);
+        }
+        let x402 = X402Metrics::register(&registry)?;
         Ok(Metrics {
             registry,
             gateway,
+            x402,
             pool,
+            pool_waiting,
+            writes_pending,
+            rate_limited,
             http_requests,
             http_seconds,
         })
@@ -82,6 +134,17 @@ impl Metrics {
     /// The gateway's part, to hand to the gateway.
     pub fn gateway(&self) -> Arc<GatewayMetrics> {
         self.gateway.clone()
+    }
+
+    /// The payments' part, to hand to x402.
+    pub fn x402(&self) -> X402Metrics {
+        self.x402.clone()
+    }
+
+    /// Counts a request refused by the limit named `name` (`None`: unnamed).
+    pub fn rate_limited(&self, name: Option<&str>) {
+        let name = name.filter(|n| LIMIT_NAMES.contains(n)).unwrap_or("other");
+        self.rate_limited.with_label_values(&[name]).inc();
     }
 
     /// Counts one answered request. `route` is the matched template (`None`: no route).
@@ -102,11 +165,15 @@ impl Metrics {
 
     /// Everything, in the Prometheus text format, with `pool`'s connections as they are now.
     pub fn render(&self, pool: &DbPool) -> Result<String, ApiError> {
-        let (in_use, idle) = pool.usage();
+        let usage = pool.usage();
         self.pool
             .with_label_values(&["in_use"])
-            .set(i64::from(in_use));
-        self.pool.with_label_values(&["idle"]).set(i64::from(idle));
+            .set(i64::from(usage.in_use));
+        self.pool
+            .with_label_values(&["idle"])
+            .set(i64::from(usage.idle));
+        self.pool_waiting.set(i64::from(usage.waiting));
+        self.writes_pending.set(i64::from(usage.writes_pending));
         self.encode()
     }
 
@@ -132,12 +199,24 @@ pub async fn observe(
     let method = req.method().as_str().to_owned();
     let res = next.call(req).await?;
     if let Some(m) = metrics {
+        let status = res.status();
         m.observe_http(
             res.request().match_pattern().as_deref(),
             &method,
-            res.status().as_u16(),
+            status.as_u16(),
             started.elapsed(),
         );
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Ours carry the limit's name; a provider's 429 passed back as is carries none
+            // and is counted with the gateway's calls instead.
+            let ours = res
+                .response()
+                .error()
+                .and_then(|e| e.as_error::<ApiError>());
+            if let Some(e) = ours {
+                m.rate_limited(e.member("limitName").and_then(serde_json::Value::as_str));
+            }
+        }
     }
     Ok(res)
 }
@@ -153,6 +232,31 @@ pub async fn scrape(
             "Metrics are off: set AIBANK_METRICS_TOKEN",
         ));
     };
+    serve(&req, &state, Some(token))
+}
+
+/// `GET /metrics` on `AIBANK_METRICS_LISTEN`: behind the token only when one is set.
+pub async fn scrape_listener(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    serve(&req, &state, state.config.metrics_token.as_ref())
+}
+
+fn serve(
+    req: &HttpRequest,
+    state: &AppState,
+    token: Option<&aibank_core::SecretString>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(token) = token {
+        check_token(req, token)?;
+    }
+    Ok(HttpResponse::Ok()
+        .content_type(TextEncoder::new().format_type())
+        .body(state.metrics.render(&state.pool)?))
+}
+
+fn check_token(req: &HttpRequest, token: &aibank_core::SecretString) -> Result<(), ApiError> {
     let presented = req
         .headers()
         .get("authorization")
@@ -165,9 +269,7 @@ pub async fn scrape(
             "Metrics need `Authorization: Bearer <AIBANK_METRICS_TOKEN>`",
         ));
     }
-    Ok(HttpResponse::Ok()
-        .content_type(TextEncoder::new().format_type())
-        .body(state.metrics.render(&state.pool)?))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tracing_actix_web::{RequestId, TracingLogger};
 
 use aibank_core::SecretBox;
+use aibank_gateway::metrics::HoldEvent;
 use aibank_gateway::Gateway;
 use aibank_wallet::Wallets;
 
@@ -138,7 +139,12 @@ fn spawn_price_reloader(config: &Config) -> Result<(), StartupError> {
 }
 
 /// Releases expired holds and forgets old idempotency keys, every `sweep_interval`.
-fn spawn_sweeper(pool: DbPool, clock: SharedClock, config: &Config) {
+fn spawn_sweeper(
+    pool: DbPool,
+    clock: SharedClock,
+    config: &Config,
+    metrics: Arc<aibank_gateway::metrics::GatewayMetrics>,
+) {
     let (every, keep) = (config.sweep_interval, config.idempotency_ttl);
     let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
     tokio::spawn(async move {
@@ -148,7 +154,10 @@ fn spawn_sweeper(pool: DbPool, clock: SharedClock, config: &Config) {
             tick.tick().await;
             match aibank_ledger::sweeper::sweep_once(&pool, &clock).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(released = n, "expired holds released"),
+                Ok(n) => {
+                    tracing::info!(released = n, "expired holds released");
+                    metrics.holds(HoldEvent::Expired, u64::try_from(n).unwrap_or(u64::MAX));
+                }
                 Err(e) => tracing::warn!(error = %e, "hold sweep failed"),
             }
             let cutoff = clock.now_ms().saturating_sub(keep_ms);
@@ -188,6 +197,7 @@ fn gateway(
         .map(|mut s| {
             public_url.clone_into(&mut s.public_url);
             aibank_x402::X402::new(s, Arc::new(crate::identities::X402Payers))
+                .map(|x| x.with_metrics(metrics.x402()))
         })
         .transpose()
         .map_err(|e| StartupError::Task(format!("x402: {e}")))?
@@ -250,6 +260,41 @@ fn auth_state(
         Arc::new(limiter),
         web::Data::new(guard),
     )
+}
+
+/// A listener on `addr`, and the port it got.
+fn bind(addr: std::net::SocketAddr) -> Result<(TcpListener, u16), StartupError> {
+    let failed = |source| StartupError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).map_err(failed)?;
+    let port = listener.local_addr().map_err(failed)?.port();
+    Ok((listener, port))
+}
+
+/// `GET /metrics` alone on `addr`, with one worker: nothing else is served there.
+fn metrics_server(
+    addr: std::net::SocketAddr,
+    state: &web::Data<AppState>,
+) -> Result<(u16, Server), StartupError> {
+    let (listener, port) = bind(addr)?;
+    let state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/metrics", web::get().to(crate::metrics::scrape_listener))
+            .default_service(web::to(routes::not_found))
+    })
+    .workers(1)
+    .listen(listener)
+    .map_err(|source| StartupError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?
+    .run();
+    tracing::info!(port, "metrics listening");
+    Ok((port, server))
 }
 
 /// Endpoints anyone may call without a credential draw from the stricter public budget;
@@ -335,6 +380,8 @@ pub struct Application {
     port: u16,
     server: Server,
     pool: DbPool,
+    /// `AIBANK_METRICS_LISTEN`'s server and its port.
+    metrics: Option<(u16, Server)>,
 }
 
 /// Says what became of the bootstrap master key.
@@ -374,24 +421,14 @@ impl Application {
         .await
         .map_err(|e| StartupError::Task(e.to_string()))??;
 
-        let listener = TcpListener::bind(config.listen).map_err(|source| StartupError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind {
-                addr: config.listen.to_string(),
-                source,
-            })?
-            .port();
+        let (listener, port) = bind(config.listen)?;
 
-        spawn_sweeper(pool.clone(), clock.clone(), &config);
+        let metrics = crate::metrics::Metrics::new()
+            .map_err(|e| StartupError::Task(format!("metrics: {e}")))?;
+        spawn_sweeper(pool.clone(), clock.clone(), &config, metrics.gateway());
         spawn_price_reloader(&config)?;
         let secret_box = open_secret_box(&config)?;
         let public_url = public_url(&config, port);
-        let metrics = crate::metrics::Metrics::new()
-            .map_err(|e| StartupError::Task(format!("metrics: {e}")))?;
         let gateway = web::Data::new(gateway(
             &config,
             (&pool, &clock),
@@ -418,6 +455,10 @@ impl Application {
             public_url,
             openapi,
         });
+        let metrics = match state.config.metrics_listen {
+            Some(addr) => Some(metrics_server(addr, &state)?),
+            None => None,
+        };
         let mut server = HttpServer::new(move || {
             let (limiter, trusted) = (limiter.clone(), auth.trusted_proxies().to_vec());
             App::new()
@@ -449,11 +490,21 @@ impl Application {
             })?
             .run();
         tracing::info!(port, "aibank listening");
-        Ok(Application { port, server, pool })
+        Ok(Application {
+            port,
+            server,
+            pool,
+            metrics,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port `GET /metrics` is served on alone, with `AIBANK_METRICS_LISTEN`.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
     }
 
     pub fn pool(&self) -> &DbPool {
@@ -462,7 +513,13 @@ impl Application {
 
     /// Serves until the process is asked to stop (SIGINT/SIGTERM: graceful shutdown).
     pub async fn run(self) -> std::io::Result<()> {
-        self.server.await
+        match self.metrics {
+            None => self.server.await,
+            Some((_, metrics)) => {
+                let (served, metrics) = tokio::join!(self.server, metrics);
+                served.and(metrics)
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ pub mod stmt;
 pub use checkpoint::{CheckpointStats, RESTART_FRAMES};
 pub use conn::AnyConnection;
 pub use error::StoreError;
-pub use pool::{Backend, DbPool, PoolOptions};
+pub use pool::{Backend, DbPool, PoolOptions, PoolUsage};
 pub use stmt::{stmt, Stmt};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};

@@ -2,6 +2,8 @@
 //! moves it to tokio's blocking threads and keeps it off the actix workers.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -178,6 +180,17 @@ impl r2d2::ManageConnection for Manager {
 
 pub type PooledConnection = r2d2::PooledConnection<Manager>;
 
+/// A pool's connections at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub in_use: u32,
+    pub idle: u32,
+    /// Callers waiting for a connection.
+    pub waiting: u32,
+    /// SQLite: writes queued for the writer or being committed (always 0 on PostgreSQL).
+    pub writes_pending: u32,
+}
+
 #[derive(Clone)]
 pub struct DbPool {
     pool: r2d2::Pool<Manager>,
@@ -186,6 +199,34 @@ pub struct DbPool {
     writer: Option<GroupWriter>,
     /// SQLite: the thread that checkpoints the write-ahead log.
     checkpointer: Option<Checkpointer>,
+    /// Callers waiting for a connection now (r2d2 does not count them).
+    waiting: Arc<AtomicU32>,
+    /// SQLite: writes handed to the writer and not yet answered.
+    writes_pending: Arc<AtomicU32>,
+}
+
+/// Counts one caller as waiting for a connection while it lives.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn start(n: &'a AtomicU32) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn checkout(
+    pool: &r2d2::Pool<Manager>,
+    waiting: &AtomicU32,
+) -> Result<PooledConnection, StoreError> {
+    let _waiting = Waiting::start(waiting);
+    Ok(pool.get()?)
 }
 
 impl std::fmt::Debug for DbPool {
@@ -238,6 +279,8 @@ impl DbPool {
             backend,
             writer,
             checkpointer,
+            waiting: Arc::new(AtomicU32::new(0)),
+            writes_pending: Arc::new(AtomicU32::new(0)),
         })
     }
 
@@ -252,16 +295,18 @@ impl DbPool {
 
     /// A connection for blocking code that is already off the async runtime.
     pub fn get(&self) -> Result<PooledConnection, StoreError> {
-        Ok(self.pool.get()?)
+        checkout(&self.pool, &self.waiting)
     }
 
-    /// The pool's connections now: `(in use, idle)`.
-    pub fn usage(&self) -> (u32, u32) {
+    /// The pool's connections now, and the callers waiting for one.
+    pub fn usage(&self) -> PoolUsage {
         let state = self.pool.state();
-        (
-            state.connections.saturating_sub(state.idle_connections),
-            state.idle_connections,
-        )
+        PoolUsage {
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            idle: state.idle_connections,
+            waiting: self.waiting.load(Ordering::Relaxed),
+            writes_pending: self.writes_pending.load(Ordering::Relaxed),
+        }
     }
 
     /// Runs `f` with a pooled connection on a blocking thread.
@@ -271,9 +316,9 @@ impl DbPool {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        let (pool, waiting) = (self.pool.clone(), self.waiting.clone());
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(StoreError::from)?;
+            let mut conn = checkout(&pool, &waiting)?;
             f(&mut conn)
         })
         .await
@@ -327,7 +372,10 @@ impl DbPool {
         E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
     {
         match &self.writer {
-            Some(w) => w.write(synced, f).await,
+            Some(w) => {
+                let _pending = Waiting::start(&self.writes_pending);
+                w.write(synced, f).await
+            }
             None => {
                 self.run(move |c| {
                     let out = unflushed_tx(c, f)?;

@@ -15,6 +15,7 @@
 //! as credit in the payer's account.
 
 pub mod exact;
+pub mod metrics;
 mod settle;
 pub mod verify;
 
@@ -94,6 +95,7 @@ pub struct X402 {
     clients: Vec<ChainClient>,
     settlers: Vec<settle::Settler>,
     payers: Arc<dyn PayerAccounts>,
+    metrics: Option<metrics::X402Metrics>,
 }
 
 impl std::fmt::Debug for X402 {
@@ -170,7 +172,15 @@ impl X402 {
             clients,
             settlers,
             payers,
+            metrics: None,
         })
+    }
+
+    /// Counts verifications and settlements in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: metrics::X402Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Who creates payers' accounts, for [`accept`].
@@ -550,16 +560,24 @@ impl X402 {
                         "signature_missing",
                     ));
                 }
+                let verified = self.verify(&p, challenge.price, now_ms).await;
+                if let Some(m) = &self.metrics {
+                    m.verified(&verified);
+                }
                 Ok(Taken {
-                    transfer: self.verify(&p, challenge.price, now_ms).await?,
+                    transfer: verified?,
                     authorization: None,
                     response: None,
                 })
             }
             Presented::Exact(signed) => {
-                let s = self
+                let settled = self
                     .settle(pool, &signed, challenge, resource, now_ms)
-                    .await?;
+                    .await;
+                if let Some(m) = &self.metrics {
+                    m.settled(&settled);
+                }
+                let s = settled?;
                 Ok(Taken {
                     transfer: s.transfer,
                     authorization: Some(s.authorization),

@@ -57,6 +57,8 @@ pub struct Config {
     pub bootstrap_master_key: Option<SecretString>,
     /// The Bearer token `GET /metrics` wants; `None`: the route is off.
     pub metrics_token: Option<SecretString>,
+    /// Where `GET /metrics` is also served, alone.
+    pub metrics_listen: Option<SocketAddr>,
     pub public_url: Option<String>,
     pub signup_credits: Usd,
     pub max_json_bytes: usize,
@@ -164,7 +166,10 @@ impl Config {
         }
         let v = Values::new(values);
 
-        let listen = parse_listen(v.text("AIBANK_LISTEN")?.unwrap_or(DEFAULT_LISTEN))?;
+        let listen = parse_addr(
+            "AIBANK_LISTEN",
+            v.text("AIBANK_LISTEN")?.unwrap_or(DEFAULT_LISTEN),
+        )?;
         let database_url = v
             .secret("AIBANK_DATABASE_URL")?
             .unwrap_or_else(|| SecretString::new(DEFAULT_DATABASE_URL));
@@ -332,6 +337,10 @@ impl Config {
         let catalog_fee_percent = v.percent("AIBANK_CATALOG_FEE_PERCENT")?;
         Ok(Config {
             metrics_token: v.secret("AIBANK_METRICS_TOKEN")?,
+            metrics_listen: v
+                .text("AIBANK_METRICS_LISTEN")?
+                .map(|a| parse_addr("AIBANK_METRICS_LISTEN", a))
+                .transpose()?,
             listen,
             database_url,
             database_pool_size,
@@ -603,9 +612,9 @@ fn parse_toml(path: &str, text: &str) -> Result<BTreeMap<String, String>, Config
     Ok(out)
 }
 
-fn parse_listen(v: &str) -> Result<SocketAddr, ConfigError> {
+fn parse_addr(name: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
     v.trim().parse().map_err(|_| ConfigError::Invalid {
-        name: "AIBANK_LISTEN",
+        name,
         message: format!("`{v}` is not an address like 127.0.0.1:4000"),
     })
 }

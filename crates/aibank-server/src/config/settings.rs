@@ -114,6 +114,8 @@ settings! {
         "how long `Idempotency-Key`s are remembered";
     "AIBANK_METRICS_TOKEN", Kind::Secret, None, None,
         "Bearer token `GET /metrics` (Prometheus text format) asks for; unset, the route is off (404)";
+    "AIBANK_METRICS_LISTEN", Kind::SocketAddr, None, None,
+        "an address of its own where `GET /metrics` is served, to anyone who can reach it unless `AIBANK_METRICS_TOKEN` is set too (`127.0.0.1:9464`, say; keep it off the public network)";
     "AIBANK_LOG_FORMAT", Kind::Choice(&["text", "json"]), Some("text"), None,
         "log format (logs go to stderr)";
     "AIBANK_SECRET_KEY", Kind::Secret, None, Some("— (SQLite: generated into `secret.key` beside the database)"),

@@ -890,7 +890,7 @@ async fn unknown_codes_spend_a_per_ip_budget_then_every_device_request_is_refuse
 
     let limited = json!({"error": "Too many unknown claim codes from this IP address",
                           "code": "RATE_LIMITED", "limit": 4, "used": 4,
-                          "resetAt": T0 + 10_000 + 900_000});
+                          "resetAt": T0 + 10_000 + 900_000, "limitName": "ipFailures"});
     let r = status(&app, &code).await;
     assert_eq!(r.status, 429, "{}", r.text);
     assert_eq!(r.body, limited);
@@ -1025,7 +1025,8 @@ async fn device_requests_draw_from_the_public_per_ip_budget() {
     assert_eq!(
         r.body,
         json!({"error": "Too many requests from this IP address", "code": "RATE_LIMITED",
-               "limit": 4, "used": 4, "resetAt": T0 + 900_000})
+               "limit": 4, "used": 4, "resetAt": T0 + 900_000,
+               "limitName": "ipPublicRequests"})
     );
     assert_eq!(r.headers["retry-after"], "900");
     // The page refuses as a page.

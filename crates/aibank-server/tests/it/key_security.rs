@@ -914,7 +914,8 @@ async fn per_ip_limits_for_authenticated_and_public_endpoints() {
     assert_eq!(
         r.body,
         json!({"error": "Too many requests from this IP address", "code": "RATE_LIMITED",
-               "limit": 3, "used": 3, "resetAt": T0 + 10_000 + 60_000})
+               "limit": 3, "used": 3, "resetAt": T0 + 10_000 + 60_000,
+               "limitName": "ipRequests"})
     );
     assert_eq!(r.headers["retry-after"], "60");
     assert!(r.headers.contains_key("x-request-id"));

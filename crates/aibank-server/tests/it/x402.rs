@@ -469,6 +469,12 @@ async fn an_unreachable_rpc_is_503_and_the_payment_works_once_it_is_back() {
     let r = call_paid(&app, &hash, &[]).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(call_paid(&app, &hash, &[]).await.status, 402);
+    // The transfer checks out on chain each time it is presented; only its second use is
+    // refused, when it is recorded.
+    for (outcome, n) in [("unavailable", 1.0), ("ok", 2.0), ("refused", 0.0)] {
+        let series = format!(r#"aibank_x402_verifications_total{{outcome="{outcome}"}}"#);
+        assert_eq!(app.metric(&series).await, Some(n), "{series}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1055,6 +1061,10 @@ async fn an_unreachable_rpc_is_503_then_the_same_authorization_pays() {
         s.anvil.balance_of(USDC_BASE_SEPOLIA, &s.pay_to).await,
         10_000
     );
+    for (outcome, n) in [("unavailable", 1.0), ("ok", 1.0), ("refused", 0.0)] {
+        let series = format!(r#"aibank_x402_settlements_total{{outcome="{outcome}"}}"#);
+        assert_eq!(app.metric(&series).await, Some(n), "{series}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

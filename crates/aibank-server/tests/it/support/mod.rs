@@ -72,6 +72,8 @@ pub struct TestApp {
     /// The bootstrap master key: one platform of this app.
     pub master_key: String,
     pub db: Arc<TestDb>,
+    /// `AIBANK_METRICS_LISTEN`'s port, when set.
+    pub metrics_port: Option<u16>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -94,9 +96,13 @@ pub fn test_config(db: &TestDb, master_key: &str) -> Config {
         ip_rate_limit: aibank_auth::ratelimit::Limit::OFF,
         public_rate_limit: aibank_auth::ratelimit::Limit::OFF,
         claim_guess_limit: aibank_auth::ratelimit::Limit::OFF,
+        metrics_token: Some(METRICS_TOKEN.to_owned().into()),
         ..Config::default()
     }
 }
+
+/// The `AIBANK_METRICS_TOKEN` of test servers ([`TestApp::scrape`]).
+pub const METRICS_TOKEN: &str = "metrics-token-7f3a";
 
 /// The platform-wide upstream keys [`use_mock_upstream`] configures.
 pub const MOCK_ANTHROPIC_KEY: &str = "sk-ant-platform-secret";
@@ -167,6 +173,7 @@ pub async fn spawn_app_on(
         .await
         .expect("server starts");
     let port = app.port();
+    let metrics_port = app.metrics_port();
     let pool = app.pool().clone();
     let server = tokio::spawn(app.run());
     let base = format!("http://127.0.0.1:{port}");
@@ -186,11 +193,25 @@ pub async fn spawn_app_on(
         pool,
         master_key,
         db,
+        metrics_port,
         server,
     }
 }
 
 impl TestApp {
+    /// `GET /metrics`, as Prometheus would scrape it: the text.
+    pub async fn scrape(&self) -> String {
+        let auth = format!("Bearer {METRICS_TOKEN}");
+        let r = self.get("/metrics", &[("Authorization", &auth)]).await;
+        r.assert_ok();
+        r.text
+    }
+
+    /// The value of the sample written `series` (`name{labels}`, labels in the order
+    /// Prometheus writes them: by name) in a scrape now; `None` when there is none.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        sample(&self.scrape().await, series)
+    }
     /// Sends a request; `body` is sent verbatim (as JSON content) when given.
     pub async fn send(
         &self,
@@ -300,4 +321,11 @@ pub fn x402_settings(anvil: &anvil::Anvil, pay_to: &str) -> aibank_x402::X402Set
         public_url: String::new(),
         settle_wait: std::time::Duration::from_secs(10),
     }
+}
+
+/// The value of the sample written `series` in Prometheus text `text`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
 }
