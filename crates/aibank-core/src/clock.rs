@@ -57,11 +57,11 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Parses an RFC 3339 timestamp into epoch milliseconds.
+/// Parses an RFC 3339 timestamp (`2025-11-24T16:00:00.123Z`, any offset, years 0000 to
+/// 9999) into epoch milliseconds, negative before 1970.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let t = humantime::parse_rfc3339_weak(s).ok()?;
-    let d = t.duration_since(UNIX_EPOCH).ok()?;
-    i64::try_from(d.as_millis()).ok()
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
 }
 
 #[cfg(test)]
@@ -76,6 +76,19 @@ mod tests {
             parse_rfc3339("2025-11-24T16:00:00.123Z"),
             Some(1_764_000_000_123)
         );
+        assert_eq!(
+            parse_rfc3339("2025-11-24T17:30:00.123+01:30"),
+            Some(1_764_000_000_123)
+        );
+        assert_eq!(parse_rfc3339("1969-12-31T23:59:59.999Z"), Some(-1));
+        for bad in [
+            "2025-02-30T00:00:00Z",
+            "2025-11-24 16:00:00",
+            "2025-11-24T16:00Z",
+            "x",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -98,7 +98,13 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // With arbitrary precision a number is read as a one-field map, which the path
+        // names; the field is the number's own.
         let path = e.path().to_string();
+        let path = path
+            .strip_suffix(".$serde_json::private::Number")
+            .unwrap_or(&path)
+            .to_owned();
         let inner = e.into_inner();
         describe_json_error(&path, &inner)
     })?;
@@ -227,5 +233,9 @@ mod tests {
         assert_eq!(field_of(r#"["a", null]"#), "body");
         assert_eq!(field_of("null"), "body");
         assert!(parse_json::<Body>(br#"{"name": "a", "limit": 1.25}"#).is_ok());
+        // A number money cannot hold is the field's fault, named as the field.
+        assert_eq!(field_of(r#"{"name": "a", "limit": 5e-324}"#), "limit");
+        let e = parse_json::<Body>(br#"{"name": "a", "limit": 1e308}"#).unwrap_err();
+        assert!(!e.message().contains("serde_json"), "{}", e.message());
     }
 }

@@ -39,11 +39,14 @@ impl PageQuery {
             return Ok(None);
         };
         let bad = || ApiError::invalid_field("cursor", "cursor is not one this server issued");
+        // Exactly what `encode` writes (and the document's pattern says): digits, a dot, an id.
         let (ts, id) = raw.split_once('.').ok_or_else(bad)?;
-        let created_at = ts.parse::<i64>().map_err(|_| bad())?;
-        if id.is_empty() || id.len() > 64 {
+        let digits = !ts.is_empty() && ts.len() <= 18 && ts.bytes().all(|b| b.is_ascii_digit());
+        let id_chars = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        if !digits || id.is_empty() || id.len() > 64 || !id.bytes().all(id_chars) {
             return Err(bad());
         }
+        let created_at = ts.parse::<i64>().map_err(|_| bad())?;
         Ok(Some(Cursor {
             created_at,
             id: id.to_owned(),

@@ -167,7 +167,7 @@ async fn forward(
 
 /// A job id Bankr's path can carry as one segment.
 fn job_id(id: Option<&str>) -> Result<String, ApiError> {
-    let id = id.map(str::trim).unwrap_or_default();
+    let id = id.unwrap_or_default();
     if id.is_empty() {
         return Err(ApiError::invalid_field("jobId", "`jobId` is required"));
     }

@@ -7,10 +7,12 @@ pub const MAX_EMAIL_LEN: usize = 254;
 /// Upper bound for any single amount or limit: far above real use, far below overflow.
 pub const MAX_AMOUNT: Usd = Usd::from_micros(1_000_000_000 * 1_000_000);
 
+/// A name as given, at most [`MAX_NAME_CHARS`] (counted before trimming, as the document's
+/// `maxLength` counts them), without control characters; stored trimmed, never empty.
 pub fn name(field: &str, v: &str) -> Result<String, ApiError> {
-    let v = v.trim();
     let n = v.chars().count();
-    if n == 0 {
+    let v = v.trim();
+    if v.is_empty() {
         return Err(ApiError::invalid_field(
             field,
             format!("`{field}` must not be empty"),

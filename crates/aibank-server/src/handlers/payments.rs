@@ -60,10 +60,12 @@ pub async fn get(
     path: web::Path<String>,
     query: Query<PaymentQuery>,
 ) -> Result<web::Json<PaymentView>, ApiError> {
-    let hash = path
-        .into_inner()
-        .parse::<aibank_x402::B256>()
-        .map_err(|_| {
+    let raw = path.into_inner();
+    // The prefix is required (the parser alone would take bare hex too).
+    let hash = Some(raw.as_str())
+        .filter(|h| h.len() == 66 && h.starts_with("0x"))
+        .and_then(|h| h.parse::<aibank_x402::B256>().ok())
+        .ok_or_else(|| {
             ApiError::invalid_field("hash", "`hash` must be 0x followed by 64 hex digits")
         })?;
     let chain = query

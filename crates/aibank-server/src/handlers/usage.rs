@@ -21,8 +21,11 @@ pub struct UsageQuery {
 
 fn parse_time(field: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
     let Some(v) = v else { return Ok(None) };
-    v.parse::<i64>()
-        .ok()
+    // Epoch milliseconds are plain digits (as the document's pattern says): no sign.
+    let millis = v.len() <= 15 && !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    millis
+        .then(|| v.parse::<i64>().ok())
+        .flatten()
         .or_else(|| parse_rfc3339(v))
         .map(Some)
         .ok_or_else(|| {

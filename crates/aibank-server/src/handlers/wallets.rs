@@ -209,13 +209,10 @@ pub async fn balances(
     let (w, _) = visible(&state, &caller, path.into_inner()).await?;
     let names: Vec<String> = match query.into_inner().chains {
         None => Chain::ALL.iter().map(|c| c.name().to_owned()).collect(),
-        Some(list) => list
-            .split(',')
-            .map(|s| s.trim().to_ascii_lowercase())
-            .filter(|s| !s.is_empty())
-            .collect(),
+        // Exactly as the document's pattern has it: names, commas, nothing else.
+        Some(list) => list.split(',').map(str::to_owned).collect(),
     };
-    if names.is_empty() || names.len() > 10 {
+    if names.len() > 10 {
         return Err(ApiError::invalid_field(
             "chains",
             "`chains` must list 1 to 10 chains, comma-separated",
@@ -231,12 +228,17 @@ pub async fn balances(
         let chain = if name == "solana" {
             None
         } else {
-            Some(Chain::parse(name).ok_or_else(|| {
-                ApiError::invalid_field(
+            Some(
+                Chain::ALL
+                    .into_iter()
+                    .find(|c| c.name() == name)
+                    .ok_or_else(|| {
+                        ApiError::invalid_field(
                     "chains",
                     format!("Unknown chain `{name}`: use ethereum, base, base-sepolia or solana"),
                 )
-            })?)
+                    })?,
+            )
         };
         if !chains.contains(&chain) {
             chains.push(chain);
