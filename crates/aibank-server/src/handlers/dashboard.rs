@@ -281,6 +281,28 @@ async fn load_platform(state: &AppState, platform_id: String) -> Result<Platform
         .await?)
 }
 
+/// One of the platform's agents, with the platform.
+async fn load_agent_row(
+    state: &AppState,
+    auth: &MasterKeyAuth,
+    id: String,
+) -> Result<(Platform, Agent), ApiError> {
+    let platform_id = auth.platform_id.clone();
+    state
+        .pool
+        .run(move |c| {
+            let Some(agent) = repo::agents::find_for_platform(c, &platform_id, &id)? else {
+                return Ok(None);
+            };
+            Ok::<_, aibank_store::StoreError>(Some((
+                repo::platforms::find(c, &platform_id)?,
+                agent,
+            )))
+        })
+        .await?
+        .ok_or_else(agent_not_found)
+}
+
 async fn load_fleet(
     state: &AppState,
     auth: &MasterKeyAuth,
@@ -631,7 +653,7 @@ pub async fn limits(
     };
     let id = path.into_inner();
     let outcome = async {
-        let current = load_agent(&state, &s.auth, id.clone()).await?.agent;
+        let (_, current) = load_agent_row(&state, &s.auth, id.clone()).await?;
         // Only what differs, so the audit entry says what changed.
         let changed = |field: &str, v: Option<&str>, now: i64| {
             amount(field, v).map(|v| v.filter(|v| v.micros() != now))
@@ -727,13 +749,13 @@ pub async fn rotate_key(
     };
     let id = path.into_inner();
     let outcome = async {
-        let detail = load_agent(&state, &s.auth, id.clone()).await?;
+        let (platform, agent) = load_agent_row(&state, &s.auth, id.clone()).await?;
         let rotated = platform_agents::rotate(&state, s.auth.clone(), id.clone()).await?;
-        Ok::<_, ApiError>((detail, rotated))
+        Ok::<_, ApiError>((platform, agent, rotated))
     }
     .await;
     match outcome {
-        Ok((d, r)) => pages::rotated(&s, &d.platform.name, &d.agent, &r),
+        Ok((p, a, r)) => pages::rotated(&s, &p.name, &a, &r),
         Err(e) => agent_page(&state, &s, id, None, Some(&e)).await,
     }
 }

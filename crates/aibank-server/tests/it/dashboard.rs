@@ -356,6 +356,26 @@ async fn failed_sign_ins_are_limited_per_ip() {
 }
 
 #[tokio::test]
+async fn the_unauthenticated_budget_is_answered_with_a_page() {
+    let app = spawn_app_with(|c| {
+        c.public_rate_limit = aibank_auth::ratelimit::Limit {
+            max: 1,
+            window: Duration::from_secs(900),
+        };
+    })
+    .await;
+    let person = Person::new(&app);
+    assert_eq!(person.get("/dashboard/sign-in").await.status, 200);
+    let r = person.get("/dashboard/sign-in").await;
+    assert_eq!(r.status, 429, "{}", r.html);
+    assert_eq!(r.error_code(), "RATE_LIMITED");
+    assert_eq!(r.header("content-type"), "text/html; charset=utf-8");
+    assert!(!r.header("retry-after").is_empty());
+    // The signed-in pages draw from the general budget, which is off here.
+    assert_eq!(person.get("/dashboard").await.status, 303);
+}
+
+#[tokio::test]
 async fn forms_without_the_sessions_csrf_token_are_refused() {
     let app = spawn_app().await;
     let agent = app.platform().agent(json!({})).await;
