@@ -30,7 +30,9 @@ pub use accounts::{balance, balances, credit, journal_sum, open_account};
 pub use holds::{
     capture, capture_usage, expire_due, place_hold, release, Collected, HoldReceipt, Settlement,
 };
-pub use limits::{authorize, charge, record_usage, LimitBreach, Scope, UsageMeta, Window};
+pub use limits::{
+    authorize, charge, daily_spending, record_usage, LimitBreach, Scope, UsageMeta, Window,
+};
 pub use sales::{capture_sale, ensure_account, fee_of, Sale, OPERATOR_REVENUE_ACCOUNT};
 
 use aibank_core::{ApiError, ErrorCode, Usd};

@@ -615,6 +615,37 @@ pub fn account_spending(
         .map(Usd::from_micros))
 }
 
+/// What an account spent (charged and captured) on each of the last `days` UTC days, the
+/// oldest first and today last, from the hourly spend buckets: one row per day, zero for a
+/// day without spending.
+pub fn daily_spending(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    days: usize,
+    now: i64,
+) -> Result<Vec<(i64, Usd)>, LedgerError> {
+    use aibank_store::schema::spend_buckets;
+    let today = now.div_euclid(DAY_MS) * DAY_MS;
+    let span = i64::try_from(days).map_err(|_| LedgerError::Overflow)?;
+    let first = today - (span - 1) * DAY_MS;
+    let buckets: Vec<(i64, i64)> = spend_buckets::table
+        .filter(spend_buckets::account_id.eq(account_id))
+        .filter(spend_buckets::bucket_start.ge(first))
+        .select((spend_buckets::bucket_start, spend_buckets::amount_micros))
+        .load(conn)?;
+    let mut out: Vec<(i64, i64)> = (0..span).map(|i| (first + i * DAY_MS, 0)).collect();
+    for (start, micros) in buckets {
+        let day = usize::try_from((start - first).div_euclid(DAY_MS)).ok();
+        if let Some(slot) = day.and_then(|d| out.get_mut(d)) {
+            slot.1 += micros;
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(day, micros)| (day, Usd::from_micros(micros)))
+        .collect())
+}
+
 /// What a platform's agents spent in the last 24 hours plus what their open holds reserve:
 /// the figure its fleet daily limit is checked against.
 pub fn platform_usage(

@@ -5,8 +5,8 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, Route};
 
 use crate::handlers::{
-    account, agents, audit, catalog, device, keys, master_keys, meta, payments, platform,
-    platform_agents, services, trading, wallets,
+    account, agents, audit, catalog, dashboard, device, keys, master_keys, meta, payments,
+    platform, platform_agents, services, trading, wallets,
 };
 use aibank_core::ApiError;
 
@@ -79,6 +79,36 @@ pub fn table() -> Vec<RouteDef> {
         }),
         def(Method::GET, "/device", || web::get().to(device::page)),
         def(Method::POST, "/device", || web::post().to(device::submit)),
+        def(Method::GET, "/dashboard", || {
+            web::get().to(dashboard::fleet)
+        }),
+        def(Method::GET, "/dashboard/sign-in", || {
+            web::get().to(dashboard::sign_in_page)
+        }),
+        def(Method::POST, "/dashboard/sign-in", || {
+            web::post().to(dashboard::sign_in)
+        }),
+        def(Method::POST, "/dashboard/sign-out", || {
+            web::post().to(dashboard::sign_out)
+        }),
+        def(Method::GET, "/dashboard/agents/{id}", || {
+            web::get().to(dashboard::agent)
+        }),
+        def(Method::POST, "/dashboard/agents/{id}/credits", || {
+            web::post().to(dashboard::grant)
+        }),
+        def(Method::POST, "/dashboard/agents/{id}/limits", || {
+            web::post().to(dashboard::limits)
+        }),
+        def(Method::POST, "/dashboard/agents/{id}/pause", || {
+            web::post().to(dashboard::pause)
+        }),
+        def(Method::POST, "/dashboard/agents/{id}/resume", || {
+            web::post().to(dashboard::resume)
+        }),
+        def(Method::POST, "/dashboard/agents/{id}/rotate-key", || {
+            web::post().to(dashboard::rotate_key)
+        }),
         def(Method::POST, "/v1/keys", || {
             web::post().to(agents::create_gateway_key)
         }),

@@ -25,6 +25,7 @@ use aibank_wallet::Wallets;
 
 use crate::bootstrap::{self, Outcome};
 use crate::config::Config;
+use crate::handlers::dashboard::{self, SignInGuard};
 use crate::handlers::device::{self, ClaimGuard};
 use crate::routes;
 use crate::state::AppState;
@@ -231,8 +232,8 @@ fn hyperliquid(config: &Config) -> Result<Arc<crate::hyperliquid::Hyperliquid>, 
         .map_err(|e| StartupError::Task(format!("Hyperliquid HTTP client: {e}")))
 }
 
-/// Credential checks, the per-IP limiter and the claim code guess budget, shared by all
-/// workers.
+/// Credential checks, the per-IP limiter, the claim code guess budget and the dashboard's
+/// sign-in budget, shared by all workers.
 fn auth_state(
     config: &Config,
     pool: &DbPool,
@@ -241,6 +242,7 @@ fn auth_state(
     web::Data<AuthState>,
     Arc<IpRateLimiter>,
     web::Data<ClaimGuard>,
+    web::Data<SignInGuard>,
 ) {
     let auth = AuthState::new(
         pool.clone(),
@@ -255,10 +257,12 @@ fn auth_state(
         clock.clone(),
     );
     let guard = ClaimGuard::new(config.claim_guess_limit, clock.clone());
+    let sign_in = SignInGuard::new(config.dashboard_sign_in_limit, clock.clone());
     (
         web::Data::new(auth),
         Arc::new(limiter),
         web::Data::new(guard),
+        web::Data::new(sign_in),
     )
 }
 
@@ -304,7 +308,7 @@ fn limit_ip(limiter: &IpRateLimiter, trusted: &[IpNet], req: &HttpRequest) -> Re
         (_, "/v1/health") => return Ok(()),
         ("POST", "/v1/agents/register" | "/v1/keys")
         | ("GET", "/v1/providers" | "/openapi.json")
-        | (_, "/device") => Class::Public,
+        | (_, "/device" | "/dashboard/sign-in") => Class::Public,
         ("GET", p) if p.starts_with("/v1/payments/") => Class::Public,
         (_, p) if p.starts_with("/v1/device/") => Class::Public,
         _ => Class::General,
@@ -348,11 +352,15 @@ async fn answer_with_id<B>(
     Ok(res)
 }
 
-/// The answer to a request refused before routing: a page on the claim page, which people
-/// read, else the JSON envelope.
+/// The answer to a request refused before routing: a page on the claim page and the
+/// dashboard, which people read, else the JSON envelope.
 fn refused(req: ServiceRequest, e: ApiError) -> ServiceResponse {
     if req.path() == "/device" {
         let res = device::error_page(&e);
+        return req.into_response(res);
+    }
+    if req.path() == "/dashboard" || req.path().starts_with("/dashboard/") {
+        let res = dashboard::error_page(&e);
         return req.into_response(res);
     }
     req.error_response(e)
@@ -441,7 +449,7 @@ impl Application {
                 .map_err(|e| StartupError::Task(format!("wallets: {e}")))?,
         );
         let hyperliquid = hyperliquid(&config)?;
-        let (auth, limiter, claim_guard) = auth_state(&config, &pool, &clock);
+        let (auth, limiter, claim_guard, sign_in_guard) = auth_state(&config, &pool, &clock);
         let workers = config.workers;
         let state = web::Data::new(AppState {
             metrics: Arc::new(metrics),
@@ -475,6 +483,7 @@ impl Application {
                 .app_data(auth.clone())
                 .app_data(gateway.clone())
                 .app_data(claim_guard.clone())
+                .app_data(sign_in_guard.clone())
                 .app_data(JsonLimit(state.config.max_json_bytes))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))

@@ -3,9 +3,10 @@
 use diesel::prelude::*;
 
 use crate::schema::{
-    accounts, agent_claims, agents, api_keys, audit_events, holds, idempotency_keys,
-    journal_entries, master_keys, platforms, service_subscriptions, services, trading_queries,
-    usage_events, wallet_allowlist, wallet_transfers, wallets, x402_authorizations, x402_payments,
+    accounts, agent_claims, agents, api_keys, audit_events, dashboard_sessions, holds,
+    idempotency_keys, journal_entries, master_keys, platforms, service_subscriptions, services,
+    trading_queries, usage_events, wallet_allowlist, wallet_transfers, wallets,
+    x402_authorizations, x402_payments,
 };
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -497,4 +498,28 @@ pub struct ServiceSubscription {
     pub active: bool,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// A signed-in dashboard session, found by the SHA-256 of the token its cookie holds.
+/// `Debug` shows neither the hash nor the CSRF token.
+#[derive(Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = dashboard_sessions)]
+pub struct DashboardSession {
+    pub token_hash: String,
+    pub platform_id: String,
+    /// The master key that signed in: the session acts as it, and ends with it.
+    pub master_key_id: String,
+    pub csrf_token: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for DashboardSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DashboardSession")
+            .field("platform_id", &self.platform_id)
+            .field("master_key_id", &self.master_key_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }

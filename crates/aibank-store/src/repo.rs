@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod audit;
 pub mod claims;
+pub mod dashboard;
 pub mod idempotency;
 pub mod keys;
 pub mod payments;

@@ -337,7 +337,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    dashboard_sessions (token_hash) {
+        token_hash -> Text,
+        platform_id -> Text,
+        master_key_id -> Text,
+        csrf_token -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::joinable!(master_keys -> platforms (platform_id));
+diesel::joinable!(dashboard_sessions -> master_keys (master_key_id));
 diesel::joinable!(agents -> platforms (platform_id));
 diesel::joinable!(api_keys -> agents (agent_id));
 diesel::joinable!(journal_entries -> accounts (account_id));
@@ -374,4 +386,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     spend_buckets,
     services,
     service_subscriptions,
+    dashboard_sessions,
 );

@@ -99,6 +99,8 @@ pub struct Config {
     pub claim_code_ttl: Duration,
     /// Unknown claim codes one client IP may try (per instance) before it is refused.
     pub claim_guess_limit: aibank_auth::ratelimit::Limit,
+    /// Failed dashboard sign-ins one client IP may make (per instance) before it is refused.
+    pub dashboard_sign_in_limit: aibank_auth::ratelimit::Limit,
     /// Where the trading API reads Hyperliquid, and how long it waits.
     pub hyperliquid: HyperliquidSettings,
     /// Whether catalog services may live on loopback, private or link-local addresses
@@ -328,6 +330,10 @@ impl Config {
             max: v.int("AIBANK_CLAIM_GUESS_LIMIT_PER_15_MIN")?,
             window: Duration::from_secs(15 * 60),
         };
+        let dashboard_sign_in_limit = aibank_auth::ratelimit::Limit {
+            max: v.int("AIBANK_DASHBOARD_SIGN_IN_LIMIT_PER_15_MIN")?,
+            window: Duration::from_secs(15 * 60),
+        };
         let public_url = v.url("AIBANK_PUBLIC_URL")?;
         let hyperliquid = HyperliquidSettings {
             base_url: v.url_or_default("HYPERLIQUID_BASE_URL")?,
@@ -369,6 +375,7 @@ impl Config {
             wallets,
             claim_code_ttl,
             claim_guess_limit,
+            dashboard_sign_in_limit,
             hyperliquid,
             catalog_allow_private,
             catalog_fee_percent,

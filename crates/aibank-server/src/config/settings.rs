@@ -126,6 +126,8 @@ settings! {
         "how long an agent's claim code works while the agent is unclaimed";
     "AIBANK_CLAIM_GUESS_LIMIT_PER_15_MIN", int(0, 10_000_000), Some("20"), None,
         "look-ups of unknown claim codes per client IP (IPv6: per /64) per 15 minutes, per instance, before every claim request from it is refused (`0`: off)";
+    "AIBANK_DASHBOARD_SIGN_IN_LIMIT_PER_15_MIN", int(0, 10_000_000), Some("10"), None,
+        "failed dashboard sign-ins per client IP (IPv6: per /64) per 15 minutes, per instance, before every sign-in from it is refused (`0`: off)";
     "ANTHROPIC_API_KEY", Kind::Secret, None, None,
         "the platform-wide Anthropic key";
     "ANTHROPIC_BASE_URL", Kind::Url, Some("https://api.anthropic.com"), None,

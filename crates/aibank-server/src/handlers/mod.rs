@@ -4,6 +4,7 @@ pub mod account;
 pub mod agents;
 pub mod audit;
 pub mod catalog;
+pub mod dashboard;
 pub mod device;
 pub mod keys;
 pub mod master_keys;

@@ -152,37 +152,38 @@ pub async fn get(
     Ok(web::Json(view))
 }
 
-#[derive(Debug, Deserialize)]
+/// An agent's changes, as `PATCH` sends them and the dashboard's limits form makes them.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
-    name: Option<String>,
-    active: Option<bool>,
-    daily_limit_usd: Option<Usd>,
-    weekly_limit_usd: Option<Usd>,
-    monthly_limit_usd: Option<Usd>,
-    per_tx_limit_usd: Option<Usd>,
+    pub name: Option<String>,
+    pub active: Option<bool>,
+    pub daily_limit_usd: Option<Usd>,
+    pub weekly_limit_usd: Option<Usd>,
+    pub monthly_limit_usd: Option<Usd>,
+    pub per_tx_limit_usd: Option<Usd>,
     #[serde(rename = "readOnly")]
-    read_only: Option<bool>,
+    pub read_only: Option<bool>,
     #[serde(rename = "allowedIps")]
-    allowed_ips: Option<Vec<String>>,
+    pub allowed_ips: Option<Vec<String>>,
     #[serde(rename = "gatewayEnabled")]
-    gateway_enabled: Option<bool>,
+    pub gateway_enabled: Option<bool>,
     #[serde(rename = "walletsEnabled")]
-    wallets_enabled: Option<bool>,
+    pub wallets_enabled: Option<bool>,
     #[serde(rename = "tradingEnabled")]
-    trading_enabled: Option<bool>,
+    pub trading_enabled: Option<bool>,
     /// `null` returns the agent to the server default.
     #[serde(rename = "dailyMessageLimit", default)]
-    daily_message_limit: Patch<i64>,
+    pub daily_message_limit: Patch<i64>,
     /// Model-name patterns every key of the agent is limited to; `null`: any model.
     #[serde(rename = "allowedModels", default)]
-    allowed_models: Patch<Vec<String>>,
+    pub allowed_models: Patch<Vec<String>>,
     /// Requests per minute per key; `null`: no limit.
     #[serde(rename = "rpmLimit", default)]
-    rpm_limit: Patch<i64>,
+    pub rpm_limit: Patch<i64>,
     /// Tokens per minute per key; `null`: no limit.
     #[serde(rename = "tpmLimit", default)]
-    tpm_limit: Patch<i64>,
+    pub tpm_limit: Patch<i64>,
 }
 
 pub const MAX_DAILY_MESSAGE_LIMIT: i64 = 1_000_000_000;
@@ -244,7 +245,19 @@ pub async fn update(
     path: web::Path<String>,
     body: Json<UpdateRequest>,
 ) -> Result<web::Json<AgentView>, ApiError> {
-    let b = body.into_inner();
+    Ok(web::Json(
+        update_agent(&state, auth, path.into_inner(), body.into_inner()).await?,
+    ))
+}
+
+/// Validates and applies an agent's changes with the audit entry naming `auth`'s key, in
+/// one transaction; 404 for an agent not of `auth`'s platform.
+pub async fn update_agent(
+    state: &AppState,
+    auth: MasterKeyAuth,
+    id: String,
+    b: UpdateRequest,
+) -> Result<AgentView, ApiError> {
     let mut changes = AgentChanges {
         name: b
             .name
@@ -290,7 +303,6 @@ pub async fn update(
             "Nothing to update: send at least one field",
         ));
     }
-    let id = path.into_inner();
     let now = state.clock.now_ms();
     let view = state
         .pool
@@ -316,7 +328,7 @@ pub async fn update(
         .ok_or_else(agent_not_found)?;
     state.auth.forget_agent(&view.agent_id);
     tracing::info!(agent_id = %view.agent_id, "agent updated");
-    Ok(web::Json(view))
+    Ok(view)
 }
 
 #[derive(Debug, Deserialize)]
@@ -350,13 +362,24 @@ pub async fn grant_credits(
     key: IdempotencyKey,
     body: Json<GrantRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let amount = validate::positive_amount("amount_usd", body.amount_usd)?;
-    let id = path.into_inner();
+    grant(&state, auth, path.into_inner(), body.amount_usd, key).await
+}
+
+/// Grants `amount_usd` to one of `auth`'s platform's agents, at most once per `key`: the
+/// journal's grant names the master key, and the answer is the API's `GrantResult`.
+pub async fn grant(
+    state: &AppState,
+    auth: MasterKeyAuth,
+    id: String,
+    amount_usd: Usd,
+    key: IdempotencyKey,
+) -> Result<HttpResponse, ApiError> {
+    let amount = validate::positive_amount("amount_usd", amount_usd)?;
     let now = state.clock.now_ms();
     let reference = format!("master_key:{}", auth.key_id);
     let fp = fingerprint(&["grant", &id, &amount_part(amount)]);
     let scope = idempotency_scope(&auth);
-    let res = run_once(&state, scope, key, fp, StatusCode::OK, move |c| {
+    let res = run_once(state, scope, key, fp, StatusCode::OK, move |c| {
         let agent = repo::agents::find_for_platform(c, &auth.platform_id, &id)
             .map_err(StoreError::from)?
             .ok_or_else(agent_not_found)?;
@@ -480,12 +503,13 @@ pub async fn usage(
     ))
 }
 
+/// A rotation's answer: the only one that ever shows the new key.
 #[derive(Debug, Serialize)]
 pub struct Rotated {
     #[serde(rename = "agentId")]
-    agent_id: String,
+    pub agent_id: String,
     #[serde(rename = "apiKey")]
-    api_key: String,
+    pub api_key: String,
 }
 
 /// `POST /v1/platform/agents/{id}/rotate-key`: a new `ak_` key; every previous key of the
@@ -496,7 +520,16 @@ pub async fn rotate_key(
     auth: MasterKeyAuth,
     path: web::Path<String>,
 ) -> Result<web::Json<Rotated>, ApiError> {
-    let id = path.into_inner();
+    Ok(web::Json(rotate(&state, auth, path.into_inner()).await?))
+}
+
+/// Gives one of `auth`'s platform's agents a new `ak_` key and revokes the others, audited
+/// as `auth`'s key; 404 for an agent not of its platform.
+pub async fn rotate(
+    state: &AppState,
+    auth: MasterKeyAuth,
+    id: String,
+) -> Result<Rotated, ApiError> {
     let agent_id = id.clone();
     let key = GeneratedKey::new(KeyKind::Agent);
     let secret_hash = state.auth.hash_key(&key.full).await?;
@@ -531,10 +564,10 @@ pub async fn rotate_key(
         state.auth.forget_api_key(old);
     }
     tracing::info!(agent_id = %agent_id, revoked = revoked.len(), "agent key rotated");
-    Ok(web::Json(Rotated {
+    Ok(Rotated {
         agent_id,
         api_key: key.full.expose().to_owned(),
-    }))
+    })
 }
 
 /// `GET /v1/platform/agents/{id}/keys`: one of the platform's agents' keys, newest first.
@@ -578,7 +611,7 @@ pub struct PauseState {
 }
 
 /// Pauses or resumes every key of an agent; repeating either is harmless (logged once).
-async fn set_paused(
+pub async fn set_paused(
     state: &AppState,
     auth: MasterKeyAuth,
     id: String,

@@ -17,6 +17,7 @@ mod catalog;
 mod cli;
 mod contract;
 mod crash;
+mod dashboard;
 mod deployments;
 mod device;
 mod gateway;

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub use aibank_testkit::*;
 
+pub mod browser;
 pub mod client;
 pub use client::{api, master, Agent, Http, Resp};
 
