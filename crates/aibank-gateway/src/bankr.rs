@@ -154,10 +154,15 @@ async fn forward(
         )
         .with("limitName", "bankr"));
     }
-    let mut err = ApiError::new(
-        ErrorCode::UpstreamError,
-        format!("Bankr answered {}", served.status.as_u16()),
-    )
+    // A job Bankr does not know is the caller's to hear about, not a gateway failure.
+    let mut err = if served.status.as_u16() == 404 {
+        ApiError::not_found(message.unwrap_or_else(|| "Bankr has no such job".to_owned()))
+    } else {
+        ApiError::new(
+            ErrorCode::UpstreamError,
+            format!("Bankr answered {}", served.status.as_u16()),
+        )
+    }
     .with("status", served.status.as_u16());
     if let Some(v) = upstream {
         err = err.with("upstream", v);
@@ -202,7 +207,6 @@ pub async fn balances(
     let chains = query
         .into_inner()
         .chains
-        .filter(|c| !c.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_CHAINS.to_owned());
     let valid = chains.split(',').all(|c| {
         !c.is_empty()

@@ -67,6 +67,8 @@ pub async fn put(
         )));
     }
     let key = body.into_inner().api_key;
+    // Counted as sent, as the document's `maxLength` counts it.
+    let sent_chars = key.chars().count();
     let key = key.trim();
     if key.is_empty() {
         return Err(ApiError::invalid_field(
@@ -74,7 +76,7 @@ pub async fn put(
             "`apiKey` must not be empty",
         ));
     }
-    if key.chars().count() > MAX_KEY_CHARS {
+    if sent_chars > MAX_KEY_CHARS {
         return Err(ApiError::invalid_field(
             "apiKey",
             format!("`apiKey` must be at most {MAX_KEY_CHARS} characters"),

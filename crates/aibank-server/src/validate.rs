@@ -183,6 +183,19 @@ impl Restrictions {
     }
 }
 
+/// For a PATCH field that cannot be cleared, with `#[serde(default, deserialize_with =
+/// "validate::present")]`: absent leaves it (`None`), a value sets it, and `null` is refused
+/// (the document does not allow it) rather than read as absent.
+pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d)?
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom("must not be null; leave it out to keep it"))
+}
+
 /// A PATCH field: absent (leave it), `null` (clear it) or a value (set it).
 #[derive(Debug, Clone, Default)]
 pub enum Patch<T> {

@@ -44,6 +44,15 @@ impl Currency {
         }
     }
 
+    /// The most whole-token digits an amount may have: a USDC amount's micro-USD must fit
+    /// the ledger's integers, and a million ETH is beyond any transfer's limits.
+    pub fn max_whole_digits(self) -> usize {
+        match self {
+            Currency::Usdc => 12,
+            Currency::Eth => 6,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Currency> {
         match s.trim().to_ascii_uppercase().as_str() {
             "USDC" => Some(Currency::Usdc),

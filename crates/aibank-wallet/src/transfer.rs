@@ -139,7 +139,20 @@ impl Wallets {
             )
         })?;
         let base_units = parse_amount(amount, currency.decimals(), currency.as_str())?;
-        let too_large = || invalid("amount", "`amount` is too large");
+        let too_large = || {
+            invalid(
+                "amount",
+                format!(
+                    "`amount` is too large: at most {} whole digits for {}",
+                    currency.max_whole_digits(),
+                    currency.as_str()
+                ),
+            )
+        };
+        let whole = amount.split('.').next().unwrap_or_default();
+        if whole.len() > currency.max_whole_digits() {
+            return Err(too_large());
+        }
         let usd_micros = match currency {
             Currency::Usdc => i64::try_from(base_units).map_err(|_| too_large())?,
             Currency::Eth => {

@@ -250,13 +250,19 @@ pub async fn generate_rsa(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateRequest {
+    #[serde(default, deserialize_with = "validate::present")]
     name: Option<String>,
     #[serde(default)]
     description: Patch<String>,
+    #[serde(default, deserialize_with = "validate::present")]
     read_only: Option<bool>,
+    #[serde(default, deserialize_with = "validate::present")]
     allowed_ips: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "validate::present")]
     gateway_enabled: Option<bool>,
+    #[serde(default, deserialize_with = "validate::present")]
     wallets_enabled: Option<bool>,
+    #[serde(default, deserialize_with = "validate::present")]
     trading_enabled: Option<bool>,
     #[serde(default)]
     allowed_models: Patch<Vec<String>>,

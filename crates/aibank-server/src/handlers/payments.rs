@@ -3,7 +3,7 @@
 
 use actix_web::web;
 use aibank_core::clock::rfc3339;
-use aibank_core::{ApiError, Query, Usd};
+use aibank_core::{ApiError, Json, Query, Usd};
 use aibank_store::models::Payment;
 use aibank_store::repo::payments;
 use aibank_store::StoreError;
@@ -123,7 +123,7 @@ pub async fn topup(
     state: web::Data<AppState>,
     auth: aibank_auth::ApiKeyAuth,
     req: actix_web::HttpRequest,
-    body: web::Json<TopupBody>,
+    body: Json<TopupBody>,
 ) -> Result<actix_web::HttpResponse, ApiError> {
     auth.require_write("buying credits")?;
     let Some(x402) = state.gateway.x402.clone() else {

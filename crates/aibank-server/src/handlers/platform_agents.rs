@@ -156,21 +156,39 @@ pub async fn get(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
+    #[serde(default, deserialize_with = "validate::present")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "validate::present")]
     pub active: Option<bool>,
+    #[serde(default, deserialize_with = "validate::present")]
     pub daily_limit_usd: Option<Usd>,
+    #[serde(default, deserialize_with = "validate::present")]
     pub weekly_limit_usd: Option<Usd>,
+    #[serde(default, deserialize_with = "validate::present")]
     pub monthly_limit_usd: Option<Usd>,
+    #[serde(default, deserialize_with = "validate::present")]
     pub per_tx_limit_usd: Option<Usd>,
-    #[serde(rename = "readOnly")]
+    #[serde(rename = "readOnly", default, deserialize_with = "validate::present")]
     pub read_only: Option<bool>,
-    #[serde(rename = "allowedIps")]
+    #[serde(rename = "allowedIps", default, deserialize_with = "validate::present")]
     pub allowed_ips: Option<Vec<String>>,
-    #[serde(rename = "gatewayEnabled")]
+    #[serde(
+        rename = "gatewayEnabled",
+        default,
+        deserialize_with = "validate::present"
+    )]
     pub gateway_enabled: Option<bool>,
-    #[serde(rename = "walletsEnabled")]
+    #[serde(
+        rename = "walletsEnabled",
+        default,
+        deserialize_with = "validate::present"
+    )]
     pub wallets_enabled: Option<bool>,
-    #[serde(rename = "tradingEnabled")]
+    #[serde(
+        rename = "tradingEnabled",
+        default,
+        deserialize_with = "validate::present"
+    )]
     pub trading_enabled: Option<bool>,
     /// `null` returns the agent to the server default.
     #[serde(rename = "dailyMessageLimit", default)]

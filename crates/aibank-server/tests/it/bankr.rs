@@ -222,10 +222,11 @@ async fn prompt_then_job_status_then_cancel() {
     assert_eq!(r.body["code"], "UPSTREAM_ERROR");
     assert_eq!(r.body["status"], 400);
     assert_eq!(r.body["upstream"]["error"], "Job cannot be cancelled");
+    // A job Bankr does not know is the caller's 404, with Bankr's answer beside it.
     let r = app.get("/v1/trading/bankr/jobs/job_404", &h).await;
     assert_eq!(
-        (r.status, r.body["status"].clone()),
-        (502, json!(404)),
+        (r.status, r.body["code"].clone(), r.body["status"].clone()),
+        (404, json!("NOT_FOUND"), json!(404)),
         "{}",
         r.text
     );
