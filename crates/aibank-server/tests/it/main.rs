@@ -26,6 +26,7 @@ mod key_security;
 mod ledger_api;
 mod metrics;
 mod paid_http;
+mod schemathesis;
 mod sdk_dropin;
 mod wallets;
 mod x402;
