@@ -155,3 +155,98 @@ async fn no_secret_reaches_the_logs() {
         "a key hash appeared in the logs"
     );
 }
+
+/// The server holds to the shapes the document states, no looser: what the pattern or the
+/// nullability refuses is refused, naming the field, and what it allows is taken.
+#[tokio::test]
+async fn the_server_refuses_what_the_document_refuses() {
+    let app = spawn_app().await;
+    let agent = app.agent().await;
+    let keys = agent.get("/v1/keys").await;
+    let key_path = format!("/v1/keys/{}", keys.str("/data/0/id"));
+
+    // A PATCH field that cannot be cleared refuses null; one that can is cleared by it.
+    let r = agent
+        .patch(&key_path, json!({"tradingEnabled": null}))
+        .await;
+    r.assert_error(400, "INVALID_INPUT");
+    assert_eq!(r.body["field"], "tradingEnabled");
+    agent
+        .patch(&key_path, json!({"description": null}))
+        .await
+        .assert_ok();
+    let r = app
+        .platform()
+        .patch(
+            &format!("/v1/platform/agents/{}", agent.id),
+            json!({"name": null}),
+        )
+        .await;
+    r.assert_error(400, "INVALID_INPUT");
+    assert_eq!(r.body["field"], "name");
+
+    // Cursors: the shape `next_cursor` has, and nothing else.
+    for bad in [
+        "abc",
+        "-5.agt_x",
+        "+5.agt_x",
+        "5.",
+        "5.a b",
+        "1234567890123456789.x",
+    ] {
+        let r = agent
+            .get(&format!("/v1/usage?cursor={}", urlencode(bad)))
+            .await;
+        r.assert_error(400, "INVALID_INPUT");
+        assert_eq!(r.body["field"], "cursor", "{bad}");
+    }
+    agent
+        .get("/v1/usage?cursor=1764067200000.agt_x")
+        .await
+        .assert_ok();
+
+    // Times: RFC 3339 with any offset, or plain digits; no sign, no space.
+    for good in [
+        "2025-11-24T17:30:00.123+01:30",
+        "1764000000123",
+        "1969-12-31T23:59:59Z",
+    ] {
+        agent
+            .get(&format!("/v1/usage?from={}", urlencode(good)))
+            .await
+            .assert_ok();
+    }
+    for bad in ["+5", "-5", "2025-11-24 16:00:00", "2025-02-30T00:00:00Z"] {
+        let r = agent
+            .get(&format!("/v1/usage?from={}", urlencode(bad)))
+            .await;
+        r.assert_error(400, "INVALID_INPUT");
+        assert_eq!(r.body["field"], "from", "{bad}");
+    }
+
+    // Names: counted as sent, before trimming.
+    let r = agent
+        .post(
+            "/v1/keys/create",
+            json!({"name": format!(" {}", "x".repeat(100))}),
+        )
+        .await;
+    r.assert_error(400, "INVALID_INPUT");
+    assert_eq!(r.body["field"], "name");
+
+    // A transaction hash needs its 0x.
+    let bare = "5c8e1f4a3b7d2e9c6f0a1b4d7e2c5f8a9b3d6e1c4f7a0b2d5e8c1f3a6b9d2e4f";
+    let r = app.get(&format!("/v1/payments/{bare}"), &[]).await;
+    r.assert_error(400, "INVALID_INPUT");
+    let r = app.get(&format!("/v1/payments/0x{bare}"), &[]).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
