@@ -22,6 +22,7 @@ mod deployments;
 mod device;
 mod gateway;
 mod hyperliquid;
+mod instances;
 mod key_security;
 mod ledger_api;
 mod metrics;
