@@ -148,7 +148,13 @@ impl Metrics {
     }
 
     /// Counts one answered request. `route` is the matched template (`None`: no route).
-    pub fn observe_http(&self, route: Option<&str>, method: &str, status: u16, took: Duration) {
+    pub fn observe_http(
+        &self,
+        route: Option<&str>,
+        method: &str,
+        status: StatusCode,
+        took: Duration,
+    ) {
         let route = route.unwrap_or(UNMATCHED);
         // Only the standard methods: anything else a client sends is one label, not many.
         let method = match method {
@@ -156,7 +162,7 @@ impl Metrics {
             _ => "OTHER",
         };
         self.http_requests
-            .with_label_values(&[route, method, &status.to_string()])
+            .with_label_values(&[route, method, status.as_str()])
             .inc();
         self.http_seconds
             .with_label_values(&[route, method])
@@ -196,14 +202,15 @@ pub async fn observe(
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
-    let method = req.method().as_str().to_owned();
+    // A standard method clones without allocating.
+    let method = req.method().clone();
     let res = next.call(req).await?;
     if let Some(m) = metrics {
         let status = res.status();
         m.observe_http(
             res.request().match_pattern().as_deref(),
-            &method,
-            status.as_u16(),
+            method.as_str(),
+            status,
             started.elapsed(),
         );
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -283,16 +290,21 @@ mod tests {
         m.observe_http(
             Some("/v1/keys/{id}"),
             "PATCH",
-            200,
+            StatusCode::OK,
             Duration::from_millis(3),
         );
         m.observe_http(
             Some("/v1/keys/{id}"),
             "PATCH",
-            200,
+            StatusCode::OK,
             Duration::from_millis(4),
         );
-        m.observe_http(None, "BREW", 404, Duration::from_millis(1));
+        m.observe_http(
+            None,
+            "BREW",
+            StatusCode::NOT_FOUND,
+            Duration::from_millis(1),
+        );
         let text = m.encode().unwrap();
         assert!(text.contains(
             r#"aibank_http_requests_total{method="PATCH",route="/v1/keys/{id}",status="200"} 2"#
