@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix_web::HttpRequest;
 use aibank_auth::ApiKeyAuth;
 use aibank_core::{ApiError, SharedClock, Usd};
-use aibank_ledger::{HoldReceipt, LedgerError, UsageMeta};
+use aibank_ledger::{Admission, CaptureWith, HoldReceipt, LedgerError, UsageMeta};
 use aibank_store::{repo, AnyConnection, DbPool, StoreError, TxStop};
 use bytes::Bytes;
 use serde_json::Value;
@@ -234,37 +234,65 @@ pub(crate) async fn settle(
     let agent = bill.agent_id.clone();
     let payment = bill.payment.clone();
     let counted = bill.counted.clone();
+    let used = tokens.prompt().saturating_add(tokens.output);
+    // PostgreSQL: the capture, the usage row, the payment's cost and the key's minute
+    // tokens in one statement, when the hold is still open.
+    let at_once = {
+        let (agent, hold, meta) = (agent.clone(), hold.clone(), meta.clone());
+        let (payment, counted) = (payment.clone(), counted.clone());
+        move |c: &mut AnyConnection| -> Result<Option<(Usd, Usd, bool, Usd)>, LedgerError> {
+            let Some(hold) = hold else { return Ok(None) };
+            let usage_id = aibank_core::ids::new_id("use");
+            let minute = counted.as_ref().map(|k| k.correction(used));
+            let with = CaptureWith {
+                usage: Some((&usage_id, &agent, &meta)),
+                payment: payment
+                    .as_ref()
+                    .map(|(chain, hash)| (chain.as_str(), hash.as_str())),
+                minute_tokens: minute
+                    .as_ref()
+                    .map(|(key, start, delta)| (key.as_str(), *start, *delta)),
+            };
+            let got = aibank_ledger::capture_usage_at_once(c, &hold, cost, true, now, &with)?;
+            Ok(got.map(|g| {
+                warn_owed(&agent, g.owed);
+                (g.charged, g.owed, true, g.balance)
+            }))
+        }
+    };
     // One transaction: the capture, any overage and the usage row commit together.
     let res = gw
         .pool()
-        .write(move |c| -> Result<(Usd, Usd, bool, Usd), LedgerError> {
-            let got = match hold {
-                None => None,
-                // The cost is already what may be taken: all of it is.
-                Some(hold) => Some(aibank_ledger::capture_usage(
-                    c, &agent, &hold, cost, true, now,
-                )?),
-            };
-            let (charged, owed, captured) =
-                got.as_ref().map_or((Usd::ZERO, Usd::ZERO, false), |g| {
-                    (g.charged, g.owed, g.captured_hold)
-                });
-            aibank_ledger::record_usage(c, &agent, charged, owed, &meta, now)?;
-            if let Some((chain, hash)) = &payment {
-                aibank_store::repo::payments::set_cost(c, chain, hash, charged.micros())?;
-            }
-            if let Some(counted) = &counted {
-                counted.reconcile(c, tokens.prompt().saturating_add(tokens.output))?;
-            }
-            let balance = match got {
-                Some(g) => g.balance,
-                None => Usd::from_micros(aibank_ledger::balance(c, &agent)?.balance_micros),
-            };
-            if !owed.is_zero() {
-                tracing::warn!(agent_id = %agent, owed = %owed, "usage beyond the balance is owed");
-            }
-            Ok((charged, owed, captured, balance))
-        })
+        .write_at_once(
+            true,
+            at_once,
+            move |c| -> Result<(Usd, Usd, bool, Usd), LedgerError> {
+                let got = match hold {
+                    None => None,
+                    // The cost is already what may be taken: all of it is.
+                    Some(hold) => Some(aibank_ledger::capture_usage(
+                        c, &agent, &hold, cost, true, now,
+                    )?),
+                };
+                let (charged, owed, captured) =
+                    got.as_ref().map_or((Usd::ZERO, Usd::ZERO, false), |g| {
+                        (g.charged, g.owed, g.captured_hold)
+                    });
+                aibank_ledger::record_usage(c, &agent, charged, owed, &meta, now)?;
+                if let Some((chain, hash)) = &payment {
+                    aibank_store::repo::payments::set_cost(c, chain, hash, charged.micros())?;
+                }
+                if let Some(counted) = &counted {
+                    counted.reconcile(c, used)?;
+                }
+                let balance = match got {
+                    Some(g) => g.balance,
+                    None => Usd::from_micros(aibank_ledger::balance(c, &agent)?.balance_micros),
+                };
+                warn_owed(&agent, owed);
+                Ok((charged, owed, captured, balance))
+            },
+        )
         .await;
     match res {
         Ok((charged, owed, captured, balance)) => {
@@ -278,6 +306,12 @@ pub(crate) async fn settle(
             tracing::error!(agent_id = %bill.agent_id, error = %e, "settling a gateway call failed");
             (Usd::ZERO, None)
         }
+    }
+}
+
+fn warn_owed(agent: &str, owed: Usd) {
+    if !owed.is_zero() {
+        tracing::warn!(agent_id = %agent, owed = %owed, "usage beyond the balance is owed");
     }
 }
 
@@ -348,8 +382,29 @@ pub(crate) async fn reserve(
     // Not waiting for the disk: if a crash loses the hold, it loses the call's capture
     // with it (a later durable commit would have saved both), and the account is as if the
     // call had never been made — what the sweeper makes of a durable hold never captured.
+    // PostgreSQL: the hold and the count in one statement, unless something refuses.
+    let at_once = {
+        let (agent, reference, quota) = (agent.clone(), reference.clone(), quota.clone());
+        move |c: &mut AnyConnection| -> Result<_, TxStop<ApiError, LedgerError>> {
+            let admission = quota.as_ref().map(Quota::admission);
+            let placed = aibank_ledger::place_hold_at_once(
+                c,
+                &agent,
+                max,
+                ttl,
+                Some(&reference),
+                now,
+                admission.as_ref(),
+            )
+            .map_err(TxStop::Failed)?;
+            Ok(placed.map(|(hold, minute_start)| {
+                let counted = quota.and_then(|q| q.counted_at(minute_start));
+                (hold, counted)
+            }))
+        }
+    };
     gw.pool()
-        .write_unsynced(move |c| {
+        .write_at_once(false, at_once, move |c| {
             let hold = aibank_ledger::place_hold(c, &agent, max, ttl, Some(&reference), now)
                 .map_err(TxStop::Failed)?;
             // Counted last: the count locks the key's row until the commit, and calls on
@@ -427,6 +482,28 @@ impl Quota {
         (self.rpm.is_some() || self.tpm.is_some()).then_some(self)
     }
 
+    /// The call's count, for the statement that places its hold.
+    fn admission(&self) -> Admission<'_> {
+        Admission {
+            key_id: &self.key_id,
+            daily: self.daily,
+            window_ms: MESSAGE_WINDOW_MS,
+            rpm: self.rpm,
+            tpm: self.tpm,
+            tokens: self.tokens,
+        }
+    }
+
+    /// What the call was counted at, in the minute window that started at `minute_start`
+    /// (`None` when no tokens-per-minute limit counts it).
+    fn counted_at(self, minute_start: Option<i64>) -> Option<Counted> {
+        self.tpm.and(minute_start).map(|window_start| Counted {
+            key_id: self.key_id,
+            window_start,
+            tokens: self.tokens,
+        })
+    }
+
     /// Counts the call, on every instance sharing the database; the 429 when a limit is
     /// reached. Run inside the write transaction that places the call's hold, so a metered
     /// call still commits once before it is forwarded.
@@ -483,15 +560,20 @@ impl Quota {
 }
 
 impl Counted {
-    /// Puts what the call used in place of what it was counted at.
-    pub(crate) fn reconcile(&self, c: &mut AnyConnection, used: u64) -> Result<(), StoreError> {
+    /// The key, its window and the tokens to add there for a call that used `used`.
+    fn correction(&self, used: u64) -> (String, i64, i64) {
         let used = i64::try_from(used).unwrap_or(i64::MAX);
-        repo::keys::reconcile_minute_tokens(
-            c,
-            &self.key_id,
+        (
+            self.key_id.clone(),
             self.window_start,
             used.saturating_sub(self.tokens),
-        )?;
+        )
+    }
+
+    /// Puts what the call used in place of what it was counted at.
+    pub(crate) fn reconcile(&self, c: &mut AnyConnection, used: u64) -> Result<(), StoreError> {
+        let (key, window_start, delta) = self.correction(used);
+        repo::keys::reconcile_minute_tokens(c, &key, window_start, delta)?;
         Ok(())
     }
 }

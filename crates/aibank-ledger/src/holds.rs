@@ -10,6 +10,7 @@ use diesel::sql_types::{BigInt, Text};
 
 use crate::accounts::{debit, journal, journal_capture, move_net, Position};
 use crate::limits::{authorize, record_usage_with_id, UsageMeta};
+use crate::pg::{self, Admission, CaptureWith, Commit, HoldArgs};
 use crate::{EntryKind, LedgerError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,31 +39,91 @@ pub fn place_hold(
     reference: Option<&str>,
     now: i64,
 ) -> Result<HoldReceipt, LedgerError> {
-    crate::atomic(conn, |conn| {
-        authorize(conn, account_id, amount, now)?;
-        let id = new_id("hld");
-        let balance = debit(conn, account_id, amount, EntryKind::Hold, Some(&id), now)?;
-        let expires_at = now.saturating_add(ttl_ms);
-        stmt(
-            "INSERT INTO holds (id, account_id, amount_micros, captured_micros, status, \
-             reference, created_at, expires_at, settled_at) \
-             VALUES (?, ?, ?, NULL, ?, ?, ?, ?, NULL)",
-        )
-        .text(&id)
-        .text(account_id)
-        .int(amount.micros())
-        .text(HOLD_OPEN)
-        .opt_text(reference)
-        .int(now)
-        .int(expires_at)
-        .execute(conn)?;
-        Ok(HoldReceipt {
-            id,
-            amount,
-            expires_at,
-            balance,
-        })
-    })
+    let id = new_id("hld");
+    let expires_at = now.saturating_add(ttl_ms);
+    let args = HoldArgs {
+        account_id,
+        amount: amount.micros(),
+        hold_id: &id,
+        reference,
+        now,
+        expires_at,
+    };
+    if let Some(placed) = pg::hold(conn, &args, None, Commit::AsCaller)? {
+        return Ok(receipt(&args, placed.balance));
+    }
+    crate::atomic(conn, |conn| place_hold_step(conn, &args))
+}
+
+/// On PostgreSQL and outside any transaction: places a hold and counts the call against
+/// its key's limits (`admission`) in one statement, committed at once without waiting for
+/// the log flush: the caller flushes before it answers. With the hold, the start of the
+/// key's minute window the call was counted in (when it was).
+///
+/// `None` when it placed nothing: a limit, the balance or a key counter refuses (or the
+/// backend is SQLite). The caller then places the hold and counts the call in a
+/// transaction of its own, which finds the refusal and says what it is.
+pub fn place_hold_at_once(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    amount: Usd,
+    ttl_ms: i64,
+    reference: Option<&str>,
+    now: i64,
+    admission: Option<&Admission<'_>>,
+) -> Result<Option<(HoldReceipt, Option<i64>)>, LedgerError> {
+    let id = new_id("hld");
+    let args = HoldArgs {
+        account_id,
+        amount: amount.micros(),
+        hold_id: &id,
+        reference,
+        now,
+        expires_at: now.saturating_add(ttl_ms),
+    };
+    Ok(pg::hold(conn, &args, admission, Commit::Unsynced)?
+        .map(|placed| (receipt(&args, placed.balance), placed.minute_start)))
+}
+
+fn receipt(args: &HoldArgs<'_>, balance: i64) -> HoldReceipt {
+    HoldReceipt {
+        id: args.hold_id.to_owned(),
+        amount: Usd::from_micros(args.amount),
+        expires_at: args.expires_at,
+        balance: Usd::from_micros(balance),
+    }
+}
+
+/// [`place_hold`] statement by statement: what `aibank_hold` does on PostgreSQL, and what
+/// finds and names a refusal.
+fn place_hold_step(
+    conn: &mut AnyConnection,
+    args: &HoldArgs<'_>,
+) -> Result<HoldReceipt, LedgerError> {
+    let amount = Usd::from_micros(args.amount);
+    authorize(conn, args.account_id, amount, args.now)?;
+    let balance = debit(
+        conn,
+        args.account_id,
+        amount,
+        EntryKind::Hold,
+        Some(args.hold_id),
+        args.now,
+    )?;
+    stmt(
+        "INSERT INTO holds (id, account_id, amount_micros, captured_micros, status, \
+         reference, created_at, expires_at, settled_at) \
+         VALUES (?, ?, ?, NULL, ?, ?, ?, ?, NULL)",
+    )
+    .text(args.hold_id)
+    .text(args.account_id)
+    .int(args.amount)
+    .text(HOLD_OPEN)
+    .opt_text(args.reference)
+    .int(args.now)
+    .int(args.expires_at)
+    .execute(conn)?;
+    Ok(receipt(args, balance.micros()))
 }
 
 /// How a hold is to be settled.
@@ -223,49 +284,111 @@ pub fn capture_usage(
     if cost.is_negative() {
         return Err(LedgerError::NonPositiveAmount);
     }
+    let split = served_split(hold, cost, overage);
+    if let Some(got) = captured(
+        pg::capture(
+            conn,
+            &hold.id,
+            split,
+            now,
+            &CaptureWith::NOTHING,
+            Commit::AsCaller,
+        )?,
+        split,
+    ) {
+        return Ok(got);
+    }
     crate::atomic(conn, |conn| {
-        let over = (cost.micros() - hold.amount.micros()).max(0);
-        let taken = if overage {
-            cost.micros()
-        } else {
-            cost.micros() - over
-        };
-        let (after, beyond, captured_hold) =
-            match settle(conn, &hold.id, Outcome::Served(taken), now) {
-                Ok((_, _, after)) => (after, if overage { over } else { 0 }, true),
-                // The hold was already released (or expired): all of the cost is beyond it.
-                Err(LedgerError::HoldNotOpen { .. }) if taken > 0 => {
-                    let after = move_net(conn, account_id, -taken, 0, taken, now)?;
-                    journal(
-                        conn,
-                        account_id,
-                        -taken,
-                        after.net(),
-                        EntryKind::Capture,
-                        Some(&hold.id),
-                        now,
-                    )?;
-                    (after, taken, false)
-                }
-                Err(LedgerError::HoldNotOpen { .. }) => {
-                    let account = crate::accounts::balance(conn, account_id)?;
-                    return Ok(Collected {
-                        charged: Usd::ZERO,
-                        balance: Usd::from_micros(account.balance_micros),
-                        owed: Usd::ZERO,
-                        captured_hold: false,
-                    });
-                }
-                Err(e) => return Err(e),
-            };
-        // What this call left owed: its part beyond the hold that the balance did not
-        // cover (a debt from before stays the debt it was).
-        Ok(Collected {
-            charged: Usd::from_micros(taken),
-            balance: Usd::from_micros(after.balance),
-            owed: Usd::from_micros(after.owed.min(beyond)),
-            captured_hold,
-        })
+        capture_usage_step(conn, account_id, hold, split, now)
+    })
+}
+
+/// On PostgreSQL and outside any transaction: [`capture_usage`] of an open hold, with what
+/// `with` adds (the call's usage row, its payment's cost, its key's minute tokens), in one
+/// statement committed at once without waiting for the log flush: the caller flushes
+/// before it answers. `None` when it changed nothing: the hold is no longer open (or the
+/// backend is SQLite); the caller then settles in a transaction of its own.
+pub fn capture_usage_at_once(
+    conn: &mut AnyConnection,
+    hold: &HoldReceipt,
+    cost: Usd,
+    overage: bool,
+    now: i64,
+    with: &CaptureWith<'_>,
+) -> Result<Option<Collected>, LedgerError> {
+    if cost.is_negative() {
+        return Err(LedgerError::NonPositiveAmount);
+    }
+    let split = served_split(hold, cost, overage);
+    Ok(captured(
+        pg::capture(conn, &hold.id, split, now, with, Commit::Unsynced)?,
+        split,
+    ))
+}
+
+/// What a served call takes (all of its cost with `overage`, else what the hold covers),
+/// and the part of that beyond the hold.
+fn served_split(hold: &HoldReceipt, cost: Usd, overage: bool) -> (i64, i64) {
+    let over = (cost.micros() - hold.amount.micros()).max(0);
+    if overage {
+        (cost.micros(), over)
+    } else {
+        (cost.micros() - over, 0)
+    }
+}
+
+fn captured(row: Option<(i64, i64)>, (taken, _): (i64, i64)) -> Option<Collected> {
+    row.map(|(balance, owed)| Collected {
+        charged: Usd::from_micros(taken),
+        balance: Usd::from_micros(balance),
+        owed: Usd::from_micros(owed),
+        captured_hold: true,
+    })
+}
+
+/// [`capture_usage`] statement by statement: what `aibank_capture` does on PostgreSQL,
+/// and the settlement of a hold that is no longer open.
+fn capture_usage_step(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    hold: &HoldReceipt,
+    (taken, beyond): (i64, i64),
+    now: i64,
+) -> Result<Collected, LedgerError> {
+    let (after, beyond, captured_hold) = match settle(conn, &hold.id, Outcome::Served(taken), now) {
+        Ok((_, _, after)) => (after, beyond, true),
+        // The hold was already released (or expired): all of the cost is beyond it.
+        Err(LedgerError::HoldNotOpen { .. }) if taken > 0 => {
+            let after = move_net(conn, account_id, -taken, 0, taken, now)?;
+            journal(
+                conn,
+                account_id,
+                -taken,
+                after.net(),
+                EntryKind::Capture,
+                Some(&hold.id),
+                now,
+            )?;
+            (after, taken, false)
+        }
+        Err(LedgerError::HoldNotOpen { .. }) => {
+            let account = crate::accounts::balance(conn, account_id)?;
+            return Ok(Collected {
+                charged: Usd::ZERO,
+                balance: Usd::from_micros(account.balance_micros),
+                owed: Usd::ZERO,
+                captured_hold: false,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    // What this call left owed: its part beyond the hold that the balance did not
+    // cover (a debt from before stays the debt it was).
+    Ok(Collected {
+        charged: Usd::from_micros(taken),
+        balance: Usd::from_micros(after.balance),
+        owed: Usd::from_micros(after.owed.min(beyond)),
+        captured_hold,
     })
 }
 

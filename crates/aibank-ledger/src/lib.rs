@@ -23,16 +23,19 @@
 mod accounts;
 pub mod holds;
 pub mod limits;
+mod pg;
 mod sales;
 pub mod sweeper;
 
 pub use accounts::{balance, balances, credit, journal_sum, open_account};
 pub use holds::{
-    capture, capture_usage, expire_due, place_hold, release, Collected, HoldReceipt, Settlement,
+    capture, capture_usage, capture_usage_at_once, expire_due, place_hold, place_hold_at_once,
+    release, Collected, HoldReceipt, Settlement,
 };
 pub use limits::{
     authorize, charge, daily_spending, record_usage, LimitBreach, Scope, UsageMeta, Window,
 };
+pub use pg::{Admission, CaptureWith};
 pub use sales::{capture_sale, ensure_account, fee_of, Sale, OPERATOR_REVENUE_ACCOUNT};
 
 use aibank_core::{ApiError, ErrorCode, Usd};

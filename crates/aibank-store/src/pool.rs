@@ -365,6 +365,43 @@ impl DbPool {
         self.write_as(false, f).await
     }
 
+    /// A write that PostgreSQL can make as one statement: `at_once` runs on a connection
+    /// outside any transaction and makes its writes in a single statement that commits
+    /// without waiting for the log flush — or makes none and answers `None`, and then
+    /// `general` runs as [`DbPool::write`] runs a write. Either way, with `synced` the
+    /// answer waits for the flush (see [`flush_log`]); without, it is answered as
+    /// [`DbPool::write_unsynced`] is. On SQLite only `general` runs, through the writer.
+    ///
+    /// A statement outside a transaction holds its row locks only while it runs: no round
+    /// trip to this process happens while they are held.
+    pub async fn write_at_once<T, E, F, G>(
+        &self,
+        synced: bool,
+        at_once: F,
+        general: G,
+    ) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<Option<T>, E> + Send + 'static,
+        G: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
+    {
+        if self.writer.is_some() {
+            return self.write_as(synced, general).await;
+        }
+        self.run(move |c| {
+            let out = match at_once(c)? {
+                Some(out) => out,
+                None => unflushed_tx(c, general)?,
+            };
+            if synced {
+                flush_log(c)?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn write_as<T, E, F>(&self, synced: bool, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,

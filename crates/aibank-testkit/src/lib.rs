@@ -56,16 +56,19 @@ impl TestDb {
                     _dir: None,
                 }
             }
-            _ => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}", dir.path().join("aibank.db").display());
-                TestDb {
-                    url,
-                    backend: Backend::Sqlite,
-                    admin: None,
-                    _dir: Some(dir),
-                }
-            }
+            _ => TestDb::sqlite(),
+        }
+    }
+
+    /// A SQLite database, whichever backend the run tests.
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("aibank.db").display());
+        TestDb {
+            url,
+            backend: Backend::Sqlite,
+            admin: None,
+            _dir: Some(dir),
         }
     }
 }

@@ -1,0 +1,181 @@
+//! The gateway's two ledger steps as one statement each on PostgreSQL: calls of the
+//! functions the `ledger_functions` migration installs (`aibank_hold`, `aibank_capture`).
+//!
+//! One agent's calls serialise on its account row. Run from here statement by statement,
+//! a step held that lock for a round trip per statement; as one statement outside a
+//! transaction it holds it only while the function runs on the server, and commits at
+//! once. A function only takes the path where everything is allowed; when anything would
+//! refuse it changes nothing and answers no row, and the caller runs the step in Rust,
+//! which finds the same refusal and says exactly what it is. On SQLite these answer `None`
+//! at once: its one writer holds the whole database through a transaction anyway.
+
+use aibank_store::{stmt, AnyConnection};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Nullable};
+
+use crate::LedgerError;
+
+/// How a function's commit treats the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// As the connection's transaction (or, outside one, the server) commits.
+    AsCaller,
+    /// Without waiting for the log flush: the caller flushes before it answers (see
+    /// `DbPool::write_at_once`).
+    Unsynced,
+}
+
+impl Commit {
+    fn pick(self, forms: [&'static str; 2]) -> &'static str {
+        match self {
+            Commit::AsCaller => forms[0],
+            Commit::Unsynced => forms[1],
+        }
+    }
+}
+
+macro_rules! call {
+    ($function:literal, $columns:literal, $args:literal) => {
+        [
+            concat!("SELECT ", $columns, " FROM ", $function, "(", $args, "false)"),
+            concat!("SELECT ", $columns, " FROM ", $function, "(", $args, "true)"),
+        ]
+    };
+}
+
+const HOLD: [&str; 2] = call!(
+    "aibank_hold",
+    "balance, minute_start",
+    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+);
+
+const CAPTURE: [&str; 2] = call!(
+    "aibank_capture",
+    "balance, owed",
+    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+);
+
+/// A call counted against its key's limits in the statement that places its hold: the
+/// daily message count (`daily` messages in `window_ms`) and the minute window (`rpm`
+/// requests, `tpm` tokens, the call counted at `tokens`).
+#[derive(Debug, Clone, Copy)]
+pub struct Admission<'a> {
+    pub key_id: &'a str,
+    pub daily: Option<i64>,
+    pub window_ms: i64,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub tokens: i64,
+}
+
+/// What a placed hold left: the balance, and the start of its key's minute window when it
+/// was counted in one.
+pub(crate) struct Placed {
+    pub balance: i64,
+    pub minute_start: Option<i64>,
+}
+
+/// A hold to place, as [`crate::holds::place_hold`] takes it.
+pub(crate) struct HoldArgs<'a> {
+    pub account_id: &'a str,
+    pub amount: i64,
+    pub hold_id: &'a str,
+    pub reference: Option<&'a str>,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
+pub(crate) fn hold(
+    conn: &mut AnyConnection,
+    h: &HoldArgs<'_>,
+    admission: Option<&Admission<'_>>,
+    commit: Commit,
+) -> Result<Option<Placed>, LedgerError> {
+    if conn.is_sqlite() {
+        return Ok(None);
+    }
+    let a = admission;
+    let row: Option<(i64, Option<i64>)> = stmt(commit.pick(HOLD))
+        .text(h.account_id)
+        .int(h.amount)
+        .text(h.hold_id)
+        .opt_text(h.reference)
+        .int(h.now)
+        .int(h.expires_at)
+        .opt_text(a.map(|a| a.key_id))
+        .opt_int(a.and_then(|a| a.daily))
+        .int(a.map_or(0, |a| a.window_ms))
+        .opt_int(a.and_then(|a| a.rpm))
+        .opt_int(a.and_then(|a| a.tpm))
+        .int(a.map_or(0, |a| a.tokens))
+        .returning::<(BigInt, Nullable<BigInt>)>()
+        .get_result(conn)
+        .optional()?;
+    Ok(row.map(|(balance, minute_start)| Placed {
+        balance,
+        minute_start,
+    }))
+}
+
+/// What a gateway call's capture writes with it, in the same statement.
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureWith<'a> {
+    /// The call's usage row: its id, its agent and what it was.
+    pub usage: Option<(&'a str, &'a str, &'a crate::UsageMeta)>,
+    /// (chain, tx hash) of the x402 payment whose cost it is.
+    pub payment: Option<(&'a str, &'a str)>,
+    /// (key id, minute window start, tokens to add): the key's minute tokens put right.
+    pub minute_tokens: Option<(&'a str, i64, i64)>,
+}
+
+impl CaptureWith<'_> {
+    pub const NOTHING: CaptureWith<'static> = CaptureWith {
+        usage: None,
+        payment: None,
+        minute_tokens: None,
+    };
+}
+
+/// Captures an open hold for `taken`, `beyond` of which counts as the call's debt when the
+/// balance does not cover it; the balance and what this call left owed. `None`: the hold
+/// was not open (or the backend is SQLite), and nothing changed.
+pub(crate) fn capture(
+    conn: &mut AnyConnection,
+    hold_id: &str,
+    (taken, beyond): (i64, i64),
+    now: i64,
+    with: &CaptureWith<'_>,
+    commit: Commit,
+) -> Result<Option<(i64, i64)>, LedgerError> {
+    if conn.is_sqlite() {
+        return Ok(None);
+    }
+    let usage = with.usage;
+    let meta = usage.map(|(_, _, m)| m);
+    let payment = with.payment;
+    let tokens = with.minute_tokens;
+    Ok(stmt(commit.pick(CAPTURE))
+        .text(hold_id)
+        .int(taken)
+        .int(beyond)
+        .int(now)
+        .opt_text(usage.map(|(id, _, _)| id))
+        .opt_text(usage.map(|(_, agent, _)| agent))
+        .opt_text(meta.and_then(|m| m.api_key_id.as_deref()))
+        .opt_text(meta.map(|m| m.provider.as_str()))
+        .opt_text(meta.and_then(|m| m.deployment.as_deref()))
+        .opt_text(meta.map(|m| m.model.as_str()))
+        .int(meta.map_or(0, |m| m.input_tokens))
+        .int(meta.map_or(0, |m| m.output_tokens))
+        .opt_text(meta.and_then(|m| m.request_id.as_deref()))
+        .opt_text(meta.and_then(|m| m.description.as_deref()))
+        .opt_text(meta.and_then(|m| m.price_version.as_deref()))
+        .opt_text(payment.map(|(chain, _)| chain))
+        .opt_text(payment.map(|(_, hash)| hash))
+        .opt_text(tokens.map(|(key, _, _)| key))
+        .int(tokens.map_or(0, |(_, start, _)| start))
+        .int(tokens.map_or(0, |(_, _, delta)| delta))
+        .returning::<(BigInt, BigInt)>()
+        .get_result(conn)
+        .optional()?)
+}
