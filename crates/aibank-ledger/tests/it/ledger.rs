@@ -647,3 +647,170 @@ fn estimates_stay_within_the_hold_and_an_expired_hold_is_billed_from_the_balance
     );
     assert_invariants(&mut c, "acct_e");
 }
+
+/// Everything the ledger wrote for `account`, in order: the journal, the account row, its
+/// spend buckets, its holds and its usage rows (ids, which are random, left out).
+fn ledger_rows(c: &mut AnyConnection, account: &str) -> Vec<String> {
+    use aibank_store::schema::{journal_entries as j, spend_buckets as b, usage_events as u};
+    let mut out: Vec<String> = j::table
+        .filter(j::account_id.eq(account))
+        .order(j::id.asc())
+        .select((
+            j::kind,
+            j::delta_micros,
+            j::balance_after_micros,
+            j::created_at,
+        ))
+        .load::<(String, i64, i64, i64)>(c)
+        .unwrap()
+        .into_iter()
+        .map(|r| format!("journal {r:?}"))
+        .collect();
+    let a = balance(c, account).unwrap();
+    out.push(format!(
+        "account {} {} {} {}",
+        a.balance_micros, a.held_micros, a.owed_micros, a.total_spent_micros
+    ));
+    out.extend(
+        b::table
+            .filter(b::account_id.eq(account))
+            .order(b::bucket_start.asc())
+            .select((b::bucket_start, b::amount_micros))
+            .load::<(i64, i64)>(c)
+            .unwrap()
+            .into_iter()
+            .map(|r| format!("bucket {r:?}")),
+    );
+    out.extend(
+        holds::table
+            .filter(holds::account_id.eq(account))
+            .order(holds::created_at.asc())
+            .select((
+                holds::amount_micros,
+                holds::captured_micros,
+                holds::status,
+                holds::expires_at,
+                holds::settled_at,
+            ))
+            .load::<(i64, Option<i64>, String, i64, Option<i64>)>(c)
+            .unwrap()
+            .into_iter()
+            .map(|r| format!("hold {r:?}")),
+    );
+    out.extend(
+        u::table
+            .filter(u::agent_id.eq(account))
+            .order(u::created_at.asc())
+            .select((u::cost_micros, u::owed_micros, u::model, u::input_tokens))
+            .load::<(i64, i64, String, i64)>(c)
+            .unwrap()
+            .into_iter()
+            .map(|r| format!("usage {r:?}")),
+    );
+    out
+}
+
+/// One seeded run of gateway-style calls (a hold, then a capture of a cost that may pass
+/// the hold, with its usage row) and grants, on an agent with limits and a fleet limit:
+/// what each step answered, then everything it wrote. `at_once`: take the one-statement
+/// steps first, as the gateway does.
+fn gateway_run(c: &mut AnyConnection, at_once: bool) -> (Vec<String>, [usize; 2]) {
+    use aibank_ledger::{capture_usage, capture_usage_at_once, place_hold_at_once};
+    use aibank_ledger::{record_usage, CaptureWith, UsageMeta};
+    platform(c, "plt_q", Some(3_000_000));
+    agent_of(c, "plt_q", "agt_q", 2_500_000, usd(1_500_000));
+    agent_of(c, "plt_q", "agt_q2", 10_000_000, usd(900_000));
+    let mut rng = StdRng::seed_from_u64(0xA1BA_4C01);
+    let mut said = Vec::new();
+    // Holds and captures the one-statement steps made.
+    let mut in_one = [0, 0];
+    for step in 0..160_i64 {
+        let now = 1_000 + step * 400_000;
+        let account = if rng.random_range(0..3) == 0 {
+            "agt_q2"
+        } else {
+            "agt_q"
+        };
+        if rng.random_range(0..12) == 0 {
+            credit(
+                c,
+                account,
+                usd(rng.random_range(1..400_000)),
+                EntryKind::Grant,
+                None,
+                now,
+            )
+            .unwrap();
+            said.push("granted".to_owned());
+            continue;
+        }
+        let amount = usd(rng.random_range(1..200_000));
+        let placed = if at_once {
+            place_hold_at_once(c, account, amount, 60_000, None, now, None).unwrap()
+        } else {
+            None
+        };
+        in_one[0] += usize::from(placed.is_some());
+        let hold = match placed {
+            Some((h, _)) => Ok(h),
+            None => place_hold(c, account, amount, 60_000, None, now),
+        };
+        let hold = match hold {
+            Ok(h) => h,
+            Err(e) => {
+                said.push(format!("refused: {e}"));
+                continue;
+            }
+        };
+        said.push(format!("held, balance {}", hold.balance));
+        let cost = usd(rng.random_range(0..=hold.amount.micros() * 3 / 2));
+        let meta = UsageMeta {
+            provider: "p".into(),
+            model: format!("m{step}"),
+            input_tokens: step,
+            ..UsageMeta::default()
+        };
+        let later = now + 1;
+        let id = format!("use_{step}");
+        let with = CaptureWith {
+            usage: Some((&id, account, &meta)),
+            ..CaptureWith::NOTHING
+        };
+        let got = if at_once {
+            capture_usage_at_once(c, &hold, cost, true, later, &with).unwrap()
+        } else {
+            None
+        };
+        in_one[1] += usize::from(got.is_some());
+        let got = got.unwrap_or_else(|| {
+            let g = capture_usage(c, account, &hold, cost, true, later).unwrap();
+            record_usage(c, account, g.charged, g.owed, &meta, later).unwrap();
+            g
+        });
+        said.push(format!("captured {got:?}"));
+    }
+    for a in ["agt_q", "agt_q2"] {
+        assert_account_consistent(c, a);
+        said.extend(ledger_rows(c, a));
+    }
+    (said, in_one)
+}
+
+/// PostgreSQL's one-statement steps (the gateway's hold and capture) answer and write
+/// exactly what the Rust steps do on SQLite, refusals, debts and limits included.
+#[test]
+fn one_statement_steps_write_what_the_rust_steps_write() {
+    let (pool, db) = pool();
+    if db.backend != aibank_store::Backend::Postgres {
+        eprintln!("one_statement_steps_write_what_the_rust_steps_write: PostgreSQL only");
+        return;
+    }
+    let lite_db = TestDb::sqlite();
+    let lite = DbPool::connect(&lite_db.url, &pool_options()).unwrap();
+    lite.migrate().unwrap();
+    let (on_pg, in_one) = gateway_run(&mut pool.get().unwrap(), true);
+    let (on_sqlite, _) = gateway_run(&mut lite.get().unwrap(), false);
+    assert!(on_pg.iter().any(|s| s.starts_with("refused")), "{on_pg:#?}");
+    assert!(in_one[0] > 20 && in_one[1] > 20, "{in_one:?}");
+    assert_eq!(on_pg, on_sqlite);
+}
