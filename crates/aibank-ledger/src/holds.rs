@@ -40,15 +40,7 @@ pub fn place_hold(
     now: i64,
 ) -> Result<HoldReceipt, LedgerError> {
     let id = new_id("hld");
-    let expires_at = now.saturating_add(ttl_ms);
-    let args = HoldArgs {
-        account_id,
-        amount: amount.micros(),
-        hold_id: &id,
-        reference,
-        now,
-        expires_at,
-    };
+    let args = HoldArgs::new(account_id, amount, &id, reference, now, ttl_ms);
     if let Some(placed) = pg::hold(conn, &args, None, Commit::AsCaller)? {
         return Ok(receipt(&args, placed.balance));
     }
@@ -73,14 +65,7 @@ pub fn place_hold_at_once(
     admission: Option<&Admission<'_>>,
 ) -> Result<Option<(HoldReceipt, Option<i64>)>, LedgerError> {
     let id = new_id("hld");
-    let args = HoldArgs {
-        account_id,
-        amount: amount.micros(),
-        hold_id: &id,
-        reference,
-        now,
-        expires_at: now.saturating_add(ttl_ms),
-    };
+    let args = HoldArgs::new(account_id, amount, &id, reference, now, ttl_ms);
     Ok(pg::hold(conn, &args, admission, Commit::Unsynced)?
         .map(|placed| (receipt(&args, placed.balance), placed.minute_start)))
 }

@@ -85,6 +85,26 @@ pub(crate) struct HoldArgs<'a> {
     pub expires_at: i64,
 }
 
+impl<'a> HoldArgs<'a> {
+    pub fn new(
+        account_id: &'a str,
+        amount: aibank_core::Usd,
+        hold_id: &'a str,
+        reference: Option<&'a str>,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Self {
+        HoldArgs {
+            account_id,
+            amount: amount.micros(),
+            hold_id,
+            reference,
+            now,
+            expires_at: now.saturating_add(ttl_ms),
+        }
+    }
+}
+
 pub(crate) fn hold(
     conn: &mut AnyConnection,
     h: &HoldArgs<'_>,
