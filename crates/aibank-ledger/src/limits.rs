@@ -277,16 +277,26 @@ macro_rules! three_windows {
     };
 }
 
-/// The spending journal rows of a scope with `created_at` in (?, ?), summed: a scalar
-/// subquery, one per window's edge.
-macro_rules! edge_sum {
+/// The journal rows of one kind of a scope with `created_at` in (?, ?), summed: a scalar
+/// subquery. One kind each, so that the kind is an equality on the second column of the
+/// index (account_id, kind, created_at), always a bound of the scan: PostgreSQL may plan
+/// a list there as a filter, reading every journal row of the account.
+macro_rules! kind_sum {
     ($form:ident) => {
         concat!(
             "(SELECT CAST(COALESCE(SUM(delta_micros), 0) AS BIGINT) FROM journal_entries \
              WHERE ",
             scoped!("account_id", $form),
-            " AND kind IN (?, ?) AND created_at > ? AND created_at < ?)"
+            " AND kind = ? AND created_at > ? AND created_at < ?)"
         )
+    };
+}
+
+/// The spending journal rows (both kinds) of a scope with `created_at` in (?, ?), summed:
+/// one per window's edge.
+macro_rules! edge_sum {
+    ($form:ident) => {
+        concat!("(", kind_sum!($form), " + ", kind_sum!($form), ")")
     };
 }
 
@@ -349,12 +359,13 @@ fn used_by(conn: &mut AnyConnection, whose: Whose<'_>, now: i64) -> Result<Used,
         .text(whose.id())
         .int(first[2]);
     for (start, first) in starts.into_iter().zip(first) {
-        q = q
-            .text(whose.id())
-            .text(SPEND_KINDS[0])
-            .text(SPEND_KINDS[1])
-            .int(start)
-            .int(first + BUCKET_MS);
+        for kind in SPEND_KINDS {
+            q = q
+                .text(whose.id())
+                .text(kind)
+                .int(start)
+                .int(first + BUCKET_MS);
+        }
     }
     let ((d, w, m), (ed, ew, em), (td, tw, tm), held): Row = q
         .int(starts[0])
