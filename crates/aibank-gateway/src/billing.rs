@@ -8,7 +8,7 @@ use actix_web::HttpRequest;
 use aibank_auth::ApiKeyAuth;
 use aibank_core::{ApiError, SharedClock, Usd};
 use aibank_ledger::{Admission, CaptureWith, HoldReceipt, LedgerError, UsageMeta};
-use aibank_store::{repo, AnyConnection, DbPool, StoreError, TxStop};
+use aibank_store::{repo, AnyConnection, Combine, DbPool, StoreError, TxStop};
 use bytes::Bytes;
 use serde_json::Value;
 use tracing_actix_web::RequestId;
@@ -241,7 +241,7 @@ pub(crate) async fn settle(
         let (agent, hold, meta) = (agent.clone(), hold.clone(), meta.clone());
         let (payment, counted) = (payment.clone(), counted.clone());
         move |c: &mut AnyConnection| -> Result<Option<(Usd, Usd, bool, Usd)>, LedgerError> {
-            let Some(hold) = hold else { return Ok(None) };
+            let Some(hold) = &hold else { return Ok(None) };
             let usage_id = aibank_core::ids::new_id("use");
             let minute = counted.as_ref().map(|k| k.correction(used));
             let with = CaptureWith {
@@ -253,7 +253,7 @@ pub(crate) async fn settle(
                     .as_ref()
                     .map(|(key, start, delta)| (key.as_str(), *start, *delta)),
             };
-            let got = aibank_ledger::capture_usage_at_once(c, &hold, cost, true, now, &with)?;
+            let got = aibank_ledger::capture_usage_at_once(c, hold, cost, true, now, &with)?;
             Ok(got.map(|g| {
                 warn_owed(&agent, g.owed);
                 (g.charged, g.owed, true, g.balance)
@@ -265,6 +265,10 @@ pub(crate) async fn settle(
         .pool()
         .write_at_once(
             true,
+            Combine {
+                key: &bill.agent_id,
+                early: false,
+            },
             at_once,
             move |c| -> Result<(Usd, Usd, bool, Usd), LedgerError> {
                 let got = match hold {
@@ -398,13 +402,19 @@ pub(crate) async fn reserve(
             )
             .map_err(TxStop::Failed)?;
             Ok(placed.map(|(hold, minute_start)| {
-                let counted = quota.and_then(|q| q.counted_at(minute_start));
+                let counted = quota.as_ref().and_then(|q| q.counted_at(minute_start));
                 (hold, counted)
             }))
         }
     };
+    // A hold locks its fleet's platform row (when a fleet limit applies) before the
+    // account's: it goes first in a batch of the account's writes.
+    let combine = Combine {
+        key: &bill.agent_id,
+        early: true,
+    };
     gw.pool()
-        .write_at_once(false, at_once, move |c| {
+        .write_at_once(false, combine, at_once, move |c| {
             let hold = aibank_ledger::place_hold(c, &agent, max, ttl, Some(&reference), now)
                 .map_err(TxStop::Failed)?;
             // Counted last: the count locks the key's row until the commit, and calls on
@@ -496,9 +506,9 @@ impl Quota {
 
     /// What the call was counted at, in the minute window that started at `minute_start`
     /// (`None` when no tokens-per-minute limit counts it).
-    fn counted_at(self, minute_start: Option<i64>) -> Option<Counted> {
+    fn counted_at(&self, minute_start: Option<i64>) -> Option<Counted> {
         self.tpm.and(minute_start).map(|window_start| Counted {
-            key_id: self.key_id,
+            key_id: self.key_id.clone(),
             window_start,
             tokens: self.tokens,
         })

@@ -2,6 +2,7 @@
 //! an r2d2 pool, embedded migrations, and the row types of every table.
 
 mod checkpoint;
+mod combine;
 pub mod conn;
 mod error;
 mod group;
@@ -14,7 +15,7 @@ pub mod stmt;
 pub use checkpoint::{CheckpointStats, RESTART_FRAMES};
 pub use conn::AnyConnection;
 pub use error::StoreError;
-pub use pool::{Backend, DbPool, PoolOptions, PoolUsage};
+pub use pool::{Backend, Combine, DbPool, PoolOptions, PoolUsage};
 pub use stmt::{stmt, Stmt};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};

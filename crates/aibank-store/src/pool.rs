@@ -14,6 +14,7 @@ use diesel::{Connection, ConnectionError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::checkpoint::{CheckpointStats, Checkpointer};
+use crate::combine::{Combiner, Outcome};
 use crate::group::GroupWriter;
 use crate::{AnyConnection, StoreError};
 
@@ -189,6 +190,10 @@ pub struct PoolUsage {
     pub waiting: u32,
     /// SQLite: writes queued for the writer or being committed (always 0 on PostgreSQL).
     pub writes_pending: u32,
+    /// PostgreSQL: batches of one key's one-statement writes run in one transaction so
+    /// far (see [`DbPool::write_at_once`]), and the writes they carried.
+    pub combined_batches: u64,
+    pub combined_writes: u64,
 }
 
 #[derive(Clone)]
@@ -203,6 +208,17 @@ pub struct DbPool {
     waiting: Arc<AtomicU32>,
     /// SQLite: writes handed to the writer and not yet answered.
     writes_pending: Arc<AtomicU32>,
+    /// PostgreSQL: one key's one-statement writes, combined when they queue.
+    combiner: Arc<Combiner>,
+}
+
+/// Which one-statement writes [`DbPool::write_at_once`] may run together in one
+/// transaction (see `combine.rs`): those of the same `key`, the row they all lock.
+#[derive(Debug, Clone, Copy)]
+pub struct Combine<'a> {
+    pub key: &'a str,
+    /// Run before the others of its batch: it locks a row ahead of the key's row.
+    pub early: bool,
 }
 
 /// Counts one caller as waiting for a connection while it lives.
@@ -281,6 +297,7 @@ impl DbPool {
             checkpointer,
             waiting: Arc::new(AtomicU32::new(0)),
             writes_pending: Arc::new(AtomicU32::new(0)),
+            combiner: Arc::default(),
         })
     }
 
@@ -301,11 +318,14 @@ impl DbPool {
     /// The pool's connections now, and the callers waiting for one.
     pub fn usage(&self) -> PoolUsage {
         let state = self.pool.state();
+        let (combined_batches, combined_writes) = self.combiner.counts();
         PoolUsage {
             in_use: state.connections.saturating_sub(state.idle_connections),
             idle: state.idle_connections,
             waiting: self.waiting.load(Ordering::Relaxed),
             writes_pending: self.writes_pending.load(Ordering::Relaxed),
+            combined_batches,
+            combined_writes,
         }
     }
 
@@ -374,14 +394,21 @@ impl DbPool {
     ///
     /// A statement outside a transaction holds its row locks only while it runs: no round
     /// trip to this process happens while they are held.
+    ///
+    /// Writes of the same [`Combine::key`] that queue behind each other run one after
+    /// another in one transaction (`combine.rs`): one hand-over of the key's row lock
+    /// between server processes and one commit for all of them. So `at_once`
+    /// may run more than once (its batch rolled back, it runs again alone); it must write
+    /// nothing but through the database.
     pub async fn write_at_once<T, E, F, G>(
         &self,
         synced: bool,
+        combine: Combine<'_>,
         at_once: F,
         general: G,
     ) -> Result<T, E>
     where
-        F: FnOnce(&mut AnyConnection) -> Result<Option<T>, E> + Send + 'static,
+        F: FnMut(&mut AnyConnection) -> Result<Option<T>, E> + Send + 'static,
         G: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
@@ -389,6 +416,54 @@ impl DbPool {
         if self.writer.is_some() {
             return self.write_as(synced, general).await;
         }
+        let (answer, lead) =
+            self.combiner
+                .submit(combine.key, synced, combine.early, at_once, general);
+        if let Some(lead) = lead {
+            let pool = self.clone();
+            // Without a connection the closure is dropped unrun, and the lead with it
+            // answers every write waiting: the result says nothing more.
+            tokio::spawn(async move {
+                let _ = pool
+                    .run(move |c| {
+                        lead.drain(c);
+                        Ok::<_, StoreError>(())
+                    })
+                    .await;
+            });
+        }
+        match answer.await {
+            Ok(Outcome::Done(out)) => out,
+            Ok(Outcome::Flush(out, flush)) => {
+                let pool = self.clone();
+                let flushed = flush
+                    .get_or_init(|| async move {
+                        pool.run(flush_log)
+                            .await
+                            .map_err(|e: StoreError| e.to_string())
+                    })
+                    .await;
+                match flushed {
+                    Ok(()) => Ok(out),
+                    // Committed, but whether it is durable is not known: answered as
+                    // failed, as a lone write whose flush cannot be confirmed is.
+                    Err(why) => Err(StoreError::GroupCommit(why.clone()).into()),
+                }
+            }
+            Ok(Outcome::General(general)) => self.write_as(synced, general).await,
+            Ok(Outcome::Alone(at_once, general)) => self.alone(synced, at_once, general).await,
+            Err(_) => Err(StoreError::GroupCommit("the write's batch stopped".into()).into()),
+        }
+    }
+
+    /// [`DbPool::write_at_once`] without combining.
+    async fn alone<T, E, F, G>(&self, synced: bool, mut at_once: F, general: G) -> Result<T, E>
+    where
+        F: FnMut(&mut AnyConnection) -> Result<Option<T>, E> + Send + 'static,
+        G: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
+    {
         self.run(move |c| {
             let out = match at_once(c)? {
                 Some(out) => out,
@@ -491,7 +566,7 @@ where
 /// commit before it; writing an empty logical-decoding message (prefix `aibank`, which
 /// change-data-capture consumers may see and skip) is the least such a write can be.
 /// Assigning a transaction id alone writes nothing, and PostgreSQL skips the flush.
-fn flush_log(c: &mut AnyConnection) -> Result<(), StoreError> {
+pub(crate) fn flush_log(c: &mut AnyConnection) -> Result<(), StoreError> {
     Ok(c.batch_execute("BEGIN; SELECT pg_logical_emit_message(true, 'aibank', ''); COMMIT")?)
 }
 

@@ -234,3 +234,77 @@ async fn a_durable_write_on_postgres_is_answered_once_the_log_is_flushed_past_it
         );
     }
 }
+
+/// `DbPool::write_at_once`, one key's writes at once: on PostgreSQL those that queue run
+/// together in one transaction; whatever its batch did, each write gets its own answer and
+/// leaves exactly its own rows. A write refused in one statement takes the general path;
+/// a failing one fails alone, and the writes batched with it are run again and commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_keys_writes_at_once_each_answer_alone_whatever_their_batch_did() {
+    use aibank_store::Combine;
+    let db = TestDb::fresh();
+    let pool = DbPool::connect(&db.url, &pool_options()).unwrap();
+    pool.migrate().unwrap();
+    let fails = |i: usize| i % 37 == 0;
+    let refused = |i: usize| i % 7 == 0;
+    let writes = (0..300).map(|i| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let at_once = move |c: &mut aibank_store::AnyConnection| -> Result<Option<usize>, E> {
+                // Long enough for the writes behind it to queue.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                if fails(i) {
+                    diesel::sql_query("SELECT 1 / 0").execute(c)?;
+                }
+                if refused(i) {
+                    return Ok(None);
+                }
+                insert(c, &format!("ok_{i}"))?;
+                Ok(Some(i))
+            };
+            let general = move |c: &mut aibank_store::AnyConnection| -> Result<usize, E> {
+                if fails(i) {
+                    return Err(E::Refused(i));
+                }
+                let id = if refused(i) { "general" } else { "ok" };
+                insert(c, &format!("{id}_{i}"))?;
+                Ok(i)
+            };
+            let combine = Combine {
+                key: "one-key",
+                early: i % 2 == 0,
+            };
+            pool.write_at_once(i % 3 == 0, combine, at_once, general)
+                .await
+        })
+    });
+    let results = futures_util::future::join_all(writes).await;
+    let mut expected = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r.unwrap() {
+            Ok(n) => {
+                assert!(!fails(i), "write {i} should have failed");
+                assert_eq!(n, i);
+                expected.push(format!("{}_{i}", if refused(i) { "general" } else { "ok" }));
+            }
+            // SQLite runs the general path, PostgreSQL the statement, alone at the last.
+            Err(e) => assert!(fails(i), "write {i}: {e:?}"),
+        }
+    }
+    let mut c = pool.get().unwrap();
+    let mut ids: Vec<String> = platforms::table
+        .select(platforms::id)
+        .filter(platforms::name.eq("p"))
+        .load(&mut c)
+        .unwrap();
+    ids.sort();
+    expected.sort();
+    assert_eq!(ids, expected);
+    let usage = pool.usage();
+    if db.backend == aibank_store::Backend::Postgres {
+        assert!(usage.combined_batches > 0, "{usage:?}");
+        assert!(usage.combined_writes > usage.combined_batches, "{usage:?}");
+    } else {
+        assert_eq!(usage.combined_batches, 0);
+    }
+}
