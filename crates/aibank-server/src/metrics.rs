@@ -21,8 +21,8 @@ use aibank_gateway::metrics::GatewayMetrics;
 use aibank_store::DbPool;
 use aibank_x402::metrics::X402Metrics;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use sha2::{Digest, Sha256};
 
@@ -38,6 +38,8 @@ pub struct Metrics {
     pool: IntGaugeVec,
     pool_waiting: IntGauge,
     writes_pending: IntGauge,
+    combined_batches: IntCounter,
+    combined_writes: IntCounter,
     rate_limited: IntCounterVec,
     http_requests: IntCounterVec,
     http_seconds: HistogramVec,
@@ -104,6 +106,16 @@ impl Metrics {
              (0 on PostgreSQL)",
         )?;
         registry.register(Box::new(writes_pending.clone()))?;
+        let combined_batches = IntCounter::new(
+            "aibank_db_combined_batches_total",
+            "PostgreSQL: batches of one agent's queued ledger writes run in one transaction",
+        )?;
+        registry.register(Box::new(combined_batches.clone()))?;
+        let combined_writes = IntCounter::new(
+            "aibank_db_combined_writes_total",
+            "PostgreSQL: ledger writes that ran in those batches",
+        )?;
+        registry.register(Box::new(combined_writes.clone()))?;
         let rate_limited = IntCounterVec::new(
             Opts::new(
                 "aibank_rate_limited_total",
@@ -125,6 +137,8 @@ impl Metrics {
             pool,
             pool_waiting,
             writes_pending,
+            combined_batches,
+            combined_writes,
             rate_limited,
             http_requests,
             http_seconds,
@@ -180,6 +194,13 @@ impl Metrics {
             .set(i64::from(usage.idle));
         self.pool_waiting.set(i64::from(usage.waiting));
         self.writes_pending.set(i64::from(usage.writes_pending));
+        // The pool counts; the counters catch up to it (only a scrape moves them).
+        for (counter, now) in [
+            (&self.combined_batches, usage.combined_batches),
+            (&self.combined_writes, usage.combined_writes),
+        ] {
+            counter.inc_by(now.saturating_sub(counter.get()));
+        }
         self.encode()
     }
 

@@ -162,6 +162,8 @@ async fn gateway_calls_holds_timings_and_refusals_are_counted() {
         r#"aibank_x402_settlements_total{outcome="refused"}"#,
         "aibank_db_pool_waiters",
         "aibank_db_writes_pending",
+        "aibank_db_combined_batches_total",
+        "aibank_db_combined_writes_total",
     ] {
         assert_eq!(sample(&before, series), Some(0.0), "{series} in\n{before}");
     }
