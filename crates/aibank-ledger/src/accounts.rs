@@ -98,7 +98,7 @@ pub(crate) fn move_net(
     spent: i64,
     now: i64,
 ) -> Result<Position, LedgerError> {
-    let (balance, owed): (i64, i64) = stmt(
+    let (balance, owed): (i64, i64) = stmt!(
         "UPDATE accounts SET \
          balance_micros = CASE WHEN balance_micros - owed_micros + ? > 0 \
              THEN balance_micros - owed_micros + ? ELSE 0 END, \
@@ -126,7 +126,7 @@ pub(crate) fn move_net(
 /// on PostgreSQL; SQLite's write transaction already holds the database) and returns its
 /// balance and debt.
 pub(crate) fn lock(conn: &mut AnyConnection, account_id: &str) -> Result<(i64, i64), LedgerError> {
-    stmt(
+    stmt!(
         "UPDATE accounts SET updated_at = updated_at WHERE id = ? \
          RETURNING balance_micros, owed_micros",
     )
@@ -152,7 +152,7 @@ pub(crate) fn debit(
     } else {
         (amount.micros(), 0)
     };
-    let after: Option<i64> = stmt(
+    let after: Option<i64> = stmt!(
         "UPDATE accounts SET balance_micros = balance_micros - ?, \
          total_spent_micros = total_spent_micros + ?, held_micros = held_micros + ?, \
          updated_at = ? WHERE id = ? AND balance_micros >= ? RETURNING balance_micros",
@@ -195,7 +195,7 @@ pub(crate) fn journal(
     reference: Option<&str>,
     now: i64,
 ) -> Result<Usd, LedgerError> {
-    stmt(
+    stmt!(
         "INSERT INTO journal_entries \
          (account_id, delta_micros, balance_after_micros, kind, reference, created_at) \
          VALUES (?, ?, ?, ?, ?, ?)",
@@ -225,7 +225,7 @@ pub(crate) fn journal_capture(
     after: i64,
     now: i64,
 ) -> Result<(), LedgerError> {
-    stmt(
+    stmt!(
         "INSERT INTO journal_entries \
          (account_id, delta_micros, balance_after_micros, kind, reference, created_at) \
          VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)",
@@ -261,7 +261,7 @@ fn add_to_bucket(
     at: i64,
     amount: i64,
 ) -> Result<(), LedgerError> {
-    stmt(
+    stmt!(
         "INSERT INTO spend_buckets (account_id, bucket_start, amount_micros) VALUES (?, ?, ?) \
          ON CONFLICT (account_id, bucket_start) \
          DO UPDATE SET amount_micros = spend_buckets.amount_micros + excluded.amount_micros",

@@ -95,7 +95,7 @@ fn place_hold_step(
         Some(args.hold_id),
         args.now,
     )?;
-    stmt(
+    stmt!(
         "INSERT INTO holds (id, account_id, amount_micros, captured_micros, status, \
          reference, created_at, expires_at, settled_at) \
          VALUES (?, ?, ?, NULL, ?, ?, ?, ?, NULL)",
@@ -151,7 +151,7 @@ fn settle(
     };
     // A capture or release settles whenever the hold is open (no deadline to meet); a
     // capture only within the hold's amount.
-    let settled: Option<(String, i64)> = stmt(
+    let settled: Option<(String, i64)> = stmt!(
         "UPDATE holds SET status = ?, captured_micros = ?, settled_at = ? \
          WHERE id = ? AND status = ? AND expires_at <= ? AND amount_micros >= ? \
          RETURNING account_id, amount_micros",

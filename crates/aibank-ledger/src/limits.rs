@@ -12,7 +12,7 @@ use aibank_core::ids::new_id;
 use aibank_core::{ApiError, ErrorCode, Usd};
 use aibank_store::models::UsageEvent;
 use aibank_store::schema::{agents, journal_entries, platforms, wallet_transfers};
-use aibank_store::{stmt, AnyConnection};
+use aibank_store::{stmt, AnyConnection, Stmt};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
@@ -230,14 +230,6 @@ fn transfer_rows(whose: Whose<'_>, since: i64) -> wallet_transfers::BoxedQuery<'
 }
 
 impl<'a> Whose<'a> {
-    /// The form of a statement for this scope (see [`scoped`]).
-    fn pick(self, forms: [&'static str; 2]) -> &'static str {
-        match self {
-            Whose::Account(_) => forms[0],
-            Whose::Platform(_) => forms[1],
-        }
-    }
-
     fn id(self) -> &'a str {
         match self {
             Whose::Account(id) | Whose::Platform(id) => id,
@@ -344,20 +336,35 @@ struct Used {
 /// bucket its start falls in, plus the journal rows of that one bucket that are inside the
 /// window: exact to the millisecond, and reading at most an hour of journal per window.
 fn used_by(conn: &mut AnyConnection, whose: Whose<'_>, now: i64) -> Result<Used, LedgerError> {
+    // One statement per scope: each call site is its own prepared statement.
+    let ((d, w, m), (ed, ew, em), (td, tw, tm), held) = match whose {
+        Whose::Account(_) => sums(stmt!(USAGE_SUMS[0]), whose, now, conn)?,
+        Whose::Platform(_) => sums(stmt!(USAGE_SUMS[1]), whose, now, conn)?,
+    };
+    Ok(Used {
+        spent: [d - ed + td, w - ew + tw, m - em + tm],
+        held,
+    })
+}
+
+type SumsRow = ((i64, i64, i64), (i64, i64, i64), (i64, i64, i64), i64);
+
+/// Binds and runs one form of [`USAGE_SUMS`].
+fn sums<Site: 'static>(
+    q: Stmt<'_, (), Site>,
+    whose: Whose<'_>,
+    now: i64,
+    conn: &mut AnyConnection,
+) -> Result<SumsRow, LedgerError> {
     type Sums = (
         (BigInt, BigInt, BigInt),
         (BigInt, BigInt, BigInt),
         (BigInt, BigInt, BigInt),
         BigInt,
     );
-    type Row = ((i64, i64, i64), (i64, i64, i64), (i64, i64, i64), i64);
     let starts = [now - DAY_MS, now - WEEK_MS, now - MONTH_MS];
     let first = starts.map(bucket_of);
-    let mut q = stmt(whose.pick(USAGE_SUMS))
-        .int(first[0])
-        .int(first[1])
-        .text(whose.id())
-        .int(first[2]);
+    let mut q = q.int(first[0]).int(first[1]).text(whose.id()).int(first[2]);
     for (start, first) in starts.into_iter().zip(first) {
         for kind in SPEND_KINDS {
             q = q
@@ -367,19 +374,14 @@ fn used_by(conn: &mut AnyConnection, whose: Whose<'_>, now: i64) -> Result<Used,
                 .int(first + BUCKET_MS);
         }
     }
-    let ((d, w, m), (ed, ew, em), (td, tw, tm), held): Row = q
-        .int(starts[0])
+    Ok(q.int(starts[0])
         .int(starts[1])
         .text(whose.id())
         .text(TRANSFER_FAILED)
         .int(starts[2])
         .text(whose.id())
         .returning::<Sums>()
-        .get_result(conn)?;
-    Ok(Used {
-        spent: [d - ed + td, w - ew + tw, m - em + tm],
-        held,
-    })
+        .get_result(conn)?)
 }
 
 /// When enough of the window's oldest spending rolls off for `need` to be freed.
@@ -529,7 +531,7 @@ pub fn authorize(
 }
 
 fn lock_platform(conn: &mut AnyConnection, platform_id: &str) -> Result<(), LedgerError> {
-    stmt("UPDATE platforms SET id = id WHERE id = ?")
+    stmt!("UPDATE platforms SET id = id WHERE id = ?")
         .text(platform_id)
         .execute(conn)?;
     Ok(())

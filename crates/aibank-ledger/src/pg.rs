@@ -26,30 +26,25 @@ pub(crate) enum Commit {
 }
 
 impl Commit {
-    fn pick(self, forms: [&'static str; 2]) -> &'static str {
-        match self {
-            Commit::AsCaller => forms[0],
-            Commit::Unsynced => forms[1],
-        }
+    /// The functions' last argument, bound as `? <> 0` (one prepared statement for both).
+    fn unsynced(self) -> i64 {
+        i64::from(self == Commit::Unsynced)
     }
 }
 
 macro_rules! call {
     ($function:literal, $columns:literal, $args:literal) => {
-        [
-            concat!("SELECT ", $columns, " FROM ", $function, "(", $args, "false)"),
-            concat!("SELECT ", $columns, " FROM ", $function, "(", $args, "true)"),
-        ]
+        concat!("SELECT ", $columns, " FROM ", $function, "(", $args, "? <> 0)")
     };
 }
 
-const HOLD: [&str; 2] = call!(
+const HOLD: &str = call!(
     "aibank_hold",
     "balance, minute_start",
     "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
 );
 
-const CAPTURE: [&str; 2] = call!(
+const CAPTURE: &str = call!(
     "aibank_capture",
     "balance, owed",
     "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
@@ -115,7 +110,7 @@ pub(crate) fn hold(
         return Ok(None);
     }
     let a = admission;
-    let row: Option<(i64, Option<i64>)> = stmt(commit.pick(HOLD))
+    let row: Option<(i64, Option<i64>)> = stmt!(HOLD)
         .text(h.account_id)
         .int(h.amount)
         .text(h.hold_id)
@@ -128,6 +123,7 @@ pub(crate) fn hold(
         .opt_int(a.and_then(|a| a.rpm))
         .opt_int(a.and_then(|a| a.tpm))
         .int(a.map_or(0, |a| a.tokens))
+        .int(commit.unsynced())
         .returning::<(BigInt, Nullable<BigInt>)>()
         .get_result(conn)
         .optional()?;
@@ -174,7 +170,7 @@ pub(crate) fn capture(
     let meta = usage.map(|(_, _, m)| m);
     let payment = with.payment;
     let tokens = with.minute_tokens;
-    Ok(stmt(commit.pick(CAPTURE))
+    Ok(stmt!(CAPTURE)
         .text(hold_id)
         .int(taken)
         .int(beyond)
@@ -195,6 +191,7 @@ pub(crate) fn capture(
         .opt_text(tokens.map(|(key, _, _)| key))
         .int(tokens.map_or(0, |(_, start, _)| start))
         .int(tokens.map_or(0, |(_, _, delta)| delta))
+        .int(commit.unsynced())
         .returning::<(BigInt, BigInt)>()
         .get_result(conn)
         .optional()?)

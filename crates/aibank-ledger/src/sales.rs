@@ -29,7 +29,7 @@ pub fn fee_of(price: Usd, fee_percent: Decimal) -> Usd {
 
 /// Opens `id` with a zero balance unless it exists (an account opened on first use).
 pub fn ensure_account(conn: &mut AnyConnection, id: &str, now: i64) -> Result<(), LedgerError> {
-    stmt(
+    stmt!(
         "INSERT INTO accounts (id, balance_micros, total_spent_micros, created_at, updated_at, \
          held_micros, owed_micros) VALUES (?, 0, 0, ?, ?, 0, 0) ON CONFLICT (id) DO NOTHING",
     )

@@ -16,7 +16,7 @@ pub use checkpoint::{CheckpointStats, RESTART_FRAMES};
 pub use conn::AnyConnection;
 pub use error::StoreError;
 pub use pool::{Backend, Combine, DbPool, PoolOptions, PoolUsage};
-pub use stmt::{stmt, Stmt};
+pub use stmt::Stmt;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 

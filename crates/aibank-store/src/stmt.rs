@@ -1,13 +1,18 @@
-//! Statements prepared once per connection.
+//! Statements prepared once per connection and found again by their call site.
 //!
 //! diesel prepares anew, on every run, each UPDATE, upsert, `IN (…)` list, insert with
 //! optional columns and raw SQL fragment: it cannot tell that their text is the same each
 //! time. On the ledger's hot path (a hold and a capture per gateway call) that preparation
 //! was a third of the SQLite writer's time. A [`Stmt`] is fixed SQL text with a `?` where
-//! each value goes; diesel writes the placeholders each backend expects (`?` or `$n`) and
-//! caches the prepared statement under the text, so it is parsed once per connection.
+//! each value goes; diesel writes the placeholders each backend expects (`?` or `$n`).
 //!
-//! Only values are bound: the text is a `&'static str`, never built from input.
+//! [`stmt!`](crate::stmt!) gives each call site a type of its own, and diesel caches the
+//! prepared statement under that type: finding it again costs a type comparison. Keyed by
+//! its text instead, each run would first write the whole SQL out and hash it, which was
+//! a sixth of the SQLite writer's time.
+//!
+//! Only values are bound: the text is a `&'static str`, never built from input, and it is
+//! the same on every run of one call site.
 
 use std::marker::PhantomData;
 
@@ -28,25 +33,43 @@ enum Val<'a> {
 }
 
 /// Fixed SQL text and its values in order; `ST` is the SQL type of a returned row (`()`
-/// when nothing is read back).
+/// when nothing is read back), and `Site` the call site's own type, that diesel finds the
+/// prepared statement by.
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct Stmt<'a, ST = ()> {
+pub struct Stmt<'a, ST, Site> {
     sql: &'static str,
     binds: Vec<Val<'a>>,
-    row: PhantomData<ST>,
+    row: PhantomData<(ST, Site)>,
 }
 
-/// A statement over `sql`, whose `?`s are filled by the binds in the order given.
-pub fn stmt<'a>(sql: &'static str) -> Stmt<'a> {
-    Stmt {
-        sql,
-        binds: Vec::with_capacity(sql.matches('?').count()),
-        row: PhantomData,
+/// A statement over constant SQL text, whose `?`s are filled by the binds in the order
+/// given; prepared once per connection.
+///
+/// The text must be the same every time this call site runs: the prepared statement is
+/// found by the site, not by its text. Where one of several texts is chosen at run time,
+/// each needs a `stmt!` of its own.
+#[macro_export]
+macro_rules! stmt {
+    ($sql:expr $(,)?) => {{
+        enum Site {}
+        $crate::Stmt::<(), Site>::at_site($sql)
+    }};
+}
+
+impl<Site: 'static> Stmt<'_, (), Site> {
+    /// Only through [`stmt!`](crate::stmt!), which gives every call site its own `Site`.
+    #[doc(hidden)]
+    pub fn at_site(sql: &'static str) -> Self {
+        Stmt {
+            sql,
+            binds: Vec::with_capacity(sql.matches('?').count()),
+            row: PhantomData,
+        }
     }
 }
 
-impl<'a, ST> Stmt<'a, ST> {
+impl<'a, ST, Site> Stmt<'a, ST, Site> {
     pub fn int(mut self, v: i64) -> Self {
         self.binds.push(Val::Int(v));
         self
@@ -68,7 +91,7 @@ impl<'a, ST> Stmt<'a, ST> {
     }
 
     /// The same statement, read back as rows of SQL type `R` (with `get_result`, `load`…).
-    pub fn returning<R>(self) -> Stmt<'a, R> {
+    pub fn returning<R>(self) -> Stmt<'a, R, Site> {
         Stmt {
             sql: self.sql,
             binds: self.binds,
@@ -77,7 +100,7 @@ impl<'a, ST> Stmt<'a, ST> {
     }
 }
 
-impl<'a, ST, DB> QueryFragment<DB> for Stmt<'a, ST>
+impl<'a, ST, Site, DB> QueryFragment<DB> for Stmt<'a, ST, Site>
 where
     DB: Backend + HasSqlType<BigInt> + HasSqlType<Text>,
     i64: ToSql<BigInt, DB>,
@@ -112,20 +135,20 @@ fn arity(sql: &str) -> Error {
     Error::QueryBuilderError(format!("values do not match the placeholders of: {sql}").into())
 }
 
-/// Cached by its text (there is no type to tell statements apart).
-impl<ST> QueryId for Stmt<'_, ST> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
+/// Cached by its call site: one text, and one sequence of bind types, per site.
+impl<ST, Site: 'static> QueryId for Stmt<'_, ST, Site> {
+    type QueryId = Site;
+    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<ST> Query for Stmt<'_, ST>
+impl<ST, Site> Query for Stmt<'_, ST, Site>
 where
     ST: diesel::sql_types::SqlType,
 {
     type SqlType = ST;
 }
 
-impl<ST, C> RunQueryDsl<C> for Stmt<'_, ST> {}
+impl<ST, Site, C> RunQueryDsl<C> for Stmt<'_, ST, Site> {}
 
 #[cfg(test)]
 mod tests {
@@ -134,7 +157,6 @@ mod tests {
     use diesel::prelude::*;
     use diesel::sql_types::{BigInt, Nullable, Text};
 
-    use super::stmt;
     use crate::AnyConnection;
 
     fn memory() -> AnyConnection {
@@ -147,7 +169,7 @@ mod tests {
         c.batch_execute("CREATE TABLE t (a BIGINT NOT NULL, b TEXT NOT NULL, c BIGINT, d TEXT)")
             .unwrap();
         for i in 0..3 {
-            let n = stmt("INSERT INTO t (a, b, c, d) VALUES (?, ?, ?, ?)")
+            let n = crate::stmt!("INSERT INTO t (a, b, c, d) VALUES (?, ?, ?, ?)")
                 .int(i)
                 .text("x?y")
                 .opt_int((i > 0).then_some(i * 10))
@@ -157,7 +179,7 @@ mod tests {
             assert_eq!(n, 1);
         }
         let rows: Vec<(i64, String, Option<i64>, Option<String>)> =
-            stmt("SELECT a, b, c, d FROM t WHERE a >= ? ORDER BY a")
+            crate::stmt!("SELECT a, b, c, d FROM t WHERE a >= ? ORDER BY a")
                 .int(1)
                 .returning::<(BigInt, Text, Nullable<BigInt>, Nullable<Text>)>()
                 .load(&mut c)
@@ -176,10 +198,10 @@ mod tests {
         let mut c = memory();
         c.batch_execute("CREATE TABLE t (a BIGINT NOT NULL)")
             .unwrap();
-        assert!(stmt("INSERT INTO t (a) VALUES (?)")
+        assert!(crate::stmt!("INSERT INTO t (a) VALUES (?)")
             .execute(&mut c)
             .is_err());
-        assert!(stmt("INSERT INTO t (a) VALUES (?)")
+        assert!(crate::stmt!("INSERT INTO t (a) VALUES (?)")
             .int(1)
             .int(2)
             .execute(&mut c)
@@ -209,12 +231,40 @@ mod tests {
             }
         });
         for i in 0..5 {
-            stmt("UPDATE t SET a = a + ? WHERE a > ?")
+            crate::stmt!("UPDATE t SET a = a + ? WHERE a > ?")
                 .int(i)
                 .int(-i)
                 .execute(&mut c)
                 .unwrap();
         }
         assert_eq!(cached.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn each_call_site_is_its_own_statement() {
+        let mut c = memory();
+        c.batch_execute(
+            "CREATE TABLE t (a BIGINT NOT NULL); INSERT INTO t (a) VALUES (1), (2), (3)",
+        )
+        .unwrap();
+        // Same binds, same row type: only the site tells them apart.
+        let count = |c: &mut AnyConnection, min: i64| -> i64 {
+            crate::stmt!("SELECT COUNT(*) FROM t WHERE a >= ?")
+                .int(min)
+                .returning::<BigInt>()
+                .get_result(c)
+                .unwrap()
+        };
+        let sum = |c: &mut AnyConnection, min: i64| -> i64 {
+            crate::stmt!("SELECT SUM(a) FROM t WHERE a >= ?")
+                .int(min)
+                .returning::<BigInt>()
+                .get_result(c)
+                .unwrap()
+        };
+        for _ in 0..2 {
+            assert_eq!(count(&mut c, 2), 2);
+            assert_eq!(sum(&mut c, 2), 5);
+        }
     }
 }

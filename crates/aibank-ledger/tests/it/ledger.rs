@@ -504,7 +504,7 @@ fn an_overage_waits_for_a_spend_holding_the_fleet_instead_of_deadlocking_with_it
     // A spend from the account, under way: it holds the platform and is about to lock the
     // account.
     diesel::sql_query("BEGIN").execute(&mut c).unwrap();
-    aibank_store::stmt("UPDATE platforms SET id = id WHERE id = ?")
+    aibank_store::stmt!("UPDATE platforms SET id = id WHERE id = ?")
         .text("plt_o")
         .execute(&mut c)
         .unwrap();
@@ -516,7 +516,7 @@ fn an_overage_waits_for_a_spend_holding_the_fleet_instead_of_deadlocking_with_it
         })
     };
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let spend = aibank_store::stmt("UPDATE accounts SET updated_at = updated_at WHERE id = ?")
+    let spend = aibank_store::stmt!("UPDATE accounts SET updated_at = updated_at WHERE id = ?")
         .text("agt_o")
         .execute(&mut c);
     diesel::sql_query(if spend.is_ok() { "COMMIT" } else { "ROLLBACK" })

@@ -269,7 +269,7 @@ pub fn admit_message(
     let expired_before = now.saturating_sub(window_ms);
     // Prepared once per connection: every metered gateway call runs it. Both backends
     // evaluate every SET expression on the row as it was before the update.
-    let admitted: Option<(i64, i64)> = crate::stmt(
+    let admitted: Option<(i64, i64)> = crate::stmt!(
         "UPDATE api_keys SET \
          msg_count = CASE WHEN msg_window_start <= ? THEN 1 ELSE msg_count + 1 END, \
          msg_window_start = CASE WHEN msg_window_start <= ? THEN ? ELSE msg_window_start END \
@@ -333,7 +333,7 @@ pub fn admit_minute(
     let expired_before = now.saturating_sub(MINUTE_MS);
     let tokens = if tpm.is_some() { tokens.max(0) } else { 0 };
     let room = tpm.map_or(i64::MAX, |t| t.saturating_sub(tokens));
-    let admitted: Option<(i64, i64, i64)> = crate::stmt(
+    let admitted: Option<(i64, i64, i64)> = crate::stmt!(
         "UPDATE api_keys SET \
          minute_requests = CASE WHEN minute_window_start <= ? THEN 1 ELSE minute_requests + 1 END, \
          minute_tokens = CASE WHEN minute_window_start <= ? THEN ? ELSE minute_tokens + ? END, \
@@ -386,7 +386,7 @@ pub fn reconcile_minute_tokens(
     window_start: i64,
     delta: i64,
 ) -> QueryResult<()> {
-    crate::stmt(
+    crate::stmt!(
         "UPDATE api_keys SET minute_tokens = CASE WHEN minute_tokens + ? < 0 THEN 0 \
          ELSE minute_tokens + ? END WHERE id = ? AND minute_window_start = ?",
     )

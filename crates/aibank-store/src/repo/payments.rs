@@ -53,7 +53,7 @@ pub fn take_settler_nonce(
 ) -> QueryResult<i64> {
     use crate::schema::x402_settler_nonces;
     conn.write_tx(|c| {
-        crate::stmt(
+        crate::stmt!(
             "INSERT INTO x402_settler_nonces (chain, address) VALUES (?, ?) \
              ON CONFLICT (chain, address) DO NOTHING",
         )

@@ -11,7 +11,7 @@ use crate::AnyConnection;
 
 /// Records one metered call (prepared once per connection: every gateway call writes one).
 pub fn insert(conn: &mut AnyConnection, event: &UsageEvent) -> QueryResult<()> {
-    crate::stmt(
+    crate::stmt!(
         "INSERT INTO usage_events (id, agent_id, api_key_id, provider, model, input_tokens, \
          output_tokens, cost_micros, request_id, created_at, description, owed_micros, \
          price_version, deployment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

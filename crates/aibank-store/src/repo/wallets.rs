@@ -69,7 +69,7 @@ pub fn allow(
         .filter(wallet_allowlist::address.eq(&entry.address));
     // A concurrent add of the same address meets this one here and does nothing (on
     // PostgreSQL after waiting for it): it then relabels the entry the other one made.
-    let new = crate::stmt(
+    let new = crate::stmt!(
         "INSERT INTO wallet_allowlist (wallet_id, address, label, created_at) \
          VALUES (?, ?, ?, ?) ON CONFLICT (wallet_id, address) DO NOTHING",
     )
@@ -220,7 +220,7 @@ pub fn take_nonce(
 ) -> QueryResult<i64> {
     use crate::schema::wallet_nonces;
     conn.write_tx(|c| {
-        crate::stmt(
+        crate::stmt!(
             "INSERT INTO wallet_nonces (wallet_id, chain, next_nonce) VALUES (?, ?, 0) \
              ON CONFLICT (wallet_id, chain) DO NOTHING",
         )
@@ -254,7 +254,7 @@ pub fn take_nonce(
             .set(wallet_transfers::nonce.eq(nonce))
             .execute(c)?;
         // The highest nonce handed out, plus one (kept for inspection).
-        crate::stmt(
+        crate::stmt!(
             "UPDATE wallet_nonces SET next_nonce = ? WHERE wallet_id = ? AND chain = ? \
              AND next_nonce < ?",
         )
