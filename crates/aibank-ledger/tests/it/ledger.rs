@@ -814,3 +814,105 @@ fn one_statement_steps_write_what_the_rust_steps_write() {
     assert!(in_one[0] > 20 && in_one[1] > 20, "{in_one:?}");
     assert_eq!(on_pg, on_sqlite);
 }
+
+/// On PostgreSQL the spend sums a hold checks its limits against are planned once per
+/// connection (generic plans; planned afresh they cost more than the reads), and those plans
+/// read a busy agent's journal and buckets by index, not by scanning them.
+#[test]
+fn spend_sums_use_one_plan_that_reads_by_index() {
+    use diesel::sql_types::{BigInt, Nullable, Text};
+    #[derive(QueryableByName)]
+    struct Config {
+        #[diesel(sql_type = Nullable<Text>)]
+        config: Option<String>,
+    }
+    #[derive(QueryableByName, Debug)]
+    struct Used {
+        #[diesel(sql_type = BigInt)]
+        d: i64,
+        #[diesel(sql_type = BigInt)]
+        m: i64,
+    }
+    #[derive(QueryableByName, Debug)]
+    struct Scans {
+        #[diesel(sql_type = Text)]
+        relname: String,
+        #[diesel(sql_type = BigInt)]
+        seq_scan: i64,
+        #[diesel(sql_type = BigInt)]
+        idx_scan: i64,
+    }
+    let (pool, db) = pool();
+    if db.backend != aibank_store::Backend::Postgres {
+        eprintln!("spend_sums_use_one_plan_that_reads_by_index: PostgreSQL only");
+        return;
+    }
+    let mut c = pool.get().unwrap();
+    let config = diesel::sql_query(
+        "SELECT array_to_string(proconfig, ',') AS config FROM pg_proc WHERE proname = 'aibank_used'",
+    )
+    .get_result::<Config>(&mut c)
+    .unwrap();
+    assert_eq!(
+        config.config.as_deref(),
+        Some("plan_cache_mode=force_generic_plan")
+    );
+
+    // Ninety days of agents' charges and holds every five minutes, and their hourly
+    // buckets, with the statistics gathered: a table scan is now the worst plan there is.
+    let now = 100 * 86_400_000_i64;
+    for a in 0..30 {
+        let a = if a == 0 {
+            "agt_g".into()
+        } else {
+            format!("agt_{a}")
+        };
+        open_account(&mut c, &a, usd(1_000_000), EntryKind::SignupGrant, 1).unwrap();
+    }
+    diesel::sql_query(format!(
+        "INSERT INTO journal_entries (account_id, delta_micros, balance_after_micros, kind, \
+         reference, created_at) SELECT a, -1, 0, k, NULL, {now} - g::bigint * 300000 \
+         FROM generate_series(1, 25920) g, (VALUES ('agt_g'), ('agt_1')) AS a(a), \
+         (VALUES ('charge'), ('hold')) AS k(k)"
+    ))
+    .execute(&mut c)
+    .unwrap();
+    diesel::sql_query(format!(
+        "INSERT INTO spend_buckets (account_id, bucket_start, amount_micros) \
+         SELECT a.id, {now} - g::bigint * 3600000, 12 FROM generate_series(1, 2160) g, \
+         accounts a"
+    ))
+    .execute(&mut c)
+    .unwrap();
+    diesel::sql_query("ANALYZE journal_entries, spend_buckets")
+        .execute(&mut c)
+        .unwrap();
+
+    // More calls than the plan cache's five custom plans, in one transaction, whose own
+    // scan counts pg_stat_xact_user_tables shows.
+    diesel::sql_query("BEGIN").execute(&mut c).unwrap();
+    for _ in 0..8 {
+        let used = diesel::sql_query(format!(
+            "SELECT d, m FROM aibank_used(ARRAY['agt_g'], {now} + 1800000)"
+        ))
+        .get_result::<Used>(&mut c)
+        .unwrap();
+        // Half an hour into the hour: each window is its whole buckets after the edge
+        // bucket (23 of a day, 719 of a month, at 12 each) and the edge bucket's charges
+        // inside the window (five, at 1 each); holds are not spending.
+        assert_eq!((used.d, used.m), (23 * 12 + 5, 719 * 12 + 5), "{used:?}");
+    }
+    let scans = diesel::sql_query(
+        "SELECT relname::text AS relname, seq_scan, COALESCE(idx_scan, 0) AS idx_scan \
+         FROM pg_stat_xact_user_tables \
+         WHERE relname IN ('journal_entries', 'spend_buckets') ORDER BY relname",
+    )
+    .load::<Scans>(&mut c)
+    .unwrap();
+    diesel::sql_query("ROLLBACK").execute(&mut c).unwrap();
+    let tables: Vec<&str> = scans.iter().map(|s| s.relname.as_str()).collect();
+    assert_eq!(tables, ["journal_entries", "spend_buckets"]);
+    for s in &scans {
+        assert!(s.seq_scan == 0 && s.idx_scan >= 8, "{s:?}");
+    }
+}

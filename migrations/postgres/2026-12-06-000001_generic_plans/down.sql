@@ -1,0 +1,1 @@
+ALTER FUNCTION aibank_used(text[], bigint) RESET plan_cache_mode;

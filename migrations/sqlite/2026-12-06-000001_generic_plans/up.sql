@@ -1,0 +1,3 @@
+-- PostgreSQL sets how a ledger function's statements are planned here (see the PostgreSQL
+-- migration of the same name); SQLite has none.
+SELECT 1;
