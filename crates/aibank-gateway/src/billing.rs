@@ -208,6 +208,45 @@ impl Usage {
 
 /// Settles a finished call: captures its cost from the hold (or records free usage).
 /// Returns the cost charged and the balance after.
+/// A call's usage row as `tokens` make it.
+fn usage_meta(bill: &Bill, tokens: &Tokens) -> UsageMeta {
+    UsageMeta {
+        api_key_id: bill.api_key_id.clone(),
+        provider: bill.provider.clone(),
+        deployment: bill.deployment.clone(),
+        model: bill.model.clone(),
+        input_tokens: i64::try_from(tokens.prompt()).unwrap_or(i64::MAX),
+        output_tokens: i64::try_from(tokens.output).unwrap_or(i64::MAX),
+        request_id: Some(bill.request_id.clone()),
+        description: (!bill.charged).then(|| "own upstream key".to_owned()),
+        price_version: bill.charged.then(|| bill.price_version.clone()),
+    }
+}
+
+/// A capture in one statement, as the settlement reports it: charged, owed, the hold
+/// captured, the balance.
+fn captured(agent: &str, g: &aibank_ledger::Collected) -> (Usd, Usd, bool, Usd) {
+    warn_owed(agent, g.owed);
+    (g.charged, g.owed, true, g.balance)
+}
+
+/// What a capture writes with it (the call's usage row, with a new id; its payment's cost;
+/// its key's minute tokens put right), handed to `f`.
+fn with_usage<R>(
+    agent: &str,
+    meta: &UsageMeta,
+    payment: Option<&(String, String)>,
+    minute: Option<&(String, i64, i64)>,
+    f: impl FnOnce(&CaptureWith<'_>) -> R,
+) -> R {
+    let usage_id = aibank_core::ids::new_id("use");
+    f(&CaptureWith {
+        usage: Some((&usage_id, agent, meta)),
+        payment: payment.map(|(chain, hash)| (chain.as_str(), hash.as_str())),
+        minute_tokens: minute.map(|(key, start, delta)| (key.as_str(), *start, *delta)),
+    })
+}
+
 pub(crate) async fn settle(
     gw: &Gateway,
     bill: &Bill,
@@ -219,17 +258,7 @@ pub(crate) async fn settle(
         Some(h) if bill.charged => usage.cost(&bill.price, h.amount),
         _ => Usd::ZERO,
     };
-    let meta = UsageMeta {
-        api_key_id: bill.api_key_id.clone(),
-        provider: bill.provider.clone(),
-        deployment: bill.deployment.clone(),
-        model: bill.model.clone(),
-        input_tokens: i64::try_from(tokens.prompt()).unwrap_or(i64::MAX),
-        output_tokens: i64::try_from(tokens.output).unwrap_or(i64::MAX),
-        request_id: Some(bill.request_id.clone()),
-        description: (!bill.charged).then(|| "own upstream key".to_owned()),
-        price_version: bill.charged.then(|| bill.price_version.clone()),
-    };
+    let meta = usage_meta(bill, &tokens);
     let now = gw.now_ms();
     let agent = bill.agent_id.clone();
     let payment = bill.payment.clone();
@@ -242,24 +271,22 @@ pub(crate) async fn settle(
         let (payment, counted) = (payment.clone(), counted.clone());
         move |c: &mut AnyConnection| -> Result<Option<(Usd, Usd, bool, Usd)>, LedgerError> {
             let Some(hold) = &hold else { return Ok(None) };
-            let usage_id = aibank_core::ids::new_id("use");
             let minute = counted.as_ref().map(|k| k.correction(used));
-            let with = CaptureWith {
-                usage: Some((&usage_id, &agent, &meta)),
-                payment: payment
-                    .as_ref()
-                    .map(|(chain, hash)| (chain.as_str(), hash.as_str())),
-                minute_tokens: minute
-                    .as_ref()
-                    .map(|(key, start, delta)| (key.as_str(), *start, *delta)),
-            };
-            let got = aibank_ledger::capture_usage_at_once(c, hold, cost, true, now, &with)?;
-            Ok(got.map(|g| {
-                warn_owed(&agent, g.owed);
-                (g.charged, g.owed, true, g.balance)
-            }))
+            let got = with_usage(&agent, &meta, payment.as_ref(), minute.as_ref(), |with| {
+                aibank_ledger::capture_usage_at_once(c, hold, cost, true, now, with)
+            })?;
+            Ok(got.map(|g| captured(&agent, &g)))
         }
     };
+    // The same, for a batch of the agent's writes to run with the others in one statement.
+    let call = hold.as_ref().and_then(|hold| {
+        let minute = counted.as_ref().map(|k| k.correction(used));
+        let call = with_usage(&agent, &meta, payment.as_ref(), minute.as_ref(), |with| {
+            aibank_ledger::capture_usage_call(hold, cost, true, now, with)
+        });
+        let agent = agent.clone();
+        call.map(|call| call.map(move |g| captured(&agent, &g)))
+    });
     // One transaction: the capture, any overage and the usage row commit together.
     let res = gw
         .pool()
@@ -269,6 +296,7 @@ pub(crate) async fn settle(
                 key: &bill.agent_id,
                 early: false,
             },
+            call,
             at_once,
             move |c| -> Result<(Usd, Usd, bool, Usd), LedgerError> {
                 let got = match hold {
@@ -413,8 +441,17 @@ pub(crate) async fn reserve(
         key: &bill.agent_id,
         early: true,
     };
+    let call = {
+        let quota = quota.clone();
+        let admission = quota.as_ref().map(Quota::admission);
+        aibank_ledger::place_hold_call(&agent, max, ttl, Some(&reference), now, admission.as_ref())
+            .map(move |(hold, minute_start)| {
+                let counted = quota.as_ref().and_then(|q| q.counted_at(minute_start));
+                (hold, counted)
+            })
+    };
     gw.pool()
-        .write_at_once(false, combine, at_once, move |c| {
+        .write_at_once(false, combine, Some(call), at_once, move |c| {
             let hold = aibank_ledger::place_hold(c, &agent, max, ttl, Some(&reference), now)
                 .map_err(TxStop::Failed)?;
             // Counted last: the count locks the key's row until the commit, and calls on

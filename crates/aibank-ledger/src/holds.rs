@@ -4,7 +4,7 @@ use aibank_core::ids::new_id;
 use aibank_core::Usd;
 use aibank_store::models::{Hold, HOLD_CAPTURED, HOLD_EXPIRED, HOLD_OPEN, HOLD_RELEASED};
 use aibank_store::schema::holds;
-use aibank_store::{stmt, AnyConnection};
+use aibank_store::{stmt, AnyConnection, Call};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
@@ -68,6 +68,29 @@ pub fn place_hold_at_once(
     let args = HoldArgs::new(account_id, amount, &id, reference, now, ttl_ms);
     Ok(pg::hold(conn, &args, admission, Commit::Unsynced)?
         .map(|placed| (receipt(&args, placed.balance), placed.minute_start)))
+}
+
+/// [`place_hold_at_once`] as a call, for a batch of the account's writes to run with the
+/// others in one statement (see `aibank_store::Call`): the same hold, with an id of its own.
+#[must_use]
+pub fn place_hold_call(
+    account_id: &str,
+    amount: Usd,
+    ttl_ms: i64,
+    reference: Option<&str>,
+    now: i64,
+    admission: Option<&Admission<'_>>,
+) -> Call<(HoldReceipt, Option<i64>)> {
+    let id = new_id("hld");
+    let args = HoldArgs::new(account_id, amount, &id, reference, now, ttl_ms);
+    let made = receipt(&args, 0);
+    pg::hold_call(&args, admission, Commit::Unsynced).map(move |placed| {
+        let receipt = HoldReceipt {
+            balance: Usd::from_micros(placed.balance),
+            ..made
+        };
+        (receipt, placed.minute_start)
+    })
 }
 
 fn receipt(args: &HoldArgs<'_>, balance: i64) -> HoldReceipt {
@@ -311,6 +334,27 @@ pub fn capture_usage_at_once(
     ))
 }
 
+/// [`capture_usage_at_once`] as a call, for a batch of the account's writes to run with
+/// the others in one statement (see `aibank_store::Call`). `None` for a negative cost,
+/// which [`capture_usage_at_once`] refuses.
+#[must_use]
+pub fn capture_usage_call(
+    hold: &HoldReceipt,
+    cost: Usd,
+    overage: bool,
+    now: i64,
+    with: &CaptureWith<'_>,
+) -> Option<Call<Collected>> {
+    if cost.is_negative() {
+        return None;
+    }
+    let split = served_split(hold, cost, overage);
+    Some(
+        pg::capture_call(&hold.id, split, now, with, Commit::Unsynced)
+            .map(move |row| collected(row, split)),
+    )
+}
+
 /// What a served call takes (all of its cost with `overage`, else what the hold covers),
 /// and the part of that beyond the hold.
 fn served_split(hold: &HoldReceipt, cost: Usd, overage: bool) -> (i64, i64) {
@@ -322,13 +366,17 @@ fn served_split(hold: &HoldReceipt, cost: Usd, overage: bool) -> (i64, i64) {
     }
 }
 
-fn captured(row: Option<(i64, i64)>, (taken, _): (i64, i64)) -> Option<Collected> {
-    row.map(|(balance, owed)| Collected {
+fn captured(row: Option<(i64, i64)>, split: (i64, i64)) -> Option<Collected> {
+    row.map(|row| collected(row, split))
+}
+
+fn collected((balance, owed): (i64, i64), (taken, _): (i64, i64)) -> Collected {
+    Collected {
         charged: Usd::from_micros(taken),
         balance: Usd::from_micros(balance),
         owed: Usd::from_micros(owed),
         captured_hold: true,
-    })
+    }
 }
 
 /// [`capture_usage`] statement by statement: what `aibank_capture` does on PostgreSQL,

@@ -29,8 +29,8 @@ pub mod sweeper;
 
 pub use accounts::{balance, balances, credit, journal_sum, open_account};
 pub use holds::{
-    capture, capture_usage, capture_usage_at_once, expire_due, place_hold, place_hold_at_once,
-    release, Collected, HoldReceipt, Settlement,
+    capture, capture_usage, capture_usage_at_once, capture_usage_call, expire_due, place_hold,
+    place_hold_at_once, place_hold_call, release, Collected, HoldReceipt, Settlement,
 };
 pub use limits::{
     authorize, charge, daily_spending, record_usage, LimitBreach, Scope, UsageMeta, Window,

@@ -9,7 +9,7 @@
 //! which finds the same refusal and says exactly what it is. On SQLite these answer `None`
 //! at once: its one writer holds the whole database through a transaction anyway.
 
-use aibank_store::{stmt, AnyConnection};
+use aibank_store::{stmt, AnyConnection, Arg, Call, Stmt};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable};
 
@@ -32,23 +32,30 @@ impl Commit {
     }
 }
 
-macro_rules! call {
-    ($function:literal, $columns:literal, $args:literal) => {
-        concat!("SELECT ", $columns, " FROM ", $function, "(", $args, "? <> 0)")
+/// `function(?, …, ? <> 0)`: a ledger function's call, its last argument the commit mode.
+macro_rules! function {
+    ($function:literal, $args:literal) => {
+        concat!($function, "(", $args, "? <> 0)")
     };
 }
 
-const HOLD: &str = call!(
-    "aibank_hold",
-    "balance, minute_start",
-    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-);
+macro_rules! hold_call {
+    () => {
+        function!("aibank_hold", "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ")
+    };
+}
 
-const CAPTURE: &str = call!(
-    "aibank_capture",
-    "balance, owed",
-    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-);
+macro_rules! capture_call {
+    () => {
+        function!(
+            "aibank_capture",
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        )
+    };
+}
+
+const HOLD: &str = concat!("SELECT balance, minute_start FROM ", hold_call!());
+const CAPTURE: &str = concat!("SELECT balance, owed FROM ", capture_call!());
 
 /// A call counted against its key's limits in the statement that places its hold: the
 /// daily message count (`daily` messages in `window_ms`) and the minute window (`rpm`
@@ -100,6 +107,26 @@ impl<'a> HoldArgs<'a> {
     }
 }
 
+fn hold_args(h: &HoldArgs<'_>, admission: Option<&Admission<'_>>, commit: Commit) -> Vec<Arg> {
+    let a = admission;
+    let text = |v: &str| Arg::Text(Some(v.to_owned()));
+    vec![
+        text(h.account_id),
+        Arg::Int(Some(h.amount)),
+        text(h.hold_id),
+        Arg::Text(h.reference.map(str::to_owned)),
+        Arg::Int(Some(h.now)),
+        Arg::Int(Some(h.expires_at)),
+        Arg::Text(a.map(|a| a.key_id.to_owned())),
+        Arg::Int(a.and_then(|a| a.daily)),
+        Arg::Int(Some(a.map_or(0, |a| a.window_ms))),
+        Arg::Int(a.and_then(|a| a.rpm)),
+        Arg::Int(a.and_then(|a| a.tpm)),
+        Arg::Int(Some(a.map_or(0, |a| a.tokens))),
+        Arg::Int(Some(commit.unsynced())),
+    ]
+}
+
 pub(crate) fn hold(
     conn: &mut AnyConnection,
     h: &HoldArgs<'_>,
@@ -109,21 +136,10 @@ pub(crate) fn hold(
     if conn.is_sqlite() {
         return Ok(None);
     }
-    let a = admission;
-    let row: Option<(i64, Option<i64>)> = stmt!(HOLD)
-        .text(h.account_id)
-        .int(h.amount)
-        .text(h.hold_id)
-        .opt_text(h.reference)
-        .int(h.now)
-        .int(h.expires_at)
-        .opt_text(a.map(|a| a.key_id))
-        .opt_int(a.and_then(|a| a.daily))
-        .int(a.map_or(0, |a| a.window_ms))
-        .opt_int(a.and_then(|a| a.rpm))
-        .opt_int(a.and_then(|a| a.tpm))
-        .int(a.map_or(0, |a| a.tokens))
-        .int(commit.unsynced())
+    let args = hold_args(h, admission, commit);
+    let row: Option<(i64, Option<i64>)> = args
+        .iter()
+        .fold(stmt!(HOLD), Stmt::arg)
         .returning::<(BigInt, Nullable<BigInt>)>()
         .get_result(conn)
         .optional()?;
@@ -131,6 +147,22 @@ pub(crate) fn hold(
         balance,
         minute_start,
     }))
+}
+
+/// [`hold`] as a call for a batch of the account's writes to run with the others.
+pub(crate) fn hold_call(
+    h: &HoldArgs<'_>,
+    admission: Option<&Admission<'_>>,
+    commit: Commit,
+) -> Call<Placed> {
+    Call {
+        call: hold_call!(),
+        args: hold_args(h, admission, commit),
+        decode: Box::new(|balance, minute_start| Placed {
+            balance,
+            minute_start,
+        }),
+    }
 }
 
 /// What a gateway call's capture writes with it, in the same statement.
@@ -152,13 +184,50 @@ impl CaptureWith<'_> {
     };
 }
 
+fn capture_args(
+    hold_id: &str,
+    (taken, beyond): (i64, i64),
+    now: i64,
+    with: &CaptureWith<'_>,
+    commit: Commit,
+) -> Vec<Arg> {
+    let usage = with.usage;
+    let meta = usage.map(|(_, _, m)| m);
+    let payment = with.payment;
+    let tokens = with.minute_tokens;
+    let text = |v: Option<&str>| Arg::Text(v.map(str::to_owned));
+    vec![
+        text(Some(hold_id)),
+        Arg::Int(Some(taken)),
+        Arg::Int(Some(beyond)),
+        Arg::Int(Some(now)),
+        text(usage.map(|(id, _, _)| id)),
+        text(usage.map(|(_, agent, _)| agent)),
+        text(meta.and_then(|m| m.api_key_id.as_deref())),
+        text(meta.map(|m| m.provider.as_str())),
+        text(meta.and_then(|m| m.deployment.as_deref())),
+        text(meta.map(|m| m.model.as_str())),
+        Arg::Int(Some(meta.map_or(0, |m| m.input_tokens))),
+        Arg::Int(Some(meta.map_or(0, |m| m.output_tokens))),
+        text(meta.and_then(|m| m.request_id.as_deref())),
+        text(meta.and_then(|m| m.description.as_deref())),
+        text(meta.and_then(|m| m.price_version.as_deref())),
+        text(payment.map(|(chain, _)| chain)),
+        text(payment.map(|(_, hash)| hash)),
+        text(tokens.map(|(key, _, _)| key)),
+        Arg::Int(Some(tokens.map_or(0, |(_, start, _)| start))),
+        Arg::Int(Some(tokens.map_or(0, |(_, _, delta)| delta))),
+        Arg::Int(Some(commit.unsynced())),
+    ]
+}
+
 /// Captures an open hold for `taken`, `beyond` of which counts as the call's debt when the
 /// balance does not cover it; the balance and what this call left owed. `None`: the hold
 /// was not open (or the backend is SQLite), and nothing changed.
 pub(crate) fn capture(
     conn: &mut AnyConnection,
     hold_id: &str,
-    (taken, beyond): (i64, i64),
+    split: (i64, i64),
     now: i64,
     with: &CaptureWith<'_>,
     commit: Commit,
@@ -166,33 +235,27 @@ pub(crate) fn capture(
     if conn.is_sqlite() {
         return Ok(None);
     }
-    let usage = with.usage;
-    let meta = usage.map(|(_, _, m)| m);
-    let payment = with.payment;
-    let tokens = with.minute_tokens;
-    Ok(stmt!(CAPTURE)
-        .text(hold_id)
-        .int(taken)
-        .int(beyond)
-        .int(now)
-        .opt_text(usage.map(|(id, _, _)| id))
-        .opt_text(usage.map(|(_, agent, _)| agent))
-        .opt_text(meta.and_then(|m| m.api_key_id.as_deref()))
-        .opt_text(meta.map(|m| m.provider.as_str()))
-        .opt_text(meta.and_then(|m| m.deployment.as_deref()))
-        .opt_text(meta.map(|m| m.model.as_str()))
-        .int(meta.map_or(0, |m| m.input_tokens))
-        .int(meta.map_or(0, |m| m.output_tokens))
-        .opt_text(meta.and_then(|m| m.request_id.as_deref()))
-        .opt_text(meta.and_then(|m| m.description.as_deref()))
-        .opt_text(meta.and_then(|m| m.price_version.as_deref()))
-        .opt_text(payment.map(|(chain, _)| chain))
-        .opt_text(payment.map(|(_, hash)| hash))
-        .opt_text(tokens.map(|(key, _, _)| key))
-        .int(tokens.map_or(0, |(_, start, _)| start))
-        .int(tokens.map_or(0, |(_, _, delta)| delta))
-        .int(commit.unsynced())
+    let args = capture_args(hold_id, split, now, with, commit);
+    Ok(args
+        .iter()
+        .fold(stmt!(CAPTURE), Stmt::arg)
         .returning::<(BigInt, BigInt)>()
         .get_result(conn)
         .optional()?)
+}
+
+/// [`capture`] as a call for a batch of the account's writes to run with the others.
+pub(crate) fn capture_call(
+    hold_id: &str,
+    split: (i64, i64),
+    now: i64,
+    with: &CaptureWith<'_>,
+    commit: Commit,
+) -> Call<(i64, i64)> {
+    Call {
+        call: capture_call!(),
+        args: capture_args(hold_id, split, now, with, commit),
+        // aibank_capture's owed is an account's owed_micros, which is never null.
+        decode: Box::new(|balance, owed| (balance, owed.unwrap_or_default())),
+    }
 }

@@ -18,6 +18,11 @@
 //! early (those that lock a row ahead of the key's row, as a hold locks its fleet's
 //! platform) go first, so that a batch takes its locks in the order a lone write does.
 //!
+//! A write that comes with a [`Call`] (a call of a database function) needs no round trip
+//! of its own in a batch: when every write of a batch has one, the batch runs them as one
+//! statement, each call a branch of a `UNION ALL` that PostgreSQL runs in order, every
+//! call seeing what those before it wrote.
+//!
 //! What a write gives back decides the rest: a refusal (`None`) is answered with the
 //! general path for the caller to run on its own; a failed statement rolls the batch back
 //! and every write of it is run alone by its caller, as if never combined; a failed commit
@@ -28,11 +33,43 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::pg::Pg;
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::RunQueryDsl;
 
 use crate::{AnyConnection, StoreError};
 
 /// Most writes one batch carries.
 pub const MAX_BATCH: usize = 64;
+
+/// A value bound to a [`Call`]'s `?`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arg {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+/// A one-statement write as the call of a database function that answers at most one row
+/// of two `bigint` columns (the second may be null), which `decode` makes the answer of.
+pub struct Call<T> {
+    /// `function(?, ?, …)`: constant text, its `?`s bound to `args` in order.
+    pub call: &'static str,
+    pub args: Vec<Arg>,
+    pub decode: Box<dyn FnOnce(i64, Option<i64>) -> T + Send>,
+}
+
+impl<T: 'static> Call<T> {
+    /// The same call, its answer passed through `f`.
+    #[must_use]
+    pub fn map<U>(self, f: impl FnOnce(T) -> U + Send + 'static) -> Call<U> {
+        let decode = self.decode;
+        Call {
+            call: self.call,
+            args: self.args,
+            decode: Box::new(move |a, b| f(decode(a, b))),
+        }
+    }
+}
 
 /// What a submitted write is answered with.
 pub(crate) enum Outcome<T, E, F, G> {
@@ -67,6 +104,10 @@ trait Job: Send {
     fn early(&self) -> bool;
     /// Runs the one-statement write; `false` if its statement failed.
     fn step(&mut self, conn: &mut AnyConnection) -> bool;
+    /// The write as a function call, when it has one.
+    fn call(&self) -> Option<(&'static str, &[Arg])>;
+    /// Its call's row (`None`: the call answered none, a refusal).
+    fn answer(&mut self, row: Option<(i64, Option<i64>)>);
     fn finish(self: Box<Self>, end: End<'_>);
 }
 
@@ -75,6 +116,7 @@ struct Pending<T, E, F, G> {
     early: bool,
     at_once: F,
     general: G,
+    call: Option<Call<T>>,
     got: Option<Result<Option<T>, E>>,
     reply: tokio::sync::oneshot::Sender<Outcome<T, E, F, G>>,
 }
@@ -95,6 +137,18 @@ where
         let ok = got.is_ok();
         self.got = Some(got);
         ok
+    }
+
+    fn call(&self) -> Option<(&'static str, &[Arg])> {
+        self.call.as_ref().map(|c| (c.call, c.args.as_slice()))
+    }
+
+    fn answer(&mut self, row: Option<(i64, Option<i64>)>) {
+        let decoded = match (self.call.take(), row) {
+            (Some(call), Some((a, b))) => Some((call.decode)(a, b)),
+            _ => None,
+        };
+        self.got = Some(Ok(decoded));
     }
 
     fn finish(self: Box<Self>, end: End<'_>) {
@@ -156,6 +210,7 @@ impl Combiner {
         early: bool,
         at_once: F,
         general: G,
+        call: Option<Call<T>>,
     ) -> (Answer<T, E, F, G>, Option<Lead>)
     where
         F: FnMut(&mut AnyConnection) -> Result<Option<T>, E> + Send + 'static,
@@ -169,6 +224,7 @@ impl Combiner {
             early,
             at_once,
             general,
+            call,
             got: None,
             reply,
         });
@@ -279,7 +335,14 @@ fn run_batch(conn: &mut AnyConnection, mut batch: Vec<Box<dyn Job>>) {
     ) {
         return finish_all(batch, End::Failed(&e.to_string()));
     }
-    let ran = batch.iter_mut().all(|job| job.step(conn));
+    let ran = if batch.iter().all(|job| job.call().is_some()) {
+        match pg(conn) {
+            Some(c) => run_calls(c, &mut batch),
+            None => false,
+        }
+    } else {
+        batch.iter_mut().all(|job| job.step(conn))
+    };
     let Some(c) = pg(conn) else {
         return finish_all(batch, End::Failed("only PostgreSQL combines writes"));
     };
@@ -299,6 +362,66 @@ fn run_batch(conn: &mut AnyConnection, mut batch: Vec<Box<dyn Job>>) {
         Ok(end) => finish_all(batch, *end),
         Err(why) => finish_all(batch, End::Failed(why)),
     }
+}
+
+/// A batch whose writes all have calls: one statement, one round trip. `false` if it
+/// failed (the batch is then rolled back, and its writes run alone).
+fn run_calls(c: &mut diesel::pg::PgConnection, batch: &mut [Box<dyn Job>]) -> bool {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        i: i64,
+        #[diesel(sql_type = BigInt)]
+        a: i64,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        b: Option<i64>,
+    }
+    let mut sql = String::with_capacity(batch.len() * 160);
+    let mut n = 0;
+    for (i, job) in batch.iter().enumerate() {
+        let Some((call, _)) = job.call() else {
+            return false;
+        };
+        if i > 0 {
+            sql.push_str(" UNION ALL ");
+        }
+        sql.push_str("SELECT ");
+        sql.push_str(&i.to_string());
+        sql.push_str("::int8 AS i, r.a, r.b FROM ");
+        let mut parts = call.split('?');
+        sql.push_str(parts.next().unwrap_or_default());
+        for part in parts {
+            n += 1;
+            sql.push('$');
+            sql.push_str(&n.to_string());
+            sql.push_str(part);
+        }
+        sql.push_str(" AS r(a, b)");
+    }
+    let mut query = diesel::sql_query(sql).into_boxed::<Pg>();
+    for job in batch.iter() {
+        for arg in job.call().map_or(&[][..], |(_, args)| args) {
+            query = match arg {
+                Arg::Int(v) => query.bind::<Nullable<BigInt>, _>(*v),
+                Arg::Text(v) => query.bind::<Nullable<Text>, _>(v.clone()),
+            };
+        }
+    }
+    let Ok(rows) = query.load::<Row>(c) else {
+        return false;
+    };
+    let mut got = vec![None; batch.len()];
+    for row in rows {
+        match usize::try_from(row.i).ok().and_then(|i| got.get_mut(i)) {
+            Some(slot @ None) => *slot = Some((row.a, row.b)),
+            // A function answers at most one row, and only of its own branch.
+            _ => return false,
+        }
+    }
+    for (job, row) in batch.iter_mut().zip(got) {
+        job.answer(row);
+    }
+    true
 }
 
 fn finish_all(batch: Vec<Box<dyn Job>>, end: End<'_>) {

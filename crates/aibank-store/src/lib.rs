@@ -13,6 +13,7 @@ pub mod schema;
 pub mod stmt;
 
 pub use checkpoint::{CheckpointStats, RESTART_FRAMES};
+pub use combine::{Arg, Call};
 pub use conn::AnyConnection;
 pub use error::StoreError;
 pub use pool::{Backend, Combine, DbPool, PoolOptions, PoolUsage};

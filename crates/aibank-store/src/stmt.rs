@@ -90,6 +90,14 @@ impl<'a, ST, Site> Stmt<'a, ST, Site> {
         self
     }
 
+    /// A value made for a [`crate::Call`], bound as its kind is.
+    pub fn arg(self, v: &'a crate::Arg) -> Self {
+        match v {
+            crate::Arg::Int(v) => self.opt_int(*v),
+            crate::Arg::Text(v) => self.opt_text(v.as_deref()),
+        }
+    }
+
     /// The same statement, read back as rows of SQL type `R` (with `get_result`, `load`…).
     pub fn returning<R>(self) -> Stmt<'a, R, Site> {
         Stmt {

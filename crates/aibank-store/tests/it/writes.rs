@@ -241,11 +241,38 @@ async fn a_durable_write_on_postgres_is_answered_once_the_log_is_flushed_past_it
 /// a failing one fails alone, and the writes batched with it are run again and commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_keys_writes_at_once_each_answer_alone_whatever_their_batch_did() {
-    use aibank_store::Combine;
+    one_keys_writes_at_once(false).await;
+}
+
+/// The same with every write also given as a function call: on PostgreSQL a batch then
+/// runs its writes as one statement, with the same answers and rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_keys_writes_as_calls_each_answer_alone_whatever_their_statement_did() {
+    one_keys_writes_at_once(true).await;
+}
+
+async fn one_keys_writes_at_once(calls: bool) {
+    use aibank_store::{Arg, Call, Combine};
     let db = TestDb::fresh();
     let pool = DbPool::connect(&db.url, &pool_options()).unwrap();
     pool.migrate().unwrap();
-    let fails = |i: usize| i % 37 == 0;
+    let postgres = db.backend == aibank_store::Backend::Postgres;
+    if postgres {
+        // The write of the at_once closure below, as a function: `call_{i}` when it ran here.
+        diesel::sql_query(
+            "CREATE FUNCTION test_write(p_i bigint) RETURNS TABLE (a bigint, b bigint) \
+             LANGUAGE plpgsql AS $$ BEGIN \
+               IF p_i % 97 = 0 THEN PERFORM 1 / 0; END IF; \
+               IF p_i % 7 = 0 THEN RETURN; END IF; \
+               INSERT INTO platforms (id, name, created_at) VALUES ('call_' || p_i, 'p', 0); \
+               a := p_i; b := NULL; RETURN NEXT; \
+             END $$",
+        )
+        .execute(&mut pool.get().unwrap())
+        .unwrap();
+    }
+    // Rarer than a batch is long (up to 64), so that some batches have none.
+    let fails = |i: usize| i % 97 == 0;
     let refused = |i: usize| i % 7 == 0;
     let writes = (0..300).map(|i| {
         let pool = pool.clone();
@@ -270,11 +297,19 @@ async fn one_keys_writes_at_once_each_answer_alone_whatever_their_batch_did() {
                 insert(c, &format!("{id}_{i}"))?;
                 Ok(i)
             };
+            let call = calls.then(|| Call {
+                call: "test_write(?)",
+                args: vec![Arg::Int(Some(i64::try_from(i).unwrap()))],
+                decode: Box::new(|a, b| {
+                    assert_eq!(b, None);
+                    usize::try_from(a).unwrap()
+                }),
+            });
             let combine = Combine {
                 key: "one-key",
                 early: i % 2 == 0,
             };
-            pool.write_at_once(i % 3 == 0, combine, at_once, general)
+            pool.write_at_once(i % 3 == 0, combine, call, at_once, general)
                 .await
         })
     });
@@ -297,14 +332,23 @@ async fn one_keys_writes_at_once_each_answer_alone_whatever_their_batch_did() {
         .filter(platforms::name.eq("p"))
         .load(&mut c)
         .unwrap();
+    // A write made by its call, in a batch of calls, is the same write.
+    let by_call = ids.iter().filter(|id| id.starts_with("call_")).count();
+    for id in &mut ids {
+        if let Some(i) = id.strip_prefix("call_") {
+            *id = format!("ok_{i}");
+        }
+    }
     ids.sort();
     expected.sort();
     assert_eq!(ids, expected);
     let usage = pool.usage();
-    if db.backend == aibank_store::Backend::Postgres {
+    if postgres {
         assert!(usage.combined_batches > 0, "{usage:?}");
         assert!(usage.combined_writes > usage.combined_batches, "{usage:?}");
+        assert_eq!(by_call > 0, calls, "{by_call} writes made by their calls");
     } else {
         assert_eq!(usage.combined_batches, 0);
+        assert_eq!(by_call, 0);
     }
 }
