@@ -916,3 +916,86 @@ fn spend_sums_use_one_plan_that_reads_by_index() {
         assert!(s.seq_scan == 0 && s.idx_scan >= 8, "{s:?}");
     }
 }
+
+/// One agent's concurrent holds and captures as the gateway makes them: on PostgreSQL
+/// those that queue run as one statement per batch (each a call of `aibank_hold` or
+/// `aibank_capture`). The limit admits exactly as many holds as it allows, each refusal
+/// names it, and the account ends exactly as its journal says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_agents_batched_holds_and_captures_stay_exact() {
+    use aibank_ledger::{
+        capture_usage, capture_usage_at_once, capture_usage_call, place_hold_at_once,
+        place_hold_call, CaptureWith, HoldReceipt,
+    };
+    use aibank_store::Combine;
+    let (pool, db) = pool();
+    {
+        let mut c = pool.get().unwrap();
+        platform(&mut c, "plt_b", None);
+        // Credit for 100 holds of 100; the limit allows 80.
+        agent_of(&mut c, "plt_b", "agt_b", 8_000, usd(10_000));
+    }
+    let combine = |early| Combine {
+        key: "agt_b",
+        early,
+    };
+    let holds: Vec<_> = (0..120)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let now = 10 + i;
+                let call = place_hold_call("agt_b", usd(100), 60_000, None, now, None);
+                let at_once = move |c: &mut AnyConnection| {
+                    place_hold_at_once(c, "agt_b", usd(100), 60_000, None, now, None)
+                };
+                let general = move |c: &mut AnyConnection| {
+                    place_hold(c, "agt_b", usd(100), 60_000, None, now).map(|h| (h, None))
+                };
+                pool.write_at_once(false, combine(true), Some(call), at_once, general)
+                    .await
+            })
+        })
+        .collect();
+    let mut placed: Vec<HoldReceipt> = Vec::new();
+    for h in holds {
+        match h.await.unwrap() {
+            Ok((hold, minute)) => {
+                assert_eq!((hold.amount, minute), (usd(100), None));
+                placed.push(hold);
+            }
+            Err(e) => assert!(matches!(e, LedgerError::LimitExceeded(_)), "{e:?}"),
+        }
+    }
+    assert_eq!(placed.len(), 80);
+    let captures: Vec<_> = placed
+        .into_iter()
+        .map(|hold| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let with = CaptureWith::NOTHING;
+                let call = capture_usage_call(&hold, usd(50), true, 500, &with).unwrap();
+                let h = hold.clone();
+                let at_once = move |c: &mut AnyConnection| {
+                    capture_usage_at_once(c, &h, usd(50), true, 500, &CaptureWith::NOTHING)
+                };
+                let general = move |c: &mut AnyConnection| {
+                    capture_usage(c, "agt_b", &hold, usd(50), true, 500)
+                };
+                pool.write_at_once(true, combine(false), Some(call), at_once, general)
+                    .await
+            })
+        })
+        .collect();
+    for h in captures {
+        let got = h.await.unwrap().unwrap();
+        assert_eq!((got.charged, got.owed), (usd(50), usd(0)));
+    }
+    let mut c = pool.get().unwrap();
+    let a = balance(&mut c, "agt_b").unwrap();
+    assert_eq!((a.balance_micros, a.held_micros), (10_000 - 80 * 50, 0));
+    assert_invariants(&mut c, "agt_b");
+    let usage = pool.usage();
+    if db.backend == aibank_store::Backend::Postgres {
+        assert!(usage.combined_writes > usage.combined_batches, "{usage:?}");
+    }
+}
