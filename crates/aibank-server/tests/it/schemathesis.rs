@@ -153,7 +153,11 @@ async fn schemathesis_finds_no_failure() {
             &env_or("AIBANK_SCHEMATHESIS_EXAMPLES", "30"),
         ])
         .args(["--seed", &env_or("AIBANK_SCHEMATHESIS_SEED", "402")])
-        .args(["--workers", "2"])
+        // One worker: with two, hypothesis builds its strategies in two threads, and the
+        // AST parser of CPython 3.11 races on its recursion counter across threads
+        // (python/cpython#106905), failing a run with a SystemError of its own. One
+        // worker also makes the seed fix the order requests are sent in.
+        .args(["--workers", "1"])
         .args(["--report", "junit", "--report-dir"])
         .arg(&report)
         .args(["--no-color"])
