@@ -8,9 +8,13 @@
 //! combiner task; writes of the same key that arrive while it runs queue behind it, and it
 //! takes them all (up to [`MAX_BATCH`]) and runs them in one transaction: one hand-over of
 //! the lock for the whole batch and one commit. The commit does not wait for the log
-//! flush; each caller whose write must be durable waits for it on its own connection, so
-//! the key's next batch runs meanwhile (PostgreSQL flushes concurrent waiters together). A key with no writes waiting
-//! costs what it did: a batch of one runs as one statement outside a transaction.
+//! flush. When more of the key's writes wait, each caller whose write must be durable
+//! waits for the flush on its own connection, so the key's next batch runs meanwhile
+//! (PostgreSQL flushes concurrent waiters together); when none waits, the combiner makes
+//! the flush on its own connection before it answers, and nobody takes a second one from
+//! the pool (with many keys busy at once, one write each at a time, that is every write).
+//! A key with no writes waiting costs what it did: a batch of one runs as one statement
+//! outside a transaction.
 //!
 //! A batch is as exact as the same writes one by one: each statement reads what those
 //! before it in the transaction wrote and what every other transaction committed, and
@@ -76,9 +80,9 @@ pub(crate) enum Outcome<T, E, F, G> {
     /// Done (or failed) here.
     Done(Result<T, E>),
     /// Committed without waiting for the log flush, and the write asked for a durable
-    /// one: the caller waits for its batch's flush before it answers. The batch's first
-    /// caller there makes it, the others wait for that one; not here, where a flush would
-    /// hold up the key's next batch.
+    /// one: the caller waits for its batch's flush before it answers. The combiner made it
+    /// when nothing of the key waited; else the batch's first caller there makes it, the
+    /// others wait for that one, and the key's next batch runs meanwhile.
     Flush(T, SharedFlush),
     /// The one-statement write refused; the caller runs the general path.
     General(G),
@@ -104,6 +108,8 @@ trait Job: Send {
     fn early(&self) -> bool;
     /// Runs the one-statement write; `false` if its statement failed.
     fn step(&mut self, conn: &mut AnyConnection) -> bool;
+    /// Done, and to be answered only once its commit is durable.
+    fn awaits_flush(&self) -> bool;
     /// The write as a function call, when it has one.
     fn call(&self) -> Option<(&'static str, &[Arg])>;
     /// Its call's row (`None`: the call answered none, a refusal).
@@ -137,6 +143,10 @@ where
         let ok = got.is_ok();
         self.got = Some(got);
         ok
+    }
+
+    fn awaits_flush(&self) -> bool {
+        self.synced && matches!(self.got, Some(Ok(Some(_))))
     }
 
     fn call(&self) -> Option<(&'static str, &[Arg])> {
@@ -243,6 +253,15 @@ impl Combiner {
         (answer, lead)
     }
 
+    /// Whether no write of `key` waits to run.
+    fn idle(&self, key: &str) -> bool {
+        self.queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .is_none_or(Vec::is_empty)
+    }
+
     /// The next batch of `key`; empty when none waits, and then the key's combiner has
     /// ended (the next write starts another).
     fn take(&self, key: &str) -> Vec<Box<dyn Job>> {
@@ -294,7 +313,7 @@ impl Lead {
                     .combined
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
-            run_batch(conn, batch);
+            run_batch(conn, batch, || self.combiner.idle(&self.key));
         }
         self.armed = false;
     }
@@ -316,14 +335,17 @@ fn pg(conn: &mut AnyConnection) -> Option<&mut diesel::pg::PgConnection> {
     }
 }
 
-fn run_batch(conn: &mut AnyConnection, mut batch: Vec<Box<dyn Job>>) {
+/// Runs one batch on `conn` and answers its writes; `idle` tells whether no later write
+/// of the key waits by then.
+fn run_batch(conn: &mut AnyConnection, mut batch: Vec<Box<dyn Job>>, idle: impl FnOnce() -> bool) {
+    let flush = SharedFlush::default();
     if batch.len() == 1 {
         // Alone: one statement outside a transaction, as without combining.
-        for mut job in batch {
+        for job in &mut batch {
             job.step(conn);
-            job.finish(End::Committed(&SharedFlush::default()));
         }
-        return;
+        flush_here(conn, &batch, &flush, idle);
+        return finish_all(batch, End::Committed(&flush));
     }
     batch.sort_by_key(|job| !job.early());
     let Some(c) = pg(conn) else {
@@ -346,10 +368,12 @@ fn run_batch(conn: &mut AnyConnection, mut batch: Vec<Box<dyn Job>>) {
     let Some(c) = pg(conn) else {
         return finish_all(batch, End::Failed("only PostgreSQL combines writes"));
     };
-    let flush = SharedFlush::default();
     let end = if ran {
         match AnsiTransactionManager::commit_transaction(c) {
-            Ok(()) => Ok(End::Committed(&flush)),
+            Ok(()) => {
+                flush_here(conn, &batch, &flush, idle);
+                Ok(End::Committed(&flush))
+            }
             Err(e) => Err(e.to_string()),
         }
     } else {
@@ -422,6 +446,20 @@ fn run_calls(c: &mut diesel::pg::PgConnection, batch: &mut [Box<dyn Job>]) -> bo
         job.answer(row);
     }
     true
+}
+
+/// Makes a committed batch's flush here, when one of its writes awaits it and no later
+/// write of the key would wait behind it; its callers then find it made. Failed, it fails
+/// them as their own flush would.
+fn flush_here(
+    conn: &mut AnyConnection,
+    batch: &[Box<dyn Job>],
+    flush: &SharedFlush,
+    idle: impl FnOnce() -> bool,
+) {
+    if batch.iter().any(|job| job.awaits_flush()) && idle() {
+        let _ = flush.set(crate::pool::flush_log(conn).map_err(|e| e.to_string()));
+    }
 }
 
 fn finish_all(batch: Vec<Box<dyn Job>>, end: End<'_>) {

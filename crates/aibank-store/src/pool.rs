@@ -2,7 +2,7 @@
 //! moves it to tokio's blocking threads and keeps it off the actix workers.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -194,6 +194,8 @@ pub struct PoolUsage {
     /// far (see [`DbPool::write_at_once`]), and the writes they carried.
     pub combined_batches: u64,
     pub combined_writes: u64,
+    /// Connections taken from the pool so far, each time one was handed out.
+    pub checkouts: u64,
 }
 
 #[derive(Clone)]
@@ -206,6 +208,8 @@ pub struct DbPool {
     checkpointer: Option<Checkpointer>,
     /// Callers waiting for a connection now (r2d2 does not count them).
     waiting: Arc<AtomicU32>,
+    /// Connections handed out so far.
+    checkouts: Arc<AtomicU64>,
     /// SQLite: writes handed to the writer and not yet answered.
     writes_pending: Arc<AtomicU32>,
     /// PostgreSQL: one key's one-statement writes, combined when they queue.
@@ -240,9 +244,12 @@ impl Drop for Waiting<'_> {
 fn checkout(
     pool: &r2d2::Pool<Manager>,
     waiting: &AtomicU32,
+    checkouts: &AtomicU64,
 ) -> Result<PooledConnection, StoreError> {
     let _waiting = Waiting::start(waiting);
-    Ok(pool.get()?)
+    let conn = pool.get()?;
+    checkouts.fetch_add(1, Ordering::Relaxed);
+    Ok(conn)
 }
 
 impl std::fmt::Debug for DbPool {
@@ -296,6 +303,7 @@ impl DbPool {
             writer,
             checkpointer,
             waiting: Arc::new(AtomicU32::new(0)),
+            checkouts: Arc::new(AtomicU64::new(0)),
             writes_pending: Arc::new(AtomicU32::new(0)),
             combiner: Arc::default(),
         })
@@ -312,7 +320,7 @@ impl DbPool {
 
     /// A connection for blocking code that is already off the async runtime.
     pub fn get(&self) -> Result<PooledConnection, StoreError> {
-        checkout(&self.pool, &self.waiting)
+        checkout(&self.pool, &self.waiting, &self.checkouts)
     }
 
     /// The pool's connections now, and the callers waiting for one.
@@ -326,6 +334,7 @@ impl DbPool {
             writes_pending: self.writes_pending.load(Ordering::Relaxed),
             combined_batches,
             combined_writes,
+            checkouts: self.checkouts.load(Ordering::Relaxed),
         }
     }
 
@@ -336,9 +345,13 @@ impl DbPool {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let (pool, waiting) = (self.pool.clone(), self.waiting.clone());
+        let (pool, waiting, checkouts) = (
+            self.pool.clone(),
+            self.waiting.clone(),
+            self.checkouts.clone(),
+        );
         tokio::task::spawn_blocking(move || {
-            let mut conn = checkout(&pool, &waiting)?;
+            let mut conn = checkout(&pool, &waiting, &checkouts)?;
             f(&mut conn)
         })
         .await

@@ -236,6 +236,70 @@ async fn a_durable_write_on_postgres_is_answered_once_the_log_is_flushed_past_it
     }
 }
 
+/// `DbPool::write_at_once`, a durable write with nothing of its key queued behind it: its
+/// combiner makes the log flush on the connection it wrote on, so the write takes one
+/// connection from the pool, not a second one for the flush (with many agents busy at
+/// once, one call each at a time, that is every write), and it is answered once the log is
+/// flushed past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_durable_write_at_once_takes_one_connection_and_is_answered_flushed() {
+    use aibank_store::Combine;
+    use diesel::connection::SimpleConnection;
+    use diesel::sql_types::{Bool, Text};
+    let db = TestDb::fresh();
+    if db.backend != aibank_store::Backend::Postgres {
+        return;
+    }
+    let mut admin = PgConnection::establish(&db.url).unwrap();
+    let name: String = diesel::select(diesel::dsl::sql::<Text>("current_database()"))
+        .get_result(&mut admin)
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET synchronous_commit = on"
+        ))
+        .unwrap();
+    let pool = DbPool::connect(&db.url, &pool_options()).unwrap();
+    pool.migrate().unwrap();
+    for i in 0..20 {
+        let before = pool.usage().checkouts;
+        // Committed without the flush, as the ledger's functions commit.
+        let at_once = move |c: &mut aibank_store::AnyConnection| -> Result<Option<String>, E> {
+            c.batch_execute(&format!(
+                "BEGIN; SET LOCAL synchronous_commit = off; \
+                 INSERT INTO platforms (id, name, created_at) VALUES ('lone_{i}', 'p', 0); \
+                 COMMIT"
+            ))?;
+            let lsn = diesel::select(diesel::dsl::sql::<Text>(
+                "pg_current_wal_insert_lsn()::text",
+            ))
+            .get_result(c)?;
+            Ok(Some(lsn))
+        };
+        let combine = Combine {
+            key: "lone-key",
+            early: false,
+        };
+        let written = pool
+            .write_at_once(true, combine, None, at_once, move |_| Err(E::Refused(i)))
+            .await
+            .unwrap();
+        assert_eq!(pool.usage().checkouts - before, 1, "write {i}");
+        let (flushed, at): (bool, String) = diesel::select((
+            diesel::dsl::sql::<Bool>(&format!(
+                "pg_current_wal_flush_lsn() >= '{written}'::pg_lsn"
+            )),
+            diesel::dsl::sql::<Text>("pg_current_wal_flush_lsn()::text"),
+        ))
+        .get_result(&mut admin)
+        .unwrap();
+        assert!(
+            flushed,
+            "write {i} was answered with the log flushed to {at}, before {written}"
+        );
+    }
+}
+
 /// `DbPool::write_at_once`, one key's writes at once: on PostgreSQL those that queue run
 /// together in one transaction; whatever its batch did, each write gets its own answer and
 /// leaves exactly its own rows. A write refused in one statement takes the general path;
