@@ -185,19 +185,14 @@ async fn an_unsynced_write_never_takes_a_durable_one_with_it() {
     assert_eq!(seen, durable);
 }
 
-/// PostgreSQL commits a durable write without waiting for the log flush (so its row locks
-/// go at once), then waits for the flush before answering: once `write` returns, the log
-/// is durable past everything the write wrote.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_durable_write_on_postgres_is_answered_once_the_log_is_flushed_past_it() {
+/// On PostgreSQL: an admin connection and a migrated pool on `db`, which flushes at each
+/// commit as a real server does (the throwaway test clusters commit without flushing).
+fn flushing_postgres(db: &TestDb) -> Option<(PgConnection, DbPool)> {
     use diesel::connection::SimpleConnection;
-    use diesel::sql_types::{Bool, Text};
-    let db = TestDb::fresh();
+    use diesel::sql_types::Text;
     if db.backend != aibank_store::Backend::Postgres {
-        return;
+        return None;
     }
-    // The throwaway test clusters commit without flushing; this database flushes, as a
-    // real server does.
     let mut admin = PgConnection::establish(&db.url).unwrap();
     let name: String = diesel::select(diesel::dsl::sql::<Text>("current_database()"))
         .get_result(&mut admin)
@@ -209,6 +204,36 @@ async fn a_durable_write_on_postgres_is_answered_once_the_log_is_flushed_past_it
         .unwrap();
     let pool = DbPool::connect(&db.url, &pool_options()).unwrap();
     pool.migrate().unwrap();
+    Some((admin, pool))
+}
+
+/// Asserts the log is flushed past `written` (an LSN), which write `i` was answered after.
+fn assert_flushed_past(admin: &mut PgConnection, written: &str, i: usize) {
+    use diesel::sql_types::{Bool, Text};
+    let (flushed, at): (bool, String) = diesel::select((
+        diesel::dsl::sql::<Bool>(&format!(
+            "pg_current_wal_flush_lsn() >= '{written}'::pg_lsn"
+        )),
+        diesel::dsl::sql::<Text>("pg_current_wal_flush_lsn()::text"),
+    ))
+    .get_result(admin)
+    .unwrap();
+    assert!(
+        flushed,
+        "write {i} was answered with the log flushed to {at}, before {written}"
+    );
+}
+
+/// PostgreSQL commits a durable write without waiting for the log flush (so its row locks
+/// go at once), then waits for the flush before answering: once `write` returns, the log
+/// is durable past everything the write wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_write_on_postgres_is_answered_once_the_log_is_flushed_past_it() {
+    use diesel::sql_types::Text;
+    let db = TestDb::fresh();
+    let Some((mut admin, pool)) = flushing_postgres(&db) else {
+        return;
+    };
     for i in 0..20 {
         let written: String = pool
             .write(move |c| {
@@ -221,18 +246,7 @@ async fn a_durable_write_on_postgres_is_answered_once_the_log_is_flushed_past_it
             })
             .await
             .unwrap();
-        let (flushed, at): (bool, String) = diesel::select((
-            diesel::dsl::sql::<Bool>(&format!(
-                "pg_current_wal_flush_lsn() >= '{written}'::pg_lsn"
-            )),
-            diesel::dsl::sql::<Text>("pg_current_wal_flush_lsn()::text"),
-        ))
-        .get_result(&mut admin)
-        .unwrap();
-        assert!(
-            flushed,
-            "write {i} was answered with the log flushed to {at}, before {written}"
-        );
+        assert_flushed_past(&mut admin, &written, i);
     }
 }
 
@@ -245,22 +259,11 @@ async fn a_durable_write_on_postgres_is_answered_once_the_log_is_flushed_past_it
 async fn a_lone_durable_write_at_once_takes_one_connection_and_is_answered_flushed() {
     use aibank_store::Combine;
     use diesel::connection::SimpleConnection;
-    use diesel::sql_types::{Bool, Text};
+    use diesel::sql_types::Text;
     let db = TestDb::fresh();
-    if db.backend != aibank_store::Backend::Postgres {
+    let Some((mut admin, pool)) = flushing_postgres(&db) else {
         return;
-    }
-    let mut admin = PgConnection::establish(&db.url).unwrap();
-    let name: String = diesel::select(diesel::dsl::sql::<Text>("current_database()"))
-        .get_result(&mut admin)
-        .unwrap();
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {name} SET synchronous_commit = on"
-        ))
-        .unwrap();
-    let pool = DbPool::connect(&db.url, &pool_options()).unwrap();
-    pool.migrate().unwrap();
+    };
     for i in 0..20 {
         let before = pool.usage().checkouts;
         // Committed without the flush, as the ledger's functions commit.
@@ -285,18 +288,7 @@ async fn a_lone_durable_write_at_once_takes_one_connection_and_is_answered_flush
             .await
             .unwrap();
         assert_eq!(pool.usage().checkouts - before, 1, "write {i}");
-        let (flushed, at): (bool, String) = diesel::select((
-            diesel::dsl::sql::<Bool>(&format!(
-                "pg_current_wal_flush_lsn() >= '{written}'::pg_lsn"
-            )),
-            diesel::dsl::sql::<Text>("pg_current_wal_flush_lsn()::text"),
-        ))
-        .get_result(&mut admin)
-        .unwrap();
-        assert!(
-            flushed,
-            "write {i} was answered with the log flushed to {at}, before {written}"
-        );
+        assert_flushed_past(&mut admin, &written, i);
     }
 }
 
