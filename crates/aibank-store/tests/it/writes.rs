@@ -254,7 +254,7 @@ async fn a_durable_write_on_postgres_is_answered_once_the_log_is_flushed_past_it
 /// combiner makes the log flush on the connection it wrote on, so the write takes one
 /// connection from the pool, not a second one for the flush (with many agents busy at
 /// once, one call each at a time, that is every write), and it is answered once the log is
-/// flushed past it.
+/// flushed past it. A write that finds its key's combiner still running takes none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_durable_write_at_once_takes_one_connection_and_is_answered_flushed() {
     use aibank_store::Combine;
@@ -287,7 +287,14 @@ async fn a_lone_durable_write_at_once_takes_one_connection_and_is_answered_flush
             .write_at_once(true, combine, None, at_once, move |_| Err(E::Refused(i)))
             .await
             .unwrap();
-        assert_eq!(pool.usage().checkouts - before, 1, "write {i}");
+        // A combiner still on its connection from the write before may run this one
+        // too, taking none; a new one takes one. Never a second one for the flush.
+        let took = pool.usage().checkouts - before;
+        if i == 0 {
+            assert_eq!(took, 1, "write {i}, the key's first, starts its combiner");
+        } else {
+            assert!(took <= 1, "write {i} took {took} connections");
+        }
         assert_flushed_past(&mut admin, &written, i);
     }
 }
