@@ -239,7 +239,7 @@ fn with_usage<R>(
     minute: Option<&(String, i64, i64)>,
     f: impl FnOnce(&CaptureWith<'_>) -> R,
 ) -> R {
-    let usage_id = aibank_core::ids::new_id("use");
+    let usage_id = aibank_core::ids::new_ordered_id("use");
     f(&CaptureWith {
         usage: Some((&usage_id, agent, meta)),
         payment: payment.map(|(chain, hash)| (chain.as_str(), hash.as_str())),

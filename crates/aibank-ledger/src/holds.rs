@@ -1,6 +1,6 @@
 //! Holds: authorise the most a call can cost, then capture its real cost or release it.
 
-use aibank_core::ids::new_id;
+use aibank_core::ids::new_ordered_id;
 use aibank_core::Usd;
 use aibank_store::models::{Hold, HOLD_CAPTURED, HOLD_EXPIRED, HOLD_OPEN, HOLD_RELEASED};
 use aibank_store::schema::holds;
@@ -39,7 +39,7 @@ pub fn place_hold(
     reference: Option<&str>,
     now: i64,
 ) -> Result<HoldReceipt, LedgerError> {
-    let id = new_id("hld");
+    let id = new_ordered_id("hld");
     let args = HoldArgs::new(account_id, amount, &id, reference, now, ttl_ms);
     if let Some(placed) = pg::hold(conn, &args, None, Commit::AsCaller)? {
         return Ok(receipt(&args, placed.balance));
@@ -64,7 +64,7 @@ pub fn place_hold_at_once(
     now: i64,
     admission: Option<&Admission<'_>>,
 ) -> Result<Option<(HoldReceipt, Option<i64>)>, LedgerError> {
-    let id = new_id("hld");
+    let id = new_ordered_id("hld");
     let args = HoldArgs::new(account_id, amount, &id, reference, now, ttl_ms);
     Ok(pg::hold(conn, &args, admission, Commit::Unsynced)?
         .map(|placed| (receipt(&args, placed.balance), placed.minute_start)))
@@ -81,7 +81,7 @@ pub fn place_hold_call(
     now: i64,
     admission: Option<&Admission<'_>>,
 ) -> Call<(HoldReceipt, Option<i64>)> {
-    let id = new_id("hld");
+    let id = new_ordered_id("hld");
     let args = HoldArgs::new(account_id, amount, &id, reference, now, ttl_ms);
     let made = receipt(&args, 0);
     pg::hold_call(&args, admission, Commit::Unsynced).map(move |placed| {

@@ -563,7 +563,7 @@ pub fn record_usage(
     meta: &UsageMeta,
     now: i64,
 ) -> Result<(), LedgerError> {
-    record_usage_with_id(conn, &new_id("use"), agent_id, (cost, owed), meta, now)
+    record_usage_with_id(conn, &aibank_core::ids::new_ordered_id("use"), agent_id, (cost, owed), meta, now)
 }
 
 pub(crate) fn record_usage_with_id(
