@@ -190,10 +190,16 @@ enum Whose<'a> {
 
 type Db = <AnyConnection as diesel::Connection>::Backend;
 
+/// [`SPEND_KINDS`] as the condition of the index of spending journal rows, in the words
+/// of the migration that made it (`2026-12-07-000001_spend_journal_index`): a query uses
+/// that index only when its text implies this.
+const SPEND_ROWS: &str = "(kind = 'charge' OR kind = 'capture')";
+
 /// The spending journal rows (charges and captures) after `since`.
 fn spend_rows(whose: Whose<'_>, since: i64) -> journal_entries::BoxedQuery<'_, Db> {
     let q = journal_entries::table
-        .filter(journal_entries::kind.eq_any(SPEND_KINDS))
+        // Written out as the spending journal index's condition, so that it is used.
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(SPEND_ROWS))
         .filter(journal_entries::created_at.gt(since))
         .into_boxed();
     match whose {
@@ -269,26 +275,36 @@ macro_rules! three_windows {
     };
 }
 
-/// The journal rows of one kind of a scope with `created_at` in (?, ?), summed: a scalar
-/// subquery. One kind each, so that the kind is an equality on the second column of the
-/// index (account_id, kind, created_at), always a bound of the scan: PostgreSQL may plan
-/// a list there as a filter, reading every journal row of the account.
+/// The journal rows of one spending kind of a scope with `created_at` in (?, ?), summed: a
+/// scalar subquery. One kind each, so that the kind is an equality on the second column of
+/// the index (account_id, kind, created_at), always a bound of the scan: PostgreSQL may
+/// plan a list there as a filter, reading every journal row of the account. The kind is
+/// written in the text, not bound: the index holds only the spending kinds' rows, and
+/// both backends use it only where the query's text implies its condition.
 macro_rules! kind_sum {
-    ($form:ident) => {
+    ($form:ident, $kind:literal) => {
         concat!(
             "(SELECT CAST(COALESCE(SUM(delta_micros), 0) AS BIGINT) FROM journal_entries \
              WHERE ",
             scoped!("account_id", $form),
-            " AND kind = ? AND created_at > ? AND created_at < ?)"
+            " AND kind = '",
+            $kind,
+            "' AND created_at > ? AND created_at < ?)"
         )
     };
 }
 
-/// The spending journal rows (both kinds) of a scope with `created_at` in (?, ?), summed:
-/// one per window's edge.
+/// The spending journal rows (both kinds, [`SPEND_KINDS`]) of a scope with `created_at` in
+/// (?, ?), summed: one per window's edge.
 macro_rules! edge_sum {
     ($form:ident) => {
-        concat!("(", kind_sum!($form), " + ", kind_sum!($form), ")")
+        concat!(
+            "(",
+            kind_sum!($form, "charge"),
+            " + ",
+            kind_sum!($form, "capture"),
+            ")"
+        )
     };
 }
 
@@ -366,12 +382,8 @@ fn sums<Site: 'static>(
     let first = starts.map(bucket_of);
     let mut q = q.int(first[0]).int(first[1]).text(whose.id()).int(first[2]);
     for (start, first) in starts.into_iter().zip(first) {
-        for kind in SPEND_KINDS {
-            q = q
-                .text(whose.id())
-                .text(kind)
-                .int(start)
-                .int(first + BUCKET_MS);
+        for _ in SPEND_KINDS {
+            q = q.text(whose.id()).int(start).int(first + BUCKET_MS);
         }
     }
     Ok(q.int(starts[0])
@@ -563,7 +575,14 @@ pub fn record_usage(
     meta: &UsageMeta,
     now: i64,
 ) -> Result<(), LedgerError> {
-    record_usage_with_id(conn, &aibank_core::ids::new_ordered_id("use"), agent_id, (cost, owed), meta, now)
+    record_usage_with_id(
+        conn,
+        &aibank_core::ids::new_ordered_id("use"),
+        agent_id,
+        (cost, owed),
+        meta,
+        now,
+    )
 }
 
 pub(crate) fn record_usage_with_id(
@@ -668,4 +687,99 @@ pub fn platform_usage(
 ) -> Result<Usd, LedgerError> {
     let used = used_by(conn, Whose::Platform(platform_id), now)?;
     Ok(Usd::from_micros(used.spent[0] + used.held))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use aibank_store::{Backend, DbPool};
+    use aibank_testkit::{pool_options, TestDb};
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    use diesel::sql_types::Text;
+
+    use super::{SPEND_ROWS, USAGE_SUMS};
+    use crate::SPEND_KINDS;
+
+    #[derive(QueryableByName)]
+    struct SqliteLine {
+        #[diesel(sql_type = Text)]
+        detail: String,
+    }
+
+    #[derive(QueryableByName)]
+    struct PgLine {
+        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+        detail: String,
+    }
+
+    /// The plan `sql` is given, its `?`s unbound, one line per step. PostgreSQL plans it
+    /// as the ledger's functions are planned (generic), with table scans ruled out so that
+    /// an empty table's plan still shows the index chosen.
+    fn plan(c: &mut aibank_store::AnyConnection, backend: Backend, sql: &str) -> Vec<String> {
+        match backend {
+            Backend::Sqlite => diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+                .load::<SqliteLine>(c)
+                .unwrap()
+                .into_iter()
+                .map(|l| l.detail)
+                .collect(),
+            Backend::Postgres => {
+                let mut numbered = String::new();
+                for (i, part) in sql.split('?').enumerate() {
+                    if i > 0 {
+                        numbered.push('$');
+                        numbered.push_str(&i.to_string());
+                    }
+                    numbered.push_str(part);
+                }
+                c.batch_execute(&format!(
+                    "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; \
+                     PREPARE q AS {numbered}"
+                ))
+                .unwrap();
+                let params = vec!["NULL"; sql.matches('?').count()].join(", ");
+                let lines = diesel::sql_query(format!("EXPLAIN EXECUTE q({params})"))
+                    .load::<PgLine>(c)
+                    .unwrap();
+                c.batch_execute("DEALLOCATE q").unwrap();
+                lines.into_iter().map(|l| l.detail).collect()
+            }
+        }
+    }
+
+    /// The spend checks read the journal by the index that holds only spending rows: the
+    /// kinds are written in their text the way the index's condition is, so that both
+    /// backends can tell that the index covers what they ask for.
+    #[test]
+    fn spend_sums_read_the_journal_by_the_spending_index() {
+        let db = TestDb::fresh();
+        let pool = DbPool::connect(&db.url, &pool_options()).unwrap();
+        pool.migrate().unwrap();
+        let mut c = pool.get().unwrap();
+        assert_eq!(SPEND_KINDS, ["charge", "capture"]);
+        assert_eq!(SPEND_ROWS, "(kind = 'charge' OR kind = 'capture')");
+        let windows = format!(
+            "SELECT created_at, delta_micros FROM journal_entries \
+             WHERE {SPEND_ROWS} AND created_at > ? AND account_id = ?"
+        );
+        for sql in [USAGE_SUMS[0], USAGE_SUMS[1], windows.as_str()] {
+            let lines = plan(&mut c, db.backend, sql);
+            let journal: Vec<&String> = lines
+                .iter()
+                // A step that reads the table: SQLite's SEARCH or SCAN, PostgreSQL's scans.
+                .filter(|l| {
+                    l.contains("journal_entries")
+                        && (l.contains("SEARCH") || l.contains("SCAN") || l.contains("Scan"))
+                })
+                .collect();
+            assert!(!journal.is_empty(), "{lines:#?}");
+            for line in journal {
+                assert!(
+                    line.contains("journal_spend_by_account_kind_time"),
+                    "{line} in {lines:#?}"
+                );
+            }
+        }
+    }
 }
