@@ -2,7 +2,9 @@
 
 use aibank_core::ids::new_ordered_id;
 use aibank_core::Usd;
-use aibank_store::models::{Hold, HOLD_CAPTURED, HOLD_EXPIRED, HOLD_OPEN, HOLD_RELEASED};
+use aibank_store::models::{
+    Hold, HOLD_CAPTURED, HOLD_EXPIRED, HOLD_OPEN, HOLD_RELEASED, OPEN_HOLDS,
+};
 use aibank_store::schema::holds;
 use aibank_store::{stmt, AnyConnection, Call};
 use diesel::prelude::*;
@@ -445,7 +447,7 @@ pub fn release(
 /// capture racing the sweeper either wins or finds the hold expired. Returns how many.
 pub fn expire_due(conn: &mut AnyConnection, now: i64, batch: i64) -> Result<usize, LedgerError> {
     let due: Vec<String> = holds::table
-        .filter(holds::status.eq(HOLD_OPEN))
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(OPEN_HOLDS))
         .filter(holds::expires_at.le(now))
         .order(holds::expires_at.asc())
         .limit(batch)

@@ -748,15 +748,32 @@ mod tests {
         }
     }
 
+    /// Asserts every step of `sql`'s plan that reads `table` reads it by `index`.
+    fn assert_read_by(sql: &str, table: &str, index: &str) {
+        let db = TestDb::fresh();
+        let pool = DbPool::connect(&db.url, &pool_options()).unwrap();
+        pool.migrate().unwrap();
+        let mut c = pool.get().unwrap();
+        let lines = plan(&mut c, db.backend, sql);
+        // A step that reads the table: SQLite's SEARCH or SCAN, PostgreSQL's scans.
+        let reads: Vec<&String> = lines
+            .iter()
+            .filter(|l| {
+                l.contains(&format!("{table} "))
+                    && (l.contains("SEARCH") || l.contains("SCAN") || l.contains("Scan"))
+            })
+            .collect();
+        assert!(!reads.is_empty(), "{lines:#?}");
+        for line in reads {
+            assert!(line.contains(index), "{line} in {lines:#?}");
+        }
+    }
+
     /// The spend checks read the journal by the index that holds only spending rows: the
     /// kinds are written in their text the way the index's condition is, so that both
     /// backends can tell that the index covers what they ask for.
     #[test]
     fn spend_sums_read_the_journal_by_the_spending_index() {
-        let db = TestDb::fresh();
-        let pool = DbPool::connect(&db.url, &pool_options()).unwrap();
-        pool.migrate().unwrap();
-        let mut c = pool.get().unwrap();
         assert_eq!(SPEND_KINDS, ["charge", "capture"]);
         assert_eq!(SPEND_ROWS, "(kind = 'charge' OR kind = 'capture')");
         let windows = format!(
@@ -764,22 +781,28 @@ mod tests {
              WHERE {SPEND_ROWS} AND created_at > ? AND account_id = ?"
         );
         for sql in [USAGE_SUMS[0], USAGE_SUMS[1], windows.as_str()] {
-            let lines = plan(&mut c, db.backend, sql);
-            let journal: Vec<&String> = lines
-                .iter()
-                // A step that reads the table: SQLite's SEARCH or SCAN, PostgreSQL's scans.
-                .filter(|l| {
-                    l.contains("journal_entries")
-                        && (l.contains("SEARCH") || l.contains("SCAN") || l.contains("Scan"))
-                })
-                .collect();
-            assert!(!journal.is_empty(), "{lines:#?}");
-            for line in journal {
-                assert!(
-                    line.contains("journal_spend_by_account_kind_time"),
-                    "{line} in {lines:#?}"
-                );
-            }
+            assert_read_by(sql, "journal_entries", "journal_spend_by_account_kind_time");
         }
+    }
+
+    /// The sweeper's due holds and an account's open holds are read by the indexes that
+    /// hold only open holds.
+    #[test]
+    fn open_holds_are_read_by_the_open_holds_indexes() {
+        use aibank_store::models::{HOLD_OPEN, OPEN_HOLDS};
+        assert_eq!(OPEN_HOLDS, format!("status = '{HOLD_OPEN}'"));
+        assert_read_by(
+            &format!(
+                "SELECT id FROM holds WHERE {OPEN_HOLDS} AND expires_at <= ? \
+                 ORDER BY expires_at LIMIT ?"
+            ),
+            "holds",
+            "holds_open_by_expiry",
+        );
+        assert_read_by(
+            &format!("SELECT amount_micros FROM holds WHERE account_id = ? AND {OPEN_HOLDS}"),
+            "holds",
+            "holds_open_by_account",
+        );
     }
 }

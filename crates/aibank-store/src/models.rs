@@ -294,6 +294,10 @@ pub const HOLD_OPEN: &str = "open";
 pub const HOLD_CAPTURED: &str = "captured";
 pub const HOLD_RELEASED: &str = "released";
 pub const HOLD_EXPIRED: &str = "expired";
+/// [`HOLD_OPEN`] as the condition of the open holds' indexes, in the words of the migration
+/// that made them (`2026-12-07-000002_open_holds_index`): a query uses those indexes only
+/// when its text implies this, so it is written out, not bound.
+pub const OPEN_HOLDS: &str = "status = 'open'";
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = holds)]

@@ -96,13 +96,13 @@ impl TestDb {
 /// equals its open holds, none negative, never a debt beside a balance. For a consistent read under concurrency, call it inside a
 /// transaction that holds the account's lock.
 pub fn assert_account_consistent(c: &mut aibank_store::AnyConnection, id: &str) {
-    use aibank_store::models::HOLD_OPEN;
+    use aibank_store::models::OPEN_HOLDS;
     use aibank_store::schema::{holds, journal_entries as j, spend_buckets};
     use diesel::prelude::*;
     let account = aibank_ledger::balance(c, id).unwrap();
     let open: i64 = holds::table
         .filter(holds::account_id.eq(id))
-        .filter(holds::status.eq(HOLD_OPEN))
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(OPEN_HOLDS))
         .select(holds::amount_micros)
         .load::<i64>(c)
         .unwrap()
