@@ -7,10 +7,12 @@ const LOWER_ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// `n` characters from `[0-9a-z]`, uniformly, from the thread-local CSPRNG.
 pub fn random_lower(n: usize) -> String {
+    lower_chars(n).collect()
+}
+
+fn lower_chars(n: usize) -> impl Iterator<Item = char> {
     let mut rng = rand::rng();
-    (0..n)
-        .map(|_| char::from(LOWER_ALNUM[rng.random_range(0..LOWER_ALNUM.len())]))
-        .collect()
+    (0..n).map(move |_| char::from(LOWER_ALNUM[rng.random_range(0..LOWER_ALNUM.len())]))
 }
 
 /// `n` characters from `[A-Za-z0-9]` (5.95 bits each), from the thread-local CSPRNG.
@@ -42,7 +44,7 @@ pub fn new_ordered_id(prefix: &str) -> String {
     id.push_str(prefix);
     id.push('_');
     id.extend(time.iter().map(|&b| char::from(b)));
-    id.push_str(&random_lower(11));
+    id.extend(lower_chars(11));
     id
 }
 

@@ -8,7 +8,7 @@
 //! A platform may also set a fleet limit: the same daily window over all of its agents.
 
 use aibank_core::clock::rfc3339;
-use aibank_core::ids::new_id;
+use aibank_core::ids::{new_id, new_ordered_id};
 use aibank_core::{ApiError, ErrorCode, Usd};
 use aibank_store::models::UsageEvent;
 use aibank_store::schema::{agents, journal_entries, platforms, wallet_transfers};
@@ -577,7 +577,7 @@ pub fn record_usage(
 ) -> Result<(), LedgerError> {
     record_usage_with_id(
         conn,
-        &aibank_core::ids::new_ordered_id("use"),
+        &new_ordered_id("use"),
         agent_id,
         (cost, owed),
         meta,
