@@ -774,8 +774,18 @@ mod tests {
     /// backends can tell that the index covers what they ask for.
     #[test]
     fn spend_sums_read_the_journal_by_the_spending_index() {
-        assert_eq!(SPEND_KINDS, ["charge", "capture"]);
-        assert_eq!(SPEND_ROWS, "(kind = 'charge' OR kind = 'capture')");
+        // The texts name exactly the spending kinds, as the index's condition does.
+        let each: Vec<String> = SPEND_KINDS
+            .iter()
+            .map(|k| format!("kind = '{k}'"))
+            .collect();
+        assert_eq!(SPEND_ROWS, format!("({})", each.join(" OR ")));
+        for sums in USAGE_SUMS {
+            for kind in &each {
+                assert_eq!(sums.matches(kind.as_str()).count(), 3, "{kind} in {sums}");
+            }
+            assert_eq!(sums.matches("kind = ").count(), 3 * SPEND_KINDS.len());
+        }
         let windows = format!(
             "SELECT created_at, delta_micros FROM journal_entries \
              WHERE {SPEND_ROWS} AND created_at > ? AND account_id = ?"
