@@ -831,6 +831,13 @@ async fn a_platform_manages_its_fleet_in_a_real_browser() {
         .await
         .unwrap();
     click(&c, "search-button").await;
+    // The agent's row is on the unfiltered page too: first the results page, whose field
+    // the server fills with the search (typing sets the field's value, not its attribute).
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("input#q[value='fleet-bot']"))
+        .await
+        .unwrap();
     c.wait()
         .at_most(WAIT)
         .for_element(Locator::Css(&format!("tr[data-agent-id='{}']", agent.id)))
